@@ -126,12 +126,11 @@ class SourceConfig:
     def __post_init__(self) -> None:
         _check(self.kind in SOURCE_KINDS, "kind", self.kind, f"one of {SOURCE_KINDS}")
         _check(self.format in RECORD_FORMATS, "format", self.format, f"one of {RECORD_FORMATS}")
+        _check(self.size is None or self.size > 0, "size", self.size, "a positive integer or null (all)")
         if self.kind == "reasoning_gym":
             _check(len(self.tasks) > 0, "tasks", self.tasks, "at least one reasoning-gym dataset name")
-            _check(self.size is not None and self.size > 0, "size", self.size, "a positive integer")
         else:
             _check(self.path is not None, "path", self.path, f"a path or id for kind '{self.kind}'")
-            _check(self.size is None or self.size > 0, "size", self.size, "a positive integer or null (all)")
 
     def describe(self) -> str:
         if self.kind == "reasoning_gym":
@@ -168,6 +167,11 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _check(self.max_chars > 0, "max_chars", self.max_chars, "a positive integer")
+        for name in ("prior", "pool", "eval", "general"):
+            source = getattr(self.splits, name)
+            # generated data has no natural end; the distractors' size follows from the mix
+            _check(source.kind != "reasoning_gym" or source.size is not None, f"splits.{name}.size",
+                   source.size, "a positive integer for a reasoning_gym split")
         seeded = {n: s for n, s in self.split_sources().items() if s.kind == "reasoning_gym"}
         seeds = [(tuple(s.tasks), s.seed) for s in seeded.values()]
         _check(len(set(seeds)) == len(seeds), "splits.*.seed",

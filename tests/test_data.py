@@ -1,0 +1,238 @@
+"""Data sources, validation, the mixed pool and split disjointness."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from igds.config import ConfigError, DataConfig, SourceConfig, from_dict
+from igds.data import DataError, build_splits, make_record, read_source, record_id
+from tests.conftest import GSM8K_SAMPLE
+
+
+def rg(tasks, size, seed):
+    return {"kind": "reasoning_gym", "tasks": list(tasks), "size": size, "seed": seed}
+
+
+def data_cfg(**overrides) -> DataConfig:
+    raw = {
+        "target_task": "gsm_symbolic",
+        "splits": {
+            "prior": rg(["gsm_symbolic"], 20, 1),
+            "pool": rg(["gsm_symbolic"], 40, 2),
+            "eval": rg(["gsm_symbolic"], 10, 3),
+            "general": rg(["syllogism", "word_sorting"], 20, 4),
+        },
+    }
+    raw.update(overrides)
+    return from_dict(DataConfig, raw, "data")
+
+
+def write_lines(path: Path, lines: list[bytes | str | dict]) -> Path:
+    with open(path, "wb") as f:
+        for line in lines:
+            if isinstance(line, dict):
+                line = json.dumps(line)
+            if isinstance(line, str):
+                line = line.encode("utf-8")
+            f.write(line + b"\n")
+    return path
+
+
+# --- ids -------------------------------------------------------------------------------
+
+def test_record_id_is_a_stable_content_hash():
+    # a fixed value: ids must not change across runs, machines or versions
+    assert record_id("What is 2+3?", "", "2 + 3 = 5\n#### 5") == "9b04a73dd146804c"
+    a = make_record("q", "", "a", task="t1", source="s1")
+    b = make_record("q", "", "a", task="t2", source="s2")
+    assert a.id == b.id  # same content, same id, whatever the source
+    assert make_record("q", "", "a2", "t", "s").id != a.id
+
+
+def test_same_params_give_identical_splits():
+    first, second = build_splits(data_cfg(), seed=0), build_splits(data_cfg(), seed=0)
+    assert first.splits == second.splits
+    assert first.report == second.report
+
+
+# --- sources -------------------------------------------------------------------------
+
+def test_reasoning_gym_source_is_seeded_and_gsm_symbolic_has_final_answers():
+    cfg = from_dict(SourceConfig, rg(["gsm_symbolic"], 15, 7), "s")
+    a = read_source("prior", cfg, max_chars=10_000, strict=True)
+    b = read_source("prior", cfg, max_chars=10_000, strict=True)
+    c = read_source("prior", from_dict(SourceConfig, rg(["gsm_symbolic"], 15, 8), "s"), max_chars=10_000, strict=True)
+    assert [r.id for r in a.records] == [r.id for r in b.records]
+    assert len(a.records) == 15 and a.n_read == 15
+    assert not {r.id for r in a.records} & {r.id for r in c.records}
+    for r in a.records:
+        assert r.task == "gsm_symbolic" and r.instruction and "####" in r.output
+
+
+def test_reasoning_gym_tasks_share_the_size():
+    cfg = from_dict(SourceConfig, rg(["syllogism", "word_sorting", "spell_backward"], 10, 1), "s")
+    data = read_source("general", cfg, max_chars=10_000, strict=True)
+    counts = {t: sum(r.task == t for r in data.records) for t in cfg.tasks}
+    assert sum(counts.values()) + len(data.rejects) == 10
+    assert counts["syllogism"] >= 3 and counts["word_sorting"] >= 3
+
+
+def test_jsonl_gsm8k_format_from_the_sample():
+    cfg = SourceConfig(kind="jsonl", path=str(GSM8K_SAMPLE / "train.jsonl"), format="gsm8k", task="gsm8k")
+    data = read_source("pool", cfg, max_chars=10_000, strict=True)
+    assert len(data.records) == 300 and not data.rejects
+    first = json.loads((GSM8K_SAMPLE / "train.jsonl").read_text().splitlines()[0])
+    r = data.records[0]
+    assert r.instruction == first["question"] and r.input == "" and r.task == "gsm8k"
+    assert "<<" not in r.output and r.output.endswith("#### 6")  # calculator annotations dropped
+    kept = read_source("pool", SourceConfig(kind="jsonl", path=str(GSM8K_SAMPLE / "train.jsonl"),
+                                            strip_calculator=False, size=5), max_chars=10_000, strict=True)
+    assert len(kept.records) == 5 and "<<4*3=12>>" in kept.records[0].output
+
+
+def test_jsonl_instruction_input_output_format(tmp_path):
+    path = write_lines(tmp_path / "alpaca.jsonl", [
+        {"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"},
+        {"instruction": "Say hi.", "output": "hi"},  # input is optional
+    ])
+    data = read_source("pool", SourceConfig(kind="jsonl", path=str(path)), max_chars=1000, strict=True)
+    assert [(r.instruction, r.input, r.output, r.task) for r in data.records] == [
+        ("Add the numbers.", "2 and 3", "5", "alpaca"), ("Say hi.", "", "hi", "alpaca")]
+    assert data.records[0].prompt == "Add the numbers.\n\n2 and 3"
+
+
+def test_hf_source_reads_a_saved_dataset_and_a_local_data_folder(tmp_path):
+    import datasets
+
+    rows = [{"question": f"What is {i}+1?", "answer": f"{i}+1={i + 1}\n#### {i + 1}"} for i in range(6)]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "saved"))
+    saved = read_source("eval", SourceConfig(kind="hf", path=str(tmp_path / "saved"), task="toy"),
+                        max_chars=1000, strict=True)
+    assert [r.output for r in saved.records] == [row["answer"] for row in rows]
+
+    folder = tmp_path / "files"
+    folder.mkdir()
+    write_lines(folder / "train.jsonl", rows[:4])
+    loaded = read_source("eval", SourceConfig(kind="hf", path=str(folder), split="train", size=3),
+                         max_chars=1000, strict=True)
+    assert [r.instruction for r in loaded.records] == [row["question"] for row in rows[:3]]
+    assert loaded.records[0].source == f"hf:{folder}"
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match=r"data file .*nope.jsonl not found"):
+        read_source("pool", SourceConfig(kind="jsonl", path=str(tmp_path / "nope.jsonl")), max_chars=10, strict=False)
+
+
+# --- bad input -------------------------------------------------------------------------
+
+GOOD = [{"instruction": f"Task {i}", "input": "", "output": f"Answer {i}"} for i in range(5)]
+BAD = [  # (line content, expected kind)
+    (b'{"instruction": "broken", "output": ', "malformed_json"),
+    ({"instruction": "no output here"}, "missing_field"),
+    ({"instruction": "   ", "output": "x"}, "empty_field"),
+    (b'{"instruction": "caf\xe9", "output": "latin-1 bytes"}', "not_utf8"),
+    ({"instruction": "Task 0", "input": "", "output": "Answer 0"}, "duplicate_id"),
+    ({"instruction": "long " * 100, "output": "x"}, "over_long"),
+    ({"instruction": 7, "output": "x"}, "wrong_type"),
+    (b'["a", "list"]', "not_object"),
+    ({"prompt": "p", "completion": "c"}, "unknown_shape"),
+]
+
+
+def mixed_file(tmp_path: Path) -> tuple[Path, dict[int, str]]:
+    lines, expected = list(GOOD), {}
+    for content, kind in BAD:
+        lines.append(content)
+        expected[len(lines)] = kind
+    lines.insert(2, b"")  # blank lines are skipped, not records
+    expected = {(n + 1 if n >= 3 else n): k for n, k in expected.items()}
+    return write_lines(tmp_path / "pool.jsonl", lines), expected
+
+
+def test_lenient_mode_quarantines_every_defect_with_file_and_line(tmp_path):
+    path, expected = mixed_file(tmp_path)
+    data = read_source("pool", SourceConfig(kind="jsonl", path=str(path)), max_chars=200, strict=False)
+    assert [r.instruction for r in data.records] == [g["instruction"] for g in GOOD]
+    assert {r.line: r.kind for r in data.rejects} == expected
+    assert data.n_read == len(GOOD) + len(BAD) == len(data.records) + len(data.rejects)
+    for r in data.rejects:
+        assert r.location == str(path) and r.reason and r.raw
+    dup = next(r for r in data.rejects if r.kind == "duplicate_id")
+    assert f"{path}:1" in dup.reason  # points at the first copy
+
+
+def test_strict_mode_stops_at_the_first_bad_record_naming_file_and_line(tmp_path):
+    path, expected = mixed_file(tmp_path)
+    first_bad = min(expected)
+    with pytest.raises(DataError) as err:
+        read_source("pool", SourceConfig(kind="jsonl", path=str(path)), max_chars=200, strict=True)
+    message = str(err.value)
+    assert message.startswith(f"{path}:{first_bad}: malformed JSON")
+    assert "data.strict: false" in message
+
+
+def test_gsm8k_answer_without_final_line_is_rejected(tmp_path):
+    path = write_lines(tmp_path / "g.jsonl", [{"question": "q?", "answer": "just words"}])
+    data = read_source("pool", SourceConfig(kind="jsonl", path=str(path), format="gsm8k"), max_chars=100, strict=False)
+    assert [r.kind for r in data.rejects] == ["no_final_answer"]
+
+
+# --- splits ----------------------------------------------------------------------------
+
+def test_mixed_pool_has_the_configured_on_task_share():
+    cfg = data_cfg(mix={"on_task_share": 0.3, "distractors": rg(["spell_backward", "letter_counting"], 1, 9)})
+    prepared = build_splits(cfg, seed=0)
+    pool = prepared.splits["pool"]
+    report = prepared.report["splits"]["pool"]
+    n_on = sum(r.task == "gsm_symbolic" for r in pool)
+    assert report["read"] == 40
+    assert n_on + sum(1 for r in prepared.rejects if r.split == "pool" and "gsm" in r.location) == 12
+    assert abs(report["on_task_share"] - n_on / len(pool)) < 1e-6
+    assert 0.25 <= report["on_task_share"] <= 0.35
+    assert {r.task for r in pool} == {"gsm_symbolic", "spell_backward", "letter_counting"}
+    # shuffled together, not on-task first
+    assert [r.task == "gsm_symbolic" for r in pool] != sorted([r.task == "gsm_symbolic" for r in pool], reverse=True)
+
+
+def test_splits_are_disjoint_and_eval_keeps_shared_examples(tmp_path):
+    eval_rows = [{"question": f"Q{i}?", "answer": f"A\n#### {i}"} for i in range(6)]
+    prior_rows = eval_rows[:2] + [{"question": f"P{i}?", "answer": f"B\n#### {i}"} for i in range(4)]
+    pool_rows = prior_rows[2:3] + eval_rows[5:6] + [{"question": f"C{i}?", "answer": f"C\n#### {i}"} for i in range(5)]
+    files = {n: write_lines(tmp_path / f"{n}.jsonl", rows) for n, rows in
+             [("eval", eval_rows), ("prior", prior_rows), ("pool", pool_rows)]}
+    cfg = data_cfg(splits={
+        "prior": {"kind": "jsonl", "path": str(files["prior"])},
+        "pool": {"kind": "jsonl", "path": str(files["pool"])},
+        "eval": {"kind": "jsonl", "path": str(files["eval"])},
+        "general": rg(["syllogism"], 5, 4),
+    })
+    prepared = build_splits(cfg, seed=0)
+    ids = {n: {r.id for r in recs} for n, recs in prepared.splits.items()}
+    names = list(ids)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert not ids[a] & ids[b], f"{a} and {b} share ids"
+    assert len(ids["eval"]) == 6 and len(ids["prior"]) == 4 and len(ids["pool"]) == 5
+    moved = [(r.split, r.location, r.line) for r in prepared.rejects if r.kind == "in_other_split"]
+    assert sorted(moved) == sorted([("prior", str(files["prior"]), 1), ("prior", str(files["prior"]), 2),
+                                    ("pool", str(files["pool"]), 1), ("pool", str(files["pool"]), 2)])
+    rep = prepared.report
+    assert rep["read"] == rep["accepted"] + rep["rejected"] == 6 + 6 + 7 + 5
+
+
+def test_a_split_empty_after_rejection_stops_with_a_clear_message(tmp_path):
+    path = write_lines(tmp_path / "bad.jsonl", [b"not json", {"instruction": ""}])
+    cfg = data_cfg(splits={**{n: rg(["gsm_symbolic"], 5, s) for n, s in [("prior", 1), ("eval", 3)]},
+                           "pool": {"kind": "jsonl", "path": str(path)}, "general": rg(["syllogism"], 5, 4)})
+    with pytest.raises(ValueError, match=r"split 'pool' is empty after validation \(2 rejected\)"):
+        build_splits(cfg, seed=0)
+
+
+def test_data_config_rejects_shared_seeds():
+    with pytest.raises(ConfigError, match=r"data.splits.\*.seed"):
+        data_cfg(splits={"prior": rg(["gsm_symbolic"], 5, 1), "pool": rg(["gsm_symbolic"], 5, 1),
+                         "eval": rg(["gsm_symbolic"], 5, 3), "general": rg(["syllogism"], 5, 4)})

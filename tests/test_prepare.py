@@ -1,0 +1,70 @@
+"""The prepare stage as users run it: python -m pipelines.prepare, and dvc repro."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+CI_PARAMS = ROOT / "configs" / "ci" / "params.yaml"
+
+
+def run(args, cwd=ROOT, **kw):
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, **kw)
+
+
+def test_prepare_writes_the_four_splits_and_a_reconciled_report(tmp_path):
+    out = tmp_path / "data"
+    proc = run([sys.executable, "-m", "pipelines.prepare", "--params", str(CI_PARAMS), "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "eval.jsonl", "general.jsonl", "pool.jsonl", "prior.jsonl", "rejects.jsonl", "report.json"]
+    report = json.loads((out / "report.json").read_text())
+    n_rejects = len((out / "rejects.jsonl").read_text().splitlines())
+    assert report["read"] == report["accepted"] + report["rejected"] and report["rejected"] == n_rejects
+    ids = {}
+    for split in ("prior", "pool", "eval", "general"):
+        rows = [json.loads(line) for line in (out / f"{split}.jsonl").read_text().splitlines()]
+        assert len(rows) == report["splits"][split]["accepted"]
+        assert all(set(r) == {"id", "instruction", "input", "output", "task", "source"} for r in rows)
+        ids[split] = {r["id"] for r in rows}
+    assert sum(map(len, ids.values())) == len(set().union(*ids.values()))  # disjoint
+
+    again = tmp_path / "again"
+    run([sys.executable, "-m", "pipelines.prepare", "--params", str(CI_PARAMS), "--out", str(again)])
+    for name in ("prior.jsonl", "pool.jsonl", "eval.jsonl", "general.jsonl", "report.json"):
+        assert (out / name).read_bytes() == (again / name).read_bytes(), name
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text(CI_PARAMS.read_text().replace("on_task_share: 0.5", "on_task_share: 2"))
+    proc = run([sys.executable, "-m", "pipelines.prepare", "--params", str(bad), "--out", str(tmp_path / "d")])
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "prepare: error: params.yaml: data.mix.on_task_share = 2.0 is not allowed; expected a share in (0, 1]")
+    assert not (tmp_path / "d").exists()
+
+
+def test_dvc_repro_prepare_then_nothing_to_do(tmp_path):
+    work = tmp_path / "clone"
+    work.mkdir()
+    for item in ("igds", "pipelines", "dvc.yaml", ".dvcignore"):
+        src = ROOT / item
+        (shutil.copytree(src, work / item, ignore=shutil.ignore_patterns("__pycache__"))
+         if src.is_dir() else shutil.copy(src, work / item))
+    shutil.copy(CI_PARAMS, work / "params.yaml")
+    assert run(["git", "init", "-q"], cwd=work).returncode == 0
+    assert run(["dvc", "init", "-q"], cwd=work).returncode == 0
+    first = run(["dvc", "repro", "prepare"], cwd=work)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert (work / "data" / "pool.jsonl").is_file() and (work / "dvc.lock").is_file()
+    second = run(["dvc", "repro", "prepare"], cwd=work)
+    assert second.returncode == 0 and "didn't change, skipping" in second.stdout, second.stdout
+    status = run(["dvc", "status"], cwd=work)
+    assert "up to date" in status.stdout, status.stdout
