@@ -200,10 +200,100 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class SaeConfig:
+    """The SAE on the residual stream after decoder layer `layer` (0-based)."""
+
+    layer: int = 6
+    # pretrained (gpu-paper): a sae-lens release and id; then nothing below is trained
+    release: str | None = None
+    sae_id: str | None = None
+    # trained locally: a TopK SAE on cached, mean-centred, norm-scaled activations
+    width: int = 8  # d_sae = width x d_model
+    k: int = 32  # active features per token (L0)
+    train_tokens: int = 100_000  # activations cached for training
+    heldout_tokens: int = 10_000  # activations kept out for the metrics
+    steps: int = 500
+    batch_tokens: int = 2048
+    lr: float = 4e-4
+    max_len: int = 256  # tokens per example when caching
+    batch_size: int = 16  # examples per forward pass when caching
+    ce_examples: int = 32  # held-out examples for CE loss recovered
+
+    def __post_init__(self) -> None:
+        _check(self.layer >= 0, "layer", self.layer, "a layer index >= 0")
+        _check((self.release is None) == (self.sae_id is None), "sae_id", self.sae_id,
+               "set together with release (both or neither)")
+        for key in ("width", "k", "train_tokens", "heldout_tokens", "steps", "batch_tokens", "max_len", "batch_size", "ce_examples"):
+            _check(getattr(self, key) > 0, key, getattr(self, key), "a positive integer")
+        _check(self.lr > 0, "lr", self.lr, "a positive number")
+
+    @property
+    def pretrained(self) -> bool:
+        return self.release is not None
+
+
+@dataclass(frozen=True)
+class IdentifyConfig:
+    """IGDS steps 1-2: frequency recall and interventional filtering."""
+
+    scope: str = "response"  # tokens whose activations count: response | all
+    top_n: int = 16  # features recalled by frequency
+    contrast: str = "diff"  # diff: freq_prior - freq_general; ratio: freq_prior / freq_general
+    min_contrast: float = 0.2
+    min_freq_prior: float = 0.0
+    interventional: bool = True  # false: the frequency-only ablation
+    alphas: tuple[float, ...] = (2.0, 4.0)  # steering strengths, in units of the feature's typical size
+    min_effect: float = 0.0  # nats per answer token the best alpha must gain
+    heldout_examples: int = 12  # prior examples held out of recall, for the intervention metric
+    batch_size: int = 8
+    max_len: int = 384
+    card_examples: int = 5  # top activating pool snippets per chosen feature in cards.md
+    card_features: int = 5  # features that get a card
+    stability: bool = True  # also recall from two disjoint halves of the prior: Jaccard
+
+    def __post_init__(self) -> None:
+        _check(self.scope in ("response", "all"), "scope", self.scope, "response or all")
+        _check(self.contrast in ("diff", "ratio"), "contrast", self.contrast, "diff or ratio")
+        _check(len(self.alphas) > 0 and all(a != 0 for a in self.alphas), "alphas", self.alphas,
+               "a non-empty list of non-zero numbers")
+        for key in ("top_n", "heldout_examples", "batch_size", "max_len", "card_examples"):
+            _check(getattr(self, key) > 0, key, getattr(self, key), "a positive integer")
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """IGDS step 3 (Feature-Resonant Score) and the shared scoring batch shape."""
+
+    k: int = 1  # top-k causal features (the paper's default is 1)
+    pooling: str = "max"  # over an example's tokens: max | mean
+    scope: str = "all"  # response | all
+    batch_size: int = 16
+    max_len: int = 384
+
+    def __post_init__(self) -> None:
+        _check(self.k > 0, "k", self.k, "a positive integer")
+        _check(self.pooling in ("max", "mean"), "pooling", self.pooling, "max or mean")
+        _check(self.scope in ("response", "all"), "scope", self.scope, "response or all")
+        _check(self.batch_size > 0 and self.max_len > 0, "batch_size", self.batch_size, "a positive integer")
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    ratio: float = 0.5  # share of the pool kept
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.ratio <= 1.0, "ratio", self.ratio, "a share in (0, 1]")
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig | None = None
+    sae: SaeConfig = field(default_factory=SaeConfig)
+    identify: IdentifyConfig = field(default_factory=IdentifyConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

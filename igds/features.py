@@ -1,0 +1,217 @@
+"""Task-feature identification (IGDS steps 1-2): frequency recall, interventional filtering.
+
+1. Frequency recall: freq_prior(f) / freq_general(f) = share of examples of the prior /
+   general set in which feature f fires (on the scoped tokens). Keep the top N features by
+   freq_prior among those whose freq_prior - freq_general (or the ratio) clears a threshold.
+2. Interventional filtering: add alpha * scale_f * d_f / ||d_f|| to the residual stream at
+   layer L on every token, where scale_f is the feature's typical contribution (mean
+   activation when active times ||d_f||, in residual-stream units), and measure the mean
+   log-likelihood of the reference answers of held-out prior examples. A feature is causal
+   if its best alpha beats the unsteered model by more than a threshold.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from igds.activations import FeatureActivations, Tokenized, iter_batches
+from igds.models import add_to_residual
+
+log = logging.getLogger(__name__)
+
+CONTRAST = ("diff", "ratio")
+
+
+@dataclass
+class FeatureRecord:
+    """Everything features.json says about one recalled feature."""
+
+    feature: int
+    freq_prior: float
+    freq_general: float
+    contrast: float
+    mean_when_active: float  # on the prior set, in the SAE's activation units
+    scale: float  # typical contribution to the residual: mean_when_active * ||d_f||
+    effect_by_alpha: dict[str, float] = field(default_factory=dict)  # alpha -> metric change
+    causal_effect: float | None = None  # best effect over alphas
+    best_alpha: float | None = None
+    kept: bool = False
+    reason: str = ""
+    rank: int | None = None  # 1 = strongest chosen feature
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def feature_frequencies(acts: FeatureActivations) -> np.ndarray:
+    """Share of examples in which each feature fires: [d_sae]."""
+    return acts.fired.float().mean(0).numpy()
+
+
+def frequency_recall(freq_prior: np.ndarray, freq_general: np.ndarray, *, top_n: int, min_contrast: float,
+                     contrast: str = "diff", min_freq_prior: float = 0.0, eps: float = 1e-3) -> list[int]:
+    """Top `top_n` features by freq_prior among those whose contrast with the general set
+    clears `min_contrast` (diff: freq_P - freq_G; ratio: freq_P / (freq_G + eps))."""
+    values = contrast_values(freq_prior, freq_general, contrast, eps)
+    eligible = np.flatnonzero((values >= min_contrast) & (freq_prior > max(min_freq_prior, 0.0)))
+    # sort by freq_prior, then contrast, then index: deterministic
+    order = sorted(eligible, key=lambda f: (-freq_prior[f], -values[f], f))
+    return [int(f) for f in order[:top_n]]
+
+
+def contrast_values(freq_prior: np.ndarray, freq_general: np.ndarray, contrast: str, eps: float = 1e-3) -> np.ndarray:
+    if contrast not in CONTRAST:
+        raise ValueError(f"contrast '{contrast}' is not one of {CONTRAST}")
+    return freq_prior - freq_general if contrast == "diff" else freq_prior / (freq_general + eps)
+
+
+def answer_loglik(model, tok: Tokenized, batch_size: int, pad_id: int,
+                  steer: tuple[int, torch.Tensor] | None = None) -> np.ndarray:
+    """Mean log-likelihood per response token of each example: [n_examples].
+
+    `steer = (layer, vector)` adds the vector to the residual after `layer` on every token.
+    Only the response positions go through the LM head.
+    """
+    out = np.zeros(len(tok))
+    device = next(model.parameters()).device
+    head = model.get_output_embeddings()
+    softcap = getattr(model.config, "final_logit_softcapping", None)
+    with torch.inference_mode():
+        for batch in iter_batches(tok, batch_size, pad_id, "response", device):
+            ctx = add_to_residual(model, steer[0], steer[1].to(device)) if steer else _null()
+            with ctx:
+                hidden = model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                          use_cache=False).last_hidden_state  # [b, s, d]
+            # token t is predicted from position t - 1
+            target = batch.scope_mask[:, 1:]
+            rows, pos = target.nonzero(as_tuple=True)
+            logits = head(hidden[:, :-1][rows, pos]).float()  # [n_response_tokens, vocab]
+            if softcap:
+                logits = softcap * torch.tanh(logits / softcap)
+            logp = torch.log_softmax(logits, -1).gather(1, batch.input_ids[:, 1:][rows, pos][:, None])[:, 0]
+            per_row = torch.zeros(len(batch.index), device=logp.device).index_add_(0, rows, logp)
+            counts = torch.bincount(rows, minlength=len(batch.index)).clamp(min=1)
+            out[batch.index] = (per_row / counts).cpu().numpy()
+    return out
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def steering_vector(sae, feature: int, scale: float, alpha: float) -> torch.Tensor:
+    """alpha * scale * d_f / ||d_f||: the feature's unit decoder direction at `alpha` times its typical size."""
+    direction = sae.W_dec[feature].detach().float()
+    return alpha * scale * direction / direction.norm()
+
+
+def interventional_filter(model, sae, records: list[FeatureRecord], tok: Tokenized, *, layer: int,
+                          alphas: Sequence[float], min_effect: float, batch_size: int, pad_id: int) -> float:
+    """Fill effect_by_alpha, causal_effect, best_alpha, kept and reason in place.
+
+    Returns the unsteered baseline metric. Effects are differences in mean answer
+    log-likelihood (nats per token) against that baseline on the same examples.
+    """
+    baseline = float(answer_loglik(model, tok, batch_size, pad_id).mean())
+    log.info("interventional filtering: baseline answer log-likelihood %.4f on %d examples", baseline, len(tok))
+    for rec in tqdm(records, desc="intervening", leave=False):
+        for alpha in alphas:
+            vector = steering_vector(sae, rec.feature, rec.scale, alpha)
+            value = float(answer_loglik(model, tok, batch_size, pad_id, steer=(layer, vector)).mean())
+            rec.effect_by_alpha[f"{alpha:g}"] = value - baseline
+        best = max(rec.effect_by_alpha, key=rec.effect_by_alpha.get)
+        rec.causal_effect, rec.best_alpha = rec.effect_by_alpha[best], float(best)
+        rec.kept = rec.causal_effect > min_effect
+        rec.reason = (f"best alpha {best} raises answer log-likelihood by {rec.causal_effect:+.4f} > {min_effect}"
+                      if rec.kept else f"best effect {rec.causal_effect:+.4f} <= threshold {min_effect}")
+    return baseline
+
+
+def rank_features(records: list[FeatureRecord], k: int, interventional: bool) -> list[int]:
+    """Choose the top-k features: by causal effect among kept ones, or (ablation: no
+    interventional filter) by recall order. Sets rank; returns the chosen feature ids."""
+    if interventional:
+        candidates = sorted((r for r in records if r.kept), key=lambda r: (-r.causal_effect, r.feature))
+    else:
+        candidates = list(records)
+        for r in candidates:
+            r.kept, r.reason = True, "frequency recall only (interventional filtering off)"
+    for i, r in enumerate(candidates[:k], start=1):
+        r.rank = i
+    return [r.feature for r in candidates[:k]]
+
+
+def jaccard(a: Sequence[int], b: Sequence[int]) -> float:
+    sa, sb = set(a), set(b)
+    return len(sa & sb) / len(sa | sb) if sa | sb else 1.0
+
+
+@dataclass
+class Identification:
+    """The outcome of IGDS steps 1-2, as features.json stores it."""
+
+    records: list[FeatureRecord]  # every recalled feature
+    ranking: list[int]  # chosen order: causal effect (or recall order in the ablation)
+    baseline_loglik: float | None
+    n_prior_recall: int
+    n_prior_heldout: int
+    n_general: int
+    stability: dict | None  # recall on two disjoint prior halves: their top features and Jaccard
+
+
+def identify(model, tokenizer, sae, prior: list, general: list, cfg, layer: int) -> Identification:
+    """Run frequency recall on prior vs general, then (unless disabled) interventional
+    filtering on held-out prior examples; `cfg` is an IdentifyConfig."""
+    from igds.activations import pooled_feature_activations, tokenize_records  # noqa: PLC0415
+
+    n_heldout = cfg.heldout_examples if cfg.interventional else 0
+    if len(prior) - n_heldout < 2:
+        raise ValueError(f"the prior set has {len(prior)} examples; identification needs more than "
+                         f"identify.heldout_examples = {n_heldout} + 2")
+    recall_set, heldout = prior[:len(prior) - n_heldout], prior[len(prior) - n_heldout:]
+    pad = tokenizer.pad_token_id
+    encode = lambda recs, desc: pooled_feature_activations(  # noqa: E731
+        model, sae, tokenize_records(tokenizer, recs, cfg.max_len), layer, cfg.batch_size, pad, cfg.scope, desc=desc)
+    acts_prior = encode(recall_set, "prior")
+    acts_general = encode(general, "general")
+    freq_prior, freq_general = feature_frequencies(acts_prior), feature_frequencies(acts_general)
+    recall = lambda fp: frequency_recall(  # noqa: E731
+        fp, freq_general, top_n=cfg.top_n, min_contrast=cfg.min_contrast, contrast=cfg.contrast,
+        min_freq_prior=cfg.min_freq_prior)
+    recalled = recall(freq_prior)
+    values = contrast_values(freq_prior, freq_general, cfg.contrast)
+    typical = acts_prior.mean_when_active
+    records = [
+        FeatureRecord(
+            feature=f, freq_prior=float(freq_prior[f]), freq_general=float(freq_general[f]),
+            contrast=float(values[f]), mean_when_active=float(typical[f]),
+            scale=float(typical[f] * sae.W_dec[f].detach().float().norm()),
+        )
+        for f in recalled
+    ]
+    log.info("frequency recall: %d features (of %d) clear %s >= %g", len(records), len(freq_prior),
+             cfg.contrast, cfg.min_contrast)
+    baseline = None
+    if cfg.interventional and records:
+        tok_heldout = tokenize_records(tokenizer, heldout, cfg.max_len)
+        baseline = interventional_filter(model, sae, records, tok_heldout, layer=layer, alphas=cfg.alphas,
+                                         min_effect=cfg.min_effect, batch_size=cfg.batch_size, pad_id=pad)
+    ranking = rank_features(records, len(records), cfg.interventional)
+    stability = None
+    if cfg.stability:
+        fired = acts_prior.fired.float().numpy()
+        halves = [recall(fired[i::2].mean(0)) for i in (0, 1)]
+        stability = {"top_n_half_a": halves[0], "top_n_half_b": halves[1],
+                     "jaccard_top_n": jaccard(*halves),
+                     "n_examples_per_half": [len(fired[0::2]), len(fired[1::2])]}
+    return Identification(records, ranking, baseline, len(recall_set), len(heldout), len(general), stability)

@@ -1,0 +1,202 @@
+"""The SAE on the residual stream: train a TopK SAE with sae-lens on cached activations,
+measure it (explained variance, L0, dead share, CE loss recovered), save and load it.
+
+Training sees mean-centred, norm-scaled activations x' = (x - mu) * s with E||x'||^2 =
+d_in; the returned SAE has that affine map folded into its weights, so it encodes and
+reconstructs *raw* residual activations (feature activations stay on the trained scale).
+Dense feature activations of raw activations [n, d_in] are `sae.encode(acts)` [n, d_sae].
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from sae_lens import SAE, SAETrainer, TopKSAE, TopKTrainingSAE, TopKTrainingSAEConfig
+from sae_lens.config import LoggingConfig, SAETrainerConfig
+from torch import nn
+from tqdm.auto import tqdm
+
+from igds.config import SaeConfig
+from igds.models import add_to_residual
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def normalisation(acts: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Mean mu [d_in] and scale s such that x' = (x - mu) * s has E||x'||^2 = d_in."""
+    mu = acts.mean(0, dtype=torch.float64)
+    sq_norm = sum(
+        (chunk.double() - mu).pow(2).sum().item() for chunk in acts.split(16384)
+    ) / acts.shape[0]
+    return mu.float(), math.sqrt(acts.shape[1] / sq_norm)
+
+
+@torch.no_grad()
+def fold_normalisation(sae: SAE, mu: torch.Tensor, scale: float) -> None:
+    """Make `sae`, trained on (x - mu) * scale, take and return raw x (in place).
+
+    With apply_b_dec_to_input: W_enc <- scale W_enc, b_dec <- mu + b_dec / scale,
+    W_dec <- W_dec / scale, b_enc unchanged, so encode(x) equals the trained encode of
+    (x - mu) * scale and decode gives (W_dec f + b_dec) / scale + mu. This is sae-lens's
+    whitening fold with the matrix scale * I; for a TopK SAE that rescales its acts by the
+    decoder norm it first folds the norms in, so the top-k choice is unchanged.
+    """
+    if not sae.cfg.apply_b_dec_to_input:
+        raise ValueError("fold_normalisation needs an SAE with apply_b_dec_to_input=True")
+    eye = torch.eye(sae.cfg.d_in, dtype=torch.float32)
+    sae.fold_activation_whitening(mean=mu.float(), whitening_matrix=eye * scale, unwhitening_matrix=eye / scale)
+
+
+def _batches(
+    acts: torch.Tensor, mu: torch.Tensor, scale: float, batch_tokens: int, generator: torch.Generator
+) -> Iterator[torch.Tensor]:
+    """sae-lens DataProvider: shuffled [batch_tokens, d_in] normalised batches, epoch after epoch."""
+    n = acts.shape[0]
+    while True:
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n - batch_tokens + 1, batch_tokens):
+            yield (acts[order[start : start + batch_tokens]] - mu) * scale
+
+
+def train_sae(acts: torch.Tensor, cfg: SaeConfig, seed: int, device: str = "cpu") -> TopKSAE:
+    """Train a TopK SAE (d_sae = width * d_in, k active) on raw activations [n, d_in].
+
+    Returns an inference TopKSAE on `device` that works on raw activations.
+    """
+    n, d_in = acts.shape
+    if n < cfg.batch_tokens:
+        raise ValueError(f"{n} activations are fewer than one training batch of {cfg.batch_tokens}")
+    acts = acts.float()
+    mu, scale = normalisation(acts)
+    log.info("training a TopK SAE: d_in %d, d_sae %d, k %d, %d steps of %d tokens on %d cached tokens",
+             d_in, cfg.width * d_in, cfg.k, cfg.steps, cfg.batch_tokens, n)
+    # normalize_activations="none": the data provider already normalises, so the
+    # trainer's ActivationScaler stays the identity and estimates no second scale.
+    sae_cfg = TopKTrainingSAEConfig(d_in=d_in, d_sae=cfg.width * d_in, k=cfg.k, device="cpu",
+                                    apply_b_dec_to_input=True, normalize_activations="none")
+    with torch.random.fork_rng(devices=[]):  # seeded init that leaves the global RNG alone
+        torch.manual_seed(seed)
+        training_sae = TopKTrainingSAE(sae_cfg)
+        inference_sae = TopKSAE.from_dict(sae_cfg.get_inference_sae_cfg_dict())
+    trainer = SAETrainer(
+        cfg=SAETrainerConfig(
+            total_training_samples=cfg.steps * cfg.batch_tokens,
+            train_batch_size_samples=cfg.batch_tokens,
+            lr=cfg.lr,
+            lr_end=cfg.lr / 10,  # unused by the constant schedule, but the trainer requires it
+            device=device,
+            logger=LoggingConfig(log_to_wandb=False),
+        ),
+        sae=training_sae,
+        data_provider=_batches(acts, mu, scale, cfg.batch_tokens, torch.Generator().manual_seed(seed)),
+    )
+    trainer.fit()
+    assert trainer.activation_scaler.scaling_factor is None and trainer.activation_scaler.whitening is None
+
+    # sae-lens's own training -> inference conversion (folds the decoder norms), then ours
+    state = {name: t.detach().clone() for name, t in training_sae.state_dict().items()}
+    training_sae.process_state_dict_for_saving_inference(state)
+    inference_sae.load_state_dict(state)
+    inference_sae = inference_sae.to("cpu")
+    fold_normalisation(inference_sae, mu, scale)
+    return inference_sae.to(device).eval()
+
+
+@torch.inference_mode()
+def sae_metrics(sae: SAE, acts: torch.Tensor, batch_tokens: int = 4096) -> dict:
+    """Reconstruction and sparsity of `sae` on held-out raw activations [n, d_in]."""
+    n, d_in = acts.shape
+    mean = acts.mean(0, dtype=torch.float64).to(sae.device)
+    sq_error = total_var = l0_sum = 0.0
+    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=sae.device)
+    for batch in tqdm(acts.split(batch_tokens), desc="SAE metrics", leave=False):
+        x = batch.to(sae.device, sae.dtype)
+        f = sae.encode(x)  # [batch, d_sae]
+        x_hat = sae.decode(f)
+        active = f != 0
+        sq_error += (x - x_hat).double().pow(2).sum().item()
+        total_var += (x.double() - mean).pow(2).sum().item()
+        l0_sum += active.sum().item()
+        fired |= active.any(0)
+    return {
+        "l0": l0_sum / n,
+        "explained_variance": 1.0 - sq_error / total_var,
+        "dead_share": 1.0 - fired.float().mean().item(),
+        "n_tokens": n,
+        "d_sae": sae.cfg.d_sae,
+        "d_in": d_in,
+    }
+
+
+def _token_ce(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[float, int]:
+    """Summed next-token CE over targets whose position and predecessor are both real tokens."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    valid = (attention_mask[:, :-1] * attention_mask[:, 1:]).bool()  # [batch, seq-1]
+    ce = F.cross_entropy(logits[:, :-1][valid].float(), input_ids[:, 1:][valid], reduction="sum")
+    return ce.item(), int(valid.sum())
+
+
+@torch.inference_mode()
+def ce_loss_recovered(
+    model: nn.Module,
+    sae: SAE,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    layer: int,
+    batch_size: int,
+) -> dict:
+    """Mean next-token CE on the non-padding tokens: clean, with layer `layer`'s output
+    replaced by the SAE reconstruction on every token, and with it zeroed;
+    ce_loss_recovered = (ce_zero - ce_sae) / (ce_zero - ce_clean).
+    """
+    device = next(model.parameters()).device
+    sums = {"clean": 0.0, "sae": 0.0, "zero": 0.0}
+    n_targets = 0
+
+    def reconstruction_delta(hidden: torch.Tensor) -> torch.Tensor:
+        return sae.decode(sae.encode(hidden)).to(hidden.dtype) - hidden
+
+    def zero_delta(hidden: torch.Tensor) -> torch.Tensor:
+        return -hidden
+
+    starts = range(0, input_ids.shape[0], batch_size)
+    for start in tqdm(starts, desc="CE loss recovered", leave=False):
+        ids = input_ids[start : start + batch_size].to(device)
+        mask = attention_mask[start : start + batch_size].to(device)
+        ce, count = _token_ce(model, ids, mask)
+        sums["clean"] += ce
+        with add_to_residual(model, layer, reconstruction_delta):
+            sums["sae"] += _token_ce(model, ids, mask)[0]
+        with add_to_residual(model, layer, zero_delta):
+            sums["zero"] += _token_ce(model, ids, mask)[0]
+        n_targets += count
+    if n_targets == 0:
+        raise ValueError("no next-token targets: every row has fewer than two real tokens")
+    ce_clean, ce_sae, ce_zero = (sums[k] / n_targets for k in ("clean", "sae", "zero"))
+    return {
+        "ce_clean": ce_clean,
+        "ce_sae": ce_sae,
+        "ce_zero": ce_zero,
+        "ce_loss_recovered": (ce_zero - ce_sae) / (ce_zero - ce_clean),
+    }
+
+
+def save_sae(sae: SAE, path: str | Path) -> None:
+    """Write `sae` in sae-lens's on-disk format (weights + cfg.json) to directory `path`."""
+    sae.save_model(path)
+
+
+def load_sae(path: str | Path, device: str = "cpu") -> SAE:
+    """Read an SAE saved by `save_sae` (or any sae-lens inference SAE directory)."""
+    return SAE.load_from_disk(path, device=device).eval()
+
+
+def load_pretrained_sae(release: str, sae_id: str, device: str = "cpu") -> SAE:
+    """A pretrained sae-lens SAE (needs the hub); sae-lens 6 returns the SAE alone."""
+    return SAE.from_pretrained(release, sae_id, device=device).eval()

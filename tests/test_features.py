@@ -1,0 +1,110 @@
+"""Task-feature identification with planted answers: a tiny model whose residual stream
+carries a known direction on task tokens only, and hand-built SAEs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from igds.activations import pooled_feature_activations, tokenize_records
+from igds.config import IdentifyConfig
+from igds.data import make_record
+from igds.features import (
+    FeatureRecord,
+    answer_loglik,
+    frequency_recall,
+    identify,
+    interventional_filter,
+    jaccard,
+    rank_features,
+)
+from igds.models import add_to_residual
+from tests.conftest import D, LAYER, general, hand_built_sae, other, recall_sae, task
+
+def test_frequency_recall_finds_the_task_feature_and_not_the_everywhere_feature(planted, tok):
+    model, u, w, basis = planted
+    sae = recall_sae(u, w, basis)
+    prior = tokenize_records(tok, [task(i) for i in range(12)], 256)
+    gen = tokenize_records(tok, [general(i) for i in range(12)], 256)
+    fp = pooled_feature_activations(model, sae, prior, LAYER, 4, tok.pad_token_id, "response").fired.float().mean(0).numpy()
+    fg = pooled_feature_activations(model, sae, gen, LAYER, 4, tok.pad_token_id, "response").fired.float().mean(0).numpy()
+    np.testing.assert_allclose(fp, [1.0, 1.0, 0.0, 0.0])
+    np.testing.assert_allclose(fg, [0.0, 1.0, 0.0, 1.0])
+    assert frequency_recall(fp, fg, top_n=3, min_contrast=0.5) == [0]
+    # a ratio contrast finds the same; without a contrast threshold, the everywhere feature comes in
+    assert frequency_recall(fp, fg, top_n=3, min_contrast=2.0, contrast="ratio") == [0]
+    assert frequency_recall(fp, fg, top_n=3, min_contrast=-1.0) == [0, 1]  # f3 never fires on the prior
+
+
+def test_pooled_activations_stop_at_layer_and_match_a_full_forward(planted, tok):
+    model, u, w, basis = planted
+    sae = recall_sae(u, w, basis)
+    records = [task(i) for i in range(5)] + [general(i) for i in range(4)]
+    tokens = tokenize_records(tok, records, 256)
+    acts = pooled_feature_activations(model, sae, tokens, LAYER, 3, tok.pad_token_id, "all")
+    for i, ids in enumerate(tokens.input_ids):
+        with torch.inference_mode():
+            hidden = model(torch.tensor([ids]), output_hidden_states=True).hidden_states[LAYER + 1][0, 1:]
+            per_token = sae.encode(hidden)
+        torch.testing.assert_close(acts.max_act[i], per_token.max(0).values)
+        torch.testing.assert_close(acts.mean_act[i], per_token.mean(0))
+        assert acts.n_tokens[i] == len(ids) - 1
+
+
+def grad_direction(model, tokenizer, records) -> torch.Tensor:
+    """The residual direction (added at LAYER on every token) that most raises answer log-likelihood."""
+    tokens = tokenize_records(tokenizer, records, 256)
+    v = torch.zeros(D, requires_grad=True)
+    total = 0.0
+    for ids, start in zip(tokens.input_ids, tokens.response_start):
+        labels = torch.tensor([-100] * start + ids[start:])
+        with add_to_residual(model, LAYER, v):
+            total = total + model(torch.tensor([ids]), labels=labels[None]).loss
+    (grad,) = torch.autograd.grad(-total, v)
+    return grad / grad.norm()
+
+
+def test_interventional_filter_keeps_a_helpful_direction_and_drops_a_harmful_one(planted, tok):
+    model, u, w, basis = planted
+    heldout = [task(i) for i in range(20, 26)]
+    good = grad_direction(model, tok, heldout)
+    w_dec = torch.stack([good, -good])
+    sae = hand_built_sae(torch.zeros(D, 2), torch.zeros(2), w_dec)
+    tokens = tokenize_records(tok, heldout, 256)
+    records = [FeatureRecord(f, 1.0, 0.0, 1.0, 1.0, scale=0.3) for f in (1, 0)]  # harmful one first
+    baseline = interventional_filter(model, sae, records, tokens, layer=LAYER, alphas=(0.5, 1.0),
+                                     min_effect=0.0, batch_size=4, pad_id=tok.pad_token_id)
+    assert baseline == pytest.approx(answer_loglik(model, tokens, 2, tok.pad_token_id).mean())
+    by_feature = {r.feature: r for r in records}
+    assert by_feature[0].kept and by_feature[0].causal_effect > 0
+    assert not by_feature[1].kept and by_feature[1].causal_effect < 0
+    assert all(v < 0 for v in by_feature[1].effect_by_alpha.values())
+    assert rank_features(records, 5, interventional=True) == [0]
+    assert by_feature[0].rank == 1 and by_feature[1].rank is None
+    # the frequency-only ablation keeps both in recall order
+    assert rank_features(records, 5, interventional=False) == [1, 0]
+
+
+def test_answer_loglik_is_independent_of_batching(planted, tok):
+    model, *_ = planted
+    tokens = tokenize_records(tok, [task(i) for i in range(7)] + [other(i) for i in range(3)], 256)
+    np.testing.assert_allclose(answer_loglik(model, tokens, 1, tok.pad_token_id),
+                               answer_loglik(model, tokens, 4, tok.pad_token_id), rtol=1e-4, atol=1e-5)
+
+
+def test_identify_end_to_end_with_stability(planted, tok):
+    model, u, w, basis = planted
+    sae = recall_sae(u, w, basis)
+    cfg = IdentifyConfig(top_n=3, min_contrast=0.5, interventional=False, batch_size=4, max_len=256)
+    result = identify(model, tok, sae, [task(i) for i in range(16)], [general(i) for i in range(10)], cfg, LAYER)
+    assert result.ranking == [0]
+    assert [r.feature for r in result.records] == [0]
+    assert result.records[0].freq_prior == 1.0 and result.records[0].freq_general == 0.0
+    assert result.stability["jaccard_top_n"] == 1.0 and result.stability["top_n_half_a"] == [0]
+    assert result.n_prior_recall == 16 and result.n_prior_heldout == 0
+
+
+def test_jaccard():
+    assert jaccard([1, 2, 3], [2, 3, 4]) == pytest.approx(0.5)
+    assert jaccard([], []) == 1.0

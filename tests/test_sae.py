@@ -1,0 +1,170 @@
+"""SAE training, the normalisation fold, metrics, CE loss recovered and the on-disk format.
+
+Training runs on synthetic activations with a planted sparse dictionary, a large mean
+offset and a large scale, so the normalisation has to work for the SAE to learn anything.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from sae_lens import TopKSAE, TopKSAEConfig
+
+from igds.config import SaeConfig
+from igds.sae import (
+    ce_loss_recovered,
+    fold_normalisation,
+    load_sae,
+    normalisation,
+    sae_metrics,
+    save_sae,
+    train_sae,
+)
+
+D_IN, N_ATOMS = 16, 64
+SMALL = SaeConfig(width=4, k=3, steps=300, batch_tokens=256, lr=3e-3)
+
+
+def planted_acts(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[n, D_IN] tokens = 300 * (offset + sum of 2-3 unit atoms with coefficients in [1, 3]).
+
+    The dictionary [N_ATOMS, D_IN] is fixed; `seed` draws the tokens.
+    """
+    atoms_g = torch.Generator().manual_seed(1234)
+    atoms = torch.randn(N_ATOMS, D_IN, generator=atoms_g)
+    atoms = atoms / atoms.norm(dim=1, keepdim=True)
+    offset = 5.0 * torch.randn(D_IN, generator=atoms_g)
+    g = torch.Generator().manual_seed(seed)
+    coeffs = torch.zeros(n, N_ATOMS)
+    n_active = torch.randint(2, 4, (n,), generator=g)
+    for i in range(n):
+        chosen = torch.randperm(N_ATOMS, generator=g)[: n_active[i]]
+        coeffs[i, chosen] = 1.0 + 2.0 * torch.rand(len(chosen), generator=g)
+    return 300.0 * (offset + coeffs @ atoms), atoms
+
+
+@pytest.fixture(scope="module")
+def planted() -> dict:
+    train, atoms = planted_acts(8192, seed=0)
+    heldout, _ = planted_acts(2048, seed=1)
+    return {"train": train, "heldout": heldout, "atoms": atoms, "sae": train_sae(train, SMALL, seed=0)}
+
+
+def exact_sae(d_in: int) -> TopKSAE:
+    """Features relu(x) and relu(-x), all kept (k = d_sae): decode(encode(x)) = x exactly."""
+    sae = TopKSAE(TopKSAEConfig(d_in=d_in, d_sae=2 * d_in, k=2 * d_in, rescale_acts_by_decoder_norm=False))
+    eye = torch.eye(d_in)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.cat([eye, -eye], dim=1))  # [d_in, d_sae]
+        sae.W_dec.copy_(torch.cat([eye, -eye], dim=0))  # [d_sae, d_in]
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    return sae.eval()
+
+
+def test_normalisation_centres_and_scales_to_d_in():
+    acts, _ = planted_acts(1000, seed=3)
+    mu, scale = normalisation(acts)
+    normalised = (acts - mu) * scale
+    torch.testing.assert_close(normalised.mean(0), torch.zeros(D_IN), atol=1e-3, rtol=0)
+    assert normalised.pow(2).sum(1).mean().item() == pytest.approx(D_IN, rel=1e-4)
+
+
+@pytest.mark.parametrize("rescale_by_decoder_norm", [False, True])
+def test_fold_gives_raw_space_the_normalised_space_sae(rescale_by_decoder_norm):
+    g = torch.Generator().manual_seed(0)
+    sae = TopKSAE(TopKSAEConfig(d_in=D_IN, d_sae=48, k=5, rescale_acts_by_decoder_norm=rescale_by_decoder_norm))
+    with torch.no_grad():
+        for param in (sae.W_enc, sae.b_enc, sae.b_dec):
+            param.copy_(torch.randn(param.shape, generator=g))
+        # decoder rows of unequal norms: the TopK choice depends on them when rescaling
+        sae.W_dec.copy_(torch.randn(sae.W_dec.shape, generator=g) * torch.rand(48, 1, generator=g) * 3)
+    acts, _ = planted_acts(512, seed=4)
+    mu, scale = normalisation(acts)
+    with torch.no_grad():
+        feats_normalised = sae.encode((acts - mu) * scale)
+        recon_normalised = sae.decode(feats_normalised)
+        folded = copy.deepcopy(sae)
+        fold_normalisation(folded, mu, scale)
+        feats_raw = folded.encode(acts)
+        recon_raw = folded.decode(feats_raw)
+    assert torch.equal(feats_raw != 0, feats_normalised != 0), "the fold changed which features fire"
+    torch.testing.assert_close(feats_raw, feats_normalised, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(recon_raw, recon_normalised / scale + mu, rtol=1e-4, atol=1e-2)
+
+
+def test_trained_sae_reconstructs_raw_heldout_activations(planted):
+    metrics = sae_metrics(planted["sae"], planted["heldout"])
+    assert metrics["explained_variance"] > 0.8, metrics
+    assert metrics["l0"] == pytest.approx(SMALL.k, abs=0.05), metrics
+    assert metrics["l0"] <= SMALL.k
+    assert (metrics["n_tokens"], metrics["d_sae"], metrics["d_in"]) == (2048, SMALL.width * D_IN, D_IN)
+
+
+def test_trained_sae_finds_planted_dictionary(planted):
+    decoder = planted["sae"].W_dec.detach()
+    decoder = decoder / decoder.norm(dim=1, keepdim=True)
+    best_cos = (planted["atoms"] @ decoder.T).max(dim=1).values  # [N_ATOMS]
+    assert (best_cos > 0.9).float().mean().item() > 0.5, best_cos
+
+
+def test_training_is_seeded_and_leaves_global_rng_alone(planted):
+    rng_before = torch.random.get_rng_state()
+    again = train_sae(planted["train"], SMALL, seed=0)
+    other = train_sae(planted["train"], SMALL, seed=1)
+    assert torch.equal(torch.random.get_rng_state(), rng_before)
+    first = planted["sae"].state_dict()
+    for name, tensor in again.state_dict().items():
+        assert torch.equal(tensor, first[name]), name
+    assert not torch.equal(other.W_dec, planted["sae"].W_dec)
+
+
+def test_save_load_round_trip(planted, tmp_path):
+    save_sae(planted["sae"], tmp_path / "sae")
+    loaded = load_sae(tmp_path / "sae")
+    assert isinstance(loaded, TopKSAE) and loaded.cfg.k == SMALL.k
+    with torch.no_grad():
+        assert torch.equal(loaded.encode(planted["heldout"]), planted["sae"].encode(planted["heldout"]))
+        assert torch.equal(loaded(planted["heldout"]), planted["sae"](planted["heldout"]))
+
+
+def test_metrics_of_hand_built_saes():
+    x = torch.rand(500, 8) + 0.1  # strictly positive: the relu(-x) half never fires
+    perfect = sae_metrics(exact_sae(8), x, batch_tokens=64)
+    assert perfect["explained_variance"] == pytest.approx(1.0, abs=1e-6)
+    assert perfect["l0"] == 8
+    assert perfect["dead_share"] == 0.5
+
+
+def test_ce_clean_is_the_models_own_loss(tiny_model, tiny_batch):
+    input_ids, mask = tiny_batch
+    result = ce_loss_recovered(tiny_model, exact_sae(32), input_ids, mask, layer=1, batch_size=2)
+    with torch.inference_mode():
+        labels = input_ids.masked_fill(mask == 0, -100)
+        hf_loss = tiny_model(input_ids=input_ids, attention_mask=mask, labels=labels).loss.item()
+    assert result["ce_clean"] == pytest.approx(hf_loss, rel=1e-5)
+
+
+def test_ce_loss_recovered_of_exact_and_zero_saes(tiny_model, tiny_batch):
+    input_ids, mask = tiny_batch
+    exact = ce_loss_recovered(tiny_model, exact_sae(32), input_ids, mask, layer=1, batch_size=2)
+    assert exact["ce_zero"] > exact["ce_clean"] + 0.01, exact  # zeroing the layer must matter
+    assert exact["ce_sae"] == pytest.approx(exact["ce_clean"], abs=1e-5)
+    assert exact["ce_loss_recovered"] == pytest.approx(1.0, abs=1e-3)
+
+    no_decoder = exact_sae(32)
+    with torch.no_grad():
+        no_decoder.W_dec.zero_()
+    zero = ce_loss_recovered(tiny_model, no_decoder, input_ids, mask, layer=1, batch_size=3)
+    assert zero["ce_sae"] == pytest.approx(zero["ce_zero"], abs=1e-5)
+    assert zero["ce_loss_recovered"] == pytest.approx(0.0, abs=1e-3)
+
+    noisy = exact_sae(32)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        noisy.W_dec.add_(0.5 * torch.randn(noisy.W_dec.shape, generator=g))
+    partial = ce_loss_recovered(tiny_model, noisy, input_ids, mask, layer=1, batch_size=2)
+    assert partial["ce_sae"] > exact["ce_sae"] + 1e-3
+    assert partial["ce_loss_recovered"] < 0.999

@@ -1,0 +1,33 @@
+"""Shared selection by ratio and the training-free measures of a selection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from igds.selection import auroc, on_task_recall, select_top
+
+
+def test_select_top_keeps_the_highest_and_breaks_ties_by_seed():
+    ids = [f"id{i}" for i in range(10)]
+    scores = np.array([0, 9, 1, 8, 2, 7, 3, 6, 4, 5], dtype=float)
+    assert select_top(ids, scores, 0.3, seed=0) == ["id1", "id3", "id5"]
+    assert len(select_top(ids, scores, 0.25, seed=0)) == 3  # ceil
+    ties = np.zeros(10)
+    a, b = select_top(ids, ties, 0.5, seed=0), select_top(ids, ties, 0.5, seed=0)
+    assert a == b
+    assert any(select_top(ids, ties, 0.5, seed=s) != a for s in range(1, 6))
+    with_nan = scores.copy()
+    with_nan[1] = np.nan
+    assert "id1" not in select_top(ids, with_nan, 0.9, seed=0)
+    with pytest.raises(ValueError, match="outside"):
+        select_top(ids, scores, 0.0, seed=0)
+
+
+def test_auroc_and_recall():
+    labels = np.array([1, 1, 0, 0, 0], dtype=bool)
+    assert auroc(np.array([5, 4, 3, 2, 1.0]), labels) == 1.0
+    assert auroc(np.array([1, 2, 3, 4, 5.0]), labels) == 0.0
+    assert auroc(np.ones(5), labels) == 0.5
+    assert auroc(np.array([3, 1, 2, 0, 0.0]), labels) == pytest.approx(5 / 6)
+    assert on_task_recall(["a", "b"], {"a", "c"}) == 0.5
