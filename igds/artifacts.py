@@ -95,3 +95,9 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
 def read_json(path: str | os.PathLike) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def write_parquet(path: str | os.PathLike, frame) -> None:
+    """Write a pandas DataFrame as parquet, atomically."""
+    with atomic_file(path, "wb") as f:
+        frame.to_parquet(f, index=False)

@@ -213,8 +213,8 @@ class SaeConfig:
     train_tokens: int = 100_000  # activations cached for training
     heldout_tokens: int = 10_000  # activations kept out for the metrics
     steps: int = 500
-    batch_tokens: int = 2048
-    lr: float = 4e-4
+    batch_tokens: int = 1024
+    lr: float = 8e-4
     max_len: int = 256  # tokens per example when caching
     batch_size: int = 16  # examples per forward pass when caching
     ce_examples: int = 32  # held-out examples for CE loss recovered

@@ -97,13 +97,13 @@ def train_sae(acts: torch.Tensor, cfg: SaeConfig, seed: int, device: str = "cpu"
         data_provider=_batches(acts, mu, scale, cfg.batch_tokens, torch.Generator().manual_seed(seed)),
     )
     trainer.fit()
-    assert trainer.activation_scaler.scaling_factor is None and trainer.activation_scaler.whitening is None
+    if trainer.activation_scaler.scaling_factor is not None or trainer.activation_scaler.whitening is not None:
+        raise AssertionError("sae-lens rescaled the already normalised activations a second time")
 
     # sae-lens's own training -> inference conversion (folds the decoder norms), then ours
     state = {name: t.detach().clone() for name, t in training_sae.state_dict().items()}
     training_sae.process_state_dict_for_saving_inference(state)
     inference_sae.load_state_dict(state)
-    inference_sae = inference_sae.to("cpu")
     fold_normalisation(inference_sae, mu, scale)
     return inference_sae.to(device).eval()
 
@@ -150,25 +150,34 @@ def ce_loss_recovered(
     attention_mask: torch.Tensor,
     layer: int,
     batch_size: int,
+    keep_first_token: bool = True,
 ) -> dict:
     """Mean next-token CE on the non-padding tokens: clean, with layer `layer`'s output
-    replaced by the SAE reconstruction on every token, and with it zeroed;
-    ce_loss_recovered = (ce_zero - ce_sae) / (ce_zero - ce_clean).
+    replaced by the SAE reconstruction on every real token, and with it zeroed;
+    ce_loss_recovered = (ce_zero - ce_sae) / (ce_zero - ce_clean) (nan if zeroing changes nothing).
+
+    keep_first_token leaves each row's first real token alone in both interventions: it is
+    the attention sink (in SmolLM2 its residual norm is ~8x the median), excluded from the SAE's training
+    tokens, and its out-of-distribution reconstruction would dominate the SAE's CE cost.
     """
     device = next(model.parameters()).device
     sums = {"clean": 0.0, "sae": 0.0, "zero": 0.0}
     n_targets = 0
-
-    def reconstruction_delta(hidden: torch.Tensor) -> torch.Tensor:
-        return sae.decode(sae.encode(hidden)).to(hidden.dtype) - hidden
-
-    def zero_delta(hidden: torch.Tensor) -> torch.Tensor:
-        return -hidden
-
     starts = range(0, input_ids.shape[0], batch_size)
     for start in tqdm(starts, desc="CE loss recovered", leave=False):
         ids = input_ids[start : start + batch_size].to(device)
         mask = attention_mask[start : start + batch_size].to(device)
+        replaced = mask.bool().clone()  # [batch, seq]
+        if keep_first_token:
+            replaced[torch.arange(len(mask), device=device), mask.argmax(1)] = False
+        replaced = replaced[..., None]
+
+        def reconstruction_delta(hidden: torch.Tensor) -> torch.Tensor:
+            return (sae.decode(sae.encode(hidden)).to(hidden.dtype) - hidden) * replaced
+
+        def zero_delta(hidden: torch.Tensor) -> torch.Tensor:
+            return -hidden * replaced
+
         ce, count = _token_ce(model, ids, mask)
         sums["clean"] += ce
         with add_to_residual(model, layer, reconstruction_delta):
@@ -183,12 +192,13 @@ def ce_loss_recovered(
         "ce_clean": ce_clean,
         "ce_sae": ce_sae,
         "ce_zero": ce_zero,
-        "ce_loss_recovered": (ce_zero - ce_sae) / (ce_zero - ce_clean),
+        "ce_loss_recovered": (ce_zero - ce_sae) / (ce_zero - ce_clean) if ce_zero != ce_clean else math.nan,
     }
 
 
 def save_sae(sae: SAE, path: str | Path) -> None:
-    """Write `sae` in sae-lens's on-disk format (weights + cfg.json) to directory `path`."""
+    """Write `sae` in sae-lens's on-disk format (sae_weights.safetensors + cfg.json) into
+    directory `path`; atomicity is the caller's (write into an `atomic_dir`)."""
     sae.save_model(path)
 
 

@@ -63,6 +63,24 @@ def tiny_batch() -> tuple[torch.Tensor, torch.Tensor]:
     return input_ids, attention_mask
 
 
+def project_copy(work: Path, params: Path) -> Path:
+    """The project's code and stage graph in a fresh git + DVC repo at `work`, with `params`."""
+    import shutil
+    import subprocess
+
+    work.mkdir(parents=True)
+    for item in ("igds", "pipelines", "baselines", "dvc.yaml", ".dvcignore"):
+        src = ROOT / item
+        if src.is_dir():
+            shutil.copytree(src, work / item, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copy(src, work / item)
+    shutil.copy(params, work / "params.yaml")
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        subprocess.run(cmd, cwd=work, check=True, capture_output=True)
+    return work
+
+
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch):
     """Tests never reach a hub: any attempt fails instead of silently downloading."""

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, project_copy
 
 CI_PARAMS = ROOT / "configs" / "ci" / "params.yaml"
 
@@ -52,19 +51,11 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
 
 
 def test_dvc_repro_prepare_then_nothing_to_do(tmp_path):
-    work = tmp_path / "clone"
-    work.mkdir()
-    for item in ("igds", "pipelines", "dvc.yaml", ".dvcignore"):
-        src = ROOT / item
-        (shutil.copytree(src, work / item, ignore=shutil.ignore_patterns("__pycache__"))
-         if src.is_dir() else shutil.copy(src, work / item))
-    shutil.copy(CI_PARAMS, work / "params.yaml")
-    assert run(["git", "init", "-q"], cwd=work).returncode == 0
-    assert run(["dvc", "init", "-q"], cwd=work).returncode == 0
+    work = project_copy(tmp_path / "clone", CI_PARAMS)
     first = run(["dvc", "repro", "prepare"], cwd=work)
     assert first.returncode == 0, first.stdout + first.stderr
     assert (work / "data" / "pool.jsonl").is_file() and (work / "dvc.lock").is_file()
     second = run(["dvc", "repro", "prepare"], cwd=work)
     assert second.returncode == 0 and "didn't change, skipping" in second.stdout, second.stdout
-    status = run(["dvc", "status"], cwd=work)
+    status = run(["dvc", "status", "prepare"], cwd=work)
     assert "up to date" in status.stdout, status.stdout

@@ -1,0 +1,62 @@
+"""Feature cards: for each chosen feature, its top activating pool snippets, with the
+tokens on which it fires marked, so a reader can see what the feature is about."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from igds.activations import FeatureActivations, Tokenized
+from igds.data import Record
+from igds.models import run_to_layer
+
+
+def token_activations(model, sae, ids: list[int], layer: int, feature: int) -> list[float]:
+    """The feature's activation on each token of one example (position 0 reads 0)."""
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        resid = run_to_layer(model, torch.tensor([ids], device=device), None, layer)[0]  # [seq, d]
+        acts = sae.encode(resid.to(sae.W_enc.dtype))[:, feature].float().cpu().clone()
+    acts[0] = 0.0
+    return acts.tolist()
+
+
+def render_snippet(tokenizer, ids: list[int], acts: list[float], window: int = 24) -> str:
+    """Text around the strongest token; firing tokens as ⟦token|activation⟧."""
+    peak = max(range(len(acts)), key=acts.__getitem__)
+    lo, hi = max(0, peak - window), min(len(ids), peak + window + 1)
+    parts = []
+    for i in range(lo, hi):
+        text = tokenizer.decode([ids[i]]).replace("\n", "⏎").replace("|", "¦")
+        parts.append(f"⟦{text}|{acts[i]:.1f}⟧" if acts[i] > 0 else text)
+    return ("…" if lo > 0 else "") + "".join(parts) + ("…" if hi < len(ids) else "")
+
+
+def feature_cards(model, tokenizer, sae, layer: int, pool: Sequence[Record], tok: Tokenized,
+                  acts: FeatureActivations, features: Sequence[int], feature_info: dict[int, dict],
+                  n_examples: int) -> str:
+    """cards.md: one section per feature; `acts` holds the pool's pooled activations of
+    `features` (in that order)."""
+    lines = ["# Feature cards", "",
+             "Top activating pool examples for each chosen feature. Firing tokens are marked "
+             "⟦token|activation⟧; ⏎ is a newline.", ""]
+    for col, feature in enumerate(features):
+        info = feature_info[feature]
+        lines += [f"## Feature {feature} (rank {info.get('rank')})", "",
+                  f"freq_prior {info['freq_prior']:.3f} · freq_general {info['freq_general']:.3f} · "
+                  f"causal effect {_fmt(info.get('causal_effect'))} (alpha {info.get('best_alpha')}) · "
+                  f"mean activation when active {info['mean_when_active']:.2f}", ""]
+        top = torch.argsort(acts.max_act[:, col], descending=True, stable=True)[:n_examples].tolist()
+        for i in top:
+            if acts.max_act[i, col] <= 0:
+                break
+            token_acts = token_activations(model, sae, tok.input_ids[i], layer, feature)
+            lines.append(f"- `{pool[i].id}` ({pool[i].task}, max {acts.max_act[i, col]:.2f}): "
+                         f"{render_snippet(tokenizer, tok.input_ids[i], token_acts)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:+.4f}"

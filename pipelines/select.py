@@ -1,0 +1,50 @@
+"""select@<method> stage: subsets/<method>-<ratio>.jsonl (the kept ids) and its metrics."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from igds.artifacts import write_json, write_jsonl
+from igds.config import Params
+from igds.data import DataError
+from igds.selection import on_task_recall, select_top
+from pipelines.common import main
+from pipelines.io import read_split
+
+log = logging.getLogger("select")
+
+
+def run(params: Params, args: argparse.Namespace) -> None:
+    ratio = params.select.ratio
+    path = args.scores / f"{args.method}.parquet"
+    if not path.is_file():
+        raise DataError(f"{path} not found; run `dvc repro score@{args.method}` first")
+    scores = pd.read_parquet(path)
+    pool = read_split(args.data / "pool.jsonl")
+    if list(scores["id"]) != [r.id for r in pool]:
+        raise DataError(f"{path} does not score data/pool.jsonl (ids differ); rerun score@{args.method}")
+    kept = select_top(list(scores["id"]), scores["score"].to_numpy(), ratio, params.seed)
+    on_task = {r.id for r in pool if params.data is not None and r.task == params.data.target_task}
+    write_jsonl(args.out / f"{args.method}-{ratio:g}.jsonl", ({"id": i} for i in kept))
+    metrics = {"method": args.method, "ratio": ratio, "n_pool": len(pool), "n_selected": len(kept),
+               "on_task_recall": round(on_task_recall(kept, on_task), 6),
+               "on_task_share_selected": round(len(set(kept) & on_task) / len(kept), 6)}
+    write_json(args.metrics / f"select-{args.method}.json", metrics)
+    log.info("%s @ %g: kept %d of %d; on-task recall %.3f", args.method, ratio, len(kept), len(pool),
+             metrics["on_task_recall"])
+
+
+def _args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", required=True)
+    parser.add_argument("--data", type=Path, default=Path("data"))
+    parser.add_argument("--scores", type=Path, default=Path("scores"))
+    parser.add_argument("--out", type=Path, default=Path("subsets"))
+    parser.add_argument("--metrics", type=Path, default=Path("results/metrics"))
+
+
+if __name__ == "__main__":
+    main("select", run, _args)
