@@ -56,6 +56,10 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         return tuple(_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value))
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, key)
+    if tp is dict:
+        if not isinstance(value, dict):
+            _fail(key, value, "a mapping")
+        return {k: ({} if v is None else v) for k, v in value.items()}
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             _fail(key, value, "a number")
@@ -261,20 +265,15 @@ class IdentifyConfig:
 
 
 @dataclass(frozen=True)
-class ScoreConfig:
-    """IGDS step 3 (Feature-Resonant Score) and the shared scoring batch shape."""
+class ScoringConfig:
+    """The batch shape every model-based scorer shares (IGDS, loss, IFD, k-center, LESS)."""
 
-    k: int = 1  # top-k causal features (the paper's default is 1)
-    pooling: str = "max"  # over an example's tokens: max | mean
-    scope: str = "all"  # response | all
     batch_size: int = 16
-    max_len: int = 384
+    max_len: int = 384  # tokens per example (prompt + response in chat format)
 
     def __post_init__(self) -> None:
-        _check(self.k > 0, "k", self.k, "a positive integer")
-        _check(self.pooling in ("max", "mean"), "pooling", self.pooling, "max or mean")
-        _check(self.scope in ("response", "all"), "scope", self.scope, "response or all")
-        _check(self.batch_size > 0 and self.max_len > 0, "batch_size", self.batch_size, "a positive integer")
+        _check(self.batch_size > 0, "batch_size", self.batch_size, "a positive integer")
+        _check(self.max_len > 0, "max_len", self.max_len, "a positive integer")
 
 
 @dataclass(frozen=True)
@@ -292,8 +291,11 @@ class Params:
     data: DataConfig | None = None
     sae: SaeConfig = field(default_factory=SaeConfig)
     identify: IdentifyConfig = field(default_factory=IdentifyConfig)
-    score: ScoreConfig = field(default_factory=ScoreConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
+    # method name -> its params; each is validated by that method's own params dataclass
+    # (igds.selection.build_selector) at the stage that runs it
+    methods: dict = field(default_factory=dict)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

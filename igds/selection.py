@@ -1,13 +1,19 @@
-"""Selection by ratio, shared by IGDS and every baseline, and the training-free measures
-of a selection on a mixed pool (on-task recall, AUROC of the scores)."""
+"""The Selector protocol and registry, selection by ratio (shared by IGDS and every
+baseline), and the training-free measures of a selection on a mixed pool (on-task recall,
+AUROC of the scores)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
+
+from igds.data import Record
 
 
 def tie_key(seed: int, example_id: str) -> int:
@@ -54,3 +60,83 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
         ranks[order[i:j + 1]] = (i + j) / 2 + 1
         i = j + 1
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+# --- the Selector protocol and its registry -----------------------------------------------
+# A selector scores every pool example (higher = keep); selection by ratio above is shared.
+# Each method is one module with a params dataclass and an `@register(name, Params)` class.
+
+
+
+@dataclasses.dataclass(frozen=True)
+class NoParams:
+    """For a method without parameters."""
+
+
+@dataclasses.dataclass
+class ScoringContext:
+    """What a selector may use besides the pool. The eval split is deliberately absent."""
+
+    seed: int
+    target: list[Record]  # solved target-task examples (the prior split): LESS's validation set
+    model_name: str = "smollm2-135m-instruct"
+    device: str = "cpu"
+    dtype: str = "float32"
+    batch_size: int = 16
+    max_len: int = 384
+    artifacts: dict[str, Path] = dataclasses.field(default_factory=dict)  # e.g. sae/, features/
+    loader: Callable[[], Any] | None = None  # returns a LoadedModel; default: igds.models.load_model
+    _loaded: Any = None
+
+    def model(self):
+        """The scoring model and tokenizer (loaded once, on first use)."""
+        if self._loaded is None:
+            if self.loader is not None:
+                self._loaded = self.loader()
+            else:
+                from igds.models import load_model  # noqa: PLC0415
+
+                self._loaded = load_model(self.model_name, self.device, self.dtype)
+        return self._loaded
+
+    def rng(self, *salt: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, *salt])
+
+
+class Selector(Protocol):
+    name: ClassVar[str]
+
+    def score(self, pool: list[Record], ctx: ScoringContext) -> np.ndarray:
+        """One score per pool example, in pool order; higher = keep."""
+        ...
+
+
+SELECTORS: dict[str, tuple[type, type]] = {}  # name -> (selector class, params dataclass)
+
+
+def register(name: str, params: type = NoParams) -> Callable[[type], type]:
+    """Class decorator: make a selector available by `name` with its params dataclass."""
+    def decorate(cls: type) -> type:
+        if name in SELECTORS:
+            raise ValueError(f"selector '{name}' is registered twice")
+        cls.name = name
+        SELECTORS[name] = (cls, params)
+        return cls
+    return decorate
+
+
+def available() -> list[str]:
+    import baselines  # noqa: F401, PLC0415  (importing registers every baseline)
+    import igds.resonance  # noqa: F401, PLC0415  (registers igds)
+
+    return sorted(SELECTORS)
+
+
+def build_selector(name: str, raw_params: dict | None = None) -> Selector:
+    """An instance of the selector `name`, its params validated from params.yaml's methods.<name>."""
+    from igds.config import ConfigError, from_dict  # noqa: PLC0415
+
+    if name not in available():
+        raise ConfigError(f"params.yaml: unknown method '{name}'; available: {', '.join(available())}")
+    cls, params_cls = SELECTORS[name]
+    return cls(from_dict(params_cls, raw_params or {}, f"methods.{name}"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 from pathlib import Path
 
@@ -31,14 +32,15 @@ def run(params: Params, args: argparse.Namespace) -> None:
     info = {r.feature: r.to_dict() for r in result.records}
     card_features = result.ranking[:cfg.card_features]
     pool = read_split(args.data / "pool.jsonl")
-    tok_pool = tokenize_records(tokenizer, pool, params.score.max_len)
+    tok_pool = tokenize_records(tokenizer, pool, params.scoring.max_len)
     cards = "# Feature cards\n\nNo feature was chosen.\n"
     if card_features:
-        acts = pooled_feature_activations(model, sae, tok_pool, layer, params.score.batch_size,
+        acts = pooled_feature_activations(model, sae, tok_pool, layer, params.scoring.batch_size,
                                           tokenizer.pad_token_id, "all", features=card_features, desc="cards")
         cards = feature_cards(model, tokenizer, sae, layer, pool, tok_pool, acts, card_features, info, cfg.card_examples)
     features = {
         "layer": layer,
+        "sae_sha256": sae_digest(args.sae),
         "ranking": result.ranking,
         "baseline_loglik": result.baseline_loglik,
         "n_prior_recall": result.n_prior_recall,
@@ -66,6 +68,15 @@ def run(params: Params, args: argparse.Namespace) -> None:
     log.info("recalled %d features, %s causal; ranking %s; stability Jaccard %s; %.0f s",
              metrics["n_recalled"], metrics["n_causal"], result.ranking[:10],
              metrics["stability_jaccard_top_n"], timing["wall_s"])
+
+
+def sae_digest(path: Path) -> str:
+    """Hash of the SAE's files: features.json changes whenever the SAE does."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in Path(path).iterdir() if p.is_file() and p.name != "metrics.json"):
+        digest.update(file.name.encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
 
 
 def _args(parser: argparse.ArgumentParser) -> None:

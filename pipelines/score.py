@@ -1,4 +1,6 @@
-"""score@<method> stage: scores/<method>.parquet (id, score; higher = keep) and its metrics."""
+"""score@<method> stage: scores/<method>.parquet (id, score; higher = keep; plus any per-example
+detail the method keeps) and its metrics
+(wall time, peak memory, tokens/s, and the scores' on-task AUROC on a mixed pool)."""
 
 from __future__ import annotations
 
@@ -9,64 +11,44 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from igds.activations import pooled_feature_activations, tokenize_records
-from igds.artifacts import read_json, write_json, write_parquet
+from igds.artifacts import write_json, write_parquet
 from igds.config import ConfigError, Params
-from igds.models import load_model
-from igds.resonance import resonant_score
-from igds.sae import load_sae
-from igds.selection import auroc
+from igds.selection import ScoringContext, auroc, build_selector
 from pipelines.common import main
 from pipelines.io import peak_rss_bytes, read_split, timed
 
 log = logging.getLogger("score")
 
 
-def score_igds(params: Params, args: argparse.Namespace, pool: list) -> tuple[np.ndarray, dict, pd.DataFrame | None]:
-    """Feature-Resonant Score of every pool example (the forward pass stops at layer L)."""
-    cfg, layer = params.score, params.sae.layer
-    features = read_json(args.features / "features.json")
-    ranking = features["ranking"]
-    if len(ranking) < cfg.k:
-        raise ConfigError(f"params.yaml: score.k = {cfg.k} but identification kept {len(ranking)} feature(s); "
-                          "lower score.k, or relax identify.min_effect / identify.min_contrast")
-    chosen = ranking[:cfg.k]
-    by_id = {f["feature"]: f for f in features["features"]}
-    typical = [by_id[f]["mean_when_active"] for f in chosen]
-    loaded = load_model(params.model.name, params.model.device, params.model.dtype)
-    sae = load_sae(args.sae, params.model.device)
-    tok = tokenize_records(loaded.tokenizer, pool, cfg.max_len)
-    acts = pooled_feature_activations(loaded.model, sae, tok, layer, cfg.batch_size, loaded.tokenizer.pad_token_id,
-                                      cfg.scope, features=chosen, desc="scoring")
-    scores = resonant_score(acts, typical, cfg.pooling)
-    detail = pd.DataFrame({"id": [r.id for r in pool]})
-    for j, f in enumerate(chosen):
-        detail[f"f{f}_max"] = acts.max_act[:, j].numpy()
-        detail[f"f{f}_mean"] = acts.mean_act[:, j].numpy()
-    return scores, {"chosen_features": chosen, "k": cfg.k, "pooling": cfg.pooling, "scope": cfg.scope,
-                    "n_tokens": int(acts.n_tokens.sum())}, detail
-
-
-SCORERS = {"igds": score_igds}
-
-
 def run(params: Params, args: argparse.Namespace) -> None:
-    if args.method not in SCORERS:
-        raise ConfigError(f"unknown method '{args.method}'; available: {', '.join(sorted(SCORERS))}")
+    if params.data is None:
+        raise ConfigError("params.yaml: section 'data' is missing")
+    selector = build_selector(args.method, params.methods.get(args.method))
     pool = read_split(args.data / "pool.jsonl")
+    ctx = ScoringContext(
+        seed=params.seed, target=read_split(args.data / "prior.jsonl"), model_name=params.model.name,
+        device=params.model.device, dtype=params.model.dtype, batch_size=params.scoring.batch_size,
+        max_len=params.scoring.max_len, artifacts={"sae": args.sae, "features": args.features},
+    )
     info: dict = {"method": args.method, "n_pool": len(pool)}
     with timed(info):
-        scores, extra, detail = SCORERS[args.method](params, args, pool)
-    info.update(extra)
-    labels = np.array([r.task == params.data.target_task for r in pool]) if params.data else None
-    info["auroc_on_task"] = round(auroc(scores, labels), 6) if labels is not None else None
+        scores = np.asarray(selector.score(pool, ctx), dtype=float)
+    if scores.shape != (len(pool),):
+        raise AssertionError(f"{args.method} returned {scores.shape} scores for {len(pool)} examples")
+    info.update(getattr(selector, "info", {}))
+    labels = np.array([r.task == params.data.target_task for r in pool])
+    finite = ~np.isnan(scores)
+    info["auroc_on_task"] = round(auroc(np.where(finite, scores, -np.inf), labels), 6)
+    info["n_unscored"] = int((~finite).sum())
     info["peak_rss_bytes"] = peak_rss_bytes()
-    if "n_tokens" in info and info["wall_s"]:
+    if info.get("n_tokens") and info["wall_s"]:
         info["tokens_per_s"] = round(info["n_tokens"] / info["wall_s"], 1)
-    out = args.out / f"{args.method}.parquet"
-    write_parquet(out, pd.DataFrame({"id": [r.id for r in pool], "score": scores}))
+    args.out.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame({"id": [r.id for r in pool], "score": scores})
+    detail = getattr(selector, "detail", None)  # e.g. igds: the chosen features' pooled activations
     if detail is not None:
-        write_parquet(args.out / f"{args.method}.activations.parquet", detail)
+        frame = frame.merge(detail, on="id", how="left", validate="one_to_one")
+    write_parquet(args.out / f"{args.method}.parquet", frame)
     write_json(args.metrics / f"score-{args.method}.json", info)
     log.info("%s: scored %d examples in %.1f s; on-task AUROC %.3f", args.method, len(pool), info["wall_s"],
              info["auroc_on_task"])

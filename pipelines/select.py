@@ -11,7 +11,7 @@ import pandas as pd
 from igds.artifacts import write_json, write_jsonl
 from igds.config import Params
 from igds.data import DataError
-from igds.selection import on_task_recall, select_top
+from igds.selection import SELECTORS, available, on_task_recall, select_top
 from pipelines.common import main
 from pipelines.io import read_split
 
@@ -19,7 +19,9 @@ log = logging.getLogger("select")
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
-    ratio = params.select.ratio
+    available()
+    keeps_all = getattr(SELECTORS[args.method][0], "keeps_all", False) if args.method in SELECTORS else False
+    ratio = 1.0 if keeps_all else params.select.ratio
     path = args.scores / f"{args.method}.parquet"
     if not path.is_file():
         raise DataError(f"{path} not found; run `dvc repro score@{args.method}` first")
@@ -29,7 +31,8 @@ def run(params: Params, args: argparse.Namespace) -> None:
         raise DataError(f"{path} does not score data/pool.jsonl (ids differ); rerun score@{args.method}")
     kept = select_top(list(scores["id"]), scores["score"].to_numpy(), ratio, params.seed)
     on_task = {r.id for r in pool if params.data is not None and r.task == params.data.target_task}
-    write_jsonl(args.out / f"{args.method}-{ratio:g}.jsonl", ({"id": i} for i in kept))
+    # the file name carries select.ratio (full keeps everything but follows the same naming)
+    write_jsonl(args.out / f"{args.method}-{params.select.ratio:g}.jsonl", ({"id": i} for i in kept))
     metrics = {"method": args.method, "ratio": ratio, "n_pool": len(pool), "n_selected": len(kept),
                "on_task_recall": round(on_task_recall(kept, on_task), 6),
                "on_task_share_selected": round(len(set(kept) & on_task) / len(kept), 6)}

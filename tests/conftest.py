@@ -145,3 +145,48 @@ def recall_sae(u, w, basis):
     b_enc = torch.tensor([-2.5, 1.0, -100.0, -2.5])
     w_dec = torch.stack([u, basis[:, 4], basis[:, 2], w])
     return hand_built_sae(w_enc, b_enc, w_dec)
+
+
+# --- a tiny model trained to copy and to say three fluent sentences ------------------
+
+FLUENT = ["the cat sat on the mat.", "the dog sat on the rug.", "a cat ran to the mat."]
+
+
+def copy_record(word: str, output: str | None = None):
+    return make_record(f"Copy: {word}", "", output or word, "copy", "test")
+
+
+def fluent_record(i: int):
+    return make_record("Say a sentence.", "", FLUENT[i % 3], "fluent", "test")
+
+
+def random_word(rng) -> str:
+    return "".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), 6))
+
+
+@pytest.fixture(scope="session")
+def trained_tiny():
+    """(model, tokenizer) after 300 AdamW steps on copy tasks and fluent sentences (~10 s):
+    the response of a copy task is predictable from its instruction, gibberish is not."""
+    import numpy as np
+
+    from igds.activations import tokenize_records
+
+    tokenizer = build_char_tokenizer()
+    model = build_tiny_model(seed=1).train()
+    rng = np.random.default_rng(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(300):
+        records = [copy_record(random_word(rng)) for _ in range(12)] + [fluent_record(i) for i in range(4)]
+        tok = tokenize_records(tokenizer, records, 128)
+        width = max(map(len, tok.input_ids))
+        ids = torch.zeros(len(records), width, dtype=torch.long)
+        mask, labels = torch.zeros_like(ids), torch.full((len(records), width), -100)
+        for i, (x, start) in enumerate(zip(tok.input_ids, tok.response_start)):
+            ids[i, :len(x)], mask[i, :len(x)] = torch.tensor(x), 1
+            labels[i, start:len(x)] = torch.tensor(x[start:])
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval(), tokenizer

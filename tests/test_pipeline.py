@@ -54,6 +54,6 @@ def test_igds_stages_end_to_end(tmp_path):
     (work / "params.yaml").write_text(params)
     out = dvc(work, "repro")
     assert "Running stage 'select@igds'" in out
-    for stage in ("prepare", "sae", "identify", "score@igds"):
+    for stage in ("prepare", "sae", "identify", "score@igds", "score@loss"):
         assert f"Running stage '{stage}'" not in out
     assert (work / "subsets/igds-0.25.jsonl").is_file()

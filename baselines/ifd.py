@@ -1,0 +1,42 @@
+"""IFD (Instruction-Following Difficulty, Li et al. 2023 "From Quantity to Quality"):
+loss(response | instruction) / loss(response alone). IFD >= 1 means the instruction does
+not help predict the response: those examples are dropped (score NaN, ranked last); the
+rest are kept highest IFD first."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from igds.activations import Tokenized, chat_parts, tokenize_records
+from igds.data import Record
+from igds.features import answer_loglik
+from igds.selection import ScoringContext, register
+
+
+def response_alone(tokenizer, records: list[Record], max_len: int) -> Tokenized:
+    """The response tokens (as in the chat format) after a single start token, all scored."""
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    ids = []
+    for record in records:
+        _, response = chat_parts(tokenizer, record)
+        ids.append(([start] + tokenizer(response, add_special_tokens=False).input_ids)[:max_len])
+    return Tokenized(ids, [1] * len(ids))
+
+
+@register("ifd")
+class IfdSelector:
+    def __init__(self, params):
+        self.params = params
+        self.info: dict = {}
+
+    def score(self, pool: list[Record], ctx: ScoringContext) -> np.ndarray:
+        loaded = ctx.model()
+        pad = loaded.tokenizer.pad_token_id
+        conditioned = tokenize_records(loaded.tokenizer, pool, ctx.max_len)
+        alone = response_alone(loaded.tokenizer, pool, ctx.max_len)
+        loss_conditioned = -answer_loglik(loaded.model, conditioned, ctx.batch_size, pad)
+        loss_alone = -answer_loglik(loaded.model, alone, ctx.batch_size, pad)
+        ifd = loss_conditioned / np.maximum(loss_alone, 1e-8)
+        self.info = {"n_tokens": int(conditioned.n_tokens + alone.n_tokens),
+                     "n_dropped_ifd_ge_1": int((ifd >= 1).sum()), "mean_ifd": float(np.mean(ifd))}
+        return np.where(ifd < 1, ifd, np.nan)

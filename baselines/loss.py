@@ -1,0 +1,36 @@
+"""loss: the scoring model's mean token loss on each example's response."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from igds.activations import tokenize_records
+from igds.data import Record
+from igds.features import answer_loglik
+from igds.selection import ScoringContext, register
+
+
+@dataclass(frozen=True)
+class LossParams:
+    keep: str = "high"  # high: hardest examples first; low: easiest first
+
+    def __post_init__(self) -> None:
+        from igds.config import _check  # noqa: PLC0415
+
+        _check(self.keep in ("high", "low"), "keep", self.keep, "high or low")
+
+
+@register("loss", LossParams)
+class LossSelector:
+    def __init__(self, params: LossParams):
+        self.params = params
+        self.info: dict = {}
+
+    def score(self, pool: list[Record], ctx: ScoringContext) -> np.ndarray:
+        loaded = ctx.model()
+        tok = tokenize_records(loaded.tokenizer, pool, ctx.max_len)
+        loss = -answer_loglik(loaded.model, tok, ctx.batch_size, loaded.tokenizer.pad_token_id)
+        self.info = {"n_tokens": int(tok.n_tokens), "mean_loss": float(np.mean(loss)), "keep": self.params.keep}
+        return loss if self.params.keep == "high" else -loss

@@ -1,0 +1,70 @@
+"""Baselines on the Selector protocol with planted properties: full, random, loss, IFD."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from igds.config import ConfigError
+from igds.data import make_record
+from igds.models import LoadedModel
+from igds.selection import ScoringContext, available, build_selector, select_top
+from tests.conftest import copy_record, fluent_record, random_word
+
+
+def ctx_for(model, tokenizer, seed=0):
+    return ScoringContext(seed=seed, target=[], batch_size=4, max_len=128,
+                          loader=lambda: LoadedModel(model, tokenizer, "tiny"))
+
+
+def test_registry_knows_every_method_and_validates_params():
+    assert {"igds", "full", "random", "loss", "ifd"} <= set(available())
+    with pytest.raises(ConfigError, match="unknown method 'nope'"):
+        build_selector("nope")
+    with pytest.raises(ConfigError, match=r"methods.loss.keep = 'middle' is not allowed; expected high or low"):
+        build_selector("loss", {"keep": "middle"})
+    with pytest.raises(ConfigError, match=r"unknown key methods.igds.kk"):
+        build_selector("igds", {"kk": 1})
+
+
+def test_random_is_seed_stable_and_differs_across_seeds():
+    pool = [make_record(f"q{i}", "", f"a{i}", "t", "s") for i in range(50)]
+    selector = build_selector("random")
+    a = selector.score(pool, ScoringContext(seed=1, target=[]))
+    b = selector.score(pool, ScoringContext(seed=1, target=[]))
+    c = selector.score(pool, ScoringContext(seed=2, target=[]))
+    np.testing.assert_array_equal(a, b)
+    ids = [r.id for r in pool]
+    assert select_top(ids, a, 0.5, 1) != select_top(ids, c, 0.5, 2)
+
+
+def test_full_keeps_everything():
+    pool = [make_record(f"q{i}", "", f"a{i}", "t", "s") for i in range(5)]
+    selector = build_selector("full")
+    assert selector.keeps_all and (selector.score(pool, ScoringContext(seed=0, target=[])) == 1).all()
+
+
+def test_loss_ranks_gibberish_above_fluent(trained_tiny):
+    model, tokenizer = trained_tiny
+    gibberish = [make_record("Say a sentence.", "", text, "gibberish", "test")
+                 for text in ("xq zvkw pj qqz rrt.", "mmk jj vz qxw plk.")]
+    pool = [fluent_record(i) for i in range(3)] + gibberish
+    high = build_selector("loss", {"keep": "high"}).score(pool, ctx_for(model, tokenizer))
+    assert high[3:].min() > high[:3].max()
+    low = build_selector("loss", {"keep": "low"}).score(pool, ctx_for(model, tokenizer))
+    np.testing.assert_allclose(low, -high)
+
+
+def test_ifd_is_lower_when_the_instruction_predicts_the_response(trained_tiny):
+    model, tokenizer = trained_tiny
+    rng = np.random.default_rng(5)
+    words = [random_word(rng) for _ in range(6)]
+    predictable = [copy_record(w) for w in words]  # the response copies the instruction
+    unpredictable = [copy_record(w, random_word(rng)) for w in words]  # the instruction does not help
+    selector = build_selector("ifd")
+    scores = selector.score(predictable + unpredictable, ctx_for(model, tokenizer))
+    # predictable ones have IFD well below 1; the rest either rank lower... or are dropped (IFD >= 1)
+    assert np.all(scores[:6] < 0.2)
+    unpred = scores[6:]
+    assert np.all(np.isnan(unpred) | (unpred > scores[:6].max()))
+    assert selector.info["n_dropped_ifd_ge_1"] == int(np.isnan(scores).sum())
