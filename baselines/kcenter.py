@@ -25,7 +25,7 @@ from igds.activations import iter_batches, tokenize_records
 from igds.config import ConfigError, _check
 from igds.data import Record
 from igds.models import decoder_layers, run_to_layer
-from igds.selection import ScoringContext, register
+from igds.selection import ScoringContext, register, scores_from_order
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,4 @@ class KCenterSelector:
         order = kcenter_order(emb, first, self.params.max_select)
         self.info = {"n_tokens": n_tokens, "layer": layer, "d_model": int(emb.shape[1])}
         log.info("kcenter: ordered %d examples on layer %d embeddings", len(pool), layer)
-        scores = np.empty(len(pool))
-        scores[order] = len(pool) - np.arange(len(pool))  # greedy position -> score: the prefix ranks first
-        return scores
+        return scores_from_order(order, len(pool))

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from igds.config import _check
 from igds.data import Record
-from igds.selection import ScoringContext, register
+from igds.selection import ScoringContext, register, scores_from_order
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,4 @@ class ZipSelector:
         self.info = {"n_bytes": sum(map(len, texts)), **stats}
         log.info("zip: ordered %d examples in %d rounds (%d compressions)", len(pool), stats["n_rounds"],
                  stats["n_compressions"])
-        scores = np.empty(len(pool))
-        scores[order] = len(pool) - np.arange(len(pool))  # greedy position -> score: the prefix ranks first
-        return scores
+        return scores_from_order(order, len(pool))

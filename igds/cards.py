@@ -17,9 +17,9 @@ def token_activations(model, sae, ids: list[int], layer: int, feature: int) -> l
     device = next(model.parameters()).device
     with torch.inference_mode():
         resid = run_to_layer(model, torch.tensor([ids], device=device), None, layer)[0]  # [seq, d]
-        acts = sae.encode(resid.to(sae.W_enc.dtype))[:, feature].float().cpu().clone()
+        acts = sae.encode(resid.to(sae.W_enc.dtype))[:, feature].float().cpu().tolist()
     acts[0] = 0.0
-    return acts.tolist()
+    return acts
 
 
 def render_snippet(tokenizer, ids: list[int], acts: list[float], window: int = 24) -> str:

@@ -37,6 +37,13 @@ def select_top(ids: Sequence[str], scores: np.ndarray, ratio: float, seed: int) 
     return [ids[i] for i in order[:n_keep]]
 
 
+def scores_from_order(order: Sequence[int], n: int) -> np.ndarray:
+    """Scores that make select_top keep a greedy method's prefix: n - position in `order`."""
+    scores = np.empty(n)
+    scores[np.asarray(order)] = n - np.arange(n)
+    return scores
+
+
 def on_task_recall(selected: Sequence[str], on_task_ids: set[str]) -> float:
     """Share of the pool's on-task examples that the selection keeps."""
     return len(set(selected) & on_task_ids) / len(on_task_ids) if on_task_ids else float("nan")
