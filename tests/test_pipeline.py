@@ -1,6 +1,6 @@
-"""The IGDS stages end to end on the real default model (CI profile sizes): dvc repro
-through sae, identify, score@igds and select@igds; a second repro does nothing and a new
-ratio re-runs only select."""
+"""Every stage end to end on the real default model (CI profile sizes): dvc repro through
+sae, identify, score@<method> and select@<method> for every method; a second repro does
+nothing and a new ratio re-runs only the select stages."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def dvc(work, *args):
 
 def test_igds_stages_end_to_end(tmp_path):
     work = project_copy(tmp_path / "clone", ROOT / "configs" / "ci" / "params.yaml")
-    dvc(work, "repro", "select@igds")
+    dvc(work, "repro")
 
     sae = json.loads((work / "results/metrics/sae.json").read_text())
     assert sae["l0"] == pytest.approx(32.0) and 0.5 < sae["explained_variance"] <= 1.0
@@ -49,11 +49,18 @@ def test_igds_stages_end_to_end(tmp_path):
     select = json.loads((work / "results/metrics/select-igds.json").read_text())
     assert 0.0 <= select["on_task_recall"] <= 1.0
 
-    assert "didn't change" in dvc(work, "repro") or "up to date" in dvc(work, "status")
+    methods = ["igds", "full", "random", "loss", "ifd", "zip", "kcenter", "less"]
+    for method in methods:
+        m = json.loads((work / f"results/metrics/score-{method}.json").read_text())
+        assert m["wall_s"] > 0 and m["peak_rss_bytes"] > 0, method
+        assert (work / f"subsets/{method}-0.5.jsonl").is_file(), method
+    n_full = len((work / "subsets/full-0.5.jsonl").read_text().splitlines())
+    assert n_full == len(pool)  # full keeps everything
+
+    assert "Running stage" not in dvc(work, "repro")  # nothing changed, nothing runs
     params = (work / "params.yaml").read_text().replace("ratio: 0.5", "ratio: 0.25")
     (work / "params.yaml").write_text(params)
     out = dvc(work, "repro")
-    assert "Running stage 'select@igds'" in out
-    for stage in ("prepare", "sae", "identify", "score@igds", "score@loss"):
-        assert f"Running stage '{stage}'" not in out
+    ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
+    assert ran == sorted(f"select@{m}" for m in methods), ran
     assert (work / "subsets/igds-0.25.jsonl").is_file()

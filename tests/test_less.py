@@ -1,0 +1,211 @@
+"""LESS: the Adam-preconditioned gradient, the projection, the per-example loss, the warm-up
+checkpoints, and scoring through the tiny model (planted copies of the validation examples
+win, determinism, the shared model left untouched)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from baselines.less import (
+    LessParams,
+    LessSelector,
+    SrhtProjector,
+    adam_precondition,
+    fwht,
+    hadamard,
+    lora_copy,
+    response_loss,
+    warm_up,
+)
+from igds.activations import tokenize_records
+from igds.config import ConfigError, from_dict
+from igds.data import make_record
+from igds.models import LoadedModel
+from igds.selection import ScoringContext
+from tests.conftest import build_char_tokenizer, build_tiny_model
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The tiny model's ops are too small to split; on a busy 2-core machine two OpenMP threads
+    wait on each other for ~1 s per forward pass."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+FAST = LessParams(min_warmup_examples=6, epochs=2, lr=1e-2, batch_size=2, proj_dim=1024, n_val=4)
+
+
+def task(i: int):
+    return make_record(f"Add {i} and {i + 2}.", "", f"{i} + {i + 2} = {2 * i + 2}", "task", "t")
+
+
+def unrelated(i: int):
+    return make_record(f"Name the colour number {i}!", "", "zzqx " * (2 + i % 3) + "wvwv", "other", "t")
+
+
+def _context(model, tok, target, seed: int = 0) -> ScoringContext:
+    return ScoringContext(seed=seed, target=target, max_len=128, loader=lambda: LoadedModel(model, tok, "tiny"))
+
+
+def test_adam_precondition_matches_less_on_a_hand_made_state():
+    g = torch.tensor([1.0, -2.0, 0.0])
+    m = torch.tensor([0.5, 0.0, 1.0])
+    v = torch.tensor([0.25, 4.0, 0.0])
+    # m' = [0.55, -0.2, 0.9], v' = [0.25075, 4.0, 0.0]; m' / sqrt(v' + 1e-8), no bias correction
+    expected = torch.tensor([0.55 / 0.25075 ** 0.5, -0.1, 9000.0])
+    torch.testing.assert_close(adam_precondition(g, m, v), expected, rtol=1e-5, atol=0)
+
+
+def test_fwht_is_the_hadamard_matrix():
+    h2 = torch.tensor([[1.0, 1.0], [1.0, -1.0]])
+    assert torch.equal(hadamard(4), torch.kron(h2, h2))
+    h = torch.ones(1, 1, dtype=torch.float64)
+    for n in (1, 2, 8, 64, 128, 512):
+        while h.shape[0] < n:
+            h = torch.kron(h2.double(), h)
+        x = torch.randn(5, n, generator=torch.Generator().manual_seed(n), dtype=torch.float64)
+        torch.testing.assert_close(fwht(x), x @ h.T)  # 128 and 512: two Kronecker factors
+        torch.testing.assert_close(fwht(x, block=2), x @ h.T)  # several factors
+
+
+def test_projection_preserves_inner_products():
+    g = torch.Generator().manual_seed(0)
+    d, k = 6000, 2048
+    x = torch.randn(22, d, generator=g)
+    x[10:20] = 0.6 * x[:10] + 0.8 * x[10:20]  # pairs with cosine ~0.6
+    x[:, :50] *= 30  # a few heavy coordinates, as gradients have
+    x[20] = 1.0  # structured rows that the Hadamard transform alone maps onto a few coordinates
+    x[21] = torch.arange(d) % 2 * 2.0 - 1
+    proj = SrhtProjector(d, k, torch.Generator().manual_seed(1))
+    y = proj(x)
+    assert y.shape == (22, k)
+    gram_x, gram_y = x @ x.T, y @ y.T
+    scale = torch.outer(x.norm(dim=1), x.norm(dim=1))
+    assert ((gram_y - gram_x) / scale).abs().max() < 0.12  # JL: error ~ 1/sqrt(k) per pair
+    norm_ratio = y.norm(dim=1) / x.norm(dim=1)
+    assert (norm_ratio - 1).abs().max() < 0.1
+    # keeping every row of the padded Hadamard transform is an exact isometry
+    full = SrhtProjector(d, 10**6, torch.Generator().manual_seed(1))
+    assert full.k == 8192
+    torch.testing.assert_close(full(x) @ full(x).T, gram_x, rtol=1e-4, atol=1e-2)
+    # same seed, same projection; another seed, another one
+    torch.testing.assert_close(SrhtProjector(d, k, torch.Generator().manual_seed(1))(x), y)
+    assert not torch.allclose(SrhtProjector(d, k, torch.Generator().manual_seed(2))(x), y)
+
+
+def test_response_loss_is_the_masked_sft_loss():
+    model, tok = build_tiny_model(), build_char_tokenizer()
+    t = tokenize_records(tok, [task(3)], 128)
+    ids, start = t.input_ids[0], t.response_start[0]
+    labels = torch.tensor([ids])
+    labels[0, :start] = -100
+    with torch.no_grad():
+        expected = model(input_ids=torch.tensor([ids]), labels=labels).loss
+        torch.testing.assert_close(response_loss(model, ids, start), expected)
+
+
+def test_warm_up_saves_one_checkpoint_per_epoch_with_decaying_lr():
+    model, tok = build_tiny_model(), build_char_tokenizer()
+    t = tokenize_records(tok, [task(i) for i in range(6)], 128)
+    peft_model, params = lora_copy(model, FAST, seed=0)
+    p = LessParams(epochs=3, lr=1e-2, batch_size=2, warmup_ratio=0.2)
+    checkpoints, losses = warm_up(peft_model, params, t, range(6), p, np.random.default_rng(0))
+    assert len(checkpoints) == 3 and len(losses) == 3
+    lrs = [c.lr for c in checkpoints]
+    # 9 steps: lr 0, 1/2, 1 (x 1e-2) over 2 warm-up steps, then 6/7 ... 1/7 x 1e-2: epoch means
+    assert lrs == pytest.approx([0.5e-2, 5 / 7 * 1e-2, 2 / 7 * 1e-2])
+    assert losses[-1] < losses[0]
+    d_lora = sum(q.numel() for q in params)
+    assert all(c.exp_avg.shape == (d_lora,) and c.exp_avg_sq.min() >= 0 for c in checkpoints)
+    assert not torch.equal(checkpoints[0].lora[0], checkpoints[2].lora[0])
+    assert not torch.equal(checkpoints[0].exp_avg, checkpoints[1].exp_avg)
+
+
+def _pool_and_target():
+    target = [task(i) for i in range(4)]
+    copies = [task(i) for i in range(4)]  # the validation examples themselves
+    pool = [unrelated(i) for i in range(8)]
+    for pos, record in zip((1, 4, 6, 10), copies):
+        pool.insert(pos, record)
+    return pool, target, {r.id for r in copies}
+
+
+def test_copies_of_the_validation_examples_score_highest():
+    model, tok = build_tiny_model(), build_char_tokenizer()
+    pool, target, planted = _pool_and_target()
+    selector = LessSelector(FAST)
+    scores = selector.score(pool, _context(model, tok, target))
+    on = np.array([r.id in planted for r in pool])
+    assert scores.shape == (len(pool),) and not np.isnan(scores).any()
+    assert scores[on].min() > scores[~on].max()
+    assert selector.info["n_val"] == 4 and selector.info["proj_dim"] == 1024
+    assert sum(selector.info["checkpoint_weight"]) == pytest.approx(1.0)
+
+
+def test_scores_are_deterministic_and_the_shared_model_is_untouched():
+    model, tok = build_tiny_model(), build_char_tokenizer()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    modules_before = [name for name, _ in model.named_modules()]
+    pool, target, _ = _pool_and_target()
+    torch.manual_seed(123)
+    global_state = torch.get_rng_state()
+    a = LessSelector(FAST).score(pool, _context(model, tok, target, seed=0))
+    assert torch.equal(torch.get_rng_state(), global_state)  # the global generator is neither used nor moved
+    torch.manual_seed(456)
+    b = LessSelector(FAST).score(pool, _context(model, tok, target, seed=0))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, LessSelector(FAST).score(pool, _context(model, tok, target, seed=1)))
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert [name for name, _ in model.named_modules()] == modules_before
+    assert not hasattr(model, "peft_config") and not any("lora" in name for name in modules_before)
+
+
+def test_pool_gets_adam_features_and_validation_plain_ones_at_each_checkpoint(monkeypatch):
+    import baselines.less as less
+
+    calls = []
+    real = less.gradient_features
+
+    def spy(model, params, tok, index, project, adam, desc):
+        calls.append((desc.split()[1], adam, [q.detach().clone() for q in params]))
+        return real(model, params, tok, index, project, adam, desc)
+
+    checkpoints = []
+    real_warm_up = less.warm_up
+
+    def keep(*args):
+        out = real_warm_up(*args)
+        checkpoints.extend(out[0])
+        return out
+
+    monkeypatch.setattr(less, "gradient_features", spy)
+    monkeypatch.setattr(less, "warm_up", keep)
+    model, tok = build_tiny_model(), build_char_tokenizer()
+    pool, target, _ = _pool_and_target()
+    LessSelector(FAST).score(pool, _context(model, tok, target))
+    assert [(kind, adam) for kind, adam, _ in calls] == [
+        ("val", None), ("pool", checkpoints[0]), ("val", None), ("pool", checkpoints[1])]
+    for (_, _, weights), ckpt in zip(calls, [checkpoints[0], checkpoints[0], checkpoints[1], checkpoints[1]]):
+        assert all(torch.equal(w, c) for w, c in zip(weights, ckpt.lora))  # that checkpoint's LoRA is loaded
+
+
+def test_examples_without_a_response_score_nan():
+    model, tok = build_tiny_model(), build_char_tokenizer()
+    long_prompt = make_record("x" * 200, "", "answer", "other", "t")  # truncated before its answer
+    pool = [task(i) for i in range(6)] + [long_prompt]
+    scores = LessSelector(FAST).score(pool, _context(model, tok, [task(9)]))
+    assert np.isnan(scores[-1]) and not np.isnan(scores[:-1]).any()
+
+
+def test_params_are_validated_by_key():
+    with pytest.raises(ConfigError, match="methods.less.warmup_share"):
+        from_dict(LessParams, {"warmup_share": 0.0}, "methods.less")
+    with pytest.raises(ConfigError, match="unknown key methods.less.rank"):
+        from_dict(LessParams, {"rank": 8}, "methods.less")
+    assert from_dict(LessParams, {"target_modules": ["q_proj"]}, "methods.less").target_modules == ("q_proj",)
