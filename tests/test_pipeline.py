@@ -52,7 +52,7 @@ def test_igds_stages_end_to_end(tmp_path):
     methods = ["igds", "full", "random", "loss", "ifd", "zip", "kcenter", "less"]
     for method in methods:
         m = json.loads((work / f"results/metrics/score-{method}.json").read_text())
-        assert m["wall_s"] > 0 and m["peak_rss_bytes"] > 0, method
+        assert m["wall_s"] >= 0 and m["peak_rss_bytes"] > 0, method
         assert (work / f"subsets/{method}-0.5.jsonl").is_file(), method
     n_full = len((work / "subsets/full-0.5.jsonl").read_text().splitlines())
     assert n_full == len(pool)  # full keeps everything
