@@ -211,7 +211,14 @@ def identify(model, tokenizer, sae, prior: list, general: list, cfg, layer: int)
     if cfg.stability:
         fired = acts_prior.fired.float().numpy()
         halves = [recall(fired[i::2].mean(0)) for i in (0, 1)]
+        # the top N is often decided among ties (many features fire on every prior
+        # example), so also compare the whole sets that clear the contrast threshold
+        eligible = [np.flatnonzero((contrast_values(fired[i::2].mean(0), freq_general, cfg.contrast)
+                                    >= cfg.min_contrast) & (fired[i::2].mean(0) > cfg.min_freq_prior))
+                    for i in (0, 1)]
         stability = {"top_n_half_a": halves[0], "top_n_half_b": halves[1],
                      "jaccard_top_n": jaccard(*halves),
+                     "n_eligible_per_half": [len(e) for e in eligible],
+                     "jaccard_eligible": jaccard(eligible[0].tolist(), eligible[1].tolist()),
                      "n_examples_per_half": [len(fired[0::2]), len(fired[1::2])]}
     return Identification(records, ranking, baseline, len(recall_set), len(heldout), len(general), stability)

@@ -57,6 +57,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
         "top_causal_effect": info[result.ranking[0]]["causal_effect"] if result.ranking else None,
         "baseline_loglik": result.baseline_loglik,
         "stability_jaccard_top_n": result.stability["jaccard_top_n"] if result.stability else None,
+        "stability_jaccard_eligible": result.stability["jaccard_eligible"] if result.stability else None,
         "wall_s": timing["wall_s"],
         "peak_rss_bytes": peak_rss_bytes(),
     }

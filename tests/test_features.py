@@ -102,6 +102,7 @@ def test_identify_end_to_end_with_stability(planted, tok):
     assert [r.feature for r in result.records] == [0]
     assert result.records[0].freq_prior == 1.0 and result.records[0].freq_general == 0.0
     assert result.stability["jaccard_top_n"] == 1.0 and result.stability["top_n_half_a"] == [0]
+    assert result.stability["jaccard_eligible"] == 1.0 and result.stability["n_eligible_per_half"] == [1, 1]
     assert result.n_prior_recall == 16 and result.n_prior_heldout == 0
 
 
