@@ -159,6 +159,7 @@ class SplitsConfig:
     pool: SourceConfig
     eval: SourceConfig
     general: SourceConfig
+    probe: SourceConfig | None = None  # held-out non-target tasks: the forgetting check of evaluate
 
 
 @dataclass(frozen=True)
@@ -171,8 +172,9 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _check(self.max_chars > 0, "max_chars", self.max_chars, "a positive integer")
-        for name in ("prior", "pool", "eval", "general"):
-            source = getattr(self.splits, name)
+        for name, source in self.split_sources().items():
+            if name == "pool_distractors":
+                continue
             # generated data has no natural end; the distractors' size follows from the mix
             _check(source.kind != "reasoning_gym" or source.size is not None, f"splits.{name}.size",
                    source.size, "a positive integer for a reasoning_gym split")
@@ -182,7 +184,8 @@ class DataConfig:
                {n: s.seed for n, s in seeded.items()}, "distinct seeds for splits drawing the same tasks")
 
     def split_sources(self) -> dict[str, SourceConfig]:
-        sources = {f.name: getattr(self.splits, f.name) for f in dataclasses.fields(self.splits)}
+        sources = {f.name: getattr(self.splits, f.name) for f in dataclasses.fields(self.splits)
+                   if getattr(self.splits, f.name) is not None}
         if self.mix is not None:
             sources["pool_distractors"] = self.mix.distractors
         return sources
@@ -278,10 +281,99 @@ class ScoringConfig:
 
 @dataclass(frozen=True)
 class SelectConfig:
-    ratio: float = 0.5  # share of the pool kept
+    # shares of the pool kept; dvc.yaml's select/finetune/evaluate matrices run one per ratio
+    # (the full method is the ratio-1 run, so a ratio lies in (0, 1))
+    ratios: tuple[float, ...] = (0.5,)
+    # the selective methods that are selected, fine-tuned and evaluated (full and base always are)
+    methods: tuple[str, ...] = ("igds", "random", "loss", "ifd", "zip", "kcenter", "less")
 
     def __post_init__(self) -> None:
-        _check(0.0 < self.ratio <= 1.0, "ratio", self.ratio, "a share in (0, 1]")
+        _check(len(self.methods) > 0 and len(set(self.methods)) == len(self.methods), "methods", self.methods,
+               "a non-empty list of distinct method names")
+        _check("full" not in self.methods, "methods", self.methods,
+               "selective methods only: full always trains on the whole pool (finetune-full)")
+        _check(len(self.ratios) > 0, "ratios", self.ratios, "a non-empty list of shares in (0, 1)")
+        for i, ratio in enumerate(self.ratios):
+            _check(0.0 < ratio < 1.0, f"ratios[{i}]", ratio, "a share in (0, 1); ratio 1 is the `full` method")
+        _check(len(set(self.ratios)) == len(self.ratios), "ratios", self.ratios, "distinct shares")
+
+
+def parse_ratio(text: str) -> float:
+    """A ratio given on a stage's command line (from dvc.yaml's matrix), validated like select.ratios."""
+    try:
+        ratio = float(text)
+    except ValueError:
+        ratio = float("nan")
+    if not 0.0 < ratio <= 1.0:
+        raise ConfigError(f"--ratio {text!r} is not allowed; expected a share in (0, 1]")
+    return ratio
+
+
+FINETUNE_KINDS = ("lora", "full")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """SFT of the trained model on a selected subset (chat template, loss on response tokens)."""
+
+    model: str | None = None  # the trained model; null: model.name (the paper trains the base model)
+    kind: str = "lora"  # lora: the adapter is the artifact; full: every weight is trained and saved
+    seeds: tuple[int, ...] = (0,)  # one fine-tune per seed (dvc.yaml's matrix reads this list)
+    epochs: int = 1
+    lr: float = 2e-4
+    batch_size: int = 8
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    max_len: int = 384  # tokens per example (prompt + response in chat format)
+    lora_r: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    checkpoint_every: int = 10  # optimizer steps between resume checkpoints
+
+    def __post_init__(self) -> None:
+        _check(self.kind in FINETUNE_KINDS, "kind", self.kind, f"one of {FINETUNE_KINDS}")
+        _check(len(self.seeds) > 0, "seeds", self.seeds, "a non-empty list of integers")
+        _check(len(set(self.seeds)) == len(self.seeds), "seeds", self.seeds, "distinct integers")
+        for key in ("epochs", "batch_size", "max_len", "lora_r", "checkpoint_every"):
+            _check(getattr(self, key) > 0, key, getattr(self, key), "a positive integer")
+        for key in ("lr", "lora_alpha", "max_grad_norm"):
+            _check(getattr(self, key) > 0, key, getattr(self, key), "a positive number")
+        _check(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", self.warmup_ratio, "a share in [0, 1)")
+        _check(0.0 <= self.lora_dropout < 1.0, "lora_dropout", self.lora_dropout, "a share in [0, 1)")
+        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
+        _check(len(self.target_modules) > 0, "target_modules", self.target_modules,
+               "a non-empty list of module names, e.g. [q_proj, v_proj]")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """lm-eval on tasks generated from the eval (and probe) split."""
+
+    batch_size: int = 16
+    max_gen_toks: int = 320  # greedy generation budget for exact match (answers fit in ~200)
+    n_generate: int | None = None  # eval examples for exact match (null: all; generation is the slow part)
+    max_len: int = 1024  # context limit lm-eval uses for the model
+
+    def __post_init__(self) -> None:
+        for key in ("batch_size", "max_gen_toks", "max_len"):
+            _check(getattr(self, key) > 0, key, getattr(self, key), "a positive integer")
+        _check(self.n_generate is None or self.n_generate > 0, "n_generate", self.n_generate,
+               "a positive integer or null (all)")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """The report's statistics: percentile bootstrap CIs and paired-bootstrap tests."""
+
+    n_boot: int = 2000  # bootstrap draws
+    level: float = 0.95  # CI level
+    task_metric: str = "answer_loglik"  # the gain over base that feature amplification is correlated with
+
+    def __post_init__(self) -> None:
+        _check(self.n_boot >= 100, "n_boot", self.n_boot, "an integer >= 100 (a percentile CI needs draws)")
+        _check(0.0 < self.level < 1.0, "level", self.level, "a share in (0, 1), e.g. 0.95")
 
 
 @dataclass(frozen=True)
@@ -293,6 +385,9 @@ class Params:
     identify: IdentifyConfig = field(default_factory=IdentifyConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     # method name -> its params; each is validated by that method's own params dataclass
     # (igds.selection.build_selector) at the stage that runs it
     methods: dict = field(default_factory=dict)

@@ -1,4 +1,4 @@
-"""prepare stage: data/{prior,pool,eval,general}.jsonl, data/rejects.jsonl, data/report.json."""
+"""prepare stage: data/{prior,pool,eval,general}.jsonl (+ probe.jsonl when configured), data/rejects.jsonl, data/report.json."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from igds.artifacts import atomic_dir, write_json, write_jsonl
 from igds.config import ConfigError, Params
-from igds.data import SPLITS, build_splits
+from igds.data import build_splits
 from pipelines.common import main
 
 log = logging.getLogger("prepare")
@@ -19,8 +19,10 @@ def run(params: Params, args: argparse.Namespace) -> None:
         raise ConfigError("params.yaml: section 'data' is missing")
     prepared = build_splits(params.data, params.seed)
     with atomic_dir(args.out) as tmp:
-        for name in SPLITS:
+        for name in prepared.splits:
             write_jsonl(tmp / f"{name}.jsonl", (r.to_dict() for r in prepared.splits[name]))
+        if "probe" not in prepared.splits:  # always present, so evaluate can depend on it
+            write_jsonl(tmp / "probe.jsonl", [])
         write_jsonl(tmp / "rejects.jsonl", (r.to_dict() for r in prepared.rejects))
         write_json(tmp / "report.json", prepared.report)
     report = prepared.report

@@ -1,4 +1,6 @@
-"""select@<method> stage: subsets/<method>-<ratio>.jsonl (the kept ids) and its metrics."""
+"""select@<method>-<ratio> stage: subsets/<method>-<ratio>.jsonl (the kept ids) and its metrics
+results/metrics/select-<method>-<ratio>.json. The ratio comes from dvc.yaml's matrix over
+select.ratios, and names the files exactly as given on the command line."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from igds.artifacts import write_json, write_jsonl
-from igds.config import Params
+from igds.config import Params, parse_ratio
 from igds.data import DataError
 from igds.selection import SELECTORS, available, on_task_recall, select_top
 from pipelines.common import main
@@ -21,7 +23,7 @@ log = logging.getLogger("select")
 def run(params: Params, args: argparse.Namespace) -> None:
     available()
     keeps_all = getattr(SELECTORS[args.method][0], "keeps_all", False) if args.method in SELECTORS else False
-    ratio = 1.0 if keeps_all else params.select.ratio
+    ratio = 1.0 if keeps_all else parse_ratio(args.ratio)
     path = args.scores / f"{args.method}.parquet"
     if not path.is_file():
         raise DataError(f"{path} not found; run `dvc repro score@{args.method}` first")
@@ -31,18 +33,19 @@ def run(params: Params, args: argparse.Namespace) -> None:
         raise DataError(f"{path} does not score data/pool.jsonl (ids differ); rerun score@{args.method}")
     kept = select_top(list(scores["id"]), scores["score"].to_numpy(), ratio, params.seed)
     on_task = {r.id for r in pool if params.data is not None and r.task == params.data.target_task}
-    # the file name carries select.ratio (full keeps everything but follows the same naming)
-    write_jsonl(args.out / f"{args.method}-{params.select.ratio:g}.jsonl", ({"id": i} for i in kept))
+    # the file name carries the ratio as dvc.yaml spells it (full keeps everything whatever it says)
+    write_jsonl(args.out / f"{args.method}-{args.ratio}.jsonl", ({"id": i} for i in kept))
     metrics = {"method": args.method, "ratio": ratio, "n_pool": len(pool), "n_selected": len(kept),
                "on_task_recall": round(on_task_recall(kept, on_task), 6),
                "on_task_share_selected": round(len(set(kept) & on_task) / len(kept), 6)}
-    write_json(args.metrics / f"select-{args.method}.json", metrics)
+    write_json(args.metrics / f"select-{args.method}-{args.ratio}.json", metrics)
     log.info("%s @ %g: kept %d of %d; on-task recall %.3f", args.method, ratio, len(kept), len(pool),
              metrics["on_task_recall"])
 
 
 def _args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", required=True)
+    parser.add_argument("--ratio", required=True, help="share of the pool kept, in (0, 1]")
     parser.add_argument("--data", type=Path, default=Path("data"))
     parser.add_argument("--scores", type=Path, default=Path("scores"))
     parser.add_argument("--out", type=Path, default=Path("subsets"))

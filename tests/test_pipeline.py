@@ -1,10 +1,11 @@
 """Every stage end to end on the real default model (CI profile sizes): dvc repro through
-sae, identify, score@<method> and select@<method> for every method; a second repro does
-nothing and a new ratio re-runs only the select stages."""
+sae, identify, score, select, finetune and evaluate for every method, and the report; a
+second repro does nothing and a new ratio makes only select and what follows stale."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 
@@ -46,21 +47,52 @@ def test_igds_stages_end_to_end(tmp_path):
     assert len(subset) == (len(pool) + 1) // 2
     top = set(scores.sort_values("score", ascending=False)["id"][:len(subset) - 1])
     assert top <= set(subset)  # the subset is the top of the scores
-    select = json.loads((work / "results/metrics/select-igds.json").read_text())
+    select = json.loads((work / "results/metrics/select-igds-0.5.json").read_text())
     assert 0.0 <= select["on_task_recall"] <= 1.0
 
-    methods = ["igds", "full", "random", "loss", "ifd", "zip", "kcenter", "less"]
-    for method in methods:
+    methods = ["igds", "random", "loss", "ifd", "zip", "kcenter", "less"]
+    for method in methods + ["full"]:
         m = json.loads((work / f"results/metrics/score-{method}.json").read_text())
         assert m["wall_s"] >= 0 and m["peak_rss_bytes"] > 0, method
+    for method in methods:
         assert (work / f"subsets/{method}-0.5.jsonl").is_file(), method
-    n_full = len((work / "subsets/full-0.5.jsonl").read_text().splitlines())
-    assert n_full == len(pool)  # full keeps everything
+
+    # fine-tuning: a LoRA adapter per run, trained on exactly the subset (full: the pool)
+    runs = [f"{m}-0.5-s0" for m in methods] + ["full-s0"]
+    for run in runs:
+        train = json.loads((work / f"checkpoints/{run}/train.json").read_text())
+        assert (work / f"checkpoints/{run}/adapter_model.safetensors").is_file(), run
+        assert train["n_examples"] == (len(pool) if run == "full-s0" else len(subset)), run
+        assert train["n_steps"] > 0 and all(map(math.isfinite, train["loss"])), run
+    assert not (work / "checkpoints/.resume/igds-0.5-s0").exists()  # resume state removed on success
+
+    # evaluation through lm-eval: the same eval examples for every model, raw samples kept
+    eval_ids = {json.loads(line)["id"] for line in (work / "data/eval.jsonl").read_text().splitlines()}
+    base = json.loads((work / "results/eval/base/metrics.json").read_text())
+    for run in runs + ["base"]:
+        m = json.loads((work / f"results/eval/{run}/metrics.json").read_text())
+        assert set(m["per_example"]["answer_loglik"]) == eval_ids, run
+        assert len(m["per_example"]["exact_match"]) == 4 and len(m["per_example"]["probe_loglik"]) > 0, run
+        assert m["metrics"]["answer_loglik"] < 0 and m["feature_activation"] >= 0, run
+        assert (work / f"results/eval/{run}/samples.jsonl").stat().st_size > 0, run
+        if run != "base":  # a fine-tuned model is not the base model
+            assert m["metrics"]["answer_loglik"] != base["metrics"]["answer_loglik"], run
+
+    # the report: table, csv, metrics, plots
+    table = (work / "results/table.md").read_text()
+    assert "| base |" in table and "igds" in table and "vs random" in table
+    csv = pd.read_csv(work / "results/table.csv")
+    assert set(csv["method"]) == {"base", "full", *methods}
+    summary = json.loads((work / "results/metrics.json").read_text())
+    assert "igds-0.5" in summary and "amplification_correlation" in summary
+    for plot in ("bars", "ratio_sweep", "amplification"):
+        assert (work / f"results/plots/{plot}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", plot
+    assert "results/metrics.json" in dvc(work, "metrics", "show")
 
     assert "Running stage" not in dvc(work, "repro")  # nothing changed, nothing runs
-    params = (work / "params.yaml").read_text().replace("ratio: 0.5", "ratio: 0.25")
+    params = (work / "params.yaml").read_text().replace("ratios: [0.5]", "ratios: [0.25]")
     (work / "params.yaml").write_text(params)
-    out = dvc(work, "repro")
-    ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
-    assert ran == sorted(f"select@{m}" for m in methods), ran
-    assert (work / "subsets/igds-0.25.jsonl").is_file()
+    stale = set(json.loads(dvc(work, "status", "--json")))
+    expected = {f"{stage}@{m}-0.25{suffix}" for m in methods
+                for stage, suffix in (("select", ""), ("finetune", "-0"), ("evaluate", "-0"))} | {"report"}
+    assert {s.split(":")[-1] for s in stale} == expected, sorted(stale)

@@ -16,17 +16,17 @@ def run(args, cwd=ROOT, **kw):
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, **kw)
 
 
-def test_prepare_writes_the_four_splits_and_a_reconciled_report(tmp_path):
+def test_prepare_writes_the_splits_and_a_reconciled_report(tmp_path):
     out = tmp_path / "data"
     proc = run([sys.executable, "-m", "pipelines.prepare", "--params", str(CI_PARAMS), "--out", str(out)])
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in out.iterdir()) == [
-        "eval.jsonl", "general.jsonl", "pool.jsonl", "prior.jsonl", "rejects.jsonl", "report.json"]
+        "eval.jsonl", "general.jsonl", "pool.jsonl", "prior.jsonl", "probe.jsonl", "rejects.jsonl", "report.json"]
     report = json.loads((out / "report.json").read_text())
     n_rejects = len((out / "rejects.jsonl").read_text().splitlines())
     assert report["read"] == report["accepted"] + report["rejected"] and report["rejected"] == n_rejects
     ids = {}
-    for split in ("prior", "pool", "eval", "general"):
+    for split in ("prior", "pool", "eval", "general", "probe"):
         rows = [json.loads(line) for line in (out / f"{split}.jsonl").read_text().splitlines()]
         assert len(rows) == report["splits"][split]["accepted"]
         assert all(set(r) == {"id", "instruction", "input", "output", "task", "source"} for r in rows)
@@ -35,7 +35,7 @@ def test_prepare_writes_the_four_splits_and_a_reconciled_report(tmp_path):
 
     again = tmp_path / "again"
     run([sys.executable, "-m", "pipelines.prepare", "--params", str(CI_PARAMS), "--out", str(again)])
-    for name in ("prior.jsonl", "pool.jsonl", "eval.jsonl", "general.jsonl", "report.json"):
+    for name in ("prior.jsonl", "pool.jsonl", "eval.jsonl", "general.jsonl", "probe.jsonl", "report.json"):
         assert (out / name).read_bytes() == (again / name).read_bytes(), name
 
 

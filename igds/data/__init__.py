@@ -2,11 +2,12 @@
 
 from igds.data.schema import DataError, Record, Reject, make_record, normalise, record_id
 from igds.data.sources import SplitData, read_source
-from igds.data.splits import PRIORITY, SPLITS, Prepared, build_splits, mix_pool, on_task_share
+from igds.data.splits import PRIORITY, SPLITS, Prepared, build_splits, mix_pool, on_task_share, split_names
 
 __all__ = [
     "PRIORITY",
     "SPLITS",
+    "split_names",
     "DataError",
     "Prepared",
     "Record",

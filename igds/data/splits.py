@@ -1,4 +1,5 @@
-"""The four splits (prior, pool, eval, general), the mixed pool, and their disjointness.
+"""The splits (prior, pool, eval, general, and the optional probe), the mixed pool, and their
+disjointness.
 
 No example is in two splits: ids are content hashes, and an id found in more than one
 split is kept in the one with priority (eval first, so nothing evaluated is ever trained
@@ -20,8 +21,14 @@ from igds.data.sources import SplitData, read_source
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("prior", "pool", "eval", "general")
-PRIORITY = ("eval", "prior", "pool", "general")  # an id in several splits stays in the first
+SPLITS = ("prior", "pool", "eval", "general")  # always present
+OPTIONAL_SPLITS = ("probe",)  # held-out non-target tasks for evaluation, when configured
+PRIORITY = ("eval", "probe", "prior", "pool", "general")  # an id in several splits stays in the first
+
+
+def split_names(cfg: DataConfig) -> tuple[str, ...]:
+    """The splits this config prepares, in file order."""
+    return SPLITS + tuple(n for n in OPTIONAL_SPLITS if getattr(cfg.splits, n) is not None)
 
 
 @dataclass
@@ -68,7 +75,8 @@ def build_splits(cfg: DataConfig, seed: int) -> Prepared:
     read = lambda name, src, size=None: read_source(  # noqa: E731
         name, src, max_chars=cfg.max_chars, strict=cfg.strict, size=size)
     data: dict[str, SplitData] = {}
-    for name in SPLITS:
+    names = split_names(cfg)
+    for name in names:
         source = getattr(cfg.splits, name)
         if name == "pool" and cfg.mix is not None:
             total = source.size
@@ -91,11 +99,11 @@ def build_splits(cfg: DataConfig, seed: int) -> Prepared:
     _dedup_within(data["pool"])
     drop_cross_split(data)
 
-    for name in SPLITS:
+    for name in names:
         if not data[name].records:
             raise ValueError(f"split '{name}' is empty after validation ({len(data[name].rejects)} rejected); "
                              "see data/rejects.jsonl or run with data.strict: true to stop at the first bad record")
-    rejects = [r for name in SPLITS for r in data[name].rejects]
+    rejects = [r for name in names for r in data[name].rejects]
     report = {
         "target_task": cfg.target_task,
         "splits": {
@@ -108,14 +116,14 @@ def build_splits(cfg: DataConfig, seed: int) -> Prepared:
                 "on_task_share": round(on_task_share(data[name].records, cfg.target_task), 6),
                 "tasks": dict(sorted(Counter(r.task for r in data[name].records).items())),
             }
-            for name in SPLITS
+            for name in names
         },
     }
     report["read"] = sum(s["read"] for s in report["splits"].values())
     report["accepted"] = sum(s["accepted"] for s in report["splits"].values())
     report["rejected"] = sum(s["rejected"] for s in report["splits"].values())
     assert report["read"] == report["accepted"] + report["rejected"]
-    return Prepared({name: data[name].records for name in SPLITS}, rejects, report)
+    return Prepared({name: data[name].records for name in names}, rejects, report)
 
 
 def _dedup_within(split: SplitData) -> None:

@@ -1,0 +1,222 @@
+"""Supervised fine-tuning on a selected subset: the model's chat template, loss on the
+response tokens only, LoRA by default (the adapter is the artifact) or every weight.
+
+The loop is one screen (nanoGPT's rule): the batch order of every epoch is fixed up front
+by the seed, so a run interrupted at step s resumes from its last checkpoint and takes
+exactly the steps it would have taken.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from igds.activations import Tokenized, tokenize_records
+from igds.artifacts import atomic_file
+from igds.config import FinetuneConfig
+from igds.data import Record
+
+log = logging.getLogger(__name__)
+
+IGNORE = -100  # label of tokens that carry no loss (prompt and padding)
+STATE_FILE = "state.pt"
+_SALT_ORDER, _SALT_INIT = 0x5346_5401, 0x5346_5402  # seeded draws: batch order, adapter init / dropout
+
+
+# --- batches --------------------------------------------------------------------------------
+
+def batch_schedule(lengths: Sequence[int], batch_size: int, epochs: int, rng: np.random.Generator,
+                   bucket: int = 16) -> list[np.ndarray]:
+    """Every optimizer step's example indices, for all epochs.
+
+    Each epoch shuffles, cuts the order into buckets of `bucket` batches, sorts each bucket
+    by length (little padding) and shuffles the batches (no length curriculum)."""
+    lengths = np.asarray(lengths)
+    steps: list[np.ndarray] = []
+    for _ in range(epochs):
+        order = rng.permutation(len(lengths))
+        batches = []
+        for lo in range(0, len(order), batch_size * bucket):
+            chunk = order[lo:lo + batch_size * bucket]
+            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+            batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+        steps += [batches[i] for i in rng.permutation(len(batches))]
+    return steps
+
+
+def collate(tok: Tokenized, index: Sequence[int], pad_id: int, device) -> dict[str, torch.Tensor]:
+    """Right-padded input_ids, attention_mask and labels (IGNORE outside the response)."""
+    seq = max(len(tok.input_ids[i]) for i in index)
+    input_ids = torch.full((len(index), seq), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(index), seq), dtype=torch.long)
+    labels = torch.full((len(index), seq), IGNORE, dtype=torch.long)
+    for row, i in enumerate(index):
+        ids = torch.tensor(tok.input_ids[i])
+        input_ids[row, :len(ids)] = ids
+        attention[row, :len(ids)] = 1
+        labels[row, tok.response_start[i]:len(ids)] = ids[tok.response_start[i]:]
+    return {"input_ids": input_ids.to(device), "attention_mask": attention.to(device), "labels": labels.to(device)}
+
+
+# --- model ----------------------------------------------------------------------------------
+
+def trainable(model, cfg: FinetuneConfig, seed: int):
+    """The model to train and its trainable tensors: a fresh LoRA adapter (seeded init) or
+    every weight. The model is modified in place (load a fresh copy per run)."""
+    if cfg.kind == "full":
+        for q in model.parameters():
+            q.requires_grad_(True)
+        return model, [q for q in model.parameters()]
+    from peft import LoraConfig, get_peft_model  # noqa: PLC0415
+
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [m for m in cfg.target_modules if m not in names]
+    if missing:
+        from igds.config import ConfigError  # noqa: PLC0415
+
+        raise ConfigError(f"params.yaml: finetune.target_modules = {list(cfg.target_modules)} names modules "
+                          f"{missing} that {type(model).__name__} does not have")
+    config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                        target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
+    with _seeded(model, seed):  # peft draws lora_A from the global generator
+        peft_model = get_peft_model(model, config)
+    return peft_model, [q for q in peft_model.parameters() if q.requires_grad]
+
+
+@contextlib.contextmanager
+def _seeded(model, seed: int):
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+# --- training -------------------------------------------------------------------------------
+
+@dataclass
+class TrainResult:
+    n_examples: int
+    n_steps: int
+    n_tokens: int  # tokens seen in training (all epochs), padding excluded
+    n_response_tokens: int  # of them, tokens with loss
+    loss: list[float] = field(default_factory=list)  # per step
+    wall_s: float = 0.0  # this process's training time (a resumed run adds the earlier part)
+    resumed_from_step: int = 0
+
+    def summary(self) -> dict:
+        info = asdict(self)
+        first = self.loss[: max(1, len(self.loss) // 10)]
+        last = self.loss[-max(1, len(self.loss) // 10):]
+        info.update(loss_first=float(np.mean(first)) if first else None,
+                    loss_last=float(np.mean(last)) if last else None,
+                    tokens_per_s=round(self.n_tokens / self.wall_s, 1) if self.wall_s else None)
+        return info
+
+
+def fingerprint(cfg: FinetuneConfig, ids: Sequence[str], seed: int, model_source: str) -> str:
+    """What a resume checkpoint must match: config, data, seed and starting model."""
+    blob = json.dumps([asdict(cfg), list(ids), seed, model_source], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def finetune(model, tokenizer, records: list[Record], cfg: FinetuneConfig, seed: int,
+             state_dir: Path | None = None, run_key: str = "", progress: bool = True):
+    """Train on `records`; returns (trained model, TrainResult). With `state_dir`, a resume
+    checkpoint is written there every `cfg.checkpoint_every` steps and picked up on restart
+    when its fingerprint matches."""
+    if not records:
+        raise ValueError("finetune: no training examples")
+    from transformers import get_linear_schedule_with_warmup  # noqa: PLC0415
+
+    tok = tokenize_records(tokenizer, records, cfg.max_len)
+    lengths = [len(x) for x in tok.input_ids]
+    rng = np.random.default_rng([seed, _SALT_ORDER])
+    steps = batch_schedule(lengths, cfg.batch_size, cfg.epochs, rng)
+    model, params = trainable(model, cfg, int(np.random.default_rng([seed, _SALT_INIT]).integers(2**62)))
+    device = next(model.parameters()).device
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    schedule = get_linear_schedule_with_warmup(optimizer, math.ceil(len(steps) * cfg.warmup_ratio), len(steps))
+    result = TrainResult(len(records), len(steps), n_tokens=sum(lengths) * cfg.epochs,
+                         n_response_tokens=sum(n - s for n, s in zip(lengths, tok.response_start)) * cfg.epochs)
+
+    start, torch_rng = 0, None
+    state_path = Path(state_dir) / STATE_FILE if state_dir is not None else None
+    if state_path is not None and state_path.is_file():
+        state = torch.load(state_path, map_location=device, weights_only=False)
+        if state["fingerprint"] == run_key:
+            with torch.no_grad():
+                for q, saved in zip(params, state["params"]):
+                    q.copy_(saved)
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+            start, result.loss, torch_rng = state["step"], state["loss"], state["torch_rng"]
+            result.resumed_from_step = start
+            log.info("resuming from step %d of %d (%s)", start, len(steps), state_path)
+        else:
+            log.info("ignoring %s: it belongs to another run (fingerprint differs)", state_path)
+
+    model.train()
+    t0 = time.perf_counter()
+    with _seeded(model, int(np.random.default_rng([seed, _SALT_INIT, start]).integers(2**62))):
+        if torch_rng is not None:  # dropout continues exactly where it stopped
+            torch.random.set_rng_state(torch_rng)
+        bar = tqdm(range(start, len(steps)), desc="finetune", initial=start, total=len(steps),
+                   disable=not progress, leave=False)
+        for step in bar:
+            batch = collate(tok, steps[step], tokenizer.pad_token_id, device)
+            loss = model(**batch, use_cache=False).loss  # mean over response tokens of the batch
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            schedule.step()
+            result.loss.append(round(loss.item(), 6))
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            done = step + 1
+            if state_path is not None and done % cfg.checkpoint_every == 0 and done < len(steps):
+                _save_state(state_path, run_key, done, params, optimizer, schedule, result.loss)
+    model.eval()
+    result.wall_s = round(time.perf_counter() - t0, 3)
+    return model, result
+
+
+def _save_state(path: Path, run_key: str, step: int, params, optimizer, schedule, loss) -> None:
+    state = {"fingerprint": run_key, "step": step, "params": [q.detach().cpu() for q in params],
+             "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "loss": list(loss),
+             "torch_rng": torch.random.get_rng_state()}
+    with atomic_file(path, "wb") as f:
+        torch.save(state, f)
+
+
+# --- saving and loading ---------------------------------------------------------------------
+
+def save_trained(model, tokenizer, out: Path, kind: str) -> None:
+    """LoRA: the adapter only (a few MB); full: the whole model and its tokenizer."""
+    model.save_pretrained(out, safe_serialization=True)
+    if kind == "full":
+        tokenizer.save_pretrained(out)
+
+
+def load_trained(base, checkpoint: Path, kind: str):
+    """The fine-tuned model ready for evaluation: `base` (a fresh load of the trained model)
+    with the adapter merged in, or the saved full model."""
+    if kind == "full":
+        from transformers import AutoModelForCausalLM  # noqa: PLC0415
+
+        dtype = next(base.parameters()).dtype
+        device = next(base.parameters()).device
+        return AutoModelForCausalLM.from_pretrained(checkpoint, dtype=dtype).to(device).eval()
+    from peft import PeftModel  # noqa: PLC0415
+
+    return PeftModel.from_pretrained(base, checkpoint).merge_and_unload().eval()

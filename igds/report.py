@@ -1,0 +1,328 @@
+"""The benchmark report: eval runs -> one table of means with bootstrap CIs and paired
+differences vs random and vs full, and its markdown/summary renderings (plots: igds.plots).
+
+In-memory in, in-memory out: runs arrive as parsed metrics.json dicts (parse_eval_run). The statistics
+are igds.stats: percentile bootstrap over eval examples (and training seeds when a
+method has several), paired on the examples when two methods are compared.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from igds.data import DataError
+from igds.stats import Correlation, bootstrap_ci, holm, paired_bootstrap
+
+log = logging.getLogger(__name__)
+
+REFERENCES = ("random", "full")  # every method is compared with these (DESIGN: the table)
+NAN = math.nan
+
+
+@dataclass(frozen=True)
+class EvalRun:
+    """One evaluated model (results/eval/<run>/metrics.json)."""
+
+    run: str
+    method: str  # "base" (untouched model), "full", or a selection method
+    ratio: float | None  # None for base
+    seed: int | None  # None for base
+    n_train: int
+    per_example: dict[str, dict[str, float]]  # metric -> example id -> value (higher = better)
+    feature_activation: float  # mean activation of the chosen SAE features; NaN if unknown
+    train_wall_s: float
+    eval_wall_s: float
+    source: str  # where it was read from, named in errors
+
+
+@dataclass(frozen=True)
+class SelectionInfo:
+    """What a (method, ratio) selection cost and kept (results/metrics/select-*, score-*)."""
+
+    on_task_recall: float = NAN
+    selection_s: float = NAN
+
+
+def _number(x, source: str, what: str, allow_none: bool = False) -> float:
+    if x is None and allow_none:
+        return NAN
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        raise DataError(f"{source}: {what} = {x!r} is not a finite number; rerun the eval stage that wrote it")
+    return float(x)
+
+
+def parse_eval_run(raw, source: str) -> EvalRun:
+    """Validate one parsed metrics.json; a malformed one raises DataError naming `source`."""
+    if not isinstance(raw, dict):
+        raise DataError(f"{source}: expected a JSON object, got {type(raw).__name__}; rerun the eval stage")
+    missing = [k for k in ("run", "method", "per_example") if k not in raw]
+    if missing:
+        raise DataError(f"{source}: missing key(s) {', '.join(missing)}; rerun the eval stage that wrote it")
+    method = raw["method"]
+    per_example = raw["per_example"]
+    if not isinstance(per_example, dict) or not per_example:
+        raise DataError(f"{source}: per_example must map metric -> {{example id: value}}; rerun the eval stage")
+    parsed = {}
+    for metric, values in per_example.items():
+        if not isinstance(values, dict) or not values:
+            raise DataError(f"{source}: per_example.{metric} must be a non-empty {{example id: value}} mapping")
+        parsed[metric] = {str(k): _number(v, source, f"per_example.{metric}[{k!r}]") for k, v in values.items()}
+    ratio = raw.get("ratio")
+    if method != "base" and ratio is None:
+        raise DataError(f"{source}: ratio is null for method '{method}'; only base has no ratio")
+    seed = raw.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise DataError(f"{source}: seed = {seed!r} is not an integer or null")
+    return EvalRun(
+        run=str(raw["run"]), method=str(method),
+        ratio=None if ratio is None else round(_number(ratio, source, "ratio"), 6),
+        seed=seed, n_train=int(_number(raw.get("n_train", 0), source, "n_train")),
+        per_example=parsed,
+        feature_activation=_number(raw.get("feature_activation"), source, "feature_activation", allow_none=True),
+        train_wall_s=_number(raw.get("train_wall_s", 0.0), source, "train_wall_s"),
+        eval_wall_s=_number(raw.get("eval_wall_s", 0.0), source, "eval_wall_s"),
+        source=source)
+
+
+def label(method: str, ratio: float | None) -> str:
+    """The row name: 'base', or '<method>-<ratio:g>' (e.g. 'igds-0.5')."""
+    return method if ratio is None or (isinstance(ratio, float) and math.isnan(ratio)) else f"{method}-{ratio:g}"
+
+
+def example_ids(runs: Sequence[EvalRun]) -> dict[str, list[str]]:
+    """metric -> its eval example ids (column order of every matrix); all runs must agree."""
+    first = runs[0]
+    ids = {m: sorted(v) for m, v in first.per_example.items()}
+    for run in runs[1:]:
+        if set(run.per_example) != set(ids):
+            raise DataError(f"{run.source}: metrics {sorted(run.per_example)} differ from {sorted(ids)} in "
+                            f"{first.source}; evaluate every run on the same metrics")
+        for metric, expected in ids.items():
+            got = run.per_example[metric]
+            if set(got) != set(expected):
+                n_missing, n_extra = len(set(expected) - set(got)), len(set(got) - set(expected))
+                raise DataError(f"{run.source}: per_example.{metric} ids differ from {first.source} "
+                                f"({n_missing} missing, {n_extra} extra); evaluate every run on the same eval set")
+    return ids
+
+
+def group_runs(runs: Sequence[EvalRun], methods: Sequence[str] = ()) -> dict[tuple[str, float | None], list[EvalRun]]:
+    """(method, ratio) -> its runs by seed, in table order: base, then `methods` in the given
+    order (methods not named follow in order of appearance), each by ratio."""
+    groups: dict[tuple[str, float | None], list[EvalRun]] = {}
+    for run in runs:
+        groups.setdefault((run.method, run.ratio), []).append(run)
+    for key, members in groups.items():
+        for seed in {r.seed for r in members}:
+            dup = [r.source for r in members if r.seed == seed]
+            if len(dup) > 1:
+                raise DataError(f"{dup[1]}: {label(*key)} seed {seed} is also in {dup[0]}; remove one of them")
+        members.sort(key=lambda r: -1 if r.seed is None else r.seed)
+    order = ["base", *methods, *[r.method for r in runs]]
+    rank = {m: i for i, m in reversed(list(enumerate(order)))}
+    return dict(sorted(groups.items(), key=lambda kv: (rank[kv[0][0]], kv[0][1] or 0.0)))
+
+
+def _matrix(members: Sequence[EvalRun], metric: str, ids: Sequence[str]) -> np.ndarray:
+    return np.array([[r.per_example[metric][i] for i in ids] for r in members])  # [n_seeds, n_examples]
+
+
+def _reference(groups: Mapping, method: str, ratio: float | None, ref: str):
+    """The group a row is compared with: random at the same ratio; full at ratio 1 (or its only ratio)."""
+    if ref == "random":
+        key = ("random", ratio)
+        return key if key in groups else None
+    fulls = sorted((k for k in groups if k[0] == ref), key=lambda k: (k[1] != 1.0, -(k[1] or 0.0)))
+    return fulls[0] if fulls else None
+
+
+def amplification_points(runs: Sequence[EvalRun], task_metric: str = "answer_loglik") -> pd.DataFrame:
+    """One row per fine-tuned run: feature_amplification = feature_activation / base's - 1 and
+    task_gain = mean task metric - base's (paper Fig. 3); NaN without a base run."""
+    base = next((r for r in runs if r.method == "base"), None)
+    rows = []
+    for r in runs:
+        if r.method == "base":
+            continue
+        amp = gain = NAN
+        if base is not None:
+            if base.feature_activation and math.isfinite(base.feature_activation):
+                amp = r.feature_activation / base.feature_activation - 1.0
+            if task_metric in r.per_example and task_metric in base.per_example:
+                gain = float(np.mean(list(r.per_example[task_metric].values()))
+                             - np.mean(list(base.per_example[task_metric].values())))
+        rows.append({"run": r.run, "method": r.method, "ratio": r.ratio, "seed": r.seed,
+                     "feature_amplification": amp, "task_gain": gain})
+    return pd.DataFrame(rows, columns=["run", "method", "ratio", "seed", "feature_amplification", "task_gain"])
+
+
+def _differences(matrices: Mapping, key: tuple[str, float | None], rng: np.random.Generator,
+                 n_boot: int, level: float) -> dict[str, float]:
+    """<metric>_vs_<ref>{,_lo,_hi,_p} of one row; NaN for base, the reference itself, or no reference."""
+    out = {}
+    for metric, mine in matrices[key].items():
+        for ref in REFERENCES:
+            ref_key = _reference(matrices, *key, ref)
+            d = None
+            if key[0] != "base" and ref_key is not None and ref_key != key:
+                d = paired_bootstrap(mine, matrices[ref_key][metric], rng, n_boot, level)
+            col = f"{metric}_vs_{ref}"
+            out.update({col: d.diff if d else NAN, f"{col}_lo": d.lo if d else NAN,
+                        f"{col}_hi": d.hi if d else NAN, f"{col}_p": d.p_value if d else NAN})
+    return out
+
+
+def build_table(runs: Sequence[EvalRun], selection: Mapping[tuple[str, float], SelectionInfo],
+                rng: np.random.Generator, n_boot: int = 2000, *, level: float = 0.95,
+                task_metric: str = "answer_loglik", methods: Sequence[str] = ()) -> pd.DataFrame:
+    """One row per (method, ratio): means with CIs per metric, differences vs random (same
+    ratio) and vs full with paired-bootstrap p-values, Holm-adjusted within each
+    metric x reference across rows; NaN where a reference is missing or is the row itself."""
+    if not runs:
+        raise ValueError("no eval runs to report")
+    ids = example_ids(runs)
+    if task_metric not in ids:
+        raise ValueError(f"task metric {task_metric!r} is not among the eval metrics {sorted(ids)}")
+    groups = group_runs(runs, methods)
+    points = amplification_points(runs, task_metric)
+    base_key = next((k for k in groups if k[0] == "base"), None)
+    matrices = {key: {m: _matrix(members, m, ids[m]) for m in ids} for key, members in groups.items()}
+    rows = []
+    for (method, ratio), members in groups.items():
+        row = {"method": method, "ratio": NAN if ratio is None else ratio, "n_seeds": len(members),
+               "n_train": int(round(np.mean([r.n_train for r in members])))}
+        for metric in ids:
+            ci = bootstrap_ci(matrices[method, ratio][metric], rng, n_boot, level)
+            row.update({metric: ci.mean, f"{metric}_lo": ci.lo, f"{metric}_hi": ci.hi})
+        row.update(_differences(matrices, (method, ratio), rng, n_boot, level))
+        info = selection.get((method, ratio), SelectionInfo())
+        recall = info.on_task_recall
+        if method == "full" and not math.isfinite(recall):
+            recall = 1.0  # full keeps every on-task example by construction
+        amplification = gain = NAN
+        if method != "base":
+            mine = points[(points["method"] == method) & (points["ratio"] == ratio)]
+            amplification = float(mine["feature_amplification"].mean())
+            if base_key is not None:
+                gain = row[task_metric] - float(matrices[base_key][task_metric].mean())
+        row.update({"on_task_recall": recall, "selection_s": info.selection_s,
+                    "feature_amplification": amplification, "task_gain": gain})
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    for metric in ids:
+        for ref in REFERENCES:
+            table[f"{metric}_vs_{ref}_p_holm"] = holm(table[f"{metric}_vs_{ref}_p"].to_numpy())
+    return table[_columns(list(ids))]
+
+
+def _columns(metrics: Sequence[str]) -> list[str]:
+    cols = ["method", "ratio", "n_seeds", "n_train"]
+    for m in metrics:
+        cols += [m, f"{m}_lo", f"{m}_hi"]
+    for m in metrics:
+        for ref in REFERENCES:
+            cols += [f"{m}_vs_{ref}{s}" for s in ("", "_lo", "_hi", "_p", "_p_holm")]
+    return cols + ["on_task_recall", "selection_s", "feature_amplification", "task_gain"]
+
+
+def table_metrics(table: pd.DataFrame) -> list[str]:
+    """The metric names of a build_table frame (also after a CSV round trip)."""
+    return [c for c in table.columns if f"{c}_vs_{REFERENCES[-1]}_p_holm" in table.columns]
+
+
+# --- renderings -----------------------------------------------------------------------------
+
+def _decimals(widths: np.ndarray) -> int:
+    """Enough decimals to show a CI's width with about two significant digits (1..4)."""
+    widths = widths[np.isfinite(widths) & (widths > 0)]
+    if not len(widths):
+        return 3
+    return int(np.clip(math.ceil(-math.log10(float(np.median(widths)))) + 1, 1, 4))
+
+
+def _num(x: float, decimals: int, sign: bool = False) -> str:
+    return "–" if x is None or not math.isfinite(x) else f"{x:+.{decimals}f}" if sign else f"{x:.{decimals}f}"
+
+
+def _interval(row: pd.Series, col: str, decimals: int, sign: bool = False) -> str:
+    """'mean [lo, hi]' of column `col` and its _lo/_hi columns."""
+    mean, lo, hi = (_num(row[c], decimals, sign) for c in (col, f"{col}_lo", f"{col}_hi"))
+    return f"{mean} [{lo}, {hi}]"
+
+
+def _p(p: float, prefix: str) -> str:
+    return "–" if not math.isfinite(p) else f"{prefix}<0.001" if p < 0.001 else f"{prefix}={p:.3f}"
+
+
+def _markdown_table(header: Sequence[str], align: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|",
+            *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def render_markdown(table: pd.DataFrame, *, n_boot: int, level: float = 0.95) -> str:
+    """The table as README-ready markdown: means with CIs, then differences vs random and full."""
+    metrics = table_metrics(table)
+    pct = f"{level * 100:g}%"
+    main_rows, diff_rows = [], []
+    dec = {m: _decimals((table[f"{m}_hi"] - table[f"{m}_lo"]).to_numpy(dtype=float)) for m in metrics}
+    for _, r in table.iterrows():
+        ratio = "–" if not math.isfinite(r["ratio"]) else f"{r['ratio']:g}"
+        cells = [_interval(r, m, dec[m]) for m in metrics]
+        main_rows.append([str(r["method"]), ratio, str(int(r["n_seeds"])), str(int(r["n_train"])), *cells,
+                          _num(r["on_task_recall"], 2), _num(r["selection_s"], 1)])
+        if r["method"] == "base":
+            continue
+        diffs = []
+        for m in metrics:
+            for ref in REFERENCES:
+                c = f"{m}_vs_{ref}"
+                diffs.append("–" if not math.isfinite(r[c]) else f"{_interval(r, c, dec[m], sign=True)} "
+                             f"{_p(r[c + '_p'], 'p')} ({_p(r[c + '_p_holm'], 'Holm p')})")
+        diff_rows.append([str(r["method"]), ratio, *diffs])
+    lines = [f"Mean over eval examples and seeds, with {pct} CIs: percentile bootstrap, B = {n_boot}, "
+             "eval examples and training seeds resampled. Higher is better for every metric.", ""]
+    lines += _markdown_table(["method", "ratio", "seeds", "n_train", *metrics, "on-task recall", "selection s"],
+                             ["---", "---:", "---:", "---:", *["---:"] * len(metrics), "---:", "---:"], main_rows)
+    lines += ["", f"Differences Δ = method − reference (random at the same ratio; full), {pct} CI. "
+              "p: two-sided paired bootstrap (examples paired, seeds resampled), unadjusted and "
+              "Holm-adjusted (within each metric × reference, across methods).", ""]
+    lines += _markdown_table(["method", "ratio", *[f"{m} vs {ref}" for m in metrics for ref in REFERENCES]],
+                             ["---", "---:", *["---:"] * (2 * len(metrics))], diff_rows)
+    return "\n".join(lines) + "\n"
+
+
+def ratio_sweep_long(table: pd.DataFrame) -> pd.DataFrame:
+    """Long format (method, ratio, metric, mean, lo, hi) of the fine-tuned rows, for `dvc plots`."""
+    rows = [{"method": r["method"], "ratio": r["ratio"], "metric": m, "mean": r[m], "lo": r[f"{m}_lo"],
+             "hi": r[f"{m}_hi"]}
+            for _, r in table.iterrows() if r["method"] != "base" for m in table_metrics(table)]
+    return pd.DataFrame(rows, columns=["method", "ratio", "metric", "mean", "lo", "hi"])
+
+
+def _finite_or_none(x) -> float | None:
+    """JSON-safe: 6 significant digits, None for NaN/inf."""
+    x = float(x)
+    return float(f"{x:.6g}") if math.isfinite(x) else None
+
+
+def summary_metrics(table: pd.DataFrame, correlation: Correlation) -> dict:
+    """results/metrics.json for `dvc metrics show`: one entry per row plus the Fig. 3 correlation."""
+    metrics = table_metrics(table)
+    out = {}
+    for _, r in table.iterrows():
+        keys = list(metrics)
+        if r["method"] != "base":
+            keys += [f"{m}_vs_{ref}{s}" for m in metrics for ref in REFERENCES for s in ("", "_p_holm")]
+            keys += ["on_task_recall", "selection_s", "feature_amplification", "task_gain"]
+        out[label(r["method"], r["ratio"])] = {"n_seeds": int(r["n_seeds"]), **{k: _finite_or_none(r[k]) for k in keys}}
+    out["amplification_correlation"] = {
+        "pearson_r": _finite_or_none(correlation.pearson_r), "pearson_p": _finite_or_none(correlation.pearson_p),
+        "spearman_rho": _finite_or_none(correlation.spearman_rho),
+        "spearman_p": _finite_or_none(correlation.spearman_p), "n": int(correlation.n)}
+    return out

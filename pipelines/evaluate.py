@@ -1,0 +1,106 @@
+"""evaluate@<run> stage: results/eval/<run>/ with metrics.json (aggregate and per-example
+scores, feature activation, training facts), samples.jsonl (lm-eval's raw per-sample outputs)
+and tasks/ (the generated lm-eval task YAMLs and data, so a run can be re-checked by hand).
+`--run base` evaluates the untouched trained model."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+from igds.artifacts import atomic_dir, read_json, write_json, write_jsonl
+from igds.config import Params, parse_ratio
+from igds.data import DataError
+from igds.evaluate import feature_activation, run_lm_eval, write_tasks
+from igds.finetune import load_trained
+from igds.models import load_model
+from igds.resonance import IgdsParams
+from pipelines.common import main
+from pipelines.finetune import run_name
+from pipelines.io import peak_rss_bytes, read_split
+
+log = logging.getLogger("evaluate")
+
+
+def _chosen_features(params: Params, features_dir: Path) -> tuple[int, list[int]]:
+    """(layer, the top-k causal features IGDS scores with), from features/features.json."""
+    features = read_json(features_dir / "features.json")
+    igds = IgdsParams(**(params.methods.get("igds") or {}))
+    return features["layer"], features["ranking"][:igds.k]
+
+
+def run(params: Params, args: argparse.Namespace) -> None:
+    cfg = params.evaluate
+    if args.run == "base":
+        name, method, ratio, seed = "base", "base", None, None
+    else:
+        if args.ratio is not None:
+            parse_ratio(args.ratio)
+        name = run_name(args.method, args.ratio, args.seed)
+        method, ratio, seed = args.method, (float(args.ratio) if args.ratio else 1.0), args.seed
+    model_name = params.finetune.model or params.model.name
+    loaded = load_model(model_name, params.model.device, params.model.dtype)
+    model, train = loaded.model, {}
+    if name != "base":
+        checkpoint = args.checkpoints / name
+        if not (checkpoint / "train.json").is_file():
+            raise DataError(f"{checkpoint} is not a finished fine-tune; run `dvc repro` for its finetune stage")
+        train = read_json(checkpoint / "train.json")
+        model = load_trained(model, checkpoint, params.finetune.kind)
+
+    eval_records = read_split(args.data / "eval.jsonl")
+    probe_records = read_split(args.data / "probe.jsonl")  # empty when data.splits.probe is not set
+    info = {"run": name, "method": method, "ratio": ratio, "seed": seed, "model": model_name,
+            "n_train": train.get("n_examples", 0), "train_wall_s": train.get("wall_s", 0.0),
+            "n_eval": len(eval_records), "n_probe": len(probe_records)}
+    t0 = time.perf_counter()
+    with atomic_dir(args.out / name) as tmp:
+        task_dir = tmp / "tasks"
+        tasks = write_tasks(task_dir, eval_records, probe_records, loaded.tokenizer, cfg.n_generate)
+        with tempfile.TemporaryDirectory() as cache:  # keep lm-eval's dataset cache out of the artifact
+            import datasets  # noqa: PLC0415
+
+            datasets.config.HF_DATASETS_CACHE = Path(cache)
+            aggregate, per_example, raw = run_lm_eval(model, loaded.tokenizer, task_dir, tasks, cfg.batch_size,
+                                                      cfg.max_gen_toks, cfg.max_len, params.seed)
+        info["metrics"], info["per_example"] = aggregate, per_example
+
+        layer, chosen = _chosen_features(params, args.features)
+        from igds.sae import load_sae  # noqa: PLC0415
+
+        sae = load_sae(args.sae, params.model.device)
+        if sae.cfg.d_in != model.config.hidden_size:
+            log.warning("the SAE reads d_model %d but %s has %d: no feature activation", sae.cfg.d_in,
+                        model_name, model.config.hidden_size)
+            info["feature_activation"] = None
+        else:
+            igds = IgdsParams(**(params.methods.get("igds") or {}))
+            info["feature_activation"] = feature_activation(
+                model, loaded.tokenizer, sae, eval_records, layer, chosen, params.scoring.batch_size,
+                params.scoring.max_len, igds.scope, igds.pooling)
+        info["features"], info["layer"] = chosen, layer
+        info["eval_wall_s"] = round(time.perf_counter() - t0, 3)
+        info["peak_rss_bytes"] = peak_rss_bytes()
+        write_jsonl(tmp / "samples.jsonl", raw)
+        write_json(tmp / "metrics.json", info)
+    log.info("%s: %s; feature activation %s; %.0f s", name,
+             ", ".join(f"{k} {v:.4f}" for k, v in aggregate.items()), info["feature_activation"], info["eval_wall_s"])
+
+
+def _args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", default=None, help="'base' for the untouched model; else give --method/--seed")
+    parser.add_argument("--method", default=None)
+    parser.add_argument("--ratio", default=None, help="the selection's ratio (omit for full and base)")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--data", type=Path, default=Path("data"))
+    parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
+    parser.add_argument("--sae", type=Path, default=Path("sae"))
+    parser.add_argument("--features", type=Path, default=Path("features"))
+    parser.add_argument("--out", type=Path, default=Path("results/eval"))
+
+
+if __name__ == "__main__":
+    main("evaluate", run, _args)

@@ -1,0 +1,82 @@
+"""finetune@<method>-<ratio>-<seed> stage (and finetune-full@<seed>): SFT of the trained model
+on a selected subset, written to checkpoints/<run>/ (LoRA adapter or full model, plus
+train.json). A resume checkpoint lives beside it in checkpoints/.resume/<run>/ (DVC removes a
+stage's outputs before running it, so it cannot live inside), and is deleted on success."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from igds.artifacts import atomic_dir, write_json
+from igds.config import ConfigError, Params, parse_ratio
+from igds.data import DataError
+from igds.finetune import finetune, fingerprint, save_trained
+from igds.models import load_model
+from pipelines.common import main
+from pipelines.io import peak_rss_bytes, read_split
+
+log = logging.getLogger("finetune")
+
+
+def run_name(method: str, ratio: str | None, seed: int) -> str:
+    """checkpoints/<run> and results/eval/<run>: full trains on the whole pool, so no ratio."""
+    return f"{method}-s{seed}" if ratio is None else f"{method}-{ratio}-s{seed}"
+
+
+def training_records(method: str, ratio: str | None, data: Path, subsets: Path):
+    """The examples to train on: the subset's ids looked up in the pool (full: the whole pool)."""
+    pool = read_split(data / "pool.jsonl")
+    if method == "full":
+        return pool
+    if ratio is None:
+        raise ConfigError(f"finetune: method '{method}' needs --ratio (only full trains without a selection)")
+    path = subsets / f"{method}-{ratio}.jsonl"
+    if not path.is_file():
+        raise DataError(f"{path} not found; run `dvc repro select@{method}-{ratio}` first")
+    by_id = {r.id: r for r in pool}
+    ids = [json.loads(line)["id"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    unknown = [i for i in ids if i not in by_id]
+    if unknown:
+        raise DataError(f"{path}: {len(unknown)} id(s) are not in data/pool.jsonl (first: {unknown[0]}); "
+                        f"rerun select@{method}-{ratio}")
+    return [by_id[i] for i in ids]
+
+
+def run(params: Params, args: argparse.Namespace) -> None:
+    cfg = params.finetune
+    if args.ratio is not None:
+        parse_ratio(args.ratio)
+    name = run_name(args.method, args.ratio, args.seed)
+    records = training_records(args.method, args.ratio, args.data, args.subsets)
+    model_name = cfg.model or params.model.name
+    loaded = load_model(model_name, params.model.device, params.model.dtype)
+    state_dir = args.out / ".resume" / name
+    key = fingerprint(cfg, [r.id for r in records], args.seed, loaded.source)
+    log.info("%s: fine-tuning %s (%s) on %d examples, seed %d", name, model_name, cfg.kind, len(records), args.seed)
+    model, result = finetune(loaded.model, loaded.tokenizer, records, cfg, args.seed, state_dir, key)
+    info = {"run": name, "method": args.method, "ratio": float(args.ratio) if args.ratio else 1.0,
+            "seed": args.seed, "model": model_name, "kind": cfg.kind, **result.summary(),
+            "peak_rss_bytes": peak_rss_bytes()}
+    with atomic_dir(args.out / name) as tmp:
+        save_trained(model, loaded.tokenizer, tmp, cfg.kind)
+        write_json(tmp / "train.json", info)
+    shutil.rmtree(state_dir, ignore_errors=True)
+    log.info("%s: %d steps in %.0f s (%.0f tokens/s), loss %.3f -> %.3f; wrote %s", name, result.n_steps,
+             result.wall_s, info["tokens_per_s"] or 0, info["loss_first"], info["loss_last"], args.out / name)
+
+
+def _args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", required=True)
+    parser.add_argument("--ratio", default=None, help="the selection's ratio (omit for full)")
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--data", type=Path, default=Path("data"))
+    parser.add_argument("--subsets", type=Path, default=Path("subsets"))
+    parser.add_argument("--out", type=Path, default=Path("checkpoints"))
+
+
+if __name__ == "__main__":
+    main("finetune", run, _args)

@@ -1,0 +1,131 @@
+"""report stage: every results/eval/<run>/metrics.json -> results/table.{md,csv}, the
+summary results/metrics.json, and results/plots/ (bars, ratio sweep, amplification)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from igds.artifacts import atomic_file, read_json, write_json
+from igds.config import ConfigError, Params
+from igds.data import DataError
+from igds.plots import plot_amplification, plot_bars, plot_ratio_sweep
+from igds.report import (EvalRun, SelectionInfo, amplification_points, build_table, parse_eval_run,
+                         ratio_sweep_long, render_markdown, summary_metrics)
+from igds.stats import correlation
+from pipelines.common import main
+
+log = logging.getLogger("report")
+
+
+def _read(path: Path, fix: str):
+    try:
+        return read_json(path)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e}); {fix}") from None
+
+
+def expected_runs(params: Params) -> list[str]:
+    """The runs params.yaml asks for, named as dvc.yaml's stages write them: base, full-s<seed>,
+    <method>-<ratio>-s<seed>. Evaluations left on disk by other params are not reported."""
+    seeds = params.finetune.seeds
+    return (["base"] + [f"full-s{s}" for s in seeds]
+            + [f"{m}-{r}-s{s}" for m in params.select.methods for r in params.select.ratios for s in seeds])
+
+
+def read_eval_runs(eval_dir: Path, names: list[str] | None = None) -> list[EvalRun]:
+    """Every results/eval/<run>/metrics.json, or exactly the runs `names` (each must exist)."""
+    if names is None:
+        paths = sorted(eval_dir.glob("*/metrics.json"))
+    else:
+        paths = [eval_dir / name / "metrics.json" for name in names]
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            raise DataError(f"{missing[0]} not found ({len(missing)} of {len(paths)} runs missing); "
+                            f"run `dvc repro` so that every evaluate stage has run")
+        extra = sorted(set(p.parent.name for p in eval_dir.glob("*/metrics.json")) - set(names))
+        if extra:
+            log.info("not reported (not asked for by params.yaml): %s", ", ".join(extra))
+    if not paths:
+        raise DataError(f"no {eval_dir}/<run>/metrics.json found; run the eval stages first (`dvc repro`)")
+    runs = []
+    for path in paths:
+        run = parse_eval_run(_read(path, "rerun the eval stage that writes it"), str(path))
+        if run.run != path.parent.name:
+            log.warning("%s: run '%s' does not match its folder name '%s'", path, run.run, path.parent.name)
+        runs.append(run)
+    return runs
+
+
+def _field(raw, path: Path, key: str) -> float:
+    value = raw.get(key) if isinstance(raw, dict) else None
+    if value is None:
+        return float("nan")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DataError(f"{path}: {key} = {value!r} is not a number; rerun the stage that writes it")
+    return float(value)
+
+
+def read_selection(metrics_dir: Path, method: str, ratio: float) -> SelectionInfo:
+    """On-task recall from select-<method>-<ratio>.json (or select-<method>.json when its ratio
+    matches) and the scoring wall time from score-<method>.json; NaN where absent."""
+    recall = float("nan")
+    for path in (metrics_dir / f"select-{method}-{ratio:g}.json", metrics_dir / f"select-{method}.json"):
+        if path.is_file():
+            raw = _read(path, f"rerun `dvc repro select@{method}`")
+            if path.name.endswith(f"-{ratio:g}.json") or _field(raw, path, "ratio") == ratio:
+                recall = _field(raw, path, "on_task_recall")
+                break
+    score = metrics_dir / f"score-{method}.json"
+    wall_s = _field(_read(score, f"rerun `dvc repro score@{method}`"), score, "wall_s") if score.is_file() \
+        else float("nan")
+    return SelectionInfo(on_task_recall=recall, selection_s=wall_s)
+
+
+def run(params: Params, args: argparse.Namespace) -> None:
+    runs = read_eval_runs(args.eval, expected_runs(params) if args.only_params_runs else None)
+    metric_names = sorted(runs[0].per_example)
+    cfg = params.report
+    if cfg.task_metric not in metric_names:
+        raise ConfigError(f"params.yaml: report.task_metric = {cfg.task_metric!r} is not an eval metric; "
+                          f"expected one of {metric_names}")
+    keys = dict.fromkeys((r.method, r.ratio) for r in runs if r.method != "base")
+    selection = {key: read_selection(args.metrics, *key) for key in keys}
+    rng = np.random.default_rng(params.seed)
+    table = build_table(runs, selection, rng, cfg.n_boot, level=cfg.level, task_metric=cfg.task_metric,
+                        methods=list(params.methods))
+    points = amplification_points(runs, cfg.task_metric)
+    corr = correlation(points["feature_amplification"], points["task_gain"])
+
+    out, plots = args.out, args.out / "plots"
+    with atomic_file(out / "table.md") as f:
+        f.write(render_markdown(table, n_boot=cfg.n_boot, level=cfg.level))
+    with atomic_file(out / "table.csv") as f:
+        table.to_csv(f, index=False)
+    write_json(out / "metrics.json", summary_metrics(table, corr))
+    with atomic_file(plots / "ratio_sweep.csv") as f:
+        ratio_sweep_long(table).to_csv(f, index=False)
+    plot_bars(table, plots / "bars.png")
+    plot_ratio_sweep(table, plots / "ratio_sweep.png")
+    plot_amplification(points, corr, plots / "amplification.png", task_metric=cfg.task_metric)
+    log.info("%d eval runs -> %d rows; wrote %s, %s, %s and %s/{bars,ratio_sweep,amplification}.png, "
+             "ratio_sweep.csv", len(runs), len(table), out / "table.md", out / "table.csv", out / "metrics.json",
+             plots)
+    log.info("amplification vs task gain (%s): Pearson r = %.3f, Spearman rho = %.3f, n = %d",
+             cfg.task_metric, corr.pearson_r, corr.spearman_rho, corr.n)
+
+
+def _args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--eval", type=Path, default=Path("results/eval"))
+    parser.add_argument("--metrics", type=Path, default=Path("results/metrics"))
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--all-runs", dest="only_params_runs", action="store_false",
+                        help="report every results/eval/<run>, not only the runs params.yaml asks for")
+
+
+if __name__ == "__main__":
+    main("report", run, _args)

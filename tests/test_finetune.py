@@ -1,0 +1,130 @@
+"""Fine-tuning: LoRA changes only the adapter, the loss is on response tokens only, the batch
+order is seeded, and an interrupted run resumes to exactly the uninterrupted result."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import igds.finetune as ft
+from igds.activations import tokenize_records
+from igds.config import ConfigError, FinetuneConfig
+from tests.conftest import build_char_tokenizer, build_tiny_model, task
+
+CFG = FinetuneConfig(epochs=1, batch_size=2, lr=1e-2, max_len=128, lora_r=4, lora_dropout=0.0,
+                     target_modules=("q_proj", "v_proj"), checkpoint_every=2, warmup_ratio=0.0)
+
+
+def records(n=8):
+    return [task(i) for i in range(n)]
+
+
+def test_one_step_of_lora_changes_only_the_adapter():
+    tok = build_char_tokenizer()
+    model = build_tiny_model(seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trained, result = ft.finetune(model, tok, records(2), CFG, seed=0, progress=False)
+    assert result.n_steps == 1 and len(result.loss) == 1
+    state = trained.state_dict()
+    base = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
+            for k, v in state.items() if "lora_" not in k}
+    assert set(base) == set(before)
+    for key, value in before.items():
+        assert torch.equal(base[key], value), f"{key} changed"  # no base weight moved
+    lora_b = [v for k, v in state.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # B starts at zero: the step moved it
+    merged = trained.merge_and_unload()
+    ids = torch.tensor([tokenize_records(tok, records(1), 128).input_ids[0]])
+    assert not torch.allclose(merged(ids).logits, build_tiny_model(seed=0)(ids).logits)
+
+
+def test_the_loss_covers_response_tokens_only():
+    tok = build_char_tokenizer()
+    tokenized = tokenize_records(tok, records(3), 128)
+    batch = ft.collate(tokenized, [0, 1, 2], tok.pad_token_id, "cpu")
+    for row, (ids, start) in enumerate(zip(tokenized.input_ids, tokenized.response_start)):
+        labels = batch["labels"][row]
+        assert (labels[:start] == ft.IGNORE).all() and (labels[len(ids):] == ft.IGNORE).all()
+        assert labels[start:len(ids)].tolist() == ids[start:]
+
+
+def test_batch_schedule_is_seeded_covers_every_example_and_keeps_batches_tight():
+    lengths = list(np.random.default_rng(0).integers(10, 200, 100))
+    a = ft.batch_schedule(lengths, 4, 2, np.random.default_rng(1))
+    b = ft.batch_schedule(lengths, 4, 2, np.random.default_rng(1))
+    c = ft.batch_schedule(lengths, 4, 2, np.random.default_rng(2))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+    assert len(a) == 50 and sorted(np.concatenate(a[:25]).tolist()) == list(range(100))  # each epoch once
+    padded = sum(len(s) * max(lengths[i] for i in s) for s in a)
+    shuffled = sum(4 * max(lengths[i] for i in range(j, j + 4)) for j in range(0, 100, 4)) * 2
+    assert padded < shuffled  # length bucketing pads less than batching in arbitrary order
+
+
+def test_an_interrupted_run_resumes_to_the_same_adapter(tmp_path, monkeypatch):
+    tok = build_char_tokenizer()
+    cfg = dataclasses.replace(CFG, lora_dropout=0.1)  # dropout: the torch generator must resume too
+    reference, ref_result = ft.finetune(build_tiny_model(seed=0), tok, records(8), cfg, seed=5, progress=False)
+
+    real_collate, calls = ft.collate, {"n": 0}
+
+    def crash_at_step_3(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # killed between checkpoints
+        return real_collate(*args, **kwargs)
+
+    monkeypatch.setattr(ft, "collate", crash_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        ft.finetune(build_tiny_model(seed=0), tok, records(8), cfg, seed=5, state_dir=tmp_path, run_key="k",
+                    progress=False)
+    monkeypatch.setattr(ft, "collate", real_collate)
+    assert (tmp_path / ft.STATE_FILE).is_file()
+
+    resumed, result = ft.finetune(build_tiny_model(seed=0), tok, records(8), cfg, seed=5, state_dir=tmp_path,
+                                  run_key="k", progress=False)
+    assert result.resumed_from_step == 2 and len(result.loss) == 4
+    assert result.loss == pytest.approx(ref_result.loss, abs=1e-6)
+    for (k, v), (_, w) in zip(resumed.state_dict().items(), reference.state_dict().items()):
+        torch.testing.assert_close(v, w, msg=k)
+
+    # a checkpoint of another run (different key) is ignored: training starts over
+    _, fresh = ft.finetune(build_tiny_model(seed=0), tok, records(8), cfg, seed=5, state_dir=tmp_path,
+                           run_key="other", progress=False)
+    assert fresh.resumed_from_step == 0
+
+
+def test_different_seeds_train_differently_and_the_same_seed_identically():
+    tok = build_char_tokenizer()
+    runs = [ft.finetune(build_tiny_model(seed=0), tok, records(6), CFG, seed=s, progress=False)[1].loss
+            for s in (0, 0, 1)]
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+
+
+def test_full_fine_tuning_moves_the_base_weights():
+    tok = build_char_tokenizer()
+    model = build_tiny_model(seed=0)
+    before = model.model.layers[0].self_attn.q_proj.weight.clone()
+    trained, _ = ft.finetune(model, tok, records(2), dataclasses.replace(CFG, kind="full"), seed=0, progress=False)
+    assert not torch.equal(trained.model.layers[0].self_attn.q_proj.weight, before)
+
+
+def test_unknown_target_modules_are_a_config_error():
+    with pytest.raises(ConfigError, match="finetune.target_modules"):
+        ft.finetune(build_tiny_model(seed=0), build_char_tokenizer(), records(2),
+                    dataclasses.replace(CFG, target_modules=("c_attn",)), seed=0, progress=False)
+
+
+def test_save_and_load_round_trip_gives_the_trained_model(tmp_path):
+    tok = build_char_tokenizer()
+    trained, _ = ft.finetune(build_tiny_model(seed=0), tok, records(4), CFG, seed=0, progress=False)
+    ft.save_trained(trained, tok, tmp_path / "adapter", "lora")
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+    assert sum(p.stat().st_size for p in (tmp_path / "adapter").iterdir()) < 200_000  # adapter only
+    loaded = ft.load_trained(build_tiny_model(seed=0), tmp_path / "adapter", "lora")
+    ids = torch.tensor([tokenize_records(tok, records(1), 128).input_ids[0]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, trained(ids).logits, atol=1e-5, rtol=1e-5)

@@ -1,0 +1,188 @@
+"""The report stage on planted eval results: IGDS is planted better than random, and the
+table, its markdown, the summary metrics and the plots say so; bad inputs are named."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from igds.config import Params, ReportConfig
+from igds.data import DataError
+from igds.report import build_table, parse_eval_run
+from pipelines.report import run
+
+EVAL_IDS = [f"e{i}" for i in range(80)]
+PROBE_IDS = [f"p{i}" for i in range(30)]
+# planted effect on every metric (igds clearly above random) and on the feature activation
+EFFECT = {"base": -0.3, "full": 0.1, "random": 0.0, "igds": 0.4, "loss": -0.05}
+AMPLIFY = {"base": 0.0, "full": 0.1, "random": 0.05, "igds": 0.6, "loss": 0.02}
+
+
+def eval_run(method: str, ratio: float | None, seed: int | None, rng: np.random.Generator) -> dict:
+    difficulty = np.random.default_rng(123).normal(size=len(EVAL_IDS))  # shared by every run: paired
+    effect = EFFECT[method] + 0.05 * (seed or 0)
+    answer = -1.0 + 0.5 * difficulty + effect + rng.normal(0.0, 0.2, len(EVAL_IDS))
+    exact = (rng.random(len(EVAL_IDS)) < 0.3 + effect).astype(float)
+    probe = -1.5 + effect + rng.normal(0.0, 0.3, len(PROBE_IDS))
+    per_example = {"exact_match": dict(zip(EVAL_IDS, exact.tolist())),
+                   "answer_loglik": dict(zip(EVAL_IDS, answer.tolist())),
+                   "probe_loglik": dict(zip(PROBE_IDS, probe.tolist()))}
+    name = "base" if method == "base" else f"full-s{seed}" if method == "full" else f"{method}-{ratio:g}-s{seed}"
+    return {"run": name, "method": method, "ratio": ratio, "seed": seed,
+            "n_train": 0 if method == "base" else round(398 * ratio),
+            "metrics": {m: float(np.mean(list(v.values()))) for m, v in per_example.items()},
+            "per_example": per_example,
+            "feature_activation": 1.2 * (1.0 + AMPLIFY[method]) + float(rng.normal(0.0, 0.01)),
+            "train_wall_s": 0.0 if method == "base" else 100.0, "eval_wall_s": 50.0}
+
+
+def write_fixture(root, seeds=(0,), ratios=(0.5,)):
+    rng = np.random.default_rng(0)
+    runs = [eval_run("base", None, None, rng)]
+    runs += [eval_run("full", 1.0, s, rng) for s in seeds]
+    runs += [eval_run(m, r, s, rng) for m in ("random", "igds", "loss") for r in ratios for s in seeds]
+    for raw in runs:
+        path = root / "eval" / raw["run"] / "metrics.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(raw))
+    metrics = root / "metrics"
+    metrics.mkdir()
+    for m, wall_s in (("igds", 21.0), ("loss", 300.0), ("random", 0.01), ("full", 0.01)):
+        (metrics / f"score-{m}.json").write_text(json.dumps({"method": m, "wall_s": wall_s}))
+    for m, recall in (("igds", 0.9), ("loss", 0.4), ("random", 0.5)):
+        for r in ratios:  # full has no select file: its recall is 1 by construction
+            (metrics / f"select-{m}-{r:g}.json").write_text(json.dumps(
+                {"method": m, "ratio": r, "n_pool": 398, "n_selected": round(398 * r),
+                 "on_task_recall": recall * r / 0.5, "on_task_share_selected": 0.5}))
+
+
+def run_report(root, n_boot=300):
+    args = argparse.Namespace(eval=root / "eval", metrics=root / "metrics", out=root / "results",
+                              only_params_runs=False)
+    run(Params(report=ReportConfig(n_boot=n_boot)), args)
+    return root / "results"
+
+
+def no_nan(path):
+    def refuse(name):
+        raise AssertionError(f"{path} has {name}")
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def row(table, method, ratio=None):
+    sel = table["method"] == method
+    if ratio is not None:
+        sel &= table["ratio"] == ratio
+    (i,) = np.flatnonzero(sel)
+    return table.iloc[i]
+
+
+def test_report_finds_the_planted_igds_gain(tmp_path):
+    write_fixture(tmp_path)
+    out = run_report(tmp_path)
+    for name in ("table.md", "table.csv", "metrics.json", "plots/ratio_sweep.csv"):
+        assert (out / name).stat().st_size > 0, name
+    for name in ("bars", "ratio_sweep", "amplification"):
+        png = (out / "plots" / f"{name}.png").read_bytes()
+        assert png.startswith(b"\x89PNG") and len(png) > 5000, name
+
+    table = pd.read_csv(out / "table.csv")
+    assert list(table["method"]) == ["base", "full", "igds", "loss", "random"]
+    igds = row(table, "igds", 0.5)
+    assert igds["answer_loglik_vs_random"] > 0 and igds["answer_loglik_vs_random_p"] < 0.05
+    assert igds["answer_loglik_vs_random_lo"] > 0
+    assert igds["answer_loglik_lo"] < igds["answer_loglik"] < igds["answer_loglik_hi"]
+    assert igds["feature_amplification"] == pytest.approx(0.6, abs=0.05)
+    assert igds["task_gain"] == pytest.approx(0.7, abs=0.1)
+    assert igds["on_task_recall"] == 0.9 and igds["selection_s"] == 21.0
+
+    base = row(table, "base")
+    diffs = [c for c in table.columns if "_vs_" in c]
+    assert base[diffs].isna().all() and math.isnan(base["feature_amplification"])
+    assert math.isnan(base["on_task_recall"]) and math.isnan(base["selection_s"])
+    full = row(table, "full")
+    assert full["on_task_recall"] == 1.0 and math.isnan(full["answer_loglik_vs_full"])
+    assert math.isnan(full["answer_loglik_vs_random"])  # no random at ratio 1
+    assert math.isnan(row(table, "random")["answer_loglik_vs_random"])
+    for c in [c for c in table.columns if c.endswith("_p")]:
+        raw, adjusted = table[c].to_numpy(), table[f"{c}_holm"].to_numpy()
+        assert (np.isnan(raw) == np.isnan(adjusted)).all()
+        assert (adjusted[~np.isnan(raw)] >= raw[~np.isnan(raw)]).all()
+
+    summary = no_nan(out / "metrics.json")
+    assert set(summary) == {"base", "full-1", "igds-0.5", "loss-0.5", "random-0.5", "amplification_correlation"}
+    assert summary["igds-0.5"]["answer_loglik_vs_random"] > 0
+    assert summary["base"]["answer_loglik"] == pytest.approx(base["answer_loglik"], rel=1e-5)
+    corr = summary["amplification_correlation"]
+    assert corr["n"] == 4 and corr["pearson_r"] > 0.5
+
+    md = (out / "table.md").read_text()
+    assert "percentile bootstrap, B = 300" in md and "Holm" in md and "| igds | 0.5 | 1 | 199 |" in md
+    sweep = pd.read_csv(out / "plots/ratio_sweep.csv")
+    assert list(sweep.columns) == ["method", "ratio", "metric", "mean", "lo", "hi"] and len(sweep) == 4 * 3
+
+
+def test_report_with_two_seeds_and_two_ratios(tmp_path):
+    write_fixture(tmp_path, seeds=(0, 1), ratios=(0.25, 0.5))
+    out = run_report(tmp_path)
+    table = pd.read_csv(out / "table.csv")
+    assert len(table) == 2 + 3 * 2
+    assert list(table["n_seeds"]) == [1] + [2] * 7
+    for ratio in (0.25, 0.5):
+        igds = row(table, "igds", ratio)
+        assert igds["answer_loglik_vs_random"] > 0 and igds["answer_loglik_vs_random_p_holm"] < 0.05
+        assert row(table, "loss", ratio)["on_task_recall"] == pytest.approx(0.4 * ratio / 0.5)
+    assert no_nan(out / "metrics.json")["amplification_correlation"]["n"] == 2 + 3 * 2 * 2
+    assert (out / "plots/ratio_sweep.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_mismatched_example_ids_name_the_file(tmp_path):
+    write_fixture(tmp_path)
+    path = tmp_path / "eval" / "loss-0.5-s0" / "metrics.json"
+    raw = json.loads(path.read_text())
+    raw["per_example"]["answer_loglik"]["e-unknown"] = raw["per_example"]["answer_loglik"].pop("e3")
+    path.write_text(json.dumps(raw))
+    with pytest.raises(DataError, match=r"loss-0\.5-s0/metrics\.json: per_example\.answer_loglik ids differ"):
+        run_report(tmp_path)
+
+
+def test_missing_or_malformed_eval_files_are_named(tmp_path):
+    (tmp_path / "eval").mkdir()
+    with pytest.raises(DataError, match="no .*eval/<run>/metrics.json found"):
+        run_report(tmp_path)
+    write_fixture(tmp_path / "x")
+    (tmp_path / "x" / "eval" / "igds-0.5-s0" / "metrics.json").write_text("{broken")
+    with pytest.raises(DataError, match=r"igds-0\.5-s0/metrics\.json: not valid JSON"):
+        run_report(tmp_path / "x")
+    with pytest.raises(DataError, match="somewhere.json: missing key"):
+        parse_eval_run({"run": "x"}, "somewhere.json")
+
+
+def test_missing_reference_gives_nan_not_an_error():
+    rng = np.random.default_rng(0)
+    runs = [parse_eval_run(eval_run(m, r, s, rng), f"{m}.json")
+            for m, r, s in (("base", None, None), ("igds", 0.5, 0), ("igds", 0.5, 1))]
+    table = build_table(runs, {}, np.random.default_rng(1), n_boot=200)
+    assert list(table["method"]) == ["base", "igds"] and list(table["n_seeds"]) == [1, 2]
+    assert table.filter(like="_vs_").isna().all().all()
+    assert table.loc[1, "task_gain"] > 0 and math.isnan(table.loc[1, "on_task_recall"])
+
+
+def test_the_report_reads_exactly_the_runs_params_ask_for(tmp_path):
+    from igds.config import FinetuneConfig, SelectConfig
+    from pipelines.report import expected_runs, read_eval_runs
+
+    params = Params(select=SelectConfig(ratios=(0.5,), methods=("igds", "random")),
+                    finetune=FinetuneConfig(seeds=(0,)))
+    assert expected_runs(params) == ["base", "full-s0", "igds-0.5-s0", "random-0.5-s0"]
+    write_fixture(tmp_path)
+    names = [r.run for r in read_eval_runs(tmp_path / "eval", expected_runs(params))]
+    assert names == ["base", "full-s0", "igds-0.5-s0", "random-0.5-s0"]  # loss-0.5-s0 is on disk, not asked for
+    params = Params(select=SelectConfig(ratios=(0.25,), methods=("igds",)))
+    with pytest.raises(DataError, match="igds-0.25-s0/metrics.json not found"):
+        read_eval_runs(tmp_path / "eval", expected_runs(params))
