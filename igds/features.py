@@ -59,10 +59,19 @@ def frequency_recall(freq_prior: np.ndarray, freq_general: np.ndarray, *, top_n:
     """Top `top_n` features by freq_prior among those whose contrast with the general set
     clears `min_contrast` (diff: freq_P - freq_G; ratio: freq_P / (freq_G + eps))."""
     values = contrast_values(freq_prior, freq_general, contrast, eps)
-    eligible = np.flatnonzero((values >= min_contrast) & (freq_prior > max(min_freq_prior, 0.0)))
+    eligible = eligible_features(freq_prior, freq_general, min_contrast=min_contrast, contrast=contrast,
+                                 min_freq_prior=min_freq_prior, eps=eps)
     # sort by freq_prior, then contrast, then index: deterministic
     order = sorted(eligible, key=lambda f: (-freq_prior[f], -values[f], f))
     return [int(f) for f in order[:top_n]]
+
+
+def eligible_features(freq_prior: np.ndarray, freq_general: np.ndarray, *, min_contrast: float,
+                      contrast: str = "diff", min_freq_prior: float = 0.0, eps: float = 1e-3) -> np.ndarray:
+    """Indices of the features whose contrast clears `min_contrast` and that fire on the prior
+    set more often than `min_freq_prior` (and at all): the candidates of frequency recall."""
+    values = contrast_values(freq_prior, freq_general, contrast, eps)
+    return np.flatnonzero((values >= min_contrast) & (freq_prior > max(min_freq_prior, 0.0)))
 
 
 def contrast_values(freq_prior: np.ndarray, freq_general: np.ndarray, contrast: str, eps: float = 1e-3) -> np.ndarray:
@@ -210,12 +219,12 @@ def identify(model, tokenizer, sae, prior: list, general: list, cfg, layer: int)
     stability = None
     if cfg.stability:
         fired = acts_prior.fired.float().numpy()
-        halves = [recall(fired[i::2].mean(0)) for i in (0, 1)]
+        half_freqs = [fired[i::2].mean(0) for i in (0, 1)]
+        halves = [recall(fp) for fp in half_freqs]
         # the top N is often decided among ties (many features fire on every prior
         # example), so also compare the whole sets that clear the contrast threshold
-        eligible = [np.flatnonzero((contrast_values(fired[i::2].mean(0), freq_general, cfg.contrast)
-                                    >= cfg.min_contrast) & (fired[i::2].mean(0) > cfg.min_freq_prior))
-                    for i in (0, 1)]
+        eligible = [eligible_features(fp, freq_general, min_contrast=cfg.min_contrast, contrast=cfg.contrast,
+                                      min_freq_prior=cfg.min_freq_prior) for fp in half_freqs]
         stability = {"top_n_half_a": halves[0], "top_n_half_b": halves[1],
                      "jaccard_top_n": jaccard(*halves),
                      "n_eligible_per_half": [len(e) for e in eligible],
