@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from igds.artifacts import atomic_dir, read_json, write_json, write_jsonl
-from igds.config import Params, parse_ratio
+from igds.config import Params, from_dict, parse_ratio
 from igds.data import DataError
 from igds.evaluate import feature_activation, run_lm_eval, write_tasks
 from igds.finetune import load_trained
@@ -25,10 +25,9 @@ from pipelines.io import peak_rss_bytes, read_split
 log = logging.getLogger("evaluate")
 
 
-def _chosen_features(params: Params, features_dir: Path) -> tuple[int, list[int]]:
+def _chosen_features(igds: IgdsParams, features_dir: Path) -> tuple[int, list[int]]:
     """(layer, the top-k causal features IGDS scores with), from features/features.json."""
     features = read_json(features_dir / "features.json")
-    igds = IgdsParams(**(params.methods.get("igds") or {}))
     return features["layer"], features["ranking"][:igds.k]
 
 
@@ -68,7 +67,8 @@ def run(params: Params, args: argparse.Namespace) -> None:
                                                       cfg.max_gen_toks, cfg.max_len, params.seed)
         info["metrics"], info["per_example"] = aggregate, per_example
 
-        layer, chosen = _chosen_features(params, args.features)
+        igds = from_dict(IgdsParams, params.methods.get("igds"), "methods.igds")
+        layer, chosen = _chosen_features(igds, args.features)
         from igds.sae import load_sae  # noqa: PLC0415
 
         sae = load_sae(args.sae, params.model.device)
@@ -77,7 +77,6 @@ def run(params: Params, args: argparse.Namespace) -> None:
                         model_name, model.config.hidden_size)
             info["feature_activation"] = None
         else:
-            igds = IgdsParams(**(params.methods.get("igds") or {}))
             info["feature_activation"] = feature_activation(
                 model, loaded.tokenizer, sae, eval_records, layer, chosen, params.scoring.batch_size,
                 params.scoring.max_len, igds.scope, igds.pooling)

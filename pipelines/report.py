@@ -71,15 +71,12 @@ def _field(raw, path: Path, key: str) -> float:
 
 
 def read_selection(metrics_dir: Path, method: str, ratio: float) -> SelectionInfo:
-    """On-task recall from select-<method>-<ratio>.json (or select-<method>.json when its ratio
-    matches) and the scoring wall time from score-<method>.json; NaN where absent."""
+    """On-task recall from select-<method>-<ratio>.json and the scoring wall time from
+    score-<method>.json; NaN where absent (full has no selection)."""
     recall = float("nan")
-    for path in (metrics_dir / f"select-{method}-{ratio:g}.json", metrics_dir / f"select-{method}.json"):
-        if path.is_file():
-            raw = _read(path, f"rerun `dvc repro select@{method}`")
-            if path.name.endswith(f"-{ratio:g}.json") or _field(raw, path, "ratio") == ratio:
-                recall = _field(raw, path, "on_task_recall")
-                break
+    path = metrics_dir / f"select-{method}-{ratio:g}.json"
+    if path.is_file():
+        recall = _field(_read(path, f"rerun `dvc repro select@{method}-{ratio:g}`"), path, "on_task_recall")
     score = metrics_dir / f"score-{method}.json"
     wall_s = _field(_read(score, f"rerun `dvc repro score@{method}`"), score, "wall_s") if score.is_file() \
         else float("nan")
