@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from igds.activations import tokenize_records
 from igds.data import Record
 from igds.features import answer_loglik
 from igds.selection import ScoringContext, register
@@ -24,13 +23,15 @@ class LossParams:
 
 @register("loss", LossParams)
 class LossSelector:
+    shardable = True  # an example's score depends only on it and its batch (igds.scoring)
+
     def __init__(self, params: LossParams):
         self.params = params
         self.info: dict = {}
 
     def score(self, pool: list[Record], ctx: ScoringContext) -> np.ndarray:
         loaded = ctx.model()
-        tok = tokenize_records(loaded.tokenizer, pool, ctx.max_len)
+        tok = ctx.tokenized(pool)
         loss = -answer_loglik(loaded.model, tok, ctx.batch_size, loaded.tokenizer.pad_token_id)
         self.info = {"n_tokens": int(tok.n_tokens), "mean_loss": float(np.mean(loss)), "keep": self.params.keep}
         return loss if self.params.keep == "high" else -loss

@@ -225,12 +225,14 @@ class SaeConfig:
     max_len: int = 256  # tokens per example when caching
     batch_size: int = 16  # examples per forward pass when caching
     ce_examples: int = 32  # held-out examples for CE loss recovered
+    checkpoint_every: int = 100  # training steps between resume checkpoints (.resume/sae/)
 
     def __post_init__(self) -> None:
         _check(self.layer >= 0, "layer", self.layer, "a layer index >= 0")
         _check((self.release is None) == (self.sae_id is None), "sae_id", self.sae_id,
                "set together with release (both or neither)")
-        for key in ("width", "k", "train_tokens", "heldout_tokens", "steps", "batch_tokens", "max_len", "batch_size", "ce_examples"):
+        for key in ("width", "k", "train_tokens", "heldout_tokens", "steps", "batch_tokens", "max_len", "batch_size",
+                    "ce_examples", "checkpoint_every"):
             _check(getattr(self, key) > 0, key, getattr(self, key), "a positive integer")
         _check(self.lr > 0, "lr", self.lr, "a positive number")
 
@@ -273,10 +275,16 @@ class ScoringConfig:
 
     batch_size: int = 16
     max_len: int = 384  # tokens per example (prompt + response in chat format)
+    chunk_batches: int = 4  # shardable methods: batches per resume chunk (.resume/score-<method>/)
+    # IGDS scoring split into len(shards) stages (score-shard@i, then score-merge): list the
+    # shard indices 0..n-1; the merged scores equal one process's bit for bit
+    shards: tuple[int, ...] = (0,)
 
     def __post_init__(self) -> None:
-        _check(self.batch_size > 0, "batch_size", self.batch_size, "a positive integer")
-        _check(self.max_len > 0, "max_len", self.max_len, "a positive integer")
+        for key in ("batch_size", "max_len", "chunk_batches"):
+            _check(getattr(self, key) > 0, key, getattr(self, key), "a positive integer")
+        _check(list(self.shards) == list(range(len(self.shards))) and len(self.shards) > 0, "shards",
+               list(self.shards), "the shard indices [0, 1, ..., n-1] (e.g. [0, 1, 2, 3] for 4 shards)")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from igds.activations import SCOPES, FeatureActivations, pooled_feature_activations, tokenize_records
+from igds.activations import SCOPES, FeatureActivations, pooled_feature_activations
 from igds.artifacts import read_json
 from igds.data import Record
 from igds.selection import ScoringContext, register
@@ -56,6 +56,8 @@ class IgdsSelector:
     """Feature-Resonant Score with the SAE (ctx.artifacts['sae']) and the ranked causal
     features (ctx.artifacts['features']/features.json); the forward pass stops at layer L."""
 
+    shardable = True  # an example's score depends only on it and its batch (igds.scoring)
+
     def __init__(self, params: IgdsParams):
         self.params = params
         self.info: dict = {}
@@ -75,7 +77,7 @@ class IgdsSelector:
         by_id = {f["feature"]: f for f in features["features"]}
         loaded = ctx.model()
         sae = load_sae(ctx.artifacts["sae"], ctx.device)
-        tok = tokenize_records(loaded.tokenizer, pool, ctx.max_len)
+        tok = ctx.tokenized(pool)
         acts = pooled_feature_activations(loaded.model, sae, tok, features["layer"], ctx.batch_size,
                                           loaded.tokenizer.pad_token_id, p.scope, features=chosen, desc="scoring")
         self.detail = pd.DataFrame({"id": [r.id for r in pool]})

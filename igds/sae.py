@@ -54,20 +54,61 @@ def fold_normalisation(sae: SAE, mu: torch.Tensor, scale: float) -> None:
 
 
 def _batches(
-    acts: torch.Tensor, mu: torch.Tensor, scale: float, batch_tokens: int, generator: torch.Generator
+    acts: torch.Tensor, mu: torch.Tensor, scale: float, batch_tokens: int, generator: torch.Generator,
+    start_step: int = 0,
 ) -> Iterator[torch.Tensor]:
-    """sae-lens DataProvider: shuffled [batch_tokens, d_in] normalised batches, epoch after epoch."""
+    """sae-lens DataProvider: shuffled [batch_tokens, d_in] normalised batches, epoch after epoch.
+    `start_step` skips that many batches exactly (a resumed run sees the batches it would have)."""
     n = acts.shape[0]
+    per_epoch = n // batch_tokens
+    skip_epochs, skip = divmod(start_step, per_epoch)
+    for _ in range(skip_epochs):
+        torch.randperm(n, generator=generator)  # advance the generator past finished epochs
     while True:
         order = torch.randperm(n, generator=generator)
-        for start in range(0, n - batch_tokens + 1, batch_tokens):
+        for start in range(skip * batch_tokens, n - batch_tokens + 1, batch_tokens):
             yield (acts[order[start : start + batch_tokens]] - mu) * scale
+        skip = 0
 
 
-def train_sae(acts: torch.Tensor, cfg: SaeConfig, seed: int, device: str = "cpu") -> TopKSAE:
+STATE_FILE = "sae-train-state.pt"
+
+
+class _CheckpointingTrainer(SAETrainer):
+    """SAETrainer whose checkpoints are one atomic resume file of ours (weights, optimizer,
+    schedule, dead-feature statistics), not sae-lens's checkpoint folders."""
+
+    state_path: Path
+    run_key: str
+
+    def save_checkpoint(self, checkpoint_name: str, base_path: Path | None = None) -> None:  # noqa: ARG002
+        from igds.artifacts import atomic_dir, atomic_file  # noqa: PLC0415
+
+        with atomic_dir(self.state_path.with_suffix(".trainer")) as tmp:
+            self.save_trainer_state(tmp)
+        with atomic_file(self.state_path, "wb") as f:
+            torch.save({"fingerprint": self.run_key, "step": self.n_training_steps + 1,
+                        "sae": {k: v.detach().clone() for k, v in self.sae.state_dict().items()}}, f)
+        log.info("SAE resume checkpoint at step %d", self.n_training_steps + 1)
+
+
+def train_fingerprint(acts: torch.Tensor, cfg: SaeConfig, seed: int) -> str:
+    """What a resume checkpoint must match: config, seed and the training activations."""
+    import hashlib  # noqa: PLC0415
+
+    h = hashlib.sha256(repr((sorted(vars(cfg).items()), seed, tuple(acts.shape))).encode())
+    h.update(acts.float().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def train_sae(acts: torch.Tensor, cfg: SaeConfig, seed: int, device: str = "cpu",
+              state_dir: Path | None = None) -> TopKSAE:
     """Train a TopK SAE (d_sae = width * d_in, k active) on raw activations [n, d_in].
 
-    Returns an inference TopKSAE on `device` that works on raw activations.
+    Returns an inference TopKSAE on `device` that works on raw activations. With
+    `state_dir`, a resume checkpoint is written there every `cfg.checkpoint_every` steps;
+    a run restarted on the same activations, config and seed continues from it and ends
+    with exactly the weights of an uninterrupted run.
     """
     n, d_in = acts.shape
     if n < cfg.batch_tokens:
@@ -84,7 +125,17 @@ def train_sae(acts: torch.Tensor, cfg: SaeConfig, seed: int, device: str = "cpu"
         torch.manual_seed(seed)
         training_sae = TopKTrainingSAE(sae_cfg)
         inference_sae = TopKSAE.from_dict(sae_cfg.get_inference_sae_cfg_dict())
-    trainer = SAETrainer(
+    state_path = Path(state_dir) / STATE_FILE if state_dir is not None else None
+    run_key = train_fingerprint(acts, cfg, seed) if state_path is not None else ""
+    start, state = 0, None
+    if state_path is not None and state_path.is_file():
+        state = torch.load(state_path, map_location=device, weights_only=False)
+        if state["fingerprint"] == run_key and state_path.with_suffix(".trainer").is_dir():
+            start = state["step"]
+        else:
+            log.info("ignoring %s: it belongs to another run (fingerprint differs)", state_path)
+            state = None
+    trainer = _CheckpointingTrainer(
         cfg=SAETrainerConfig(
             total_training_samples=cfg.steps * cfg.batch_tokens,
             train_batch_size_samples=cfg.batch_tokens,
@@ -92,10 +143,24 @@ def train_sae(acts: torch.Tensor, cfg: SaeConfig, seed: int, device: str = "cpu"
             lr_end=cfg.lr / 10,  # unused by the constant schedule, but the trainer requires it
             device=device,
             logger=LoggingConfig(log_to_wandb=False),
+            n_checkpoints=0,  # our thresholds below, our checkpoint file (_CheckpointingTrainer)
+            save_final_checkpoint=False,
         ),
         sae=training_sae,
-        data_provider=_batches(acts, mu, scale, cfg.batch_tokens, torch.Generator().manual_seed(seed)),
+        data_provider=_batches(acts, mu, scale, cfg.batch_tokens, torch.Generator().manual_seed(seed), start),
     )
+    if state_path is not None:
+        trainer.state_path, trainer.run_key = state_path, run_key
+        # checkpoint after every checkpoint_every steps (sae-lens checks `samples > threshold`
+        # after counting the step's samples: a threshold just below step s's count fires at s)
+        trainer.checkpoint_thresholds = [s * cfg.batch_tokens - 1 for s in range(cfg.checkpoint_every, cfg.steps,
+                                                                                  cfg.checkpoint_every)
+                                         if s > start]
+    if state is not None:
+        training_sae.load_state_dict(state["sae"])
+        trainer.load_trainer_state(state_path.with_suffix(".trainer"))
+        trainer.n_training_steps = start  # saved mid-step, before sae-lens counted the step
+        log.info("resuming SAE training from step %d of %d (%s)", start, cfg.steps, state_path)
     trainer.fit()
     if trainer.activation_scaler.scaling_factor is not None or trainer.activation_scaler.whitening is not None:
         raise AssertionError("sae-lens rescaled the already normalised activations a second time")

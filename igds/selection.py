@@ -94,6 +94,7 @@ class ScoringContext:
     artifacts: dict[str, Path] = dataclasses.field(default_factory=dict)  # e.g. sae/, features/
     loader: Callable[[], Any] | None = None  # returns a LoadedModel; default: igds.models.load_model
     _loaded: Any = None
+    _tokens: dict = dataclasses.field(default_factory=dict)  # record id -> (input ids, response start)
 
     def model(self):
         """The scoring model and tokenizer (loaded once, on first use)."""
@@ -105,6 +106,18 @@ class ScoringContext:
 
                 self._loaded = load_model(self.model_name, self.device, self.dtype)
         return self._loaded
+
+    def tokenized(self, records: list[Record]):
+        """`records` in chat format, tokenised once per context (chunks and shards of a pool
+        reuse the ids the length ordering computed)."""
+        from igds.activations import Tokenized, tokenize_records  # noqa: PLC0415
+
+        todo = [r for r in records if r.id not in self._tokens]
+        if todo:
+            tok = tokenize_records(self.model().tokenizer, todo, self.max_len)
+            self._tokens.update(zip((r.id for r in todo), zip(tok.input_ids, tok.response_start)))
+        pairs = [self._tokens[r.id] for r in records]
+        return Tokenized([ids for ids, _ in pairs], [start for _, start in pairs])
 
     def rng(self, *salt: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, *salt])

@@ -9,8 +9,17 @@ from collections.abc import Callable
 
 from igds.config import ConfigError, Params, load_params
 from igds.data import DataError
+from igds.validate import validate
 
 USER_ERRORS = (ConfigError, DataError, FileNotFoundError)
+MODEL_STAGES = ("prepare", "sae", "identify", "score", "finetune", "evaluate")  # prepare: fail before any work
+
+
+def _artifacts_read(stage: str, args: argparse.Namespace) -> dict:
+    """The SAE / features directories this stage reads, checked against params before it starts."""
+    if stage in ("identify", "evaluate") or (stage == "score" and args.method == "igds"):
+        return {"sae_dir": args.sae, "features_dir": getattr(args, "features", None)}
+    return {}
 
 
 def main(stage: str, run: Callable[[Params, argparse.Namespace], None],
@@ -26,6 +35,7 @@ def main(stage: str, run: Callable[[Params, argparse.Namespace], None],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         params = load_params(args.params)
+        validate(params, check_model=stage in MODEL_STAGES, **_artifacts_read(stage, args))
         run(params, args)
     except USER_ERRORS as e:
         print(f"{stage}: error: {e}", file=sys.stderr)

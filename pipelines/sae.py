@@ -1,9 +1,15 @@
-"""sae stage: sae/ (sae-lens format) and sae/metrics.json; or a pretrained SAE by sae-lens id."""
+"""sae stage: sae/ (sae-lens format) and sae/metrics.json; or a pretrained SAE by sae-lens id.
+
+Training writes a resume checkpoint to .resume/sae/ every sae.checkpoint_every steps (DVC
+deletes a stage's outputs before it runs, so the checkpoint lives outside sae/); a killed
+run restarted by `dvc repro` recaches the activations (deterministic) and continues from it.
+The checkpoint is removed once sae/ is complete."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +58,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
         if cfg.pretrained:
             sae = load_pretrained_sae(cfg.release, cfg.sae_id, params.model.device)
         else:
-            sae = train_sae(acts_train, cfg, seed=params.seed, device=params.model.device)
+            sae = train_sae(acts_train, cfg, seed=params.seed, device=params.model.device, state_dir=args.resume)
     if sae.cfg.d_in != model.config.hidden_size:
         raise ConfigError(f"params.yaml: sae d_in = {sae.cfg.d_in} does not match the model's d_model = "
                           f"{model.config.hidden_size}; pick an SAE for this model and layer")
@@ -70,6 +76,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
         save_sae(sae, tmp)
         write_json(tmp / "metrics.json", metrics)
     write_json(args.metrics, metrics)
+    shutil.rmtree(args.resume, ignore_errors=True)
     log.info("SAE: explained variance %.3f, L0 %.1f, dead %.1f%%, CE loss recovered %.3f, trained in %.0f s",
              metrics["explained_variance"], metrics["l0"], 100 * metrics["dead_share"],
              metrics["ce_loss_recovered"], metrics["train_wall_s"])
@@ -79,6 +86,7 @@ def _args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, default=Path("data"))
     parser.add_argument("--out", type=Path, default=Path("sae"))
     parser.add_argument("--metrics", type=Path, default=Path("results/metrics/sae.json"))
+    parser.add_argument("--resume", type=Path, default=Path(".resume/sae"), help="resume checkpoint directory")
 
 
 if __name__ == "__main__":

@@ -1,18 +1,30 @@
 """score@<method> stage: scores/<method>.parquet (id, score; higher = keep; plus any per-example
 detail the method keeps) and its metrics
-(wall time, peak memory, tokens/s, and the scores' on-task AUROC on a mixed pool)."""
+(wall time, peak memory, tokens/s, and the scores' on-task AUROC on a mixed pool).
+
+IGDS runs as score-shard@<i> (`--shard i`: shard i of scoring.shards, into scores/shards/)
+and score-merge (`--merge`), whose scores equal one process's bit for bit (igds.scoring).
+Shardable methods score in chunks kept in .resume/score-<method>[-shard-i-of-n]/: a killed
+run continues where it stopped; the chunks are removed once the output is written."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
+import json
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from igds.artifacts import write_json, write_parquet
+from igds.artifacts import read_json, write_json, write_parquet
 from igds.config import ConfigError, Params
+from igds.data import DataError
+from igds.scoring import is_shardable, merge_shards, score_pool
 from igds.selection import ScoringContext, auroc, build_selector
 from pipelines.common import main
 from pipelines.io import peak_rss_bytes, read_split, timed
@@ -20,38 +32,131 @@ from pipelines.io import peak_rss_bytes, read_split, timed
 log = logging.getLogger("score")
 
 
+def _fingerprint(params: Params, method: str, pool, args: argparse.Namespace) -> str:
+    """What resumable chunks must match: method params, batch shape, model, pool, IGDS's features."""
+    blob = json.dumps([method, params.methods.get(method), dataclasses.asdict(params.scoring), params.seed,
+                       dataclasses.asdict(params.model), [r.id for r in pool]], sort_keys=True, default=str)
+    h = hashlib.sha256(blob.encode())
+    features = args.features / "features.json"
+    if method == "igds" and features.is_file():
+        h.update(features.read_bytes())  # records the SAE's hash too
+    return h.hexdigest()[:16]
+
+
+def _finish(params: Params, args: argparse.Namespace, pool, frame: pd.DataFrame, info: dict) -> None:
+    """The merged scores: on-task AUROC, the parquet and its metrics."""
+    scores = frame["score"].to_numpy(dtype=float)
+    labels = np.array([r.task == params.data.target_task for r in pool])
+    finite = ~np.isnan(scores)
+    info["auroc_on_task"] = round(auroc(np.where(finite, scores, -np.inf), labels), 6)
+    info["n_unscored"] = int((~finite).sum())
+    info["peak_rss_bytes"] = max(info.get("peak_rss_bytes", 0), peak_rss_bytes())
+    if info.get("n_tokens") and info["wall_s"]:
+        info["tokens_per_s"] = round(info["n_tokens"] / info["wall_s"], 1)
+    write_parquet(args.out / f"{args.method}.parquet", frame)
+    write_json(args.metrics / f"score-{args.method}.json", info)
+    log.info("%s: scored %d examples in %.1f s; on-task AUROC %.3f", args.method, len(pool), info["wall_s"],
+             info["auroc_on_task"])
+
+
 def run(params: Params, args: argparse.Namespace) -> None:
     if params.data is None:
         raise ConfigError("params.yaml: section 'data' is missing")
-    selector = build_selector(args.method, params.methods.get(args.method))
     pool = read_split(args.data / "pool.jsonl")
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        return _merge(params, args, pool)
+    selector = build_selector(args.method, params.methods.get(args.method))
+    dist = _distributed()
+    shard = (args.shard, len(params.scoring.shards)) if args.shard is not None else (0, 1)
+    if dist is not None:  # `accelerate launch --num_processes n`: process i scores shard i of n
+        if args.shard is not None:
+            raise ConfigError("--shard and a multi-process launch do not combine; use one or the other")
+        shard = (dist.process_index, dist.num_processes)
+    if args.shard is not None and args.shard not in params.scoring.shards:
+        raise ConfigError(f"--shard {args.shard} is not allowed; expected one of scoring.shards = "
+                          f"{list(params.scoring.shards)}")
+    if shard != (0, 1) and not is_shardable(selector):
+        raise ConfigError(f"method '{args.method}' scores the pool as a whole and cannot be sharded or run "
+                          "data-parallel; shardable: igds, loss")
     ctx = ScoringContext(
         seed=params.seed, target=read_split(args.data / "prior.jsonl"), model_name=params.model.name,
         device=params.model.device, dtype=params.model.dtype, batch_size=params.scoring.batch_size,
         max_len=params.scoring.max_len, artifacts={"sae": args.sae, "features": args.features},
     )
+    fingerprint = _fingerprint(params, args.method, pool, args)
+    state_dir = args.resume / (f"score-{args.method}" + (f"-shard-{shard[0]}-of-{shard[1]}" if shard[1] > 1 else ""))
     info: dict = {"method": args.method, "n_pool": len(pool)}
     with timed(info):
-        scores = np.asarray(selector.score(pool, ctx), dtype=float)
-    if scores.shape != (len(pool),):
-        raise AssertionError(f"{args.method} returned {scores.shape} scores for {len(pool)} examples")
-    info.update(getattr(selector, "info", {}))
-    labels = np.array([r.task == params.data.target_task for r in pool])
-    finite = ~np.isnan(scores)
-    info["auroc_on_task"] = round(auroc(np.where(finite, scores, -np.inf), labels), 6)
-    info["n_unscored"] = int((~finite).sum())
+        frame, selector_info = score_pool(selector, pool, ctx, shard=shard,
+                                          chunk_batches=params.scoring.chunk_batches,
+                                          state_dir=state_dir, fingerprint=fingerprint)
+    info.update(selector_info)
+    if dist is not None:
+        _gather_and_finish(params, args, pool, dist, frame, info)
+    elif args.shard is not None:  # one shard: its rows and timing, merged by score-merge
+        info.update(shard=f"{shard[0]}/{shard[1]}", n_scored=len(frame), fingerprint=fingerprint,
+                    peak_rss_bytes=peak_rss_bytes())
+        stem = args.out / "shards" / f"{args.method}-{shard[0]}"
+        write_json(stem.with_suffix(".json"), info)
+        write_parquet(stem.with_suffix(".parquet"), frame)
+        log.info("%s shard %d/%d: scored %d examples in %.1f s", args.method, *shard, len(frame), info["wall_s"])
+    else:
+        _finish(params, args, pool, frame, info)
+    shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _distributed():
+    """accelerate's process state when this runs under `accelerate launch` with several
+    processes (data-parallel scoring), else None (accelerate is not even imported)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState  # noqa: PLC0415
+
+    return PartialState()
+
+
+def _gather_and_finish(params: Params, args: argparse.Namespace, pool, dist, frame: pd.DataFrame,
+                       info: dict) -> None:
+    """Every process's shard to the main process, which writes what one process would."""
+    from accelerate.utils import gather_object  # noqa: PLC0415
+
     info["peak_rss_bytes"] = peak_rss_bytes()
-    if info.get("n_tokens") and info["wall_s"]:
-        info["tokens_per_s"] = round(info["n_tokens"] / info["wall_s"], 1)
-    args.out.mkdir(parents=True, exist_ok=True)
-    frame = pd.DataFrame({"id": [r.id for r in pool], "score": scores})
-    detail = getattr(selector, "detail", None)  # e.g. igds: the chosen features' pooled activations
-    if detail is not None:
-        frame = frame.merge(detail, on="id", how="left", validate="one_to_one")
-    write_parquet(args.out / f"{args.method}.parquet", frame)
-    write_json(args.metrics / f"score-{args.method}.json", info)
-    log.info("%s: scored %d examples in %.1f s; on-task AUROC %.3f", args.method, len(pool), info["wall_s"],
-             info["auroc_on_task"])
+    frames, infos = gather_object([frame]), gather_object([info])
+    if dist.is_main_process:
+        merged = dict(infos[0])
+        merged.update(n_processes=dist.num_processes, n_tokens=sum(i.get("n_tokens", 0) for i in infos),
+                      resumed_chunks=sum(i.get("resumed_chunks", 0) for i in infos),
+                      wall_s=max(i["wall_s"] for i in infos), peak_rss_bytes=max(i["peak_rss_bytes"] for i in infos))
+        _finish(params, args, pool, merge_shards(pool, frames), merged)
+    dist.wait_for_everyone()
+
+
+def _merge(params: Params, args: argparse.Namespace, pool) -> None:
+    """score-merge: the shards of scoring.shards joined in pool order, as one process writes them."""
+    n = len(params.scoring.shards)
+    stems = [args.out / "shards" / f"{args.method}-{i}" for i in range(n)]
+    missing = [str(s.with_suffix(".parquet")) for s in stems if not s.with_suffix(".parquet").is_file()]
+    if missing:
+        raise DataError(f"missing shard output(s) {', '.join(missing)}; run `dvc repro score-shard` first")
+    infos = [read_json(s.with_suffix(".json")) for s in stems]
+    expected = _fingerprint(params, args.method, pool, args)
+    stale = [f"{i}/{n}" for i, info in enumerate(infos) if info.get("fingerprint") != expected or
+             info.get("shard") != f"{i}/{n}"]
+    if stale:
+        raise DataError(f"shard(s) {', '.join(stale)} were scored for another pool, params or feature set; "
+                        "rerun `dvc repro score-shard`")
+    try:
+        frame = merge_shards(pool, [pd.read_parquet(s.with_suffix(".parquet")) for s in stems])
+    except ValueError as e:
+        raise DataError(str(e)) from None
+    info = {k: v for k, v in infos[0].items() if k not in ("shard", "n_scored", "wall_s", "fingerprint",
+                                                            "resumed_chunks", "peak_rss_bytes")}
+    info.update(n_pool=len(pool), n_shards=n, n_tokens=sum(i.get("n_tokens", 0) for i in infos),
+                wall_s=round(sum(i["wall_s"] for i in infos), 3),  # compute time of all shards
+                wall_s_slowest_shard=max(i["wall_s"] for i in infos),
+                peak_rss_bytes=max(i["peak_rss_bytes"] for i in infos))
+    _finish(params, args, pool, frame, info)
 
 
 def _args(parser: argparse.ArgumentParser) -> None:
@@ -61,6 +166,10 @@ def _args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--features", type=Path, default=Path("features"))
     parser.add_argument("--out", type=Path, default=Path("scores"))
     parser.add_argument("--metrics", type=Path, default=Path("results/metrics"))
+    parser.add_argument("--shard", type=int, default=None,
+                        help="score only shard i of scoring.shards (written to <out>/shards/)")
+    parser.add_argument("--merge", action="store_true", help="join the shards of scoring.shards")
+    parser.add_argument("--resume", type=Path, default=Path(".resume"), help="resume checkpoint root")
 
 
 if __name__ == "__main__":

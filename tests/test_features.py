@@ -9,7 +9,6 @@ import torch
 
 from igds.activations import pooled_feature_activations, tokenize_records
 from igds.config import IdentifyConfig
-from igds.data import make_record
 from igds.features import (
     FeatureRecord,
     answer_loglik,

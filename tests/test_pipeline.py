@@ -8,6 +8,7 @@ import json
 import math
 import os
 import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -88,6 +89,20 @@ def test_igds_stages_end_to_end(tmp_path):
     for plot in ("bars", "ratio_sweep", "amplification"):
         assert (work / f"results/plots/{plot}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", plot
     assert "results/metrics.json" in dvc(work, "metrics", "show")
+
+    # IGDS ran as two shard stages + merge (configs/ci scoring.shards: [0, 1]); one process and
+    # two data-parallel processes under accelerate give the same scores, bit for bit
+    merged = pd.read_parquet(work / "scores/igds.parquet")
+    common = ["--method", "igds", "--data", "data", "--sae", "sae", "--features", "features"]
+    for name, launcher in (("one", [sys.executable, "-m"]),
+                           ("two", ["accelerate", "launch", "--cpu", "--num_processes", "2", "-m"])):
+        proc = subprocess.run([*launcher, "pipelines.score", *common, "--out", str(tmp_path / f"scores-{name}"),
+                               "--metrics", str(tmp_path / f"metrics-{name}")], cwd=work, capture_output=True,
+                              text=True)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        again = pd.read_parquet(tmp_path / f"scores-{name}/igds.parquet")
+        pd.testing.assert_frame_equal(again, merged, check_exact=True)
+    assert json.loads((tmp_path / "metrics-two/score-igds.json").read_text())["n_processes"] == 2
 
     assert "Running stage" not in dvc(work, "repro")  # nothing changed, nothing runs
     params = (work / "params.yaml").read_text().replace("ratios: [0.5]", "ratios: [0.25]")

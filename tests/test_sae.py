@@ -212,3 +212,34 @@ def test_first_real_token_is_kept_only_when_asked(fitted_tiny_model, tiny_batch)
     replaced = ce_loss_recovered(fitted_tiny_model, exact_sae(32), input_ids, mask, layer=1, batch_size=3,
                                  keep_first_token=False)
     assert replaced["ce_zero"] > replaced["ce_clean"] + 0.1
+
+
+def test_killed_training_resumes_to_exactly_the_uninterrupted_weights(dictionary_sae, tmp_path, monkeypatch):
+    import igds.sae as sae_module
+
+    cfg = dataclasses.replace(SMALL, steps=70, checkpoint_every=20)  # 8192 tokens: 32 batches per epoch
+    acts = dictionary_sae["train"]
+    whole = train_sae(acts, cfg, seed=0)
+
+    real_batches = sae_module._batches
+
+    def dies_at_step_50(*args, **kwargs):
+        for step, batch in enumerate(real_batches(*args, **kwargs)):
+            if step == 50:
+                raise KeyboardInterrupt("killed")  # after the checkpoints at steps 20 and 40
+            yield batch
+
+    monkeypatch.setattr(sae_module, "_batches", dies_at_step_50)
+    with pytest.raises(KeyboardInterrupt):
+        train_sae(acts, cfg, seed=0, state_dir=tmp_path)
+    state = torch.load(tmp_path / sae_module.STATE_FILE, weights_only=False)
+    assert state["step"] == 40  # the last checkpoint before the kill, in the second epoch
+    monkeypatch.setattr(sae_module, "_batches", real_batches)
+
+    resumed = train_sae(acts, cfg, seed=0, state_dir=tmp_path)
+    for name, tensor in whole.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], tensor), name
+
+    # a checkpoint of another run (other seed) is ignored, not resumed from
+    other = train_sae(acts, cfg, seed=1, state_dir=tmp_path)
+    assert torch.equal(other.W_dec, train_sae(acts, cfg, seed=1).W_dec)

@@ -1,0 +1,146 @@
+"""Scoring a pool in pieces: resumable chunks within a process, exact shards across processes.
+
+A model's output for one example depends, in the last bits, on the batch it sits in (the
+padded length changes the kernels' shapes: ~1e-6 nats between batchings here). So pieces
+are cut from the *length-sorted* order that `iter_batches` uses, at batch boundaries: each
+piece, scored alone, forms exactly the batches the whole pool would have formed, and its
+scores are bit-identical to the unsharded run's. Methods whose score of an example depends
+only on that example and its batch say so with `shardable = True` (igds, loss); the others
+(set-level methods such as ZIP or k-center, or ones with other batchings such as IFD) are
+scored whole.
+
+Chunks (`chunk_batches` batches each) are written atomically to `state_dir` as they finish;
+a killed run restarted with the same fingerprint keeps them and scores only the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from igds.artifacts import read_json, write_json, write_parquet
+from igds.data import Record
+from igds.selection import ScoringContext, Selector
+
+log = logging.getLogger(__name__)
+
+
+def is_shardable(selector: Selector) -> bool:
+    return bool(getattr(selector, "shardable", False))
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'i/n' -> (i, n) with 0 <= i < n."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        i, n = -1, 0
+    if not 0 <= i < n:
+        raise ValueError(f"shard {text!r} is not allowed; expected 'i/n' with 0 <= i < n, e.g. 0/4")
+    return i, n
+
+
+def length_order(pool: Sequence[Record], ctx: ScoringContext) -> np.ndarray:
+    """Pool positions in the order `iter_batches` visits them (stable sort by token length)."""
+    tok = ctx.tokenized(list(pool))
+    return np.argsort([len(x) for x in tok.input_ids], kind="stable")
+
+
+def split_batches(order: np.ndarray, batch_size: int, n: int) -> list[np.ndarray]:
+    """`order` cut into n contiguous runs of whole batches (sizes differ by at most one batch)."""
+    n_batches = -(-len(order) // batch_size)
+    bounds = np.linspace(0, n_batches, n + 1).round().astype(int) * batch_size
+    return [order[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def shard_positions(pool: Sequence[Record], ctx: ScoringContext, shard: tuple[int, int]) -> np.ndarray:
+    """Pool positions of shard i of n, in length order."""
+    i, n = shard
+    return split_batches(length_order(pool, ctx), ctx.batch_size, n)[i]
+
+
+def _frame(selector: Selector, records: Sequence[Record], scores: np.ndarray) -> pd.DataFrame:
+    frame = pd.DataFrame({"id": [r.id for r in records], "score": np.asarray(scores, dtype=float)})
+    detail = getattr(selector, "detail", None)
+    if detail is not None:
+        frame = frame.merge(detail, on="id", how="left", validate="one_to_one")
+    return frame
+
+
+def _merge_info(infos: list[dict]) -> dict:
+    merged = dict(infos[0]) if infos else {}
+    for key in ("n_tokens",):
+        if any(key in info for info in infos):
+            merged[key] = sum(info.get(key, 0) for info in infos)
+    return merged
+
+
+def score_pool(selector: Selector, pool: Sequence[Record], ctx: ScoringContext, *,
+               shard: tuple[int, int] = (0, 1), chunk_batches: int | None = None,
+               state_dir: Path | None = None, fingerprint: str = "") -> tuple[pd.DataFrame, dict]:
+    """Scores (id, score, any per-example detail) of the pool, or of one shard of it, and the
+    selector's info. Rows come in pool order for the whole pool, in length order for a shard."""
+    pool = list(pool)
+    if not is_shardable(selector):
+        if shard != (0, 1):
+            raise ValueError(f"method '{selector.name}' scores the pool as a whole; it cannot be sharded "
+                             "(shardable methods: igds, loss)")
+        scores = np.asarray(selector.score(pool, ctx), dtype=float)
+        if scores.shape != (len(pool),):
+            raise AssertionError(f"{selector.name} returned {scores.shape} scores for {len(pool)} examples")
+        return _frame(selector, pool, scores), dict(getattr(selector, "info", {}))
+
+    positions = shard_positions(pool, ctx, shard)
+    n_chunks = max(1, -(-len(positions) // (ctx.batch_size * chunk_batches))) if chunk_batches else 1
+    chunks = split_batches(positions, ctx.batch_size, n_chunks)
+    state_dir = Path(state_dir) if state_dir is not None else None
+    if state_dir is not None:
+        meta = state_dir / "fingerprint.json"
+        if meta.is_file() and read_json(meta).get("fingerprint") != fingerprint:
+            log.info("discarding %s: it belongs to another run", state_dir)
+            shutil.rmtree(state_dir)
+        if not meta.is_file():
+            write_json(meta, {"fingerprint": fingerprint, "n_chunks": n_chunks})
+    frames, infos, resumed = [], [], 0
+    for j, chunk in enumerate(chunks):
+        path = state_dir / f"chunk-{j:04d}.parquet" if state_dir is not None else None
+        if path is not None and path.is_file():
+            frames.append(pd.read_parquet(path))
+            infos.append(read_json(path.with_suffix(".json")))
+            resumed += 1
+            continue
+        records = [pool[i] for i in chunk]
+        scores = np.asarray(selector.score(records, ctx), dtype=float)
+        if scores.shape != (len(records),):
+            raise AssertionError(f"{selector.name} returned {scores.shape} scores for {len(records)} examples")
+        frame, info = _frame(selector, records, scores), dict(getattr(selector, "info", {}))
+        if path is not None:
+            write_json(path.with_suffix(".json"), info)  # before the parquet: a chunk counts once both exist
+            write_parquet(path, frame)
+        frames.append(frame)
+        infos.append(info)
+    if resumed:
+        log.info("resumed: %d of %d chunks were already scored (%s)", resumed, len(chunks), state_dir)
+    frame = pd.concat(frames, ignore_index=True)
+    if shard == (0, 1):  # the whole pool: back to pool order
+        frame = frame.set_index("id").loc[[r.id for r in pool]].reset_index()
+    info = _merge_info(infos)
+    info["resumed_chunks"] = resumed
+    return frame, info
+
+
+def merge_shards(pool: Sequence[Record], frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The shards' rows in pool order; every pool example exactly once."""
+    frame = pd.concat(frames, ignore_index=True)
+    ids = [r.id for r in pool]
+    counts = frame["id"].value_counts()
+    if len(frame) != len(ids) or set(frame["id"]) != set(ids) or (counts > 1).any():
+        missing = sorted(set(ids) - set(frame["id"]))[:3]
+        raise ValueError(f"the shards hold {len(frame)} rows for a pool of {len(ids)} (missing e.g. {missing}, "
+                         f"duplicated: {int((counts > 1).sum())}); rerun the shard stages on this pool")
+    return frame.set_index("id").loc[ids].reset_index()

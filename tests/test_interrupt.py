@@ -1,0 +1,80 @@
+"""SIGKILL in the middle of a stage (dvc and the stage's python, the whole process group):
+no output DVC would accept is left, and `dvc repro` continues from the stage's last
+checkpoint to exactly what an uninterrupted run writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, project_copy
+
+pytestmark = pytest.mark.slow
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def dvc(work: Path, *args: str) -> str:
+    proc = subprocess.run(["dvc", *args], cwd=work, capture_output=True, text=True, env=ENV)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def kill_when(work: Path, stage: str, ready, timeout: float = 600) -> None:
+    """Start `dvc repro <stage>` and SIGKILL its whole process group once `ready()` holds."""
+    proc = subprocess.Popen(["dvc", "repro", "--single-item", stage], cwd=work, env=ENV, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            assert proc.poll() is None, f"{stage} finished before it could be killed"
+            assert time.monotonic() < deadline, f"{stage}: no checkpoint after {timeout} s"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def stale(work: Path) -> set[str]:
+    """Stages `dvc status` reports as changed (their outputs missing or not matching dvc.lock)."""
+    proc = subprocess.run(["dvc", "status", "--json"], cwd=work, capture_output=True, text=True, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {s.split(":")[-1] for s in json.loads(proc.stdout)}
+
+
+def test_killed_stages_leave_nothing_accepted_and_resume_from_their_checkpoint(tmp_path):
+    work = project_copy(tmp_path / "clone", ROOT / "configs" / "ci" / "params.yaml")
+    params = (work / "params.yaml").read_text()
+    params = params.replace("  chunk_batches: 4", "  chunk_batches: 1")  # 4 chunks of the 60-example pool
+    assert "chunk_batches: 1" in params
+    (work / "params.yaml").write_text(params)
+    dvc(work, "repro", "prepare")
+
+    # SAE training: killed after its first checkpoint (step 50 of 150)
+    state = work / ".resume/sae/sae-train-state.pt"
+    kill_when(work, "sae", state.is_file)
+    assert not (work / "sae").exists() and "sae" in stale(work)  # nothing half-written is accepted
+    assert not list(work.glob("sae.tmp-*")) or not (work / "sae/cfg.json").exists()
+    log = dvc(work, "repro", "--single-item", "sae", "-v")
+    assert "resuming SAE training from step 50 of 150" in log, log[-3000:]
+    assert not state.exists() and "sae" not in stale(work)
+    resumed = (work / "sae/sae_weights.safetensors").read_bytes()
+    dvc(work, "repro", "--single-item", "--force", "sae")  # the same stage uninterrupted
+    assert (work / "sae/sae_weights.safetensors").read_bytes() == resumed
+
+    # scoring: killed after two of its four chunks
+    chunks = work / ".resume/score-loss"
+    kill_when(work, "score@loss", lambda: len(list(chunks.glob("chunk-*.parquet"))) >= 2)
+    assert not (work / "scores/loss.parquet").exists() and "score@loss" in stale(work)
+    log = dvc(work, "repro", "--single-item", "score@loss", "-v")
+    assert "chunks were already scored" in log, log[-3000:]
+    resumed = (work / "scores/loss.parquet").read_bytes()
+    assert not chunks.exists()
+    dvc(work, "repro", "--single-item", "--force", "score@loss")
+    assert (work / "scores/loss.parquet").read_bytes() == resumed

@@ -1,0 +1,113 @@
+"""Cross-section checks before any stage works: each bad setting is one line naming the
+parameter, its value and the allowed range; a stage exits 2 with no traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from igds.config import ConfigError, load_params
+from igds.validate import validate
+from tests.conftest import ROOT, build_char_tokenizer, build_tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    """A 4-layer, d_model 32 model saved like a local checkpoint (only its config is read)."""
+    path = tmp_path_factory.mktemp("tiny-model")
+    build_tiny_model().save_pretrained(path)
+    build_char_tokenizer().save_pretrained(path)
+    return path
+
+
+def params_with(tmp_path, tiny_dir, edit) -> object:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["model"]["name"] = str(tiny_dir)
+    raw["sae"]["layer"] = 2
+    edit(raw)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_params(path)
+
+
+def set_key(dotted: str, value):
+    def edit(raw):
+        node = raw
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    return edit
+
+
+def test_the_default_params_pass(tmp_path, tiny_dir):
+    validate(params_with(tmp_path, tiny_dir, lambda raw: None))
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("select.methods", ["igds", "bogus"], r"select.methods\[1\] = 'bogus' is not allowed; expected one of .*igds"),
+    ("methods.bogus", {}, r"methods = 'bogus' is not allowed; expected keys among the registered methods"),
+    ("methods.zip", {"k1": 0}, r"methods.zip.k1 = 0 is not allowed"),
+    ("sae.layer", 4, r"sae.layer = 4 is not allowed; expected a decoder layer of .*: 0..3"),
+    ("sae.layer", -1, r"sae.layer = -1 is not allowed; expected a layer index >= 0"),
+    ("methods.kcenter", {"layer": 7}, r"methods.kcenter.layer = 7 is not allowed; expected .*-4..3"),
+    ("methods.igds", {"k": 17}, r"methods.igds.k = 17 is not allowed; expected at most identify.top_n = 16"),
+    ("select.ratios", [0.5, 1.5], r"select.ratios\[1\] = 1.5 is not allowed; expected a share in \(0, 1\)"),
+    ("select.ratios", [0.0], r"select.ratios\[0\] = 0.0 is not allowed"),
+    ("data.splits.pool", {"kind": "jsonl", "path": "absent/pool.jsonl"},
+     r"data.splits.pool.path = 'absent/pool.jsonl' is not allowed; expected an existing JSONL file"),
+    ("data.splits.eval", {"kind": "hf", "path": "./absent-dataset"},
+     r"data.splits.eval.path = './absent-dataset' is not allowed; expected an existing local dataset"),
+])
+def test_a_bad_setting_is_one_line_naming_key_value_and_range(tmp_path, tiny_dir, key, value, message):
+    with pytest.raises(ConfigError, match=message) as caught:
+        validate(params_with(tmp_path, tiny_dir, set_key(key, value)))
+    assert "\n" not in str(caught.value)
+
+
+def write_sae_cfg(path, d_in, d_sae, hook="model.layers.2"):
+    path.mkdir()
+    (path / "cfg.json").write_text(json.dumps({"d_in": d_in, "d_sae": d_sae, "metadata": {"hook_name": hook}}))
+    return path
+
+
+def test_an_sae_that_does_not_fit_the_model_is_named(tmp_path, tiny_dir):
+    params = params_with(tmp_path, tiny_dir, lambda raw: None)  # width 8: d_sae 256 on d_model 32
+    validate(params, sae_dir=write_sae_cfg(tmp_path / "ok", 32, 256))
+    with pytest.raises(ConfigError, match=r"d_in = 64 but .* has d_model = 32"):
+        validate(params, sae_dir=write_sae_cfg(tmp_path / "wide", 64, 512))
+    with pytest.raises(ConfigError, match=r"d_sae = 128 but sae.width = 8 asks for 256"):
+        validate(params, sae_dir=write_sae_cfg(tmp_path / "narrow", 32, 128))
+    with pytest.raises(ConfigError, match=r"reads model.layers.3 but sae.layer = 2"):
+        validate(params, sae_dir=write_sae_cfg(tmp_path / "other-layer", 32, 256, "model.layers.3"))
+
+
+def test_k_larger_than_the_kept_features(tmp_path, tiny_dir):
+    params = params_with(tmp_path, tiny_dir, set_key("methods.igds", {"k": 3}))
+    features = tmp_path / "features"
+    features.mkdir()
+    (features / "features.json").write_text(json.dumps({"ranking": [5, 9]}))
+    with pytest.raises(ConfigError, match=r"methods.igds.k = 3 is not allowed; expected at most the 2 feature"):
+        validate(params, features_dir=features)
+    (features / "features.json").write_text(json.dumps({"ranking": [5, 9, 11]}))
+    validate(params, features_dir=features)
+
+
+def test_a_stage_stops_with_one_line_and_exit_2_before_any_work(tmp_path):
+    raw = yaml.safe_load((ROOT / "configs/ci/params.yaml").read_text())
+    raw["select"]["methods"] = ["igds", "lesss"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    proc = subprocess.run([sys.executable, "-m", "pipelines.select", "--params", str(tmp_path / "params.yaml"),
+                           "--method", "igds", "--ratio", "0.5", "--data", str(tmp_path / "data"),
+                           "--scores", str(tmp_path / "scores"), "--out", str(tmp_path / "subsets"),
+                           "--metrics", str(tmp_path / "metrics")],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines == ["select: error: params.yaml: select.methods[1] = 'lesss' is not allowed; expected one of "
+                     "ifd, igds, kcenter, less, loss, random, zip"], proc.stderr
+    assert not (tmp_path / "subsets").exists()
