@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from igds.data import Record
 from igds.selection import ScoringContext, register
 
 
-@register("random")
+@dataclass(frozen=True)
+class RandomParams:
+    seed: int | None = None  # the draw's own seed (null: the global `seed`); changes only random's runs
+
+
+@register("random", RandomParams)
 class RandomSelector:
-    def __init__(self, params):
+    def __init__(self, params: RandomParams):
         self.params = params
 
     def score(self, pool: list[Record], ctx: ScoringContext) -> np.ndarray:
-        return ctx.rng(0x52414E44).random(len(pool))  # salt: "RAND"
+        seed = ctx.seed if self.params.seed is None else self.params.seed
+        return np.random.default_rng([seed, 0x52414E44]).random(len(pool))  # salt: "RAND"

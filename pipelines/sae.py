@@ -72,9 +72,8 @@ def run(params: Params, args: argparse.Namespace) -> None:
     metrics.update(info, n_train_tokens=int(acts_train.shape[0]), n_heldout_tokens=int(acts_heldout.shape[0]),
                    pretrained=cfg.pretrained, peak_rss_bytes=peak_rss_bytes())
     metrics = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()}
-    with atomic_dir(args.out) as tmp:
-        save_sae(sae, tmp)
-        write_json(tmp / "metrics.json", metrics)
+    with atomic_dir(args.out) as tmp:  # weights and config only: the metrics (with wall times) are
+        save_sae(sae, tmp)               # not part of the cached output, so a rerun is byte-identical
     write_json(args.metrics, metrics)
     shutil.rmtree(args.resume, ignore_errors=True)
     log.info("SAE: explained variance %.3f, L0 %.1f, dead %.1f%%, CE loss recovered %.3f, trained in %.0f s",

@@ -97,9 +97,8 @@ def run(params: Params, args: argparse.Namespace) -> None:
     elif args.shard is not None:  # one shard: its rows and timing, merged by score-merge
         info.update(shard=f"{shard[0]}/{shard[1]}", n_scored=len(frame), fingerprint=fingerprint,
                     peak_rss_bytes=peak_rss_bytes())
-        stem = args.out / "shards" / f"{args.method}-{shard[0]}"
-        write_json(stem.with_suffix(".json"), info)
-        write_parquet(stem.with_suffix(".parquet"), frame)
+        write_json(args.metrics / "shards" / f"{args.method}-{shard[0]}.json", info)  # timings: not cached
+        write_parquet(args.out / "shards" / f"{args.method}-{shard[0]}.parquet", frame)
         log.info("%s shard %d/%d: scored %d examples in %.1f s", args.method, *shard, len(frame), info["wall_s"])
     else:
         _finish(params, args, pool, frame, info)
@@ -135,11 +134,12 @@ def _gather_and_finish(params: Params, args: argparse.Namespace, pool, dist, fra
 def _merge(params: Params, args: argparse.Namespace, pool) -> None:
     """score-merge: the shards of scoring.shards joined in pool order, as one process writes them."""
     n = len(params.scoring.shards)
-    stems = [args.out / "shards" / f"{args.method}-{i}" for i in range(n)]
-    missing = [str(s.with_suffix(".parquet")) for s in stems if not s.with_suffix(".parquet").is_file()]
+    frames_at = [args.out / "shards" / f"{args.method}-{i}.parquet" for i in range(n)]
+    infos_at = [args.metrics / "shards" / f"{args.method}-{i}.json" for i in range(n)]
+    missing = [str(p) for p in frames_at + infos_at if not p.is_file()]
     if missing:
         raise DataError(f"missing shard output(s) {', '.join(missing)}; run `dvc repro score-shard` first")
-    infos = [read_json(s.with_suffix(".json")) for s in stems]
+    infos = [read_json(p) for p in infos_at]
     expected = _fingerprint(params, args.method, pool, args)
     stale = [f"{i}/{n}" for i, info in enumerate(infos) if info.get("fingerprint") != expected or
              info.get("shard") != f"{i}/{n}"]
@@ -147,7 +147,7 @@ def _merge(params: Params, args: argparse.Namespace, pool) -> None:
         raise DataError(f"shard(s) {', '.join(stale)} were scored for another pool, params or feature set; "
                         "rerun `dvc repro score-shard`")
     try:
-        frame = merge_shards(pool, [pd.read_parquet(s.with_suffix(".parquet")) for s in stems])
+        frame = merge_shards(pool, [pd.read_parquet(p) for p in frames_at])
     except ValueError as e:
         raise DataError(str(e)) from None
     info = {k: v for k, v in infos[0].items() if k not in ("shard", "n_scored", "wall_s", "fingerprint",

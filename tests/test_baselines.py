@@ -68,3 +68,14 @@ def test_ifd_is_lower_when_the_instruction_predicts_the_response(trained_tiny):
     unpred = scores[6:]
     assert np.all(np.isnan(unpred) | (unpred > scores[:6].max()))
     assert selector.info["n_dropped_ifd_ge_1"] == int(np.isnan(scores).sum())
+
+
+def test_random_has_its_own_seed_defaulting_to_the_global_one():
+    from igds.data import make_record
+    from igds.selection import ScoringContext, build_selector
+
+    pool = [make_record(f"q{i}", "", f"a{i}", "t", "test") for i in range(50)]
+    draw = lambda raw, seed: build_selector("random", raw).score(pool, ScoringContext(seed=seed, target=[]))  # noqa: E731
+    assert np.array_equal(draw({}, 3), draw({"seed": None}, 3))
+    assert np.array_equal(draw({"seed": 7}, 3), draw({}, 7))  # its own seed replaces the global one
+    assert not np.array_equal(draw({"seed": 7}, 3), draw({}, 3))
