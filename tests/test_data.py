@@ -228,7 +228,7 @@ def test_a_split_empty_after_rejection_stops_with_a_clear_message(tmp_path):
     path = write_lines(tmp_path / "bad.jsonl", [b"not json", {"instruction": ""}])
     cfg = data_cfg(splits={**{n: rg(["gsm_symbolic"], 5, s) for n, s in [("prior", 1), ("eval", 3)]},
                            "pool": {"kind": "jsonl", "path": str(path)}, "general": rg(["syllogism"], 5, 4)})
-    with pytest.raises(ValueError, match=r"split 'pool' is empty after validation \(2 rejected\)"):
+    with pytest.raises(ValueError, match=r"split 'pool' \(jsonl:.*bad.jsonl\) is empty after validation: 2 read, 2 rejected \(1 empty_field, 1 malformed_json\); first: .*bad.jsonl:1: malformed JSON"):
         build_splits(cfg, seed=0)
 
 

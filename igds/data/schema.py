@@ -85,6 +85,11 @@ def _text(obj: dict, key: str, required: bool = True) -> str:
         raise Invalid("wrong_type", f"field '{key}' must be a string, found {type(value).__name__}")
     if required and not value.strip():
         raise Invalid("empty_field", f"field '{key}' is empty")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:  # a JSON escape of half a surrogate pair, e.g. "\ud800"
+        raise Invalid("non_utf8", f"field '{key}' holds {value[e.start:e.end]!r} at character {e.start}, "
+                      "half a UTF-16 surrogate pair: not encodable as UTF-8") from None
     return value
 
 

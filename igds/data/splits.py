@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from igds.config import DataConfig
+from igds.config import ConfigError, DataConfig
 from igds.data.schema import Record, Reject
-from igds.data.sources import SplitData, read_source
+from igds.data.sources import DataError, SplitData, read_source
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +81,12 @@ def build_splits(cfg: DataConfig, seed: int) -> Prepared:
         if name == "pool" and cfg.mix is not None:
             total = source.size
             if total is None:
-                raise ValueError("data.splits.pool.size must be set when data.mix makes a mixed pool")
+                raise ConfigError("params.yaml: data.splits.pool.size = None is not allowed; expected a positive "
+                                  "integer when data.mix makes a mixed pool")
             n_on = round(cfg.mix.on_task_share * total)
             on = read("pool", source, n_on)
             off = read("pool", dataclasses.replace(cfg.mix.distractors, size=total - n_on)) if total > n_on else SplitData("pool")
+            _drop_distractor_copies(on, off)  # the on-task copy is kept, whatever the shuffle
             merged = SplitData("pool", n_read=on.n_read + off.n_read, rejects=on.rejects + off.rejects,
                                origin={**off.origin, **on.origin})
             rng = np.random.default_rng([seed, source.seed])
@@ -100,9 +102,13 @@ def build_splits(cfg: DataConfig, seed: int) -> Prepared:
     drop_cross_split(data)
 
     for name in names:
-        if not data[name].records:
-            raise ValueError(f"split '{name}' is empty after validation ({len(data[name].rejects)} rejected); "
-                             "see data/rejects.jsonl or run with data.strict: true to stop at the first bad record")
+        split = data[name]
+        if not split.records:
+            kinds = ", ".join(f"{n} {k}" for k, n in sorted(Counter(r.kind for r in split.rejects).items()))
+            first = f"; first: {split.rejects[0].message()}" if split.rejects else ""
+            raise DataError(f"split '{name}' ({_describe(cfg, name)}) is empty after validation: {split.n_read} read, "
+                            f"{len(split.rejects)} rejected ({kinds or 'none'}){first}; fix the records or point "
+                            f"data.splits.{name} at another source")
     rejects = [r for name in names for r in data[name].rejects]
     report = {
         "target_task": cfg.target_task,
@@ -124,6 +130,23 @@ def build_splits(cfg: DataConfig, seed: int) -> Prepared:
     report["rejected"] = sum(s["rejected"] for s in report["splits"].values())
     assert report["read"] == report["accepted"] + report["rejected"]
     return Prepared({name: data[name].records for name in names}, rejects, report)
+
+
+def _drop_distractor_copies(on: SplitData, off: SplitData) -> None:
+    """A distractor with the content of an on-task record is rejected at its own file:line."""
+    kept = []
+    for record in off.records:
+        if record.id in on.origin:
+            location, line = off.origin.get(record.id, (record.source, 0))
+            at = ":".join(map(str, on.origin[record.id]))
+            off.rejects.append(Reject(off.name, location, line, "duplicate_id",
+                                      f"duplicate id {record.id} within split '{off.name}': the same content as "
+                                      f"the on-task record at {at}", record.instruction[:300]))
+            off.origin.pop(record.id, None)
+        else:
+            kept.append(record)
+    off.records = kept
+    off.check()
 
 
 def _dedup_within(split: SplitData) -> None:
