@@ -72,11 +72,16 @@ def _frame(selector: Selector, records: Sequence[Record], scores: np.ndarray) ->
     return frame
 
 
-def _merge_info(infos: list[dict]) -> dict:
+def merge_info(infos: list[dict], sizes: list[int]) -> dict:
+    """One info for the pieces: token counts add up, `mean_*` values are averaged over the
+    pieces' examples, everything else (chosen features, settings) is the same in every piece."""
     merged = dict(infos[0]) if infos else {}
-    for key in ("n_tokens",):
-        if any(key in info for info in infos):
-            merged[key] = sum(info.get(key, 0) for info in infos)
+    for key in merged:
+        values = [info.get(key) for info in infos]
+        if key.startswith("n_") and all(isinstance(v, int) for v in values):
+            merged[key] = sum(values)
+        elif key.startswith("mean_") and all(isinstance(v, (int, float)) for v in values):
+            merged[key] = float(np.average(values, weights=sizes))
     return merged
 
 
@@ -129,7 +134,7 @@ def score_pool(selector: Selector, pool: Sequence[Record], ctx: ScoringContext, 
     frame = pd.concat(frames, ignore_index=True)
     if shard == (0, 1):  # the whole pool: back to pool order
         frame = frame.set_index("id").loc[[r.id for r in pool]].reset_index()
-    info = _merge_info(infos)
+    info = merge_info(infos, [len(c) for c in chunks])
     info["resumed_chunks"] = resumed
     return frame, info
 

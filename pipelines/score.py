@@ -24,7 +24,7 @@ import pandas as pd
 from igds.artifacts import read_json, write_json, write_parquet
 from igds.config import ConfigError, Params
 from igds.data import DataError
-from igds.scoring import is_shardable, merge_shards, score_pool
+from igds.scoring import is_shardable, merge_info, merge_shards, score_pool
 from igds.selection import ScoringContext, auroc, build_selector
 from pipelines.common import main
 from pipelines.io import peak_rss_bytes, read_split, timed
@@ -123,9 +123,8 @@ def _gather_and_finish(params: Params, args: argparse.Namespace, pool, dist, fra
     info["peak_rss_bytes"] = peak_rss_bytes()
     frames, infos = gather_object([frame]), gather_object([info])
     if dist.is_main_process:
-        merged = dict(infos[0])
-        merged.update(n_processes=dist.num_processes, n_tokens=sum(i.get("n_tokens", 0) for i in infos),
-                      resumed_chunks=sum(i.get("resumed_chunks", 0) for i in infos),
+        merged = merge_info(infos, [len(f) for f in frames])
+        merged.update(n_processes=dist.num_processes, n_pool=len(pool),
                       wall_s=max(i["wall_s"] for i in infos), peak_rss_bytes=max(i["peak_rss_bytes"] for i in infos))
         _finish(params, args, pool, merge_shards(pool, frames), merged)
     dist.wait_for_everyone()
@@ -150,9 +149,9 @@ def _merge(params: Params, args: argparse.Namespace, pool) -> None:
         frame = merge_shards(pool, [pd.read_parquet(p) for p in frames_at])
     except ValueError as e:
         raise DataError(str(e)) from None
-    info = {k: v for k, v in infos[0].items() if k not in ("shard", "n_scored", "wall_s", "fingerprint",
-                                                            "resumed_chunks", "peak_rss_bytes")}
-    info.update(n_pool=len(pool), n_shards=n, n_tokens=sum(i.get("n_tokens", 0) for i in infos),
+    info = {k: v for k, v in merge_info(infos, [i["n_scored"] for i in infos]).items()
+            if k not in ("shard", "n_scored", "wall_s", "fingerprint", "peak_rss_bytes")}
+    info.update(n_pool=len(pool), n_shards=n,
                 wall_s=round(sum(i["wall_s"] for i in infos), 3),  # compute time of all shards
                 wall_s_slowest_shard=max(i["wall_s"] for i in infos),
                 peak_rss_bytes=max(i["peak_rss_bytes"] for i in infos))

@@ -88,7 +88,7 @@ def test_merge_rejects_missing_or_duplicated_rows(ctx):
 def test_a_killed_run_keeps_its_finished_chunks_and_scores_only_the_rest(ctx, tmp_path):
     pool = pool_of(30)  # 8 batches of 4 -> chunks of 2 batches: 4 chunks
     selector = build_selector("loss", {})
-    clean, _ = score_pool(selector, pool, ctx, chunk_batches=2)
+    clean, clean_info = score_pool(selector, pool, ctx)
 
     calls = []
     real_score = selector.score
@@ -109,6 +109,9 @@ def test_a_killed_run_keeps_its_finished_chunks_and_scores_only_the_rest(ctx, tm
     selector.score = lambda records, c: counted.append(len(records)) or real_score(records, c)
     frame, info = score_pool(selector, pool, ctx, chunk_batches=2, state_dir=tmp_path, fingerprint="run-a")
     assert info["resumed_chunks"] == 2 and sum(counted) == 30 - 16  # only the last two chunks
+    # the info describes the whole pool, not one chunk: token counts add up, means are the pool's
+    assert info["n_tokens"] == ctx.tokenized(pool).n_tokens
+    assert info["mean_loss"] == pytest.approx(clean_info["mean_loss"]) == pytest.approx(clean["score"].mean())
     assert np.array_equal(frame["score"].to_numpy(), clean["score"].to_numpy())
     assert list(frame["id"]) == [r.id for r in pool]
 
