@@ -75,7 +75,11 @@ def _frame(selector: Selector, records: Sequence[Record], scores: np.ndarray) ->
 def merge_info(infos: list[dict], sizes: list[int]) -> dict:
     """One info for the pieces: token counts add up, `mean_*` values are averaged over the
     pieces' examples, everything else (chosen features, settings) is the same in every piece."""
-    merged = dict(infos[0]) if infos else {}
+    pairs = [(info, n) for info, n in zip(infos, sizes) if n > 0]  # an empty piece says nothing
+    if not pairs:
+        return dict(infos[0]) if infos else {}
+    infos, sizes = [info for info, _ in pairs], [n for _, n in pairs]
+    merged = dict(infos[0])
     for key in merged:
         values = [info.get(key) for info in infos]
         if key.startswith("n_") and all(isinstance(v, int) for v in values):
@@ -113,6 +117,10 @@ def score_pool(selector: Selector, pool: Sequence[Record], ctx: ScoringContext, 
             write_json(meta, {"fingerprint": fingerprint, "n_chunks": n_chunks})
     frames, infos, resumed = [], [], 0
     for j, chunk in enumerate(chunks):
+        if len(chunk) == 0:  # more shards than batches: this piece is empty
+            frames.append(pd.DataFrame({"id": pd.Series(dtype=str), "score": pd.Series(dtype=float)}))
+            infos.append({})
+            continue
         path = state_dir / f"chunk-{j:04d}.parquet" if state_dir is not None else None
         if path is not None and path.is_file():
             frames.append(pd.read_parquet(path))

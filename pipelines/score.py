@@ -67,7 +67,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
     if args.merge:
         return _merge(params, args, pool)
     selector = build_selector(args.method, params.methods.get(args.method))
-    dist = _distributed()
+    dist = _distributed(cpu=params.model.device == "cpu")
     shard = (args.shard, len(params.scoring.shards)) if args.shard is not None else (0, 1)
     if dist is not None:  # `accelerate launch --num_processes n`: process i scores shard i of n
         if args.shard is not None:
@@ -105,14 +105,19 @@ def run(params: Params, args: argparse.Namespace) -> None:
     shutil.rmtree(state_dir, ignore_errors=True)
 
 
-def _distributed():
-    """accelerate's process state when this runs under `accelerate launch` with several
-    processes (data-parallel scoring), else None (accelerate is not even imported)."""
+def _distributed(cpu: bool):
+    """accelerate's process state when this runs as one of several processes (launched by
+    `accelerate launch` or torchrun: data-parallel scoring), else None (accelerate is not
+    even imported). On CPU the processes talk through gloo."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
     from accelerate import PartialState  # noqa: PLC0415
 
-    return PartialState()
+    state = PartialState(cpu=cpu)
+    if state.num_processes <= 1:
+        raise ConfigError(f"WORLD_SIZE = {os.environ['WORLD_SIZE']} but accelerate set up one process; launch with "
+                          "`accelerate launch --multi_gpu --num_processes N` (gloo on CPU) or torchrun")
+    return state
 
 
 def _gather_and_finish(params: Params, args: argparse.Namespace, pool, dist, frame: pd.DataFrame,

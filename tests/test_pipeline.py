@@ -91,11 +91,12 @@ def test_igds_stages_end_to_end(tmp_path):
     assert "results/metrics.json" in dvc(work, "metrics", "show")
 
     # IGDS ran as two shard stages + merge (configs/ci scoring.shards: [0, 1]); one process and
-    # two data-parallel processes under accelerate give the same scores, bit for bit
+    # two data-parallel processes under accelerate (gloo on a CPU machine: `--cpu` would run
+    # one process) give the same scores, bit for bit
     merged = pd.read_parquet(work / "scores/igds.parquet")
     common = ["--method", "igds", "--data", "data", "--sae", "sae", "--features", "features"]
     for name, launcher in (("one", [sys.executable, "-m"]),
-                           ("two", ["accelerate", "launch", "--cpu", "--num_processes", "2", "-m"])):
+                           ("two", ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "-m"])):
         proc = subprocess.run([*launcher, "pipelines.score", *common, "--out", str(tmp_path / f"scores-{name}"),
                                "--metrics", str(tmp_path / f"metrics-{name}")], cwd=work, capture_output=True,
                               text=True)
