@@ -70,6 +70,9 @@ def markdown(result: dict) -> str:
         f"load average {m['loadavg_start']} at start, {m['loadavg_end']} at end; other processes kept "
         f"{_fmt(m['cpu_share']['other_cores'])} cores busy on average.", "",
         f"Notes: {result['notes']}", "",
+        *([f"Resumed parts (measured by an earlier, interrupted run with the same options): "
+           f"{', '.join(p for p, c in m['parts'].items() if c.get('resumed'))}.", ""]
+          if any(c.get("resumed") for c in m["parts"].values()) else []),
         "## Targets", "",
         "| target | measured | goal | status | detail |",
         "|---|---:|---:|---|---|",

@@ -39,7 +39,7 @@ import torch
 from bench.common import ROOT, CpuShare, loadavg, resize_pool, stopwatch, subprocess_env
 from bench.parts import Bench, break_even, dvc, end_to_end, memory, selection, throughput
 from bench.report import markdown, targets
-from igds.artifacts import atomic_file, write_json
+from igds.artifacts import atomic_file, read_json, write_json
 from igds.config import ConfigError, load_params
 from igds.data import DataError
 from igds.models import load_model
@@ -93,6 +93,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads here and in the memory probes (default: torch's, one per core); "
                              "on a machine shared with another torch job, 1 avoids thread oversubscription")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the parts that results/bench.partial.json (beside --out) holds from an "
+                             "interrupted run with the same options, and run the rest")
     parser.add_argument("--note", default="", help="free text added to the output's notes")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -176,7 +179,19 @@ def run(args: argparse.Namespace) -> dict:
             order.insert(order.index("e2e") + 1, "selection")  # the break-even needs IGDS and Loss times
             args.methods = ["igds", "loss"]
 
+        done: dict = {}
+        if args.resume and partial_path(args.out).is_file():
+            done = read_json(partial_path(args.out))
+            log.info("resuming: keeping the parts %s from %s", ", ".join(done.get("parts_cpu", {})),
+                     partial_path(args.out))
         for part in order:
+            if part in done.get("parts_cpu", {}) and part in done and part not in done.get("errors", {}):
+                result[part], parts_cpu[part] = done[part], {**done["parts_cpu"][part], "resumed": True}
+                if part == "e2e" and b.sae is None:
+                    b.sae = Path(result["e2e"]["artifacts"]["sae"])
+                    b.features = Path(result["e2e"]["artifacts"]["features"])
+                    setup["artifacts_from"] = "e2e (made by the resumed run)"
+                continue
             share = CpuShare()
             log.info("part %s", part)
             try:
@@ -201,7 +216,7 @@ def run(args: argparse.Namespace) -> dict:
                 result.setdefault("errors", {})[part] = f"{type(e).__name__}: {e}"[:2000]
                 if part == "e2e" and b.sae is None:
                     raise  # nothing else can score without its artifacts
-            parts_cpu[part] = share.summary()
+            parts_cpu[part] = {**share.summary(), "finished": datetime.datetime.now(datetime.UTC).isoformat()}
             write_json(partial_path(args.out), {**result, "parts_cpu": parts_cpu, "complete": False})
             log.info("part %s done in %.0f s (other processes: %.2f cores)", part, parts_cpu[part]["wall_s"],
                      parts_cpu[part]["other_cores"] or 0.0)
