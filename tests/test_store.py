@@ -295,4 +295,5 @@ def test_the_projects_remote_verifies_what_it_serves():
     config = configparser.ConfigParser()
     config.read(ROOT / ".dvc" / "config")
     default = config["core"]["remote"]
-    assert config[f'remote "{default}"'].get("verify") == "true"
+    [section] = [name for name in config.sections() if name.strip("'") == f'remote "{default}"']
+    assert config[section].get("verify") == "true"
