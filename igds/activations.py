@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from igds.data import Record
 from igds.models import run_to_layer
+from igds.sae import encode_columns
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +139,9 @@ def pooled_feature_activations(model, sae, tok: Tokenized, layer: int, batch_siz
                                desc: str = "encoding") -> FeatureActivations:
     """Encode every in-scope token with the SAE and pool per example (stops after `layer`).
 
-    With `features` given, only those columns are kept (the full encode still runs, since
-    a TopK SAE decides per token which features fire): memory is n_examples x len(features).
+    With `features` given, only those columns are kept and computed (`encode_columns`: the
+    full-width encode runs only on tokens where a chosen feature's pre-activation is
+    positive): memory is n_examples x len(features).
     """
     n = len(tok)
     device = next(model.parameters()).device
@@ -155,9 +157,8 @@ def pooled_feature_activations(model, sae, tok: Tokenized, layer: int, batch_siz
                           total=-(-n // batch_size), leave=False):
             resid = run_to_layer(model, batch.input_ids, batch.attention_mask, layer)  # [b, s, d]
             rows = batch.scope_mask.nonzero()[:, 0].cpu()  # example row of each in-scope token
-            acts = sae.encode(resid[batch.scope_mask].to(sae.W_enc.dtype)).float().cpu()  # [t, d_sae]
-            if cols is not None:
-                acts = acts[:, cols]
+            x = resid[batch.scope_mask].to(sae.W_enc.dtype)
+            acts = (sae.encode(x) if cols is None else encode_columns(sae, x, cols.to(x.device))).float().cpu()
             b = len(batch.index)
             bmax = torch.zeros(b, width).scatter_reduce_(0, rows[:, None].expand_as(acts), acts, "amax")
             bsum = torch.zeros(b, width).index_add_(0, rows, acts)

@@ -17,6 +17,7 @@ from sae_lens import TopKSAE, TopKSAEConfig
 from igds.config import SaeConfig
 from igds.sae import (
     ce_loss_recovered,
+    encode_columns,
     fold_normalisation,
     load_sae,
     normalisation,
@@ -243,3 +244,42 @@ def test_killed_training_resumes_to_exactly_the_uninterrupted_weights(dictionary
     # a checkpoint of another run (other seed) is ignored, not resumed from
     other = train_sae(acts, cfg, seed=1, state_dir=tmp_path)
     assert torch.equal(other.W_dec, train_sae(acts, cfg, seed=1).W_dec)
+
+
+@pytest.mark.parametrize("kind", ["topk", "jumprelu", "standard", "gated"])
+def test_encode_columns_equals_the_full_encode_and_skips_silent_tokens(kind, monkeypatch):
+    from sae_lens import (
+        GatedSAE,
+        GatedSAEConfig,
+        JumpReLUSAE,
+        JumpReLUSAEConfig,
+        StandardSAE,
+        StandardSAEConfig,
+    )
+
+    d_in, d_sae = 16, 64
+    make = {"topk": lambda: TopKSAE(TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=4)),
+            "jumprelu": lambda: JumpReLUSAE(JumpReLUSAEConfig(d_in=d_in, d_sae=d_sae)),
+            "standard": lambda: StandardSAE(StandardSAEConfig(d_in=d_in, d_sae=d_sae)),
+            "gated": lambda: GatedSAE(GatedSAEConfig(d_in=d_in, d_sae=d_sae))}
+    torch.manual_seed(0)
+    sae = make[kind]()
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.copy_(torch.randn_like(p) * 0.5)
+        if kind == "jumprelu":
+            sae.threshold.abs_()
+    x = torch.randn(200, d_in)
+    cols = torch.tensor([3, 17])
+    full = sae.encode(x)[:, cols]
+    assert (full > 0).any() and (full == 0).any()  # some tokens fire, some do not
+
+    encoded_rows = []
+    real = type(sae).encode
+    monkeypatch.setattr(type(sae), "encode", lambda self, v: (encoded_rows.append(len(v)), real(self, v))[1])
+    fast = encode_columns(sae, x, cols)
+    assert torch.equal(fast, full)
+    if kind == "gated":  # its gate is not W_enc's pre-activation: the full encode of every token
+        assert encoded_rows == [len(x)]
+    else:  # the full-width encode ran only on tokens where a chosen pre-activation is positive
+        assert len(encoded_rows) == 1 and encoded_rows[0] < len(x)
