@@ -4,6 +4,15 @@ response tokens only, LoRA by default (the adapter is the artifact) or every wei
 The loop is one screen (nanoGPT's rule): the batch order of every epoch is fixed up front
 by the seed, so a run interrupted at step s resumes from its last checkpoint and takes
 exactly the steps it would have taken.
+
+Data-parallel (`accelerate launch`, an `Accelerator` passed in): every process builds the
+same schedule, takes its contiguous slice of each step's batch, and the model is wrapped in
+DDP by `accelerator.prepare_model`. Each process's loss is its response tokens' summed
+cross-entropy divided by the response tokens of the *whole* step (transformers'
+`num_items_in_batch`, as its Trainer does), times the number of processes (DDP averages
+gradients), so every step's gradient is the one-process gradient: the same training, up to
+float summation order. LoRA dropout draws differ from one process (each process has its
+own generator), so that equality holds without dropout.
 """
 
 from __future__ import annotations
@@ -130,11 +139,19 @@ def fingerprint(cfg: FinetuneConfig, ids: Sequence[str], seed: int, model_source
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def response_items(batch: dict[str, torch.Tensor]) -> int:
+    """Tokens that carry loss in a collated batch, as the causal-LM loss counts them (labels
+    shifted by one: a token's label at position 0 is never predicted)."""
+    return int((batch["labels"][:, 1:] != IGNORE).sum())
+
+
 def finetune(model, tokenizer, records: list[Record], cfg: FinetuneConfig, seed: int,
-             state_dir: Path | None = None, run_key: str = "", progress: bool = True):
+             state_dir: Path | None = None, run_key: str = "", progress: bool = True, accelerator=None):
     """Train on `records`; returns (trained model, TrainResult). With `state_dir`, a resume
     checkpoint is written there every `cfg.checkpoint_every` steps and picked up on restart
-    when its fingerprint matches."""
+    when its fingerprint matches. With `accelerator` (several processes), training is
+    data-parallel; every process returns the same trained model, the main one writes the
+    checkpoints."""
     if not records:
         raise ValueError("finetune: no training examples")
     from transformers import get_linear_schedule_with_warmup  # noqa: PLC0415
@@ -145,6 +162,8 @@ def finetune(model, tokenizer, records: list[Record], cfg: FinetuneConfig, seed:
     steps = batch_schedule(lengths, cfg.batch_size, cfg.epochs, rng)
     model, params = trainable(model, cfg, int(np.random.default_rng([seed, _SALT_INIT]).integers(2**62)))
     device = next(model.parameters()).device
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
+    engine = accelerator.prepare_model(model, device_placement=False) if world > 1 else model
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = get_linear_schedule_with_warmup(optimizer, math.ceil(len(steps) * cfg.warmup_ratio), len(steps))
     result = TrainResult(len(records), len(steps), n_tokens=sum(lengths) * cfg.epochs,
@@ -154,30 +173,38 @@ def finetune(model, tokenizer, records: list[Record], cfg: FinetuneConfig, seed:
     state_path = Path(state_dir) / STATE_FILE if state_dir is not None else None
     if state_path is not None and state_path.is_file():
         state = torch.load(state_path, map_location=device, weights_only=False)
-        if state["fingerprint"] == run_key:
+        rngs = state.get("torch_rng")
+        if state["fingerprint"] == run_key and isinstance(rngs, list) and len(rngs) == world:
             with torch.no_grad():
                 for q, saved in zip(params, state["params"]):
                     q.copy_(saved)
             optimizer.load_state_dict(state["optimizer"])
             schedule.load_state_dict(state["schedule"])
-            start, result.loss, torch_rng = state["step"], state["loss"], state["torch_rng"]
+            start, result.loss, torch_rng = state["step"], state["loss"], state["torch_rng"][rank]
             result.resumed_from_step = start
             log.info("resuming from step %d of %d (%s)", start, len(steps), state_path)
         else:
-            log.info("ignoring %s: it belongs to another run (fingerprint differs)", state_path)
+            log.info("ignoring %s: it belongs to another run (fingerprint or number of processes differs)",
+                     state_path)
 
     model.train()
     t0 = time.perf_counter()
     with _seeded(model, int(np.random.default_rng([seed, _SALT_INIT, start]).integers(2**62))):
         if torch_rng is not None:  # dropout continues exactly where it stopped
-            torch.random.set_rng_state(torch_rng)
+            torch.random.set_rng_state(torch_rng.cpu())
         bar = tqdm(range(start, len(steps)), desc="finetune", initial=start, total=len(steps),
-                   disable=not progress, leave=False)
+                   disable=not progress or rank > 0, leave=False)
         for step in bar:
             batch = collate(tok, steps[step], tokenizer.pad_token_id, device)
-            loss = model(**batch, use_cache=False).loss  # mean over response tokens of the batch
+            n_items = response_items(batch)  # the whole step's, on every process
+            if world > 1:
+                batch = _rank_slice(batch, rank, world)
+            # summed over this process's response tokens / the step's: the step's mean when summed
+            loss = engine(**batch, use_cache=False, num_items_in_batch=max(n_items, 1)).loss
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * world).backward()  # DDP averages the processes' gradients
+            if world > 1:
+                loss = accelerator.reduce(loss.detach(), "sum")
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
             schedule.step()
@@ -185,16 +212,38 @@ def finetune(model, tokenizer, records: list[Record], cfg: FinetuneConfig, seed:
             bar.set_postfix(loss=f"{loss.item():.3f}")
             done = step + 1
             if state_path is not None and done % cfg.checkpoint_every == 0 and done < len(steps):
-                _save_state(state_path, run_key, done, params, optimizer, schedule, result.loss)
+                rng = [torch.random.get_rng_state()]
+                if world > 1:
+                    from accelerate.utils import gather_object  # noqa: PLC0415
+
+                    rng = gather_object(rng)
+                if rank == 0:
+                    _save_state(state_path, run_key, done, params, optimizer, schedule, result.loss, rng)
+                if world > 1:
+                    accelerator.wait_for_everyone()
     model.eval()
     result.wall_s = round(time.perf_counter() - t0, 3)
     return model, result
 
 
-def _save_state(path: Path, run_key: str, step: int, params, optimizer, schedule, loss) -> None:
+def _rank_slice(batch: dict[str, torch.Tensor], rank: int, world: int) -> dict[str, torch.Tensor]:
+    """This process's contiguous rows of a step's batch, trimmed to their own longest row. A
+    process left without rows (a batch smaller than the world) takes the first row with no
+    loss, so its forward and backward still meet DDP's gradient all-reduce."""
+    rows = np.array_split(np.arange(len(batch["input_ids"])), world)[rank]
+    if len(rows) == 0:
+        part = {k: v[:1].clone() for k, v in batch.items()}
+        part["labels"].fill_(IGNORE)
+        return part
+    part = {k: v[rows[0]:rows[-1] + 1] for k, v in batch.items()}
+    width = int(part["attention_mask"].sum(1).max())  # right padding: trim the common tail
+    return {k: v[:, :width] for k, v in part.items()}
+
+
+def _save_state(path: Path, run_key: str, step: int, params, optimizer, schedule, loss, rng: list) -> None:
     state = {"fingerprint": run_key, "step": step, "params": [q.detach().cpu() for q in params],
              "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "loss": list(loss),
-             "torch_rng": torch.random.get_rng_state()}
+             "torch_rng": rng}  # one generator state per process
     with atomic_file(path, "wb") as f:
         torch.save(state, f)
 

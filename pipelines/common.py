@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -40,3 +41,18 @@ def main(stage: str, run: Callable[[Params, argparse.Namespace], None],
     except USER_ERRORS as e:
         print(f"{stage}: error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def distributed(cpu: bool):
+    """accelerate's process state when this runs as one of several processes (launched by
+    `accelerate launch` or torchrun: data-parallel scoring or fine-tuning), else None (accelerate is not
+    even imported). On CPU the processes talk through gloo."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState  # noqa: PLC0415
+
+    state = PartialState(cpu=cpu)
+    if state.num_processes <= 1:
+        raise ConfigError(f"WORLD_SIZE = {os.environ['WORLD_SIZE']} but accelerate set up one process; launch with "
+                          "`accelerate launch --multi_gpu --num_processes N` (gloo on CPU) or torchrun")
+    return state

@@ -1,7 +1,10 @@
 """finetune@<method>-<ratio>-<seed> stage (and finetune-full@<seed>): SFT of the trained model
 on a selected subset, written to checkpoints/<run>/ (LoRA adapter or full model, plus
 train.json). A resume checkpoint lives beside it in checkpoints/.resume/<run>/ (DVC removes a
-stage's outputs before running it, so it cannot live inside), and is deleted on success."""
+stage's outputs before running it, so it cannot live inside), and is deleted on success.
+
+Data-parallel: `accelerate launch --multi_gpu --num_processes N -m pipelines.finetune ...`
+(on a CPU-only machine this starts N processes over gloo); the main process writes."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from igds.config import ConfigError, Params, parse_ratio
 from igds.data import DataError
 from igds.finetune import finetune, fingerprint, save_trained
 from igds.models import load_model
-from pipelines.common import main
+from pipelines.common import distributed, main
 from pipelines.io import peak_rss_bytes, read_split
 
 log = logging.getLogger("finetune")
@@ -56,15 +59,29 @@ def run(params: Params, args: argparse.Namespace) -> None:
     loaded = load_model(model_name, params.model.device, params.model.dtype)
     state_dir = args.out / ".resume" / name
     key = fingerprint(cfg, [r.id for r in records], args.seed, loaded.source)
-    log.info("%s: fine-tuning %s (%s) on %d examples, seed %d", name, model_name, cfg.kind, len(records), args.seed)
-    model, result = finetune(loaded.model, loaded.tokenizer, records, cfg, args.seed, state_dir, key)
+    dist = distributed(cpu=params.model.device == "cpu")
+    accelerator = None
+    if dist is not None:
+        from accelerate import Accelerator  # noqa: PLC0415
+
+        accelerator = Accelerator(cpu=params.model.device == "cpu")
+    n_processes = 1 if dist is None else dist.num_processes
+    log.info("%s: fine-tuning %s (%s) on %d examples, seed %d, %d process(es)", name, model_name, cfg.kind,
+             len(records), args.seed, n_processes)
+    model, result = finetune(loaded.model, loaded.tokenizer, records, cfg, args.seed, state_dir, key,
+                             accelerator=accelerator)
     info = {"run": name, "method": args.method, "ratio": float(args.ratio) if args.ratio else 1.0,
             "seed": args.seed, "model": model_name, "kind": cfg.kind, **result.summary(),
-            "peak_rss_bytes": peak_rss_bytes()}
+            "n_processes": n_processes, "peak_rss_bytes": peak_rss_bytes()}
+    if dist is not None and not dist.is_main_process:
+        dist.wait_for_everyone()
+        return
     with atomic_dir(args.out / name) as tmp:
         save_trained(model, loaded.tokenizer, tmp, cfg.kind)
         write_json(tmp / "train.json", info)
     shutil.rmtree(state_dir, ignore_errors=True)
+    if dist is not None:
+        dist.wait_for_everyone()
     log.info("%s: %d steps in %.0f s (%.0f tokens/s), loss %.3f -> %.3f; wrote %s", name, result.n_steps,
              result.wall_s, info["tokens_per_s"] or 0, info["loss_first"], info["loss_last"], args.out / name)
 

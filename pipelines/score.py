@@ -14,7 +14,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from igds.config import ConfigError, Params
 from igds.data import DataError
 from igds.scoring import is_shardable, merge_info, merge_shards, score_pool
 from igds.selection import ScoringContext, auroc, build_selector
-from pipelines.common import main
+from pipelines.common import distributed, main
 from pipelines.io import peak_rss_bytes, read_split, timed
 
 log = logging.getLogger("score")
@@ -67,7 +66,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
     if args.merge:
         return _merge(params, args, pool)
     selector = build_selector(args.method, params.methods.get(args.method))
-    dist = _distributed(cpu=params.model.device == "cpu")
+    dist = distributed(cpu=params.model.device == "cpu")
     shard = (args.shard, len(params.scoring.shards)) if args.shard is not None else (0, 1)
     if dist is not None:  # `accelerate launch --num_processes n`: process i scores shard i of n
         if args.shard is not None:
@@ -103,21 +102,6 @@ def run(params: Params, args: argparse.Namespace) -> None:
     else:
         _finish(params, args, pool, frame, info)
     shutil.rmtree(state_dir, ignore_errors=True)
-
-
-def _distributed(cpu: bool):
-    """accelerate's process state when this runs as one of several processes (launched by
-    `accelerate launch` or torchrun: data-parallel scoring), else None (accelerate is not
-    even imported). On CPU the processes talk through gloo."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    from accelerate import PartialState  # noqa: PLC0415
-
-    state = PartialState(cpu=cpu)
-    if state.num_processes <= 1:
-        raise ConfigError(f"WORLD_SIZE = {os.environ['WORLD_SIZE']} but accelerate set up one process; launch with "
-                          "`accelerate launch --multi_gpu --num_processes N` (gloo on CPU) or torchrun")
-    return state
 
 
 def _gather_and_finish(params: Params, args: argparse.Namespace, pool, dist, frame: pd.DataFrame,

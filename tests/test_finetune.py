@@ -4,6 +4,7 @@ order is seeded, and an interrupted run resumes to exactly the uninterrupted res
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -128,3 +129,29 @@ def test_save_and_load_round_trip_gives_the_trained_model(tmp_path):
     ids = torch.tensor([tokenize_records(tok, records(1), 128).input_ids[0]])
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids).logits, trained(ids).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_data_parallel_training_under_accelerate_equals_one_process(tmp_path):
+    """Two processes (gloo) split every step's batch, a step of one example included: the
+    same losses and adapter as one process, up to float summation order."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    runs = {"one": [sys.executable, "-m"],
+            "two": [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m"]}
+    out = {}
+    for name, launcher in runs.items():
+        proc = subprocess.run([*launcher, "tests.finetune_worker", str(tmp_path / f"{name}.pt")], cwd=repo,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out[name] = torch.load(tmp_path / f"{name}.pt")
+    one, two = out["one"], out["two"]
+    assert (one["world"], two["world"]) == (1, 2)
+    assert len(one["loss"]) == 6 and two["loss"] == pytest.approx(one["loss"], rel=1e-5, abs=1e-6)
+    assert one["lora"].keys() == two["lora"].keys()
+    moved = [k for k, v in one["lora"].items() if "lora_B" in k and v.abs().sum() > 0]
+    assert moved  # training did move the adapter
+    for key, value in one["lora"].items():
+        torch.testing.assert_close(two["lora"][key], value, rtol=1e-4, atol=1e-6, msg=key)

@@ -12,6 +12,8 @@ import sys
 
 import pandas as pd
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from tests.conftest import ROOT, project_copy
 
@@ -104,6 +106,27 @@ def test_igds_stages_end_to_end(tmp_path):
         again = pd.read_parquet(tmp_path / f"scores-{name}/igds.parquet")
         pd.testing.assert_frame_equal(again, merged, check_exact=True)
     assert json.loads((tmp_path / "metrics-two/score-igds.json").read_text())["n_processes"] == 2
+
+    # fine-tuning data-parallel too: two processes train what one does (without LoRA dropout,
+    # whose draws are per process), up to float summation order
+    no_dropout = tmp_path / "no-dropout.yaml"
+    no_dropout.write_text((work / "params.yaml").read_text().replace("lora_dropout: 0.05", "lora_dropout: 0.0"))
+    trained = {}
+    for name, launcher in (("one", [sys.executable, "-m"]),
+                           ("two", ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "-m"])):
+        out = tmp_path / f"checkpoints-{name}"
+        proc = subprocess.run([*launcher, "pipelines.finetune", "--params", str(no_dropout), "--method", "igds",
+                               "--ratio", "0.5", "--seed", "0", "--out", str(out)], cwd=work, capture_output=True,
+                              text=True)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        trained[name] = (json.loads((out / "igds-0.5-s0/train.json").read_text()),
+                         load_file(out / "igds-0.5-s0/adapter_model.safetensors"))
+    (info_one, lora_one), (info_two, lora_two) = trained["one"], trained["two"]
+    assert (info_one["n_processes"], info_two["n_processes"]) == (1, 2)
+    assert info_two["loss"] == pytest.approx(info_one["loss"], rel=1e-4)
+    assert lora_one.keys() == lora_two.keys()
+    for key, value in lora_one.items():
+        torch.testing.assert_close(lora_two[key], value, rtol=1e-3, atol=1e-5, msg=key)
 
     assert "Running stage" not in dvc(work, "repro")  # nothing changed, nothing runs
     params = (work / "params.yaml").read_text().replace("ratios: [0.5]", "ratios: [0.25]")
