@@ -32,7 +32,7 @@ from igds.config import ConfigError, Params
 from igds.data import Record
 from igds.features import identify
 from igds.models import LoadedModel, layer_module_path, run_to_layer
-from igds.sae import load_sae, save_sae, train_sae
+from igds.sae import encode_columns, load_sae, save_sae, train_sae
 from igds.selection import ScoringContext, Selector, auroc, build_selector
 from pipelines.io import read_split
 
@@ -165,10 +165,11 @@ def throughput(b: Bench, repeats: int) -> dict:
 
 def encode_profile(b: Bench, sae, tok, layer: int, chosen: list[int], scope: str) -> dict:
     """Where IGDS's extra time goes, batch by batch over the same batches (one pass): the
-    forward to layer L, the SAE's full encode of the in-scope tokens (all d_sae
-    pre-activations, TopK), and, for comparison, a gated encode that is exact for the chosen
-    features: their own pre-activations for every token (k columns), and the full TopK
-    encode only of the tokens where one of them is positive (elsewhere TopK + ReLU give 0)."""
+    forward to layer L, the SAE's full-width encode of the in-scope tokens (all d_sae
+    pre-activations, TopK: what IGDS did before `encode_columns`), and the column encode IGDS
+    scoring uses (`igds.sae.encode_columns`: the chosen features' pre-activations for every
+    token, the full encode only of tokens where one of them is positive), with the largest
+    difference between the two (0: exact)."""
     model, pad = b.loaded.model, b.loaded.tokenizer.pad_token_id
     device = next(model.parameters()).device
     cols = torch.as_tensor(chosen, dtype=torch.long)
@@ -185,20 +186,16 @@ def encode_profile(b: Bench, sae, tok, layer: int, chosen: list[int], scope: str
                 full = sae.encode(x)[:, cols]
             times["encode_s"] += t["wall_s"]
             with stopwatch() as t:
-                pre = sae.process_sae_in(x) @ sae.W_enc[:, cols] + sae.b_enc[cols]
-                if getattr(sae.cfg, "rescale_acts_by_decoder_norm", False):
-                    pre = pre * sae.W_dec[cols].norm(dim=-1)
-                rows = (pre > 0).any(1).nonzero()[:, 0]
-                gated = torch.zeros_like(pre)
-                if len(rows):
-                    gated[rows] = sae.encode(x[rows])[:, cols]
+                gated = encode_columns(sae, x, cols)
             times["gated_encode_s"] += t["wall_s"]
+            pre = sae.process_sae_in(x) @ sae.W_enc[:, cols] + sae.b_enc[cols]
             n_scope += x.shape[0]
-            n_positive += len(rows)
+            n_positive += int((pre > 0).any(1).sum())
             n_firing += int((full > 0).any(1).sum())
             max_diff = max(max_diff, float((gated - full).abs().max()) if full.numel() else 0.0)
     return {**{k: round(v, 3) for k, v in times.items()},
             "encode_share": round(times["encode_s"] / (times["forward_s"] + times["encode_s"]), 4),
+            "gated_encode_share": round(times["gated_encode_s"] / (times["forward_s"] + times["gated_encode_s"]), 4),
             "n_scope_tokens": n_scope, "positive_preact_share": round(n_positive / max(n_scope, 1), 4),
             "firing_share": round(n_firing / max(n_scope, 1), 4), "gated_max_abs_diff": max_diff}
 

@@ -103,8 +103,9 @@ def markdown(result: dict) -> str:
                           f"full SAE encode {ep['encode_s']:.2f} s ({100 * ep['encode_share']:.0f}% of the two); "
                           f"a chosen feature's pre-activation is positive on {100 * ep['positive_preact_share']:.1f}% "
                           f"of the {ep['n_scope_tokens']} in-scope tokens (fires on "
-                          f"{100 * ep['firing_share']:.1f}%); an encode gated on those tokens takes "
-                          f"{ep['gated_encode_s']:.2f} s (max abs difference {ep['gated_max_abs_diff']:.2g})."]
+                          f"{100 * ep['firing_share']:.1f}%); the column encode IGDS uses (`encode_columns`: "
+                          f"the full encode of those tokens only) takes {ep['gated_encode_s']:.2f} s "
+                          f"(max abs difference to the full encode {ep['gated_max_abs_diff']:.2g})."]
 
     if sel := result.get("selection"):
         lines += ["", f"## 2. Selection wall time (pool {sel['n_pool']}, best of {sel['repeats']})", "",
