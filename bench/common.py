@@ -1,11 +1,14 @@
 """What the bench parts share: timing (wall and CPU), memory probes, the machine's load,
-pool resizing, and the environment of the subprocesses it starts."""
+pool resizing, the environment of the subprocesses it starts, and a project copy (which
+the tests use too)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import resource
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -89,6 +92,22 @@ def subprocess_env() -> dict[str, str]:
     sys.path."""
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PATH": path}
+
+
+def project_copy(work: Path, params: Path, env: dict[str, str] | None = None) -> Path:
+    """The project's code and stage graph in a fresh git + DVC repo at `work`, with `params`
+    (git and dvc run with `env`, default: this process's environment)."""
+    work.mkdir(parents=True)
+    for item in ("igds", "pipelines", "baselines", "dvc.yaml", ".dvcignore"):
+        src = ROOT / item
+        if src.is_dir():
+            shutil.copytree(src, work / item, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copy(src, work / item)
+    shutil.copy(params, work / "params.yaml")
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        subprocess.run(cmd, cwd=work, check=True, capture_output=True, env=env)
+    return work
 
 
 def mb(n_bytes: float | None) -> float | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, replace
@@ -25,8 +24,21 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from bench.common import ROOT, CpuShare, mb, resize_pool, stopwatch, subprocess_env
-from igds.activations import collect_token_activations, iter_batches, pooled_feature_activations, tokenize_records
+from bench.common import (
+    ROOT,
+    CpuShare,
+    mb,
+    project_copy,
+    resize_pool,
+    stopwatch,
+    subprocess_env,
+)
+from igds.activations import (
+    collect_token_activations,
+    iter_batches,
+    pooled_feature_activations,
+    tokenize_records,
+)
 from igds.artifacts import atomic_dir, read_json, write_json, write_jsonl
 from igds.config import ConfigError, Params
 from igds.data import Record
@@ -378,22 +390,6 @@ def memory(b: Bench, factor: int = 4) -> dict:
 
 # --- 5. DVC: no-op repro and the stale set --------------------------------------------------
 
-def project_copy(work: Path, params: Path) -> Path:
-    """The project's code and stage graph in a fresh git + DVC repo at `work`, with `params`
-    (what tests/conftest.py's project_copy does)."""
-    work.mkdir(parents=True)
-    for item in ("igds", "pipelines", "baselines", "dvc.yaml", ".dvcignore"):
-        src = ROOT / item
-        if src.is_dir():
-            shutil.copytree(src, work / item, ignore=shutil.ignore_patterns("__pycache__"))
-        elif src.exists():
-            shutil.copy(src, work / item)
-    shutil.copy(params, work / "params.yaml")
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
-        subprocess.run(cmd, cwd=work, check=True, capture_output=True, env=subprocess_env())
-    return work
-
-
 def _dvc(work: Path, *args: str, log_to: Path | None = None) -> tuple[str, float]:
     with stopwatch() as t:
         proc = subprocess.run(["dvc", *args], cwd=work, capture_output=True, text=True, env=subprocess_env())
@@ -408,7 +404,7 @@ def dvc(work: Path, params: Path, noop_repeats: int = 3) -> dict:
     """Full `dvc repro` of `params` in a project copy, then `dvc repro` with nothing changed
     (best of `noop_repeats`), then the stages `dvc status --json` calls stale after a change
     of select.ratios only (expected: select, finetune, evaluate at the new ratio, and report)."""
-    copy = project_copy(work, params)
+    copy = project_copy(work, params, env=subprocess_env())
     log.info("dvc: full `dvc repro` of %s in %s (minutes)", params, copy)
     _, full_s = _dvc(copy, "repro", log_to=work.parent / "dvc-repro.log")
     log.info("dvc: full repro took %.0f s", full_s)

@@ -9,6 +9,7 @@ import torch
 from sae_lens import StandardSAE, StandardSAEConfig
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from bench.common import project_copy  # noqa: F401  (the tests' project copy is the bench's)
 from igds.data import make_record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,24 +62,6 @@ def tiny_batch() -> tuple[torch.Tensor, torch.Tensor]:
     attention_mask = torch.ones_like(input_ids)
     attention_mask[2, 6:] = 0  # one right-padded row
     return input_ids, attention_mask
-
-
-def project_copy(work: Path, params: Path) -> Path:
-    """The project's code and stage graph in a fresh git + DVC repo at `work`, with `params`."""
-    import shutil
-    import subprocess
-
-    work.mkdir(parents=True)
-    for item in ("igds", "pipelines", "baselines", "dvc.yaml", ".dvcignore"):
-        src = ROOT / item
-        if src.is_dir():
-            shutil.copytree(src, work / item, ignore=shutil.ignore_patterns("__pycache__"))
-        elif src.exists():
-            shutil.copy(src, work / item)
-    shutil.copy(params, work / "params.yaml")
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
-        subprocess.run(cmd, cwd=work, check=True, capture_output=True)
-    return work
 
 
 @pytest.fixture(autouse=True)

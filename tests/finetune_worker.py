@@ -4,19 +4,19 @@ trained LoRA tensors and losses: tests/test_finetune.py compares the two (not a 
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 
 import torch
 
 import igds.finetune as ft
+from pipelines.common import distributed
 from tests.conftest import build_char_tokenizer, build_tiny_model, task
 from tests.test_finetune import CFG
 
 
 def main(out: str) -> None:
     accelerator = None
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if distributed(cpu=True) is not None:
         from accelerate import Accelerator
 
         accelerator = Accelerator(cpu=True)
