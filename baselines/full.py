@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 from igds.data import Record
-from igds.selection import ScoringContext, register
+from igds.registry import SelectorResult, register
 
 
 @register("full")
 class FullSelector:
-    keeps_all = True  # select keeps every example whatever select.ratio says
+    keeps_all = True  # select keeps every example whatever the ratio says
 
     def __init__(self, params):
         self.params = params
 
-    def score(self, pool: list[Record], ctx: ScoringContext) -> np.ndarray:
-        return np.ones(len(pool))
+    def score(self, pool: list[Record], ctx) -> SelectorResult:
+        return SelectorResult(np.ones(len(pool)))

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from igds.activations import Tokenized, chat_parts, tokenize_records
 from igds.data import Record
-from igds.features import answer_loglik
-from igds.selection import ScoringContext, register
+from igds.registry import SelectorResult, register
 
 
-def response_alone(tokenizer, records: list[Record], max_len: int) -> Tokenized:
+def response_alone(tokenizer, records: list[Record], max_len: int):
     """The response tokens (as in the chat format) after a single start token, all scored."""
+    from igds.tokens import Tokenized, chat_parts  # noqa: PLC0415
+
     start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     ids = []
     for record in records:
@@ -27,9 +27,11 @@ def response_alone(tokenizer, records: list[Record], max_len: int) -> Tokenized:
 class IfdSelector:
     def __init__(self, params):
         self.params = params
-        self.info: dict = {}
 
-    def score(self, pool: list[Record], ctx: ScoringContext) -> np.ndarray:
+    def score(self, pool: list[Record], ctx) -> SelectorResult:
+        from igds.loglik import answer_loglik  # noqa: PLC0415 (the model stack: only when scoring)
+        from igds.tokens import tokenize_records  # noqa: PLC0415
+
         loaded = ctx.model()
         pad = loaded.tokenizer.pad_token_id
         conditioned = tokenize_records(loaded.tokenizer, pool, ctx.max_len)
@@ -37,6 +39,6 @@ class IfdSelector:
         loss_conditioned = -answer_loglik(loaded.model, conditioned, ctx.batch_size, pad)
         loss_alone = -answer_loglik(loaded.model, alone, ctx.batch_size, pad)
         ifd = loss_conditioned / np.maximum(loss_alone, 1e-8)
-        self.info = {"n_tokens": int(conditioned.n_tokens + alone.n_tokens),
-                     "n_dropped_ifd_ge_1": int((ifd >= 1).sum()), "mean_ifd": float(np.mean(ifd))}
-        return np.where(ifd < 1, ifd, np.nan)
+        info = {"n_tokens": int(conditioned.n_tokens + alone.n_tokens),
+                "n_dropped_ifd_ge_1": int((ifd >= 1).sum()), "mean_ifd": float(np.mean(ifd))}
+        return SelectorResult(np.where(ifd < 1, ifd, np.nan), info)

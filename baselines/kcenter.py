@@ -18,14 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
-from igds.activations import iter_batches, tokenize_records
-from igds.config import ConfigError, _check
+from igds.config import ConfigError, check, fail
 from igds.data import Record
-from igds.models import decoder_layers, run_to_layer
-from igds.selection import ScoringContext, register, scores_from_order
+from igds.registry import SelectorResult, register
+from igds.selection import scores_from_order
 
 log = logging.getLogger(__name__)
 
@@ -39,27 +36,16 @@ class KCenterParams:
     max_select: int | None = None  # stop the greedy here (None: order the whole pool)
 
     def __post_init__(self) -> None:
-        _check(self.max_select is None or self.max_select >= 1, "max_select", self.max_select,
-               "a positive integer or null (the whole pool)")
+        check(self.max_select is None or self.max_select >= 1, "max_select", self.max_select,
+              "a positive integer or null (the whole pool)")
 
+    def check_model(self, n_layers: int, d_model: int) -> None:
+        if not -n_layers <= self.layer < n_layers:
+            fail("layer", self.layer, f"a decoder layer of the model: -{n_layers}..{n_layers - 1} (negative counts "
+                 "from the end)")
 
-def mean_pooled_embeddings(model, tokenizer, records: Sequence[Record], layer: int, batch_size: int,
-                           max_len: int) -> tuple[np.ndarray, int]:
-    """[n_examples, d_model] float32 mean over each example's tokens (position 0 and padding
-    excluded) of the residual after `layer`; and the number of tokens pooled."""
-    tok = tokenize_records(tokenizer, records, max_len)
-    device = next(model.parameters()).device
-    out = np.zeros((len(tok), model.config.hidden_size), dtype=np.float32)
-    n_tokens = 0
-    with torch.inference_mode():
-        for batch in tqdm(iter_batches(tok, batch_size, tokenizer.pad_token_id, "all", device), desc="kcenter",
-                          total=-(-len(tok) // batch_size), leave=False):
-            resid = run_to_layer(model, batch.input_ids, batch.attention_mask, layer).float()  # [b, s, d]
-            mask = batch.scope_mask[..., None].float()  # [b, s, 1]
-            count = mask.sum(1)  # [b, 1]
-            out[batch.index] = ((resid * mask).sum(1) / count.clamp(min=1)).cpu().numpy()
-            n_tokens += int(count.sum())
-    return out, n_tokens
+    def resolved_layer(self, n_layers: int) -> int:
+        return self.layer if self.layer >= 0 else n_layers + self.layer
 
 
 def kcenter_order(x: np.ndarray, first: int, max_select: int | None = None) -> np.ndarray:
@@ -89,23 +75,27 @@ def kcenter_order(x: np.ndarray, first: int, max_select: int | None = None) -> n
 class KCenterSelector:
     def __init__(self, params: KCenterParams):
         self.params = params
-        self.info: dict = {}
 
-    def score(self, pool: list[Record], ctx: ScoringContext) -> np.ndarray:
+    def score(self, pool: list[Record], ctx) -> SelectorResult:
+        from igds.models.residual import decoder_layers  # noqa: PLC0415 (the model stack: only when scoring)
+        from igds.pooling import mean_pooled_hidden  # noqa: PLC0415
+        from igds.tokens import tokenize_records  # noqa: PLC0415
+
         if not pool:
-            return np.empty(0)
+            return SelectorResult(np.empty(0))
         loaded = ctx.model()
         n_layers = len(decoder_layers(loaded.model))
-        layer = self.params.layer if self.params.layer >= 0 else n_layers + self.params.layer
+        layer = self.params.resolved_layer(n_layers)
         if not 0 <= layer < n_layers:
             raise ConfigError(f"params.yaml: methods.kcenter.layer = {self.params.layer} is outside the model's "
-                             f"{n_layers} decoder layers (0..{n_layers - 1}, or -1..-{n_layers})")
-        emb, n_tokens = mean_pooled_embeddings(loaded.model, loaded.tokenizer, pool, layer, ctx.batch_size,
-                                               ctx.max_len)
+                              f"{n_layers} decoder layers (0..{n_layers - 1}, or -1..-{n_layers})")
+        tok = tokenize_records(loaded.tokenizer, pool, ctx.max_len)
+        emb, n_tokens = mean_pooled_hidden(loaded.model, tok, layer, ctx.batch_size, loaded.tokenizer.pad_token_id,
+                                           desc="kcenter")
         if self.params.normalize:
             emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         first = int(ctx.rng(_SALT).integers(len(pool)))
         order = kcenter_order(emb, first, self.params.max_select)
-        self.info = {"n_tokens": n_tokens, "layer": layer, "d_model": int(emb.shape[1])}
         log.info("kcenter: ordered %d examples on layer %d embeddings", len(pool), layer)
-        return scores_from_order(order, len(pool))
+        return SelectorResult(scores_from_order(order, len(pool)),
+                              {"n_tokens": n_tokens, "layer": layer, "d_model": int(emb.shape[1])})

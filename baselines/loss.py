@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from igds.config import check
 from igds.data import Record
-from igds.features import answer_loglik
-from igds.selection import ScoringContext, register
+from igds.registry import SelectorResult, register
 
 
 @dataclass(frozen=True)
@@ -16,9 +16,7 @@ class LossParams:
     keep: str = "high"  # high: hardest examples first; low: easiest first
 
     def __post_init__(self) -> None:
-        from igds.config import _check  # noqa: PLC0415
-
-        _check(self.keep in ("high", "low"), "keep", self.keep, "high or low")
+        check(self.keep in ("high", "low"), "keep", self.keep, "high or low")
 
 
 @register("loss", LossParams)
@@ -27,11 +25,12 @@ class LossSelector:
 
     def __init__(self, params: LossParams):
         self.params = params
-        self.info: dict = {}
 
-    def score(self, pool: list[Record], ctx: ScoringContext) -> np.ndarray:
+    def score(self, pool: list[Record], ctx) -> SelectorResult:
+        from igds.loglik import answer_loglik  # noqa: PLC0415 (the model stack: only when scoring)
+
         loaded = ctx.model()
         tok = ctx.tokenized(pool)
         loss = -answer_loglik(loaded.model, tok, ctx.batch_size, loaded.tokenizer.pad_token_id)
-        self.info = {"n_tokens": int(tok.n_tokens), "mean_loss": float(np.mean(loss)), "keep": self.params.keep}
-        return loss if self.params.keep == "high" else -loss
+        info = {"n_tokens": int(tok.n_tokens), "mean_loss": float(np.mean(loss)), "keep": self.params.keep}
+        return SelectorResult(loss if self.params.keep == "high" else -loss, info)

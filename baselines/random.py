@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from igds.data import Record
-from igds.selection import ScoringContext, register
+from igds.registry import SelectorResult, register
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,6 @@ class RandomSelector:
     def __init__(self, params: RandomParams):
         self.params = params
 
-    def score(self, pool: list[Record], ctx: ScoringContext) -> np.ndarray:
+    def score(self, pool: list[Record], ctx) -> SelectorResult:
         seed = ctx.seed if self.params.seed is None else self.params.seed
-        return np.random.default_rng([seed, 0x52414E44]).random(len(pool))  # salt: "RAND"
+        return SelectorResult(np.random.default_rng([seed, 0x52414E44]).random(len(pool)))  # salt: "RAND"

@@ -40,9 +40,10 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from igds.config import _check
+from igds.config import check
 from igds.data import Record
-from igds.selection import ScoringContext, register, scores_from_order
+from igds.registry import SelectorResult, register
+from igds.selection import scores_from_order
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +64,12 @@ class ZipParams:
     stage3_with_selected: bool = False
 
     def __post_init__(self) -> None:
-        _check(self.k1 >= 1, "k1", self.k1, "a positive integer")
-        _check(1 <= self.k2 <= self.k1, "k2", self.k2, f"an integer in [1, k1 = {self.k1}]")
-        _check(1 <= self.k3 <= self.k2, "k3", self.k3, f"an integer in [1, k2 = {self.k2}]")
-        _check(1 <= self.level <= 9, "level", self.level, "a zlib level in [1, 9]")
-        _check(self.max_select is None or self.max_select >= 1, "max_select", self.max_select,
-               "a positive integer or null (the whole pool)")
+        check(self.k1 >= 1, "k1", self.k1, "a positive integer")
+        check(1 <= self.k2 <= self.k1, "k2", self.k2, f"an integer in [1, k1 = {self.k1}]")
+        check(1 <= self.k3 <= self.k2, "k3", self.k3, f"an integer in [1, k2 = {self.k2}]")
+        check(1 <= self.level <= 9, "level", self.level, "a zlib level in [1, 9]")
+        check(self.max_select is None or self.max_select >= 1, "max_select", self.max_select,
+              "a positive integer or null (the whole pool)")
 
 
 def example_bytes(record: Record) -> bytes:
@@ -157,13 +158,12 @@ def zip_order(texts: Sequence[bytes], k1: int, k2: int, k3: int, level: int = 9,
 class ZipSelector:
     def __init__(self, params: ZipParams):
         self.params = params
-        self.info: dict = {}
 
-    def score(self, pool: list[Record], ctx: ScoringContext) -> np.ndarray:
+    def score(self, pool: list[Record], ctx) -> SelectorResult:
         p = self.params
         texts = [example_bytes(r) for r in pool]
         order, stats = zip_order(texts, p.k1, p.k2, p.k3, p.level, p.max_select, p.stage3_with_selected)
-        self.info = {"n_bytes": sum(map(len, texts)), **stats}
+        info = {"n_bytes": sum(map(len, texts)), **stats}
         log.info("zip: ordered %d examples in %d rounds (%d compressions)", len(pool), stats["n_rounds"],
                  stats["n_compressions"])
-        return scores_from_order(order, len(pool))
+        return SelectorResult(scores_from_order(order, len(pool)), info)

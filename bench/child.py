@@ -2,11 +2,12 @@
 high-water mark, so every measurement needs its own process). Prints one JSON line.
 
     python -m bench.child baseline --params params.yaml
-    python -m bench.child score --params params.yaml --pool POOL.jsonl --prior PRIOR.jsonl --sae SAE --features FEATURES
+    python -m bench.child score --params params.yaml --pool POOL.jsonl --data DATA --sae SAE --features FEATURES
     python -m bench.child forward --params params.yaml --pool POOL.jsonl --features FEATURES
 
 `baseline` imports what `score` imports and loads the model, nothing more; `score` then
-scores the pool with IGDS through the Selector protocol, as pipelines/score.py does;
+scores the pool with IGDS as the score stage does (its context from
+pipelines.score.scoring_context, igds.scoring.score_pool in chunks of scoring.chunk_batches);
 `forward` runs only the bare forward pass to layer L over the same batches (no SAE), so
 the SAE's share of the scoring increment shows.
 
@@ -28,14 +29,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import igds.resonance  # noqa: F401  (registers igds; imported in both modes so their imports match)
+# what IGDS scoring imports inside score(), imported in every mode: the baseline's RSS then
+# holds them too, and the scoring increment is the scoring's own
+import igds.pooling  # noqa: F401
+import igds.resonance  # noqa: F401
+import igds.sae  # noqa: F401
 from bench.common import peak_rss_bytes, proc_status, reset_peak_rss
-from igds.activations import iter_batches, tokenize_records
 from igds.artifacts import read_json
 from igds.config import load_params
-from igds.models import load_model, run_to_layer
-from igds.selection import ScoringContext, build_selector
+from igds.models.loading import load_model
+from igds.models.residual import run_to_layer
+from igds.registry import build_selector
+from igds.scoring import score_pool
+from igds.tokens import iter_batches, tokenize_records
 from pipelines.io import read_split
+from pipelines.score import scoring_context
 
 log = logging.getLogger("bench.child")
 
@@ -45,7 +53,7 @@ def main() -> None:
     parser.add_argument("mode", choices=("baseline", "score", "forward"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--pool", type=Path)
-    parser.add_argument("--prior", type=Path)
+    parser.add_argument("--data", type=Path, help="the prepared data folder (the score stage's --data)")
     parser.add_argument("--sae", type=Path)
     parser.add_argument("--features", type=Path)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -78,19 +86,16 @@ def main() -> None:
         out["n_pool"], out["n_tokens"] = len(pool), tok.n_tokens
     if args.mode == "score":
         pool = read_split(args.pool)
-        ctx = ScoringContext(
-            seed=params.seed, target=read_split(args.prior), model_name=params.model.name,
-            device=params.model.device, dtype=params.model.dtype, batch_size=params.scoring.batch_size,
-            max_len=params.scoring.max_len, artifacts={"sae": args.sae, "features": args.features},
-            loader=lambda: loaded,
-        )
+        ctx = scoring_context(params, "igds", args.data, {"sae": args.sae, "features": args.features},
+                              loader=lambda: loaded)
         selector = build_selector("igds", params.methods.get("igds"))
         t0, c0 = time.perf_counter(), time.process_time()
-        scores = np.asarray(selector.score(pool, ctx), dtype=float)
+        frame, info = score_pool(selector, pool, ctx, chunk_batches=params.scoring.chunk_batches)
+        scores = frame["score"].to_numpy(dtype=float)
         out["wall_s"] = round(time.perf_counter() - t0, 3)
         out["cpu_s"] = round(time.process_time() - c0, 3)
         out["n_pool"] = len(pool)
-        out["n_tokens"] = selector.info.get("n_tokens")
+        out["n_tokens"] = info.get("n_tokens")
         out["n_unscored"] = int(np.isnan(scores).sum())
     status = proc_status()
     out["rss_end_bytes"] = status.get("VmRSS")

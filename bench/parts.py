@@ -1,9 +1,12 @@
-"""The parts of the bench. Each takes the shared `Bench` setup and returns the dict that
-bench.json stores under the part's name.
+"""The parts of the bench. Each takes the shared `Bench` setup and returns its result
+dataclass (bench.results), which bench.json stores under the part's name. The parts call
+what the stages call: scoring contexts come from pipelines.score.scoring_context, scoring
+from igds.scoring.score_pool, the SAE from pipelines.sae.make_sae, the features document
+from pipelines.identify.features_document.
 
 - throughput: IGDS scoring against a bare forward pass through layers 0..L, same batches
-- selection: every method's wall time on the same pool, through the Selector protocol
-- e2e: IGDS's fixed cost (SAE: cache + train; identification) and scoring with the fresh artifacts
+- selection: every method's wall time on the same pool, as the score stage scores it
+- e2e: IGDS's fixed cost (the sae stage's SAE, identification) and scoring with the fresh artifacts
 - memory: peak RSS scoring n and factor x n examples, each in a fresh process
 - dvc: a full `dvc repro` of a profile in a project copy, then a no-op repro and the stale set
   after a select.ratios change
@@ -24,32 +27,41 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from bench.common import (
-    ROOT,
-    CpuShare,
-    mb,
-    project_copy,
-    resize_pool,
-    stopwatch,
-    subprocess_env,
-)
-from igds.activations import (
-    collect_token_activations,
-    iter_batches,
-    pooled_feature_activations,
-    tokenize_records,
+from bench.common import ROOT, CpuShare, mb, project_copy, resize_pool, stopwatch, subprocess_env
+from bench.results import (
+    BreakEven,
+    DvcResult,
+    EncodeProfile,
+    EndToEndResult,
+    FreshScore,
+    IdentifySummary,
+    MemoryResult,
+    MethodTime,
+    PassTime,
+    Reproduces,
+    SelectionResult,
+    ThroughputResult,
+    Timing,
 )
 from igds.artifacts import atomic_dir, read_json, write_json, write_jsonl
 from igds.config import ConfigError, Params
+from igds.context import ScoringContext
 from igds.data import Record
 from igds.features import identify
-from igds.models import LoadedModel, layer_module_path, run_to_layer
-from igds.sae import encode_columns, load_sae, save_sae, train_sae
-from igds.selection import ScoringContext, Selector, auroc, build_selector
+from igds.models.loading import LoadedModel
+from igds.models.residual import run_to_layer
+from igds.pooling import pooled_feature_activations
+from igds.registry import Selector, build_selector
+from igds.sae import encode_columns, load_sae, save_sae
+from igds.scoring import score_pool
+from igds.selection_metrics import auroc
+from igds.tokens import iter_batches, tokenize_records
+from pipelines.identify import features_document, identify_metrics, sae_digest
 from pipelines.io import read_split
+from pipelines.sae import make_sae
+from pipelines.score import needed_artifacts, scoring_context
 
 log = logging.getLogger("bench")
-
 
 @dataclass
 class Bench:
@@ -60,21 +72,20 @@ class Bench:
     params_path: Path
     data: Path  # a prepared data folder (prior, pool, general, ...)
     pool: list[Record]  # the pool every method scores (resized by --pool-size)
-    prior: list[Record]
     work: Path  # scratch folder
     loaded: LoadedModel
+    n_prepared: int = 0  # examples of the prepared pool
     sae: Path | None = None
     features: Path | None = None
 
-    def context(self, sae: Path | None = None, features: Path | None = None) -> ScoringContext:
-        """A ScoringContext as pipelines/score.py builds it, with the already loaded model."""
-        p = self.params
-        return ScoringContext(
-            seed=p.seed, target=self.prior, model_name=p.model.name, device=p.model.device, dtype=p.model.dtype,
-            batch_size=p.scoring.batch_size, max_len=p.scoring.max_len,
-            artifacts={"sae": sae or self.sae, "features": features or self.features},
-            loader=lambda: self.loaded,
-        )
+    def artifacts(self, method: str, sae: Path | None = None, features: Path | None = None) -> dict[str, Path]:
+        """The artifact folders `method` declares it needs, as the score stage passes them."""
+        return needed_artifacts(method, sae or self.sae, features or self.features)
+
+    def context(self, method: str, sae: Path | None = None, features: Path | None = None) -> ScoringContext:
+        """The score stage's context for `method`, with the already loaded model."""
+        return scoring_context(self.params, method, self.data, self.artifacts(method, sae, features),
+                               loader=lambda: self.loaded)
 
     def selector(self, name: str) -> Selector:
         return build_selector(name, self.params.methods.get(name))
@@ -98,9 +109,27 @@ def _jsonable(info: dict) -> dict:
     return out
 
 
+def timed_score(b: Bench, method: str, sae: Path | None = None,
+                features: Path | None = None) -> tuple[Timing, np.ndarray, dict]:
+    """Score the bench's pool with `method` as the score stage does (score_pool, in chunks of
+    scoring.chunk_batches for a shardable method; nothing kept to resume from): its timing,
+    the scores in pool order and the selector's info."""
+    selector, ctx = b.selector(method), b.context(method, sae, features)
+    with stopwatch() as t:
+        frame, info = score_pool(selector, b.pool, ctx, chunk_batches=b.params.scoring.chunk_batches)
+    info.pop("resumed_chunks", None)  # always 0 here: the bench keeps no chunks
+    return Timing(**t), frame["score"].to_numpy(dtype=float), info
+
+
+def on_task_auroc(b: Bench, scores: np.ndarray) -> float:
+    """The scores' on-task AUROC, unscored (NaN) examples ranked last, as the score stage computes it."""
+    finite = ~np.isnan(scores)
+    return round(auroc(np.where(finite, scores, -np.inf), b.labels(b.pool)), 4)
+
+
 # --- 1. scoring throughput ------------------------------------------------------------------
 
-def throughput(b: Bench, repeats: int) -> dict:
+def throughput(b: Bench, repeats: int) -> ThroughputResult:
     """IGDS scoring (selector.score, and its encoding loop alone) against a bare forward pass
     through layers 0..L over the same length-sorted batches; best of `repeats`, interleaved
     (the order rotates each repeat so that drift in the machine's load hits every pass)."""
@@ -124,10 +153,11 @@ def throughput(b: Bench, repeats: int) -> dict:
                 "tokenize_s": t_tok["wall_s"], "loop_s": t_loop["wall_s"], "n_tokens": tok_.n_tokens}
 
     def igds_score() -> dict:
-        selector, ctx = b.selector("igds"), b.context()
+        # one selector.score over the whole pool (no chunks): the encoding cost against the bare pass
+        selector, ctx = b.selector("igds"), b.context("igds")
         with stopwatch() as t:
-            selector.score(b.pool, ctx)
-        return {**t, "n_tokens": selector.info["n_tokens"]}
+            result = selector.score(b.pool, ctx)
+        return {**t, "n_tokens": result.info["n_tokens"]}
 
     def igds_loop() -> dict:
         with stopwatch() as t:
@@ -151,31 +181,31 @@ def throughput(b: Bench, repeats: int) -> dict:
     if len(n_tokens) != 1:
         raise AssertionError(f"the passes saw different token counts: {n_tokens}")
     (n_tok,) = n_tokens
-    best = {name: min((run for run in runs if run["pass"] == name), key=lambda run: run["wall_s"]) for name in names}
-    summary = {name: {"best_s": best[name]["wall_s"], "tokens_per_s": round(n_tok / best[name]["wall_s"], 1),
-                      "all_s": [run["wall_s"] for run in runs if run["pass"] == name],
-                      "cpu_s": best[name]["cpu_s"]} for name in names}
-    summary["bare_forward"]["tokenize_s"] = best["bare_forward"]["tokenize_s"]
-    summary["bare_forward"]["loop_s"] = min(run["loop_s"] for run in runs if run["pass"] == "bare_forward")
-    bare_tps, igds_tps = summary["bare_forward"]["tokens_per_s"], summary["igds_score"]["tokens_per_s"]
-    loop_ratio = summary["bare_forward"]["loop_s"] / summary["igds_loop"]["best_s"]
-    return {
-        "repeats": repeats, "layer": layer, "n_layers_run": layer + 1,
-        "n_layers_model": int(model.config.num_hidden_layers), "d_sae": int(sae.cfg.d_sae),
-        "k": params.k, "scope": params.scope, "n_pool": len(b.pool), "n_tokens": n_tok,
-        "batch_size": cfg.batch_size, "max_len": cfg.max_len, "torch_threads": torch.get_num_threads(),
-        **summary,
+    summary = {name: _pass_time([run for run in runs if run["pass"] == name], n_tok) for name in names}
+    bare_runs = [run for run in runs if run["pass"] == "bare_forward"]
+    summary["bare_forward"].tokenize_s = min(bare_runs, key=lambda run: run["wall_s"])["tokenize_s"]
+    summary["bare_forward"].loop_s = min(run["loop_s"] for run in bare_runs)
+    return ThroughputResult(
+        repeats=repeats, layer=layer, n_layers_run=layer + 1, n_layers_model=int(model.config.num_hidden_layers),
+        d_sae=int(sae.cfg.d_sae), k=params.k, scope=params.scope, n_pool=len(b.pool), n_tokens=n_tok,
+        batch_size=cfg.batch_size, max_len=cfg.max_len, torch_threads=torch.get_num_threads(),
+        bare_forward=summary["bare_forward"], igds_score=summary["igds_score"], igds_loop=summary["igds_loop"],
         # the target: what IGDS scoring costs (selector.score: tokenising, SAE load, encode,
         # pooling) against tokenising + the bare forward pass to layer L
-        "ratio": round(igds_tps / bare_tps, 4),
+        ratio=round(summary["igds_score"].tokens_per_s / summary["bare_forward"].tokens_per_s, 4),
         # the loops alone: pooled_feature_activations against the forward loop, both pre-tokenised
-        "ratio_loop": round(loop_ratio, 4),
-        "runs": runs,
-        "encode_profile": encode_profile(b, sae, tok, layer, chosen, params.scope),
-    }
+        ratio_loop=round(summary["bare_forward"].loop_s / summary["igds_loop"].best_s, 4),
+        runs=runs, encode_profile=encode_profile(b, sae, tok, layer, chosen, params.scope),
+    )
 
 
-def encode_profile(b: Bench, sae, tok, layer: int, chosen: list[int], scope: str) -> dict:
+def _pass_time(runs: list[dict], n_tokens: int) -> PassTime:
+    best = min(runs, key=lambda run: run["wall_s"])
+    return PassTime(best_s=best["wall_s"], tokens_per_s=round(n_tokens / best["wall_s"], 1),
+                    all_s=[run["wall_s"] for run in runs], cpu_s=best["cpu_s"])
+
+
+def encode_profile(b: Bench, sae, tok, layer: int, chosen: list[int], scope: str) -> EncodeProfile:
     """Where IGDS's extra time goes, batch by batch over the same batches (one pass): the
     forward to layer L, the SAE's full-width encode of the in-scope tokens (all d_sae
     pre-activations, TopK: what IGDS did before `encode_columns`), and the column encode IGDS
@@ -205,150 +235,134 @@ def encode_profile(b: Bench, sae, tok, layer: int, chosen: list[int], scope: str
             n_positive += int((pre > 0).any(1).sum())
             n_firing += int((full > 0).any(1).sum())
             max_diff = max(max_diff, float((gated - full).abs().max()) if full.numel() else 0.0)
-    return {**{k: round(v, 3) for k, v in times.items()},
-            "encode_share": round(times["encode_s"] / (times["forward_s"] + times["encode_s"]), 4),
-            "gated_encode_share": round(times["gated_encode_s"] / (times["forward_s"] + times["gated_encode_s"]), 4),
-            "n_scope_tokens": n_scope, "positive_preact_share": round(n_positive / max(n_scope, 1), 4),
-            "firing_share": round(n_firing / max(n_scope, 1), 4), "gated_max_abs_diff": max_diff}
+    return EncodeProfile(
+        **{k: round(v, 3) for k, v in times.items()},
+        encode_share=round(times["encode_s"] / (times["forward_s"] + times["encode_s"]), 4),
+        gated_encode_share=round(times["gated_encode_s"] / (times["forward_s"] + times["gated_encode_s"]), 4),
+        n_scope_tokens=n_scope, positive_preact_share=round(n_positive / max(n_scope, 1), 4),
+        firing_share=round(n_firing / max(n_scope, 1), 4), gated_max_abs_diff=max_diff)
 
 
 # --- 2. selection wall time of every method -------------------------------------------------
 
-def selection(b: Bench, methods: list[str], repeats: int = 1) -> dict:
-    """Each method's selector.score on the same pool with a fresh ScoringContext (as
-    pipelines/score.py builds it; the model is already loaded), best of `repeats`."""
-    rows: dict[str, dict] = {}
-    labels = b.labels(b.pool)
+def selection(b: Bench, methods: list[str], repeats: int = 1) -> SelectionResult:
+    """Each method scoring the same pool as the score stage does (its ScoringContext from
+    pipelines.score.scoring_context, igds.scoring.score_pool; the model is already loaded),
+    best of `repeats`."""
+    rows: dict[str, MethodTime] = {}
     for name in tqdm(methods, desc="methods", leave=False):
-        times, cpus, shares = [], [], []
+        runs = []
         for _ in range(repeats):
-            selector, ctx = b.selector(name), b.context()
             share = CpuShare()
-            with stopwatch() as t:
-                scores = np.asarray(selector.score(b.pool, ctx), dtype=float)
-            times.append(t["wall_s"])
-            cpus.append(t["cpu_s"])
-            shares.append(share.summary())
-        if scores.shape != (len(b.pool),):
-            raise AssertionError(f"{name} returned {scores.shape} scores for {len(b.pool)} examples")
-        i = int(np.argmin(times))
-        finite = ~np.isnan(scores)
-        rows[name] = {
-            "wall_s": times[i], "all_wall_s": times, "cpu_s": cpus[i],
-            "s_per_example": round(times[i] / len(b.pool), 6),
-            "auroc_on_task": round(auroc(np.where(finite, scores, -np.inf), labels), 4),
-            "other_cores": shares[i]["other_cores"], "loadavg_start": shares[i]["loadavg_start"],
-            "info": _jsonable(getattr(selector, "info", {}) or {}),
-        }
-        log.info("selection: %s %.2f s (%.4f s/example), AUROC %.3f", name, times[i], rows[name]["s_per_example"],
-                 rows[name]["auroc_on_task"])
+            timing, scores, info = timed_score(b, name)
+            runs.append((timing, share.summary(), scores, info))
+        timing, share, scores, info = min(runs, key=lambda run: run[0].wall_s)
+        rows[name] = MethodTime(
+            wall_s=timing.wall_s, all_wall_s=[run[0].wall_s for run in runs], cpu_s=timing.cpu_s,
+            s_per_example=round(timing.wall_s / len(b.pool), 6), auroc_on_task=on_task_auroc(b, scores),
+            other_cores=share["other_cores"], loadavg_start=share["loadavg_start"], info=_jsonable(info))
+        log.info("selection: %s %.2f s (%.4f s/example), AUROC %.3f", name, timing.wall_s,
+                 rows[name].s_per_example, rows[name].auroc_on_task)
     if "igds" in rows:
         for row in rows.values():
-            row["x_igds"] = round(row["wall_s"] / rows["igds"]["wall_s"], 3) if rows["igds"]["wall_s"] else None
-    return {"n_pool": len(b.pool), "repeats": repeats, "methods": rows}
+            row.x_igds = round(row.wall_s / rows["igds"].wall_s, 3) if rows["igds"].wall_s else None
+    return SelectionResult(n_pool=len(b.pool), repeats=repeats, chunk_batches=b.params.scoring.chunk_batches,
+                           methods=rows)
 
 
 # --- 3. IGDS end to end ---------------------------------------------------------------------
 
-def end_to_end(b: Bench, out: Path, sae_steps: int | None = None, identify_overrides: dict | None = None) -> dict:
-    """IGDS's fixed cost, made as the sae and identify stages make it, then the pool scored
-    with the fresh artifacts. Fixed = tokenising + caching the training activations
-    (pipelines/sae.py) + train_sae + saving + identification (igds.features.identify as
-    pipelines/identify.py calls it). Not counted: the SAE's held-out metrics (CE loss
-    recovered etc.) and the feature cards, which are diagnostics scoring does not need.
-    Writes `out`/sae and `out`/features (features.json as pipelines/identify.py writes it)."""
-    from pipelines.identify import sae_digest  # noqa: PLC0415
-
+def end_to_end(b: Bench, out: Path, sae_steps: int | None = None,
+               identify_overrides: dict | None = None) -> EndToEndResult:
+    """IGDS's fixed cost, made by the functions the sae and identify stages call, then the pool
+    scored with the fresh artifacts. Fixed = caching the activations + training
+    (pipelines.sae.make_sae) + saving + identification (igds.features.identify as
+    pipelines/identify.py calls it). Not counted: the SAE's held-out metrics (make_sae's CE
+    loss recovered etc., timed as `sae_metrics`) and the feature cards, diagnostics scoring
+    does not need. Writes `out`/sae and `out`/features/features.json (features_document)."""
     p = b.params
-    cfg = replace(p.sae, steps=sae_steps) if sae_steps else p.sae
-    if cfg.pretrained:
+    if p.sae.pretrained:
         raise ConfigError("the bench's e2e part trains a local SAE; this profile loads a pretrained one "
                           "(sae.release): pass --sae/--features and leave out the e2e part")
-    icfg = replace(p.identify, **(identify_overrides or {}))
-    model, tokenizer = b.loaded.model, b.loaded.tokenizer
-    pad = tokenizer.pad_token_id
-    steps: dict[str, dict] = {}
+    params = replace(p, sae=replace(p.sae, steps=sae_steps)) if sae_steps else p
+    cfg, icfg = params.sae, replace(p.identify, **(identify_overrides or {}))
+    steps: dict[str, Timing] = {}
 
-    # the sae stage: the same records, order, held-out split and subsample as pipelines/sae.py
+    # the sae stage: make_sae on the records pipelines/sae.py's run reads, then its save
     records = read_split(b.data / "general.jsonl") + read_split(b.data / "pool.jsonl")
-    rng = np.random.default_rng([p.seed, 17])
-    records = [records[i] for i in rng.permutation(len(records))]
-    n_heldout = max(cfg.ce_examples, len(records) // 10)
-    train = records[n_heldout:]
-    with stopwatch() as steps["sae_tokenize"]:
-        tok_train = tokenize_records(tokenizer, train, cfg.max_len)
-    with stopwatch() as steps["sae_cache"]:
-        acts = collect_token_activations(model, tok_train, cfg.layer, cfg.batch_size, pad, desc="caching train")
-        g = torch.Generator().manual_seed(p.seed)
-        n_cached = int(acts.shape[0])
-        if acts.shape[0] > cfg.train_tokens:
-            acts = acts[torch.randperm(acts.shape[0], generator=g)[:cfg.train_tokens]]
-    log.info("e2e: cached %d token activations (%d kept) in %.1f s", n_cached, acts.shape[0],
-             steps["sae_cache"]["wall_s"])
-    with stopwatch() as steps["sae_train"]:
-        sae = train_sae(acts, cfg, seed=p.seed, device=p.model.device)
-    log.info("e2e: trained the SAE (%d steps) in %.1f s", cfg.steps, steps["sae_train"]["wall_s"])
-    sae.cfg.metadata.hook_name = layer_module_path(model, cfg.layer)
-    sae.cfg.metadata.model_name = p.model.name
-    with stopwatch() as steps["sae_save"], atomic_dir(out / "sae") as tmp:
+    with stopwatch() as t:
+        sae, metrics = make_sae(params, b.loaded, records, None)
+    steps["sae_cache"] = Timing(metrics["collect_wall_s"])  # tokenise + cache the train and held-out tokens
+    steps["sae_train"] = Timing(metrics["train_wall_s"])
+    steps["sae_metrics"] = Timing(round(t["wall_s"] - metrics["collect_wall_s"] - metrics["train_wall_s"], 4))
+    log.info("e2e: cached %d train tokens in %.1f s, trained the SAE (%d steps) in %.1f s", metrics["n_train_tokens"],
+             metrics["collect_wall_s"], cfg.steps, metrics["train_wall_s"])
+    with stopwatch() as t, atomic_dir(out / "sae") as tmp:
         save_sae(sae, tmp)
-    del acts
+    steps["sae_save"] = Timing(**t)
+    del sae
 
-    # the identify stage (without the feature cards)
+    # the identify stage (without the feature cards), on the SAE as saved
+    model, tokenizer = b.loaded.model, b.loaded.tokenizer
     prior, general = read_split(b.data / "prior.jsonl"), read_split(b.data / "general.jsonl")
-    with stopwatch() as steps["identify"]:
+    with stopwatch() as t:
         result = identify(model, tokenizer, load_sae(out / "sae", p.model.device), prior, general, icfg, cfg.layer)
+    steps["identify"] = Timing(**t)
     log.info("e2e: identification kept %d of %d recalled features in %.1f s", len(result.ranking),
-             len(result.records), steps["identify"]["wall_s"])
+             len(result.records), steps["identify"].wall_s)
     with atomic_dir(out / "features") as tmp:
-        write_json(tmp / "features.json", {
-            "layer": cfg.layer, "sae_sha256": sae_digest(out / "sae"), "ranking": result.ranking,
-            "baseline_loglik": result.baseline_loglik, "n_prior_recall": result.n_prior_recall,
-            "n_prior_heldout": result.n_prior_heldout, "n_general": result.n_general,
-            "interventional": icfg.interventional, "features": [r.to_dict() for r in result.records],
-            "stability": result.stability,
-        })
+        write_json(tmp / "features.json", features_document(result, cfg.layer, sae_digest(out / "sae"),
+                                                            icfg.interventional))
+    found = identify_metrics(result, icfg.interventional)
 
-    # scoring with the fresh artifacts
-    score: dict = {}
+    score = None
     if len(result.ranking) >= b.selector("igds").params.k:
-        selector = b.selector("igds")
-        with stopwatch() as t:
-            scores = np.asarray(selector.score(b.pool, b.context(out / "sae", out / "features")), dtype=float)
-        score = {**t, "chosen_features": selector.info["chosen_features"],
-                 "auroc_on_task": round(auroc(scores, b.labels(b.pool)), 4)}
+        timing, scores, info = timed_score(b, "igds", out / "sae", out / "features")
+        score = FreshScore(wall_s=timing.wall_s, cpu_s=timing.cpu_s, chosen_features=info["chosen_features"],
+                           auroc_on_task=on_task_auroc(b, scores))
     else:
         log.warning("e2e: identification kept %d features, fewer than methods.igds.k; no scoring",
                     len(result.ranking))
-    fixed = sum(steps[k]["wall_s"] for k in ("sae_tokenize", "sae_cache", "sae_train", "sae_save", "identify"))
-    # does the bench's SAE and identification reproduce the given artifacts (same steps)?
-    same: dict = {"sae_sha256": sae_digest(out / "sae")}
+    fixed = sum(steps[k].wall_s for k in ("sae_cache", "sae_train", "sae_save", "identify"))
+    return EndToEndResult(
+        sae_steps=cfg.steps, sae_train_tokens=cfg.train_tokens, n_train_tokens=metrics["n_train_tokens"],
+        n_heldout_tokens=metrics["n_heldout_tokens"],
+        identify=IdentifySummary(top_n=icfg.top_n, alphas=list(icfg.alphas), n_prior=len(prior),
+                                 n_general=len(general), n_recalled=found["n_recalled"], n_causal=found["n_causal"],
+                                 n_ranked=len(result.ranking), ranking=result.ranking[:8]),
+        steps=steps, fixed_s=round(fixed, 3), n_pool=len(b.pool),
+        artifacts={"sae": str(out / "sae"), "features": str(out / "features")},
+        reproduces=reproduces(b, out, result.ranking), score=score,
+        e2e_s=round(fixed + score.wall_s, 3) if score else None,
+        sae_metrics={k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()},
+    )
+
+
+def reproduces(b: Bench, out: Path, ranking: list[int]) -> Reproduces:
+    """Does the bench's SAE and identification reproduce the given artifacts (same steps)?"""
+    same = Reproduces(sae_sha256=sae_digest(out / "sae"))
     if b.sae is not None and b.features is not None:
         given = read_json(Path(b.features) / "features.json")
-        same.update(given_sae_sha256=sae_digest(Path(b.sae)), given_ranking=given["ranking"][:8],
-                    identical_sae=sae_digest(Path(b.sae)) == same["sae_sha256"],
-                    identical_ranking=given["ranking"] == result.ranking)
-    return {
-        "sae_steps": cfg.steps, "sae_train_tokens": cfg.train_tokens, "n_cached_tokens": n_cached,
-        "identify": {"top_n": icfg.top_n, "alphas": list(icfg.alphas), "n_prior": len(prior),
-                     "n_general": len(general), "n_recalled": len(result.records), "n_causal": len(result.ranking),
-                     "ranking": result.ranking[:8]},
-        "steps": steps, "fixed_s": round(fixed, 3), "score": score, "n_pool": len(b.pool),
-        "e2e_s": round(fixed + score["wall_s"], 3) if score else None,
-        "artifacts": {"sae": str(out / "sae"), "features": str(out / "features")}, "reproduces": same,
-    }
+        same.given_sae_sha256 = sae_digest(Path(b.sae))
+        same.given_ranking = given["ranking"][:8]
+        same.identical_sae = same.given_sae_sha256 == same.sae_sha256
+        same.identical_ranking = given["ranking"] == ranking
+    return same
 
 
-def break_even(fixed_s: float, igds_s: float, loss_s: float, n: int) -> dict:
+def break_even(fixed_s: float, igds_s: float, loss_s: float, n: int) -> BreakEven:
     """Pool size above which IGDS end to end (fixed + n x igds per example) costs less than
     Loss (n x loss per example): n* = fixed / (loss_pe - igds_pe). The SAE and the features
-    are made once and reused across pools."""
+    are made once and reused across pools. No break-even (None) when IGDS is not cheaper per
+    example."""
     igds_pe, loss_pe = igds_s / n, loss_s / n
     n_star = fixed_s / (loss_pe - igds_pe) if loss_pe > igds_pe else None
-    return {"fixed_s": round(fixed_s, 3), "igds_s_per_example": round(igds_pe, 6),
-            "loss_s_per_example": round(loss_pe, 6), "n_break_even": None if n_star is None else int(np.ceil(n_star)),
-            "e2e_igds_s_at_n": round(fixed_s + igds_s, 3), "loss_s_at_n": round(loss_s, 3), "n": n,
-            "e2e_over_loss_at_n": round((fixed_s + igds_s) / loss_s, 3)}
+    return BreakEven(
+        fixed_s=round(fixed_s, 3), igds_s_per_example=round(igds_pe, 6), loss_s_per_example=round(loss_pe, 6),
+        # rounded before the ceiling, so float noise (1000.0000000001) does not add an example
+        n_break_even=None if n_star is None else int(np.ceil(round(n_star, 6))),
+        e2e_igds_s_at_n=round(fixed_s + igds_s, 3), loss_s_at_n=round(loss_s, 3), n=n,
+        e2e_over_loss_at_n=round((fixed_s + igds_s) / loss_s, 3) if loss_s > 0 else None)
 
 
 # --- 4. peak memory at n and factor x n -----------------------------------------------------
@@ -361,7 +375,7 @@ def _child(args: list[str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def memory(b: Bench, factor: int = 4) -> dict:
+def memory(b: Bench, factor: int = 4) -> MemoryResult:
     """Peak RSS of a fresh process that scores n (and factor x n) pool examples with IGDS, of
     one that only loads the model (the baseline under the scoring increment), and of one
     that runs only the bare forward pass to layer L over the n examples (so the SAE's share
@@ -371,21 +385,24 @@ def memory(b: Bench, factor: int = 4) -> dict:
     common = ["--params", str(b.params_path.resolve()), "--threads", str(torch.get_num_threads())]
     artifacts = ["--sae", str(Path(b.sae).resolve()), "--features", str(Path(b.features).resolve())]
     log.info("memory: baseline process (model only)")
-    out = {"n": n, "factor": factor, "baseline": _child(["baseline", *common])}
+    baseline = _child(["baseline", *common])
     for size in (n, factor * n):
         write_jsonl(folder / f"pool-{size}.jsonl", (r.to_dict() for r in resize_pool(b.pool, size)))
-    out["forward"] = _child(["forward", *common, "--pool", str(folder / f"pool-{n}.jsonl"), *artifacts])
+    forward = _child(["forward", *common, "--pool", str(folder / f"pool-{n}.jsonl"), *artifacts])
+    scoring: dict[str, dict] = {}
     for size in tqdm((n, factor * n), desc="memory", leave=False):
-        out[str(size)] = _child(["score", *common, "--pool", str(folder / f"pool-{size}.jsonl"),
-                                 "--prior", str(b.data / "prior.jsonl"), *artifacts])
-        log.info("memory: n=%d peak RSS %.0f MB (scoring %.1f s)", size, mb(out[str(size)]["peak_rss_bytes"]),
-                 out[str(size)]["wall_s"])
-    small, large, base = out[str(n)], out[str(factor * n)], out["baseline"]["peak_rss_bytes"]
-    out["ratio"] = round(large["peak_rss_bytes"] / small["peak_rss_bytes"], 4)
-    out["increment_bytes"] = {key: out[key]["peak_rss_bytes"] - base for key in ("forward", str(n), str(factor * n))}
-    inc_small, inc_large = out["increment_bytes"][str(n)], out["increment_bytes"][str(factor * n)]
-    out["increment_ratio"] = round(inc_large / inc_small, 3) if inc_small > 0 else None
-    return out
+        scoring[str(size)] = _child(["score", *common, "--pool", str(folder / f"pool-{size}.jsonl"),
+                                     "--data", str(Path(b.data).resolve()), *artifacts])
+        log.info("memory: n=%d peak RSS %.0f MB (scoring %.1f s)", size, mb(scoring[str(size)]["peak_rss_bytes"]),
+                 scoring[str(size)]["wall_s"])
+    base = baseline["peak_rss_bytes"]
+    increment = {"forward": forward["peak_rss_bytes"] - base,
+                 **{size: probe["peak_rss_bytes"] - base for size, probe in scoring.items()}}
+    small, large = increment[str(n)], increment[str(factor * n)]
+    return MemoryResult(
+        n=n, factor=factor, baseline=baseline, forward=forward, scoring=scoring,
+        ratio=round(scoring[str(factor * n)]["peak_rss_bytes"] / scoring[str(n)]["peak_rss_bytes"], 4),
+        increment_bytes=increment, increment_ratio=round(large / small, 3) if small > 0 else None)
 
 
 # --- 5. DVC: no-op repro and the stale set --------------------------------------------------
@@ -400,7 +417,7 @@ def _dvc(work: Path, *args: str, log_to: Path | None = None) -> tuple[str, float
     return proc.stdout, t["wall_s"]
 
 
-def dvc(work: Path, params: Path, noop_repeats: int = 3) -> dict:
+def dvc(work: Path, params: Path, noop_repeats: int = 3) -> DvcResult:
     """Full `dvc repro` of `params` in a project copy, then `dvc repro` with nothing changed
     (best of `noop_repeats`), then the stages `dvc status --json` calls stale after a change
     of select.ratios only (expected: select, finetune, evaluate at the new ratio, and report)."""
@@ -429,13 +446,11 @@ def dvc(work: Path, params: Path, noop_repeats: int = 3) -> dict:
     expected = sorted({f"select@{m}-{new}" for m in methods}
                       | {f"{stage}@{m}-{new}-{s}" for m in methods for s in seeds for stage in ("finetune", "evaluate")}
                       | {"report"})
-    upstream = [s for s in stale if s.split("@")[0] in ("prepare", "sae", "identify", "score")]
-    return {
-        "params": str(params), "full_repro_s": full_s,
-        "noop_repro_s": min(n["wall_s"] for n in noop), "noop_runs": noop,
-        "status_s": status_s, "clean_status": json.loads(status_clean or "{}"),
-        "ratios_change": {"from": old, "to": [new]}, "status_after_change_s": status_changed_s,
-        "stale": stale, "n_stale": len(stale), "expected_stale": expected,
-        "unexpected_stale": sorted(set(stale) - set(expected)), "missing_stale": sorted(set(expected) - set(stale)),
-        "upstream_stale": upstream,
-    }
+    return DvcResult(
+        params=str(params), full_repro_s=full_s, noop_repro_s=min(run["wall_s"] for run in noop), noop_runs=noop,
+        status_s=status_s, clean_status=json.loads(status_clean or "{}"),
+        ratios_change={"from": old, "to": [new]}, status_after_change_s=status_changed_s,
+        stale=stale, n_stale=len(stale), expected_stale=expected,
+        unexpected_stale=sorted(set(stale) - set(expected)), missing_stale=sorted(set(expected) - set(stale)),
+        upstream_stale=[s for s in stale if s.split("@")[0] in ("prepare", "sae", "identify", "score")],
+    )

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 
 import torch
 
-from igds.activations import FeatureActivations, Tokenized
 from igds.data import Record
-from igds.models import run_to_layer
+from igds.models.residual import run_to_layer
+from igds.pooling import FeatureActivations
+from igds.tokens import Tokenized
 
 
 def token_activations(model, sae, ids: list[int], layer: int, feature: int) -> list[float]:

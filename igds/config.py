@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from igds import registry
+
 
 class ConfigError(ValueError):
     """A bad parameter: the message names the key, the value and what is allowed."""
@@ -36,7 +38,8 @@ def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 
 
-def _fail(key: str, value: Any, allowed: str) -> typing.NoReturn:
+def fail(key: str, value: Any, allowed: str) -> typing.NoReturn:
+    """A bad value: `key` relative to the params dataclass raising it (from_dict makes it absolute)."""
     raise _KeyError(key, value, allowed)
 
 
@@ -47,34 +50,36 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         if value is None:
             if type(None) in typing.get_args(tp):
                 return None
-            _fail(key, value, "a value")
+            fail(key, value, "a value")
         return _convert(args[0], value, key)
     if origin is tuple:
         (item,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
         if isinstance(value, str) or not isinstance(value, (list, tuple)):
-            _fail(key, value, "a list")
+            fail(key, value, "a list")
         return tuple(_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is MethodParams:
+        return parse_methods(value, key)
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, key)
     if tp is dict:
         if not isinstance(value, dict):
-            _fail(key, value, "a mapping")
+            fail(key, value, "a mapping")
         return {k: ({} if v is None else v) for k, v in value.items()}
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            _fail(key, value, "a number")
+            fail(key, value, "a number")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            _fail(key, value, "an integer")
+            fail(key, value, "an integer")
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            _fail(key, value, "true or false")
+            fail(key, value, "true or false")
         return value
     if tp is str:
         if not isinstance(value, str):
-            _fail(key, value, "a string")
+            fail(key, value, "a string")
         return value
     raise TypeError(f"unsupported field type {tp} for {key}")
 
@@ -84,12 +89,13 @@ def from_dict(cls: type, data: Any, where: str) -> Any:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        _fail(where, data, f"a mapping with keys {[f.name for f in dataclasses.fields(cls)]}")
+        fail(where, data, f"a mapping with keys {[f.name for f in dataclasses.fields(cls)]}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for key in data:
         if key not in names:
-            raise ConfigError(f"params.yaml: unknown key {_join(where, key)}; allowed keys: {', '.join(sorted(names))}")
+            what = "key" if where else "section"
+            raise ConfigError(f"params.yaml: unknown {what} {_join(where, key)}; allowed {what}s: {', '.join(sorted(names))}")
     kwargs = {k: _convert(hints[k], v, _join(where, k)) for k, v in data.items()}
     try:
         return cls(**kwargs)
@@ -103,9 +109,10 @@ def from_dict(cls: type, data: Any, where: str) -> Any:
         raise ConfigError(f"params.yaml: {where or 'top level'} is missing required key(s) {', '.join(missing)}") from e
 
 
-def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+def check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    """fail(key, value, allowed) unless `ok`: the one-line check every params class uses."""
     if not ok:
-        _fail(key, value, allowed)
+        fail(key, value, allowed)
 
 
 SOURCE_KINDS = ("reasoning_gym", "jsonl", "hf")
@@ -128,13 +135,13 @@ class SourceConfig:
     strip_calculator: bool = True  # gsm8k: drop '<<48/2=24>>' calculator annotations
 
     def __post_init__(self) -> None:
-        _check(self.kind in SOURCE_KINDS, "kind", self.kind, f"one of {SOURCE_KINDS}")
-        _check(self.format in RECORD_FORMATS, "format", self.format, f"one of {RECORD_FORMATS}")
-        _check(self.size is None or self.size > 0, "size", self.size, "a positive integer or null (all)")
+        check(self.kind in SOURCE_KINDS, "kind", self.kind, f"one of {SOURCE_KINDS}")
+        check(self.format in RECORD_FORMATS, "format", self.format, f"one of {RECORD_FORMATS}")
+        check(self.size is None or self.size > 0, "size", self.size, "a positive integer or null (all)")
         if self.kind == "reasoning_gym":
-            _check(len(self.tasks) > 0, "tasks", self.tasks, "at least one reasoning-gym dataset name")
+            check(len(self.tasks) > 0, "tasks", self.tasks, "at least one reasoning-gym dataset name")
         else:
-            _check(self.path is not None, "path", self.path, f"a path or id for kind '{self.kind}'")
+            check(self.path is not None, "path", self.path, f"a path or id for kind '{self.kind}'")
 
     def describe(self) -> str:
         if self.kind == "reasoning_gym":
@@ -150,7 +157,7 @@ class MixConfig:
     distractors: SourceConfig
 
     def __post_init__(self) -> None:
-        _check(0.0 < self.on_task_share <= 1.0, "on_task_share", self.on_task_share, "a share in (0, 1]")
+        check(0.0 < self.on_task_share <= 1.0, "on_task_share", self.on_task_share, "a share in (0, 1]")
 
 
 @dataclass(frozen=True)
@@ -171,17 +178,17 @@ class DataConfig:
     max_chars: int = 8000  # longer examples (instruction + input + output) are rejected
 
     def __post_init__(self) -> None:
-        _check(self.max_chars > 0, "max_chars", self.max_chars, "a positive integer")
+        check(self.max_chars > 0, "max_chars", self.max_chars, "a positive integer")
         for name, source in self.split_sources().items():
             if name == "pool_distractors":
                 continue
             # generated data has no natural end; the distractors' size follows from the mix
-            _check(source.kind != "reasoning_gym" or source.size is not None, f"splits.{name}.size",
-                   source.size, "a positive integer for a reasoning_gym split")
+            check(source.kind != "reasoning_gym" or source.size is not None, f"splits.{name}.size",
+                  source.size, "a positive integer for a reasoning_gym split")
         seeded = {n: s for n, s in self.split_sources().items() if s.kind == "reasoning_gym"}
         seeds = [(tuple(s.tasks), s.seed) for s in seeded.values()]
-        _check(len(set(seeds)) == len(seeds), "splits.*.seed",
-               {n: s.seed for n, s in seeded.items()}, "distinct seeds for splits drawing the same tasks")
+        check(len(set(seeds)) == len(seeds), "splits.*.seed",
+              {n: s.seed for n, s in seeded.items()}, "distinct seeds for splits drawing the same tasks")
 
     def split_sources(self) -> dict[str, SourceConfig]:
         sources = {f.name: getattr(self.splits, f.name) for f in dataclasses.fields(self.splits)
@@ -201,9 +208,9 @@ class ModelConfig:
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        _check(self.device.split(":")[0] in DEVICES, "device", self.device, f"one of {DEVICES} (cuda:N allowed)")
-        _check(self.dtype in ("float32", "bfloat16", "float16"), "dtype", self.dtype,
-               "one of float32, bfloat16, float16")
+        check(self.device.split(":")[0] in DEVICES, "device", self.device, f"one of {DEVICES} (cuda:N allowed)")
+        check(self.dtype in ("float32", "bfloat16", "float16"), "dtype", self.dtype,
+              "one of float32, bfloat16, float16")
 
 
 @dataclass(frozen=True)
@@ -228,13 +235,13 @@ class SaeConfig:
     checkpoint_every: int = 100  # training steps between resume checkpoints (.resume/sae/)
 
     def __post_init__(self) -> None:
-        _check(self.layer >= 0, "layer", self.layer, "a layer index >= 0")
-        _check((self.release is None) == (self.sae_id is None), "sae_id", self.sae_id,
-               "set together with release (both or neither)")
+        check(self.layer >= 0, "layer", self.layer, "a layer index >= 0")
+        check((self.release is None) == (self.sae_id is None), "sae_id", self.sae_id,
+              "set together with release (both or neither)")
         for key in ("width", "k", "train_tokens", "heldout_tokens", "steps", "batch_tokens", "max_len", "batch_size",
                     "ce_examples", "checkpoint_every"):
-            _check(getattr(self, key) > 0, key, getattr(self, key), "a positive integer")
-        _check(self.lr > 0, "lr", self.lr, "a positive number")
+            check(getattr(self, key) > 0, key, getattr(self, key), "a positive integer")
+        check(self.lr > 0, "lr", self.lr, "a positive number")
 
     @property
     def pretrained(self) -> bool:
@@ -261,12 +268,12 @@ class IdentifyConfig:
     stability: bool = True  # also recall from two disjoint halves of the prior: Jaccard
 
     def __post_init__(self) -> None:
-        _check(self.scope in ("response", "all"), "scope", self.scope, "response or all")
-        _check(self.contrast in ("diff", "ratio"), "contrast", self.contrast, "diff or ratio")
-        _check(len(self.alphas) > 0 and all(a != 0 for a in self.alphas), "alphas", self.alphas,
-               "a non-empty list of non-zero numbers")
+        check(self.scope in ("response", "all"), "scope", self.scope, "response or all")
+        check(self.contrast in ("diff", "ratio"), "contrast", self.contrast, "diff or ratio")
+        check(len(self.alphas) > 0 and all(a != 0 for a in self.alphas), "alphas", self.alphas,
+              "a non-empty list of non-zero numbers")
         for key in ("top_n", "heldout_examples", "batch_size", "max_len", "card_examples"):
-            _check(getattr(self, key) > 0, key, getattr(self, key), "a positive integer")
+            check(getattr(self, key) > 0, key, getattr(self, key), "a positive integer")
 
 
 @dataclass(frozen=True)
@@ -282,9 +289,9 @@ class ScoringConfig:
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "max_len", "chunk_batches"):
-            _check(getattr(self, key) > 0, key, getattr(self, key), "a positive integer")
-        _check(list(self.shards) == list(range(len(self.shards))) and len(self.shards) > 0, "shards",
-               list(self.shards), "the shard indices [0, 1, ..., n-1] (e.g. [0, 1, 2, 3] for 4 shards)")
+            check(getattr(self, key) > 0, key, getattr(self, key), "a positive integer")
+        check(list(self.shards) == list(range(len(self.shards))) and len(self.shards) > 0, "shards",
+              list(self.shards), "the shard indices [0, 1, ..., n-1] (e.g. [0, 1, 2, 3] for 4 shards)")
 
 
 @dataclass(frozen=True)
@@ -296,14 +303,12 @@ class SelectConfig:
     methods: tuple[str, ...] = ("igds", "random", "loss", "ifd", "zip", "kcenter", "less")
 
     def __post_init__(self) -> None:
-        _check(len(self.methods) > 0 and len(set(self.methods)) == len(self.methods), "methods", self.methods,
-               "a non-empty list of distinct method names")
-        _check("full" not in self.methods, "methods", self.methods,
-               "selective methods only: full always trains on the whole pool (finetune-full)")
-        _check(len(self.ratios) > 0, "ratios", self.ratios, "a non-empty list of shares in (0, 1)")
+        check(len(self.methods) > 0 and len(set(self.methods)) == len(self.methods), "methods", self.methods,
+              "a non-empty list of distinct method names")
+        check(len(self.ratios) > 0, "ratios", self.ratios, "a non-empty list of shares in (0, 1)")
         for i, ratio in enumerate(self.ratios):
-            _check(0.0 < ratio < 1.0, f"ratios[{i}]", ratio, "a share in (0, 1); ratio 1 is the `full` method")
-        _check(len(set(self.ratios)) == len(self.ratios), "ratios", self.ratios, "distinct shares")
+            check(0.0 < ratio < 1.0, f"ratios[{i}]", ratio, "a share in (0, 1); ratio 1 is the `full` method")
+        check(len(set(self.ratios)) == len(self.ratios), "ratios", self.ratios, "distinct shares")
 
 
 def parse_ratio(text: str) -> float:
@@ -341,18 +346,18 @@ class FinetuneConfig:
     checkpoint_every: int = 10  # optimizer steps between resume checkpoints
 
     def __post_init__(self) -> None:
-        _check(self.kind in FINETUNE_KINDS, "kind", self.kind, f"one of {FINETUNE_KINDS}")
-        _check(len(self.seeds) > 0, "seeds", self.seeds, "a non-empty list of integers")
-        _check(len(set(self.seeds)) == len(self.seeds), "seeds", self.seeds, "distinct integers")
+        check(self.kind in FINETUNE_KINDS, "kind", self.kind, f"one of {FINETUNE_KINDS}")
+        check(len(self.seeds) > 0, "seeds", self.seeds, "a non-empty list of integers")
+        check(len(set(self.seeds)) == len(self.seeds), "seeds", self.seeds, "distinct integers")
         for key in ("epochs", "batch_size", "max_len", "lora_r", "checkpoint_every"):
-            _check(getattr(self, key) > 0, key, getattr(self, key), "a positive integer")
+            check(getattr(self, key) > 0, key, getattr(self, key), "a positive integer")
         for key in ("lr", "lora_alpha", "max_grad_norm"):
-            _check(getattr(self, key) > 0, key, getattr(self, key), "a positive number")
-        _check(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", self.warmup_ratio, "a share in [0, 1)")
-        _check(0.0 <= self.lora_dropout < 1.0, "lora_dropout", self.lora_dropout, "a share in [0, 1)")
-        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
-        _check(len(self.target_modules) > 0, "target_modules", self.target_modules,
-               "a non-empty list of module names, e.g. [q_proj, v_proj]")
+            check(getattr(self, key) > 0, key, getattr(self, key), "a positive number")
+        check(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", self.warmup_ratio, "a share in [0, 1)")
+        check(0.0 <= self.lora_dropout < 1.0, "lora_dropout", self.lora_dropout, "a share in [0, 1)")
+        check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
+        check(len(self.target_modules) > 0, "target_modules", self.target_modules,
+              "a non-empty list of module names, e.g. [q_proj, v_proj]")
 
 
 @dataclass(frozen=True)
@@ -366,9 +371,9 @@ class EvaluateConfig:
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "max_gen_toks", "max_len"):
-            _check(getattr(self, key) > 0, key, getattr(self, key), "a positive integer")
-        _check(self.n_generate is None or self.n_generate > 0, "n_generate", self.n_generate,
-               "a positive integer or null (all)")
+            check(getattr(self, key) > 0, key, getattr(self, key), "a positive integer")
+        check(self.n_generate is None or self.n_generate > 0, "n_generate", self.n_generate,
+              "a positive integer or null (all)")
 
 
 @dataclass(frozen=True)
@@ -380,8 +385,45 @@ class ReportConfig:
     task_metric: str = "answer_loglik"  # the gain over base that feature amplification is correlated with
 
     def __post_init__(self) -> None:
-        _check(self.n_boot >= 100, "n_boot", self.n_boot, "an integer >= 100 (a percentile CI needs draws)")
-        _check(0.0 < self.level < 1.0, "level", self.level, "a share in (0, 1), e.g. 0.95")
+        check(self.n_boot >= 100, "n_boot", self.n_boot, "an integer >= 100 (a percentile CI needs draws)")
+        check(0.0 < self.level < 1.0, "level", self.level, "a share in (0, 1), e.g. 0.95")
+
+
+class MethodParams(dict):
+    """params.yaml `methods:`: method name -> that method's frozen params object (its own
+    dataclass, found through igds.registry); dvc.yaml's score stages iterate over its keys."""
+
+
+def parse_methods(raw: Any, where: str = "methods") -> MethodParams:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        fail(where, raw, "a mapping of method name -> its params")
+    out = MethodParams()
+    for name, value in raw.items():
+        try:
+            cls = registry.selector_class(name)
+        except registry.UnknownMethod as e:
+            raise ConfigError(f"params.yaml: {where}.{name}: {e}") from None
+        out[name] = from_dict(cls.Params, value, f"{where}.{name}")
+    return out
+
+
+def method_params(name: str, raw: Any = None) -> Any:
+    """The params object of method `name` from its params.yaml mapping (None: the defaults)."""
+    return parse_methods({name: raw})[name]
+
+
+def _method_hook(params: Any, hook: str, where: str, *args: Any) -> None:
+    """Call a method params object's optional check (see igds.registry), keys made absolute."""
+    fn = getattr(params, hook, None)
+    if fn is None:
+        return
+    try:
+        fn(*args)
+    except _KeyError as e:
+        e.key = _join(where, e.key)
+        raise
 
 
 @dataclass(frozen=True)
@@ -396,13 +438,40 @@ class Params:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
-    # method name -> its params; each is validated by that method's own params dataclass
-    # (igds.selection.build_selector) at the stage that runs it
-    methods: dict = field(default_factory=dict)
+    # every method the pool is scored by (one score@<method> stage each), with its params;
+    # absent: every built-in method with its defaults
+    methods: MethodParams = field(default_factory=lambda: parse_methods({name: {} for name in registry.METHODS}))
+
+    def __post_init__(self) -> None:
+        selectable = sorted(n for n in self.methods if not registry.selector_class(n).keeps_all)
+        for i, name in enumerate(self.select.methods):
+            if name not in selectable:
+                if name in self.methods:
+                    why = "it keeps the whole pool, so it is trained once per seed (finetune-full), not selected"
+                elif name in registry.available():
+                    why = f"add `{name}: {{}}` under methods: (its score stage comes from there)"
+                else:
+                    why = "it is not a method"
+                raise ConfigError(f"params.yaml: select.methods[{i}] = {name!r} is not allowed; expected one of "
+                                  f"{', '.join(selectable)} ({why})")
+        for name, method_params in self.methods.items():
+            _method_hook(method_params, "check_with", f"methods.{name}", self)
+
+    def check_model(self, n_layers: int, d_model: int) -> None:
+        """What the model's config decides: sae.layer and every method's layer settings."""
+        check(0 <= self.sae.layer < n_layers, "sae.layer", self.sae.layer,
+              f"a decoder layer of {self.model.name}: 0..{n_layers - 1}")
+        for name, method_params in self.methods.items():
+            _method_hook(method_params, "check_model", f"methods.{name}", n_layers, d_model)
+
+    def check_features(self, features: dict, source: str) -> None:
+        """What features.json decides, for every method that reads it."""
+        for name in registry.needing(self.methods, "features"):
+            _method_hook(self.methods[name], "check_features", f"methods.{name}", features, source)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml (sections a stage does not use may be absent)."""
+    """Read and validate params.yaml: every section and key; an unknown one is an error."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -410,6 +479,6 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ConfigError(f"params file {path} not found; run from the project root or pass --params") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"params file {path} is not valid YAML: {e}") from None
-    known = {f.name for f in dataclasses.fields(Params)}
-    # Sections of later stages are validated by their own dataclasses as they are added.
-    return from_dict(Params, {k: v for k, v in (raw or {}).items() if k in known}, "")
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"params file {path}: expected a mapping of sections, found {type(raw).__name__}")
+    return from_dict(Params, raw or {}, "")

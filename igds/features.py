@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from igds.activations import FeatureActivations, Tokenized, iter_batches
-from igds.models import add_to_residual
+from igds.loglik import answer_loglik
+from igds.pooling import FeatureActivations, pooled_feature_activations
+from igds.tokens import Tokenized, tokenize_records
 
 log = logging.getLogger(__name__)
 
@@ -78,44 +79,6 @@ def contrast_values(freq_prior: np.ndarray, freq_general: np.ndarray, contrast: 
     if contrast not in CONTRAST:
         raise ValueError(f"contrast '{contrast}' is not one of {CONTRAST}")
     return freq_prior - freq_general if contrast == "diff" else freq_prior / (freq_general + eps)
-
-
-def answer_loglik(model, tok: Tokenized, batch_size: int, pad_id: int,
-                  steer: tuple[int, torch.Tensor] | None = None) -> np.ndarray:
-    """Mean log-likelihood per response token of each example: [n_examples].
-
-    `steer = (layer, vector)` adds the vector to the residual after `layer` on every token.
-    Only the response positions go through the LM head.
-    """
-    out = np.zeros(len(tok))
-    device = next(model.parameters()).device
-    head = model.get_output_embeddings()
-    softcap = getattr(model.config, "final_logit_softcapping", None)
-    with torch.inference_mode():
-        for batch in iter_batches(tok, batch_size, pad_id, "response", device):
-            ctx = add_to_residual(model, steer[0], steer[1].to(device)) if steer else _null()
-            with ctx:
-                hidden = model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                          use_cache=False).last_hidden_state  # [b, s, d]
-            # token t is predicted from position t - 1
-            target = batch.scope_mask[:, 1:]
-            rows, pos = target.nonzero(as_tuple=True)
-            logits = head(hidden[:, :-1][rows, pos]).float()  # [n_response_tokens, vocab]
-            if softcap:
-                logits = softcap * torch.tanh(logits / softcap)
-            logp = torch.log_softmax(logits, -1).gather(1, batch.input_ids[:, 1:][rows, pos][:, None])[:, 0]
-            per_row = torch.zeros(len(batch.index), device=logp.device).index_add_(0, rows, logp)
-            counts = torch.bincount(rows, minlength=len(batch.index)).clamp(min=1)
-            out[batch.index] = (per_row / counts).cpu().numpy()
-    return out
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def steering_vector(sae, feature: int, scale: float, alpha: float) -> torch.Tensor:
@@ -177,12 +140,13 @@ class Identification:
     n_general: int
     stability: dict | None  # recall on two disjoint prior halves: their top features and Jaccard
 
+    def records_by_id(self) -> dict[int, FeatureRecord]:
+        return {r.feature: r for r in self.records}
+
 
 def identify(model, tokenizer, sae, prior: list, general: list, cfg, layer: int) -> Identification:
     """Run frequency recall on prior vs general, then (unless disabled) interventional
     filtering on held-out prior examples; `cfg` is an IdentifyConfig."""
-    from igds.activations import pooled_feature_activations, tokenize_records  # noqa: PLC0415
-
     n_heldout = cfg.heldout_examples if cfg.interventional else 0
     if len(prior) - n_heldout < 2:
         raise ValueError(f"the prior set has {len(prior)} examples; identification needs more than "

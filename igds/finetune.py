@@ -17,11 +17,9 @@ own generator), so that equality holds without dropout.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,14 +29,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from igds.activations import Tokenized, tokenize_records
 from igds.artifacts import atomic_file
-from igds.config import FinetuneConfig
+from igds.config import ConfigError, FinetuneConfig
 from igds.data import Record
+from igds.lora import add_lora, linear_schedule, seeded
+from igds.tokens import IGNORE, Tokenized, collate, tokenize_records
 
 log = logging.getLogger(__name__)
 
-IGNORE = -100  # label of tokens that carry no loss (prompt and padding)
 STATE_FILE = "state.pt"
 _SALT_ORDER, _SALT_INIT = 0x5346_5401, 0x5346_5402  # seeded draws: batch order, adapter init / dropout
 
@@ -64,18 +62,11 @@ def batch_schedule(lengths: Sequence[int], batch_size: int, epochs: int, rng: np
     return steps
 
 
-def collate(tok: Tokenized, index: Sequence[int], pad_id: int, device) -> dict[str, torch.Tensor]:
-    """Right-padded input_ids, attention_mask and labels (IGNORE outside the response)."""
-    seq = max(len(tok.input_ids[i]) for i in index)
-    input_ids = torch.full((len(index), seq), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(index), seq), dtype=torch.long)
-    labels = torch.full((len(index), seq), IGNORE, dtype=torch.long)
-    for row, i in enumerate(index):
-        ids = torch.tensor(tok.input_ids[i])
-        input_ids[row, :len(ids)] = ids
-        attention[row, :len(ids)] = 1
-        labels[row, tok.response_start[i]:len(ids)] = ids[tok.response_start[i]:]
-    return {"input_ids": input_ids.to(device), "attention_mask": attention.to(device), "labels": labels.to(device)}
+def step_batch(tok: Tokenized, index: Sequence[int], pad_id: int, device) -> dict[str, torch.Tensor]:
+    """A training step's model inputs: right-padded input_ids, attention_mask and labels
+    (IGNORE outside the response)."""
+    batch = collate(tok, index, pad_id, "response", device)
+    return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "labels": batch.labels()}
 
 
 # --- model ----------------------------------------------------------------------------------
@@ -87,28 +78,13 @@ def trainable(model, cfg: FinetuneConfig, seed: int):
         for q in model.parameters():
             q.requires_grad_(True)
         return model, [q for q in model.parameters()]
-    from peft import LoraConfig, get_peft_model  # noqa: PLC0415
-
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     missing = [m for m in cfg.target_modules if m not in names]
     if missing:
-        from igds.config import ConfigError  # noqa: PLC0415
-
         raise ConfigError(f"params.yaml: finetune.target_modules = {list(cfg.target_modules)} names modules "
                           f"{missing} that {type(model).__name__} does not have")
-    config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                        target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
-    with _seeded(model, seed):  # peft draws lora_A from the global generator
-        peft_model = get_peft_model(model, config)
-    return peft_model, [q for q in peft_model.parameters() if q.requires_grad]
-
-
-@contextlib.contextmanager
-def _seeded(model, seed: int):
-    device = next(model.parameters()).device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        yield
+    return add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                    target_modules=cfg.target_modules, seed=seed, task_type="CAUSAL_LM")
 
 
 # --- training -------------------------------------------------------------------------------
@@ -154,48 +130,29 @@ def finetune(model, tokenizer, records: list[Record], cfg: FinetuneConfig, seed:
     checkpoints."""
     if not records:
         raise ValueError("finetune: no training examples")
-    from transformers import get_linear_schedule_with_warmup  # noqa: PLC0415
-
     tok = tokenize_records(tokenizer, records, cfg.max_len)
     lengths = [len(x) for x in tok.input_ids]
-    rng = np.random.default_rng([seed, _SALT_ORDER])
-    steps = batch_schedule(lengths, cfg.batch_size, cfg.epochs, rng)
+    steps = batch_schedule(lengths, cfg.batch_size, cfg.epochs, np.random.default_rng([seed, _SALT_ORDER]))
     model, params = trainable(model, cfg, int(np.random.default_rng([seed, _SALT_INIT]).integers(2**62)))
     device = next(model.parameters()).device
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
     engine = accelerator.prepare_model(model, device_placement=False) if world > 1 else model
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    schedule = get_linear_schedule_with_warmup(optimizer, math.ceil(len(steps) * cfg.warmup_ratio), len(steps))
+    schedule = linear_schedule(optimizer, len(steps), cfg.warmup_ratio)
     result = TrainResult(len(records), len(steps), n_tokens=sum(lengths) * cfg.epochs,
                          n_response_tokens=sum(n - s for n, s in zip(lengths, tok.response_start)) * cfg.epochs)
-
-    start, torch_rng = 0, None
-    state_path = Path(state_dir) / STATE_FILE if state_dir is not None else None
-    if state_path is not None and state_path.is_file():
-        state = torch.load(state_path, map_location=device, weights_only=False)
-        rngs = state.get("torch_rng")
-        if state["fingerprint"] == run_key and isinstance(rngs, list) and len(rngs) == world:
-            with torch.no_grad():
-                for q, saved in zip(params, state["params"]):
-                    q.copy_(saved)
-            optimizer.load_state_dict(state["optimizer"])
-            schedule.load_state_dict(state["schedule"])
-            start, result.loss, torch_rng = state["step"], state["loss"], state["torch_rng"][rank]
-            result.resumed_from_step = start
-            log.info("resuming from step %d of %d (%s)", start, len(steps), state_path)
-        else:
-            log.info("ignoring %s: it belongs to another run (fingerprint or number of processes differs)",
-                     state_path)
+    state = _Resume(Path(state_dir) / STATE_FILE if state_dir is not None else None, run_key, rank, world)
+    start, torch_rng = state.load(params, optimizer, schedule, result, device)
 
     model.train()
     t0 = time.perf_counter()
-    with _seeded(model, int(np.random.default_rng([seed, _SALT_INIT, start]).integers(2**62))):
+    with seeded(model, int(np.random.default_rng([seed, _SALT_INIT, start]).integers(2**62))):
         if torch_rng is not None:  # dropout continues exactly where it stopped
             torch.random.set_rng_state(torch_rng.cpu())
         bar = tqdm(range(start, len(steps)), desc="finetune", initial=start, total=len(steps),
                    disable=not progress or rank > 0, leave=False)
         for step in bar:
-            batch = collate(tok, steps[step], tokenizer.pad_token_id, device)
+            batch = step_batch(tok, steps[step], tokenizer.pad_token_id, device)
             n_items = response_items(batch)  # the whole step's, on every process
             if world > 1:
                 batch = _rank_slice(batch, rank, world)
@@ -210,20 +167,58 @@ def finetune(model, tokenizer, records: list[Record], cfg: FinetuneConfig, seed:
             schedule.step()
             result.loss.append(round(loss.item(), 6))
             bar.set_postfix(loss=f"{loss.item():.3f}")
-            done = step + 1
-            if state_path is not None and done % cfg.checkpoint_every == 0 and done < len(steps):
-                rng = [torch.random.get_rng_state()]
-                if world > 1:
-                    from accelerate.utils import gather_object  # noqa: PLC0415
-
-                    rng = gather_object(rng)
-                if rank == 0:
-                    _save_state(state_path, run_key, done, params, optimizer, schedule, result.loss, rng)
-                if world > 1:
-                    accelerator.wait_for_everyone()
+            if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < len(steps):
+                state.save(step + 1, params, optimizer, schedule, result.loss, accelerator)
     model.eval()
     result.wall_s = round(time.perf_counter() - t0, 3)
     return model, result
+
+
+@dataclass
+class _Resume:
+    """The resume checkpoint of one run: trainable weights, optimizer, schedule, losses so far
+    and every process's torch generator; used only by a run with the same fingerprint and
+    number of processes."""
+
+    path: Path | None
+    run_key: str
+    rank: int
+    world: int
+
+    def load(self, params, optimizer, schedule, result: TrainResult, device) -> tuple[int, torch.Tensor | None]:
+        """(the step to start from, this process's generator state) and the state restored; (0, None) if none."""
+        if self.path is None or not self.path.is_file():
+            return 0, None
+        state = torch.load(self.path, map_location=device, weights_only=False)
+        rngs = state.get("torch_rng")
+        if state["fingerprint"] != self.run_key or not isinstance(rngs, list) or len(rngs) != self.world:
+            log.info("ignoring %s: it belongs to another run (fingerprint or number of processes differs)", self.path)
+            return 0, None
+        with torch.no_grad():
+            for q, saved in zip(params, state["params"]):
+                q.copy_(saved)
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        result.loss, result.resumed_from_step = state["loss"], state["step"]
+        log.info("resuming from step %d of %d (%s)", state["step"], result.n_steps, self.path)
+        return state["step"], rngs[self.rank]
+
+    def save(self, step: int, params, optimizer, schedule, loss: list[float], accelerator=None) -> None:
+        if self.path is None:
+            return
+        rng = [torch.random.get_rng_state()]
+        if self.world > 1:
+            from accelerate.utils import gather_object  # noqa: PLC0415
+
+            rng = gather_object(rng)
+        if self.rank == 0:
+            state = {"fingerprint": self.run_key, "step": step, "params": [q.detach().cpu() for q in params],
+                     "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "loss": list(loss),
+                     "torch_rng": rng}  # one generator state per process
+            with atomic_file(self.path, "wb") as f:
+                torch.save(state, f)
+        if self.world > 1:
+            accelerator.wait_for_everyone()
 
 
 def _rank_slice(batch: dict[str, torch.Tensor], rank: int, world: int) -> dict[str, torch.Tensor]:
@@ -238,14 +233,6 @@ def _rank_slice(batch: dict[str, torch.Tensor], rank: int, world: int) -> dict[s
     part = {k: v[rows[0]:rows[-1] + 1] for k, v in batch.items()}
     width = int(part["attention_mask"].sum(1).max())  # right padding: trim the common tail
     return {k: v[:, :width] for k, v in part.items()}
-
-
-def _save_state(path: Path, run_key: str, step: int, params, optimizer, schedule, loss, rng: list) -> None:
-    state = {"fingerprint": run_key, "step": step, "params": [q.detach().cpu() for q in params],
-             "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "loss": list(loss),
-             "torch_rng": rng}  # one generator state per process
-    with atomic_file(path, "wb") as f:
-        torch.save(state, f)
 
 
 # --- saving and loading ---------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Feature-Resonant Score (IGDS step 3).
+"""Feature-Resonant Score (IGDS step 3), and feature amplification (the paper's Fig. 3).
 
 FRS(x) = the pooled activation (max or mean over x's tokens) of the chosen causal
 features. With k > 1 features, each feature's pooled activation is divided by its typical
@@ -10,29 +10,31 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import torch
 
-from igds.activations import SCOPES, FeatureActivations, pooled_feature_activations
-from igds.artifacts import read_json
+from igds.config import ConfigError, check, fail
 from igds.data import Record
-from igds.selection import ScoringContext, register
+from igds.registry import SelectorResult, register
 
-POOLING = ("max", "mean")
+POOLING = ("max", "mean")  # igds.pooling.POOLING (not imported here: this module stays light)
+SCOPES = ("response", "all")  # igds.tokens.SCOPES
 
 
-def resonant_score(acts: FeatureActivations, typical: Sequence[float], pooling: str = "max") -> np.ndarray:
+def chosen_features(features: dict, k: int) -> list[int]:
+    """The top-k causal features of a features.json document, in rank order."""
+    return list(features["ranking"][:k])
+
+
+def resonant_score(acts, typical: Sequence[float], pooling: str = "max") -> np.ndarray:
     """FRS per example, from activations pooled over the chosen features only: [n_examples].
 
-    `acts` holds just the chosen features' columns (in chosen order); `typical` is each
-    one's mean activation when active on the prior set.
+    `acts` (igds.pooling.FeatureActivations) holds just the chosen features' columns (in
+    chosen order); `typical` is each one's mean activation when active on the prior set.
     """
-    if pooling not in POOLING:
-        raise ValueError(f"pooling '{pooling}' is not one of {POOLING}")
-    pooled = acts.max_act if pooling == "max" else acts.mean_act  # [n, k]
+    import torch  # noqa: PLC0415
+
+    pooled = acts.pooled(pooling)  # [n, k]
     scale = torch.as_tensor(list(typical), dtype=pooled.dtype).clamp(min=1e-8)
     return (pooled / scale).mean(1).double().numpy()
 
@@ -44,46 +46,70 @@ class IgdsParams:
     scope: str = "all"  # tokens that count: response | all
 
     def __post_init__(self) -> None:
-        from igds.config import _check  # noqa: PLC0415
+        check(self.k > 0, "k", self.k, "a positive integer")
+        check(self.pooling in POOLING, "pooling", self.pooling, f"one of {POOLING}")
+        check(self.scope in SCOPES, "scope", self.scope, f"one of {SCOPES}")
 
-        _check(self.k > 0, "k", self.k, "a positive integer")
-        _check(self.pooling in POOLING, "pooling", self.pooling, f"one of {POOLING}")
-        _check(self.scope in SCOPES, "scope", self.scope, f"one of {SCOPES}")
+    def check_with(self, params) -> None:
+        top_n = params.identify.top_n
+        check(self.k <= top_n, "k", self.k, f"at most identify.top_n = {top_n} (features are ranked among the "
+              "recalled ones)")
+
+    def check_features(self, features: dict, source: str) -> None:
+        n = len(features.get("ranking", []))
+        if self.k > n:
+            fail("k", self.k, f"at most the {n} feature(s) identification kept ({source}); "
+                 "or relax identify.min_effect / identify.min_contrast")
 
 
 @register("igds", IgdsParams)
 class IgdsSelector:
-    """Feature-Resonant Score with the SAE (ctx.artifacts['sae']) and the ranked causal
-    features (ctx.artifacts['features']/features.json); the forward pass stops at layer L."""
+    """Feature-Resonant Score with the SAE and the ranked causal features (features.json);
+    the forward pass stops at layer L."""
 
+    needs = ("sae", "features")
     shardable = True  # an example's score depends only on it and its batch (igds.scoring)
 
     def __init__(self, params: IgdsParams):
         self.params = params
-        self.info: dict = {}
-        self.detail: pd.DataFrame | None = None
 
-    def score(self, pool: list[Record], ctx: ScoringContext) -> np.ndarray:
-        from igds.config import ConfigError  # noqa: PLC0415
+    def score(self, pool: list[Record], ctx) -> SelectorResult:
+        from igds.artifacts import read_json  # noqa: PLC0415
+        from igds.pooling import pooled_feature_activations  # noqa: PLC0415
         from igds.sae import load_sae  # noqa: PLC0415
 
         p = self.params
-        features = read_json(Path(ctx.artifacts["features"]) / "features.json")
-        ranking = features["ranking"]
-        if len(ranking) < p.k:
-            raise ConfigError(f"params.yaml: methods.igds.k = {p.k} but identification kept {len(ranking)} "
+        features = read_json(ctx.artifact("features") / "features.json")
+        if len(features["ranking"]) < p.k:
+            raise ConfigError(f"params.yaml: methods.igds.k = {p.k} but identification kept {len(features['ranking'])} "
                               "feature(s); lower k, or relax identify.min_effect / identify.min_contrast")
-        chosen = ranking[:p.k]
+        chosen = chosen_features(features, p.k)
         by_id = {f["feature"]: f for f in features["features"]}
         loaded = ctx.model()
-        sae = load_sae(ctx.artifacts["sae"], ctx.device)
+        sae = load_sae(ctx.artifact("sae"), ctx.device)
         tok = ctx.tokenized(pool)
         acts = pooled_feature_activations(loaded.model, sae, tok, features["layer"], ctx.batch_size,
                                           loaded.tokenizer.pad_token_id, p.scope, features=chosen, desc="scoring")
-        self.detail = pd.DataFrame({"id": [r.id for r in pool]})
+        extras = {}
         for j, f in enumerate(chosen):
-            self.detail[f"f{f}_max"] = acts.max_act[:, j].numpy()
-            self.detail[f"f{f}_mean"] = acts.mean_act[:, j].numpy()
-        self.info = {"chosen_features": chosen, "k": p.k, "pooling": p.pooling, "scope": p.scope,
-                     "n_tokens": int(tok.n_tokens)}
-        return resonant_score(acts, [by_id[f]["mean_when_active"] for f in chosen], p.pooling)
+            extras[f"f{f}_max"] = acts.max_act[:, j].numpy()
+            extras[f"f{f}_mean"] = acts.mean_act[:, j].numpy()
+        info = {"chosen_features": chosen, "k": p.k, "pooling": p.pooling, "scope": p.scope,
+                "n_tokens": int(tok.n_tokens)}
+        return SelectorResult(resonant_score(acts, [by_id[f]["mean_when_active"] for f in chosen], p.pooling),
+                              info, extras)
+
+
+def feature_activation(model, tokenizer, sae, records: Sequence[Record], layer: int, features: Sequence[int],
+                       batch_size: int, max_len: int, scope: str = "all", pooling: str = "max") -> float:
+    """Mean over `records` of the chosen task features' pooled activation (the Feature-Resonant
+    Score's pooling, unnormalised), from `model`'s residual stream at `layer`: how strongly a
+    (fine-tuned) model activates the task features on the eval set. The report divides it
+    by the base model's value (feature amplification, the paper's Fig. 3)."""
+    from igds.pooling import pooled_feature_activations  # noqa: PLC0415
+    from igds.tokens import tokenize_records  # noqa: PLC0415
+
+    tok = tokenize_records(tokenizer, records, max_len)
+    acts = pooled_feature_activations(model, sae, tok, layer, batch_size, tokenizer.pad_token_id, scope,
+                                      features=list(features), desc="feature activation")
+    return float(np.mean(acts.pooled(pooling).double().numpy()))

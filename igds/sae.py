@@ -31,7 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from igds.config import SaeConfig
-from igds.models import add_to_residual
+from igds.models.residual import add_to_residual
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,26 @@ def train_fingerprint(acts: torch.Tensor, cfg: SaeConfig, seed: int) -> str:
     return h.hexdigest()[:16]
 
 
+def _resume_state(state_path: Path | None, run_key: str, device: str) -> dict | None:
+    """The resume checkpoint of this run (same fingerprint, trainer state beside it), else None."""
+    if state_path is None or not state_path.is_file():
+        return None
+    state = torch.load(state_path, map_location=device, weights_only=False)
+    if state["fingerprint"] == run_key and state_path.with_suffix(".trainer").is_dir():
+        return state
+    log.info("ignoring %s: it belongs to another run (fingerprint differs)", state_path)
+    return None
+
+
+def _checkpoint_every(trainer: _CheckpointingTrainer, state_path: Path, run_key: str, cfg: SaeConfig,
+                      start: int) -> None:
+    """Checkpoint after every checkpoint_every steps (sae-lens checks `samples > threshold`
+    after counting the step's samples: a threshold just below step s's count fires at s)."""
+    trainer.state_path, trainer.run_key = state_path, run_key
+    trainer.checkpoint_thresholds = [s * cfg.batch_tokens - 1 for s in range(cfg.checkpoint_every, cfg.steps,
+                                                                              cfg.checkpoint_every) if s > start]
+
+
 def train_sae(acts: torch.Tensor, cfg: SaeConfig, seed: int, device: str = "cpu",
               state_dir: Path | None = None) -> TopKSAE:
     """Train a TopK SAE (d_sae = width * d_in, k active) on raw activations [n, d_in].
@@ -136,14 +156,8 @@ def train_sae(acts: torch.Tensor, cfg: SaeConfig, seed: int, device: str = "cpu"
         inference_sae = TopKSAE.from_dict(sae_cfg.get_inference_sae_cfg_dict())
     state_path = Path(state_dir) / STATE_FILE if state_dir is not None else None
     run_key = train_fingerprint(acts, cfg, seed) if state_path is not None else ""
-    start, state = 0, None
-    if state_path is not None and state_path.is_file():
-        state = torch.load(state_path, map_location=device, weights_only=False)
-        if state["fingerprint"] == run_key and state_path.with_suffix(".trainer").is_dir():
-            start = state["step"]
-        else:
-            log.info("ignoring %s: it belongs to another run (fingerprint differs)", state_path)
-            state = None
+    state = _resume_state(state_path, run_key, device)
+    start = state["step"] if state is not None else 0
     trainer = _CheckpointingTrainer(
         cfg=SAETrainerConfig(
             total_training_samples=cfg.steps * cfg.batch_tokens,
@@ -159,12 +173,7 @@ def train_sae(acts: torch.Tensor, cfg: SaeConfig, seed: int, device: str = "cpu"
         data_provider=_batches(acts, mu, scale, cfg.batch_tokens, torch.Generator().manual_seed(seed), start),
     )
     if state_path is not None:
-        trainer.state_path, trainer.run_key = state_path, run_key
-        # checkpoint after every checkpoint_every steps (sae-lens checks `samples > threshold`
-        # after counting the step's samples: a threshold just below step s's count fires at s)
-        trainer.checkpoint_thresholds = [s * cfg.batch_tokens - 1 for s in range(cfg.checkpoint_every, cfg.steps,
-                                                                                  cfg.checkpoint_every)
-                                         if s > start]
+        _checkpoint_every(trainer, state_path, run_key, cfg, start)
     if state is not None:
         training_sae.load_state_dict(state["sae"])
         trainer.load_trainer_state(state_path.with_suffix(".trainer"))

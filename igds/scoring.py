@@ -6,8 +6,8 @@ are cut from the *length-sorted* order that `iter_batches` uses, at batch bounda
 piece, scored alone, forms exactly the batches the whole pool would have formed, and its
 scores are bit-identical to the unsharded run's. Methods whose score of an example depends
 only on that example and its batch say so with `shardable = True` (igds, loss); the others
-(set-level methods such as ZIP or k-center, or ones with other batchings such as IFD) are
-scored whole.
+(set-level methods such as ZIP or k-center, or ones with other batchings such as IFD) score
+the whole pool in shard 0, and their other shards are empty.
 
 Chunks (`chunk_batches` batches each) are written atomically to `state_dir` as they finish;
 a killed run restarted with the same fingerprint keeps them and scores only the rest.
@@ -24,14 +24,12 @@ import numpy as np
 import pandas as pd
 
 from igds.artifacts import read_json, write_json, write_parquet
+from igds.context import ScoringContext
 from igds.data import Record
-from igds.selection import ScoringContext, Selector
+from igds.registry import Selector, SelectorResult
+from igds.tokens import length_order
 
 log = logging.getLogger(__name__)
-
-
-def is_shardable(selector: Selector) -> bool:
-    return bool(getattr(selector, "shardable", False))
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -45,12 +43,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def length_order(pool: Sequence[Record], ctx: ScoringContext) -> np.ndarray:
-    """Pool positions in the order `iter_batches` visits them (stable sort by token length)."""
-    tok = ctx.tokenized(list(pool))
-    return np.argsort([len(x) for x in tok.input_ids], kind="stable")
-
-
 def split_batches(order: np.ndarray, batch_size: int, n: int) -> list[np.ndarray]:
     """`order` cut into n contiguous runs of whole batches (sizes differ by at most one batch)."""
     n_batches = -(-len(order) // batch_size)
@@ -61,15 +53,27 @@ def split_batches(order: np.ndarray, batch_size: int, n: int) -> list[np.ndarray
 def shard_positions(pool: Sequence[Record], ctx: ScoringContext, shard: tuple[int, int]) -> np.ndarray:
     """Pool positions of shard i of n, in length order."""
     i, n = shard
-    return split_batches(length_order(pool, ctx), ctx.batch_size, n)[i]
+    return split_batches(length_order(ctx.tokenized(list(pool))), ctx.batch_size, n)[i]
 
 
-def _frame(selector: Selector, records: Sequence[Record], scores: np.ndarray) -> pd.DataFrame:
-    frame = pd.DataFrame({"id": [r.id for r in records], "score": np.asarray(scores, dtype=float)})
-    detail = getattr(selector, "detail", None)
-    if detail is not None:
-        frame = frame.merge(detail, on="id", how="left", validate="one_to_one")
-    return frame
+def _scored(selector: Selector, records: list[Record], ctx: ScoringContext) -> tuple[pd.DataFrame, dict]:
+    """(id, score, the selector's per-example extras) of `records` in their order, and its info."""
+    result = selector.score(records, ctx)
+    if not isinstance(result, SelectorResult):
+        raise TypeError(f"{selector.name}.score returned {type(result).__name__}, not a SelectorResult")
+    scores = np.asarray(result.scores, dtype=float)
+    if scores.shape != (len(records),):
+        raise AssertionError(f"{selector.name} returned {scores.shape} scores for {len(records)} examples")
+    frame = pd.DataFrame({"id": [r.id for r in records], "score": scores})
+    for column, values in result.extras.items():
+        if column in frame:
+            raise ValueError(f"{selector.name}: extra column '{column}' clashes with id/score")
+        frame[column] = np.asarray(values)
+    return frame, dict(result.info)
+
+
+def _empty() -> pd.DataFrame:
+    return pd.DataFrame({"id": pd.Series(dtype=str), "score": pd.Series(dtype=float)})
 
 
 def merge_info(infos: list[dict], sizes: list[int]) -> dict:
@@ -92,17 +96,14 @@ def merge_info(infos: list[dict], sizes: list[int]) -> dict:
 def score_pool(selector: Selector, pool: Sequence[Record], ctx: ScoringContext, *,
                shard: tuple[int, int] = (0, 1), chunk_batches: int | None = None,
                state_dir: Path | None = None, fingerprint: str = "") -> tuple[pd.DataFrame, dict]:
-    """Scores (id, score, any per-example detail) of the pool, or of one shard of it, and the
-    selector's info. Rows come in pool order for the whole pool, in length order for a shard."""
+    """Scores (id, score, any per-example extras) of the pool, or of one shard of it, and the
+    selector's info. Rows come in pool order for the whole pool, in length order for a shard
+    of a shardable method; a method scored whole fills shard 0 (pool order)."""
     pool = list(pool)
-    if not is_shardable(selector):
-        if shard != (0, 1):
-            raise ValueError(f"method '{selector.name}' scores the pool as a whole; it cannot be sharded "
-                             "(shardable methods: igds, loss)")
-        scores = np.asarray(selector.score(pool, ctx), dtype=float)
-        if scores.shape != (len(pool),):
-            raise AssertionError(f"{selector.name} returned {scores.shape} scores for {len(pool)} examples")
-        return _frame(selector, pool, scores), dict(getattr(selector, "info", {}))
+    if not selector.shardable:  # scored whole: in shard 0; the other shards are empty
+        if shard[0] > 0:
+            return _empty(), {}
+        return _scored(selector, pool, ctx)
 
     positions = shard_positions(pool, ctx, shard)
     n_chunks = max(1, -(-len(positions) // (ctx.batch_size * chunk_batches))) if chunk_batches else 1
@@ -118,7 +119,7 @@ def score_pool(selector: Selector, pool: Sequence[Record], ctx: ScoringContext, 
     frames, infos, resumed = [], [], 0
     for j, chunk in enumerate(chunks):
         if len(chunk) == 0:  # more shards than batches: this piece is empty
-            frames.append(pd.DataFrame({"id": pd.Series(dtype=str), "score": pd.Series(dtype=float)}))
+            frames.append(_empty())
             infos.append({})
             continue
         path = state_dir / f"chunk-{j:04d}.parquet" if state_dir is not None else None
@@ -127,11 +128,7 @@ def score_pool(selector: Selector, pool: Sequence[Record], ctx: ScoringContext, 
             infos.append(read_json(path.with_suffix(".json")))
             resumed += 1
             continue
-        records = [pool[i] for i in chunk]
-        scores = np.asarray(selector.score(records, ctx), dtype=float)
-        if scores.shape != (len(records),):
-            raise AssertionError(f"{selector.name} returned {scores.shape} scores for {len(records)} examples")
-        frame, info = _frame(selector, records, scores), dict(getattr(selector, "info", {}))
+        frame, info = _scored(selector, [pool[i] for i in chunk], ctx)
         if path is not None:
             write_json(path.with_suffix(".json"), info)  # before the parquet: a chunk counts once both exist
             write_parquet(path, frame)

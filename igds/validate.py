@@ -1,9 +1,12 @@
-"""Checks of params.yaml that need more than one section, the model's config or the
-method registry: run by every stage's entry point before it does any work, so a bad
-setting stops `dvc repro` at its first stage with one line, not twenty minutes in.
+"""Checks of params.yaml against the world outside it: data files on disk, the model's
+config, the SAE and features a stage reads. Run by every stage's entry point before it does
+any work, so a bad setting stops `dvc repro` at its first stage with one line, not twenty
+minutes in. What params.yaml alone decides (every key, type and range, and the checks
+across its sections) is checked when it is parsed (igds.config).
 
-Each error names the parameter, the bad value and the allowed range (ConfigError). What a
-single section can check by itself lives in its dataclass (igds.config).
+Each error names the parameter, the bad value and the allowed range (ConfigError). No
+model weights are loaded and torch is not imported: a model's dimensions come from its
+config file.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import logging
 from pathlib import Path
 
 from igds.config import ConfigError, Params
-from igds.selection import available, build_selector
+from igds.models.dims import model_dims
 
 log = logging.getLogger(__name__)
 
@@ -25,22 +28,6 @@ def _bad(key: str, value, allowed: str) -> ConfigError:
 def _looks_local(path: str) -> bool:
     """A hub id is 'owner/name'; anything absolute, relative-dotted or with a file suffix is a path."""
     return path.startswith(("/", "./", "../", "~")) or Path(path).suffix in (".json", ".jsonl", ".parquet", ".csv")
-
-
-def check_methods(params: Params) -> None:
-    names = available()
-    for i, name in enumerate(params.select.methods):
-        if name not in names:
-            raise _bad(f"select.methods[{i}]", name, f"one of {', '.join(n for n in names if n != 'full')}")
-    for name, raw in params.methods.items():
-        if name not in names:
-            raise _bad("methods", name, f"keys among the registered methods {', '.join(names)}")
-        build_selector(name, raw)  # each method's own dataclass checks its keys and ranges
-    igds = params.methods.get("igds") or {}
-    k = igds.get("k", 1)
-    if isinstance(k, int) and k > params.identify.top_n:
-        raise _bad("methods.igds.k", k, f"at most identify.top_n = {params.identify.top_n} (features are ranked "
-                   "among the recalled ones)")
 
 
 def check_data_files(params: Params) -> None:
@@ -56,26 +43,12 @@ def check_data_files(params: Params) -> None:
 
 def model_layers(name: str) -> tuple[int, int] | None:
     """(decoder layers, d_model) from the model's config; None when it cannot be read offline."""
-    from igds.models import model_dims  # noqa: PLC0415 (transformers import is slow; only when needed)
-
     try:
         return model_dims(name)
-    except (OSError, ValueError) as e:  # a hub id without the network: the stage's own load reports it
+    except Exception as e:  # noqa: BLE001  a hub id without the network: the stage's own load reports it
         log.warning("cannot read the config of model %r to check layers (%s); checking at load time", name,
-                    str(e).splitlines()[0])
+                    str(e).splitlines()[0] if str(e) else type(e).__name__)
         return None
-
-
-def check_model_fit(params: Params, dims: tuple[int, int]) -> None:
-    n_layers, d_model = dims
-    if not 0 <= params.sae.layer < n_layers:
-        raise _bad("sae.layer", params.sae.layer,
-                   f"a decoder layer of {params.model.name}: 0..{n_layers - 1}")
-    kcenter = params.methods.get("kcenter") or {}
-    layer = kcenter.get("layer", -1)
-    if isinstance(layer, int) and not -n_layers <= layer < n_layers:
-        raise _bad("methods.kcenter.layer", layer, f"a decoder layer of {params.model.name}: "
-                   f"-{n_layers}..{n_layers - 1} (negative counts from the end)")
 
 
 def check_sae_dir(params: Params, sae_dir: Path, dims: tuple[int, int] | None) -> None:
@@ -98,25 +71,19 @@ def check_sae_dir(params: Params, sae_dir: Path, dims: tuple[int, int] | None) -
 
 
 def check_features(params: Params, features_dir: Path) -> None:
-    """methods.igds.k cannot exceed the features identification kept."""
+    """What features.json decides for the methods that read it (e.g. methods.igds.k)."""
     path = Path(features_dir) / "features.json"
-    if not path.is_file() or "igds" not in params.methods:
-        return
-    ranking = json.loads(path.read_text(encoding="utf-8")).get("ranking", [])
-    k = (params.methods.get("igds") or {}).get("k", 1)
-    if isinstance(k, int) and k > len(ranking):
-        raise _bad("methods.igds.k", k, f"at most the {len(ranking)} feature(s) identification kept ({path}); "
-                   "or relax identify.min_effect / identify.min_contrast")
+    if path.is_file():
+        params.check_features(json.loads(path.read_text(encoding="utf-8")), str(path))
 
 
 def validate(params: Params, *, sae_dir: Path | None = None, features_dir: Path | None = None,
              check_model: bool = True) -> None:
-    """Every cross-section check; `sae_dir`/`features_dir` are checked when they exist."""
-    check_methods(params)
+    """Every check against files and the model's config; `sae_dir`/`features_dir` are checked when they exist."""
     check_data_files(params)
     dims = model_layers(params.model.name) if check_model else None
     if dims is not None:
-        check_model_fit(params, dims)
+        params.check_model(*dims)
     if sae_dir is not None:
         check_sae_dir(params, sae_dir, dims)
     if features_dir is not None:

@@ -7,25 +7,26 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from igds.config import ConfigError, Params, load_params
 from igds.data import DataError
 from igds.validate import validate
 
 USER_ERRORS = (ConfigError, DataError, FileNotFoundError)
-MODEL_STAGES = ("prepare", "sae", "identify", "score", "finetune", "evaluate")  # prepare: fail before any work
 
-
-def _artifacts_read(stage: str, args: argparse.Namespace) -> dict:
-    """The SAE / features directories this stage reads, checked against params before it starts."""
-    if stage in ("identify", "evaluate") or (stage == "score" and args.method == "igds"):
-        return {"sae_dir": args.sae, "features_dir": getattr(args, "features", None)}
-    return {}
+# which SAE / features directories a stage reads (checked against params before it starts)
+Reads = Callable[[Params, argparse.Namespace], dict[str, Path]]
 
 
 def main(stage: str, run: Callable[[Params, argparse.Namespace], None],
-         add_args: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
-    """Parse args, load params, run the stage; a user error exits 2 with one line, no traceback."""
+         add_args: Callable[[argparse.ArgumentParser], None] | None = None, *,
+         uses_model: bool = True, reads: Reads | None = None) -> None:
+    """Parse args, load and check params, run the stage; a user error exits 2 with one line.
+
+    `uses_model`: check params against the model's config first (from its config file: no
+    weights are loaded). `reads(params, args)` names the artifacts the stage reads:
+    {"sae": dir, "features": dir}, checked against params when they exist."""
     parser = argparse.ArgumentParser(prog=f"python -m pipelines.{stage}")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -36,11 +37,20 @@ def main(stage: str, run: Callable[[Params, argparse.Namespace], None],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         params = load_params(args.params)
-        validate(params, check_model=stage in MODEL_STAGES, **_artifacts_read(stage, args))
+        artifacts = reads(params, args) if reads is not None else {}
+        validate(params, check_model=uses_model, sae_dir=artifacts.get("sae"), features_dir=artifacts.get("features"))
         run(params, args)
     except USER_ERRORS as e:
         print(f"{stage}: error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def method_arg(params: Params, method: str) -> str:
+    """--method must be a method params.yaml lists under `methods:` (its params come from there)."""
+    if method not in params.methods:
+        raise ConfigError(f"--method {method!r} is not under methods: in params.yaml; expected one of "
+                          f"{', '.join(params.methods)}")
+    return method
 
 
 def distributed(cpu: bool):

@@ -12,12 +12,13 @@ import time
 from pathlib import Path
 
 from igds.artifacts import atomic_dir, read_json, write_json, write_jsonl
-from igds.config import Params, from_dict, parse_ratio
+from igds.config import ConfigError, Params, parse_ratio
 from igds.data import DataError
-from igds.evaluate import feature_activation, run_lm_eval, write_tasks
+from igds.evaluate import run_lm_eval, write_tasks
 from igds.finetune import load_trained
-from igds.models import load_model
-from igds.resonance import IgdsParams
+from igds.models.loading import load_model
+from igds.registry import needing
+from igds.resonance import chosen_features, feature_activation
 from pipelines.common import main
 from pipelines.finetune import run_name
 from pipelines.io import peak_rss_bytes, read_split
@@ -25,10 +26,14 @@ from pipelines.io import peak_rss_bytes, read_split
 log = logging.getLogger("evaluate")
 
 
-def _chosen_features(igds: IgdsParams, features_dir: Path) -> tuple[int, list[int]]:
-    """(layer, the top-k causal features IGDS scores with), from features/features.json."""
-    features = read_json(features_dir / "features.json")
-    return features["layer"], features["ranking"][:igds.k]
+def amplification_settings(params: Params) -> tuple[str, object] | None:
+    """(method, its params) whose features the feature activation measures: the method that
+    reads features/ (IGDS); None when no method does."""
+    readers = needing(params.methods, "features")
+    if len(readers) > 1:
+        raise ConfigError(f"params.yaml: methods {readers} all read features/; feature amplification measures "
+                          "one method's features")
+    return (readers[0], params.methods[readers[0]]) if readers else None
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
@@ -67,20 +72,23 @@ def run(params: Params, args: argparse.Namespace) -> None:
                                                       cfg.max_gen_toks, cfg.max_len, params.seed)
         info["metrics"], info["per_example"] = aggregate, per_example
 
-        igds = from_dict(IgdsParams, params.methods.get("igds"), "methods.igds")
-        layer, chosen = _chosen_features(igds, args.features)
-        from igds.sae import load_sae  # noqa: PLC0415
+        info["feature_activation"], info["features"], info["layer"] = None, [], None
+        settings = amplification_settings(params)
+        if settings is not None:
+            from igds.sae import load_sae  # noqa: PLC0415
 
-        sae = load_sae(args.sae, params.model.device)
-        if sae.cfg.d_in != model.config.hidden_size:
-            log.warning("the SAE reads d_model %d but %s has %d: no feature activation", sae.cfg.d_in,
-                        model_name, model.config.hidden_size)
-            info["feature_activation"] = None
-        else:
-            info["feature_activation"] = feature_activation(
-                model, loaded.tokenizer, sae, eval_records, layer, chosen, params.scoring.batch_size,
-                params.scoring.max_len, igds.scope, igds.pooling)
-        info["features"], info["layer"] = chosen, layer
+            _, method_params = settings
+            features = read_json(args.features / "features.json")
+            chosen, layer = chosen_features(features, method_params.k), features["layer"]
+            sae = load_sae(args.sae, params.model.device)
+            if sae.cfg.d_in != model.config.hidden_size:
+                log.warning("the SAE reads d_model %d but %s has %d: no feature activation", sae.cfg.d_in,
+                            model_name, model.config.hidden_size)
+            else:
+                info["feature_activation"] = feature_activation(
+                    model, loaded.tokenizer, sae, eval_records, layer, chosen, params.scoring.batch_size,
+                    params.scoring.max_len, method_params.scope, method_params.pooling)
+            info["features"], info["layer"] = chosen, layer
         info["eval_wall_s"] = round(time.perf_counter() - t0, 3)
         info["peak_rss_bytes"] = peak_rss_bytes()
         write_jsonl(tmp / "samples.jsonl", raw)
@@ -102,4 +110,4 @@ def _args(parser: argparse.ArgumentParser) -> None:
 
 
 if __name__ == "__main__":
-    main("evaluate", run, _args)
+    main("evaluate", run, _args, reads=lambda params, args: {"sae": args.sae, "features": args.features})

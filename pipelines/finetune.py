@@ -18,25 +18,28 @@ from igds.artifacts import atomic_dir, write_json
 from igds.config import ConfigError, Params, parse_ratio
 from igds.data import DataError
 from igds.finetune import finetune, fingerprint, save_trained
-from igds.models import load_model
-from pipelines.common import distributed, main
+from igds.models.loading import load_model
+from igds.registry import selector_class
+from pipelines.common import distributed, main, method_arg
 from pipelines.io import peak_rss_bytes, read_split
 
 log = logging.getLogger("finetune")
 
 
 def run_name(method: str, ratio: str | None, seed: int) -> str:
-    """checkpoints/<run> and results/eval/<run>: full trains on the whole pool, so no ratio."""
+    """checkpoints/<run> and results/eval/<run>; a method that keeps the whole pool has no ratio."""
     return f"{method}-s{seed}" if ratio is None else f"{method}-{ratio}-s{seed}"
 
 
 def training_records(method: str, ratio: str | None, data: Path, subsets: Path):
-    """The examples to train on: the subset's ids looked up in the pool (full: the whole pool)."""
+    """The examples to train on: the subset's ids looked up in the pool; without a ratio (a
+    method that keeps everything, e.g. full) the whole pool."""
     pool = read_split(data / "pool.jsonl")
-    if method == "full":
-        return pool
     if ratio is None:
-        raise ConfigError(f"finetune: method '{method}' needs --ratio (only full trains without a selection)")
+        if not selector_class(method).keeps_all:
+            raise ConfigError(f"finetune: method '{method}' needs --ratio (only a method that keeps the whole "
+                              "pool trains without a selection)")
+        return pool
     path = subsets / f"{method}-{ratio}.jsonl"
     if not path.is_file():
         raise DataError(f"{path} not found; run `dvc repro select@{method}-{ratio}` first")
@@ -54,7 +57,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
     if args.ratio is not None:
         parse_ratio(args.ratio)
     name = run_name(args.method, args.ratio, args.seed)
-    records = training_records(args.method, args.ratio, args.data, args.subsets)
+    records = training_records(method_arg(params, args.method), args.ratio, args.data, args.subsets)
     model_name = cfg.model or params.model.name
     loaded = load_model(model_name, params.model.device, params.model.dtype)
     state_dir = args.out / ".resume" / name

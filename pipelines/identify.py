@@ -7,60 +7,76 @@ import hashlib
 import logging
 from pathlib import Path
 
-from igds.activations import pooled_feature_activations, tokenize_records
 from igds.artifacts import atomic_dir, atomic_file, write_json
 from igds.cards import feature_cards
 from igds.config import Params
-from igds.features import identify
-from igds.models import load_model
+from igds.features import Identification, identify
+from igds.models.loading import load_model
+from igds.pooling import pooled_feature_activations
 from igds.sae import load_sae
+from igds.tokens import tokenize_records
 from pipelines.common import main
 from pipelines.io import peak_rss_bytes, read_split, timed
 
 log = logging.getLogger("identify")
 
 
-def run(params: Params, args: argparse.Namespace) -> None:
-    cfg, layer = params.identify, params.sae.layer
-    loaded = load_model(params.model.name, params.model.device, params.model.dtype)
-    model, tokenizer = loaded.model, loaded.tokenizer
-    sae = load_sae(args.sae, params.model.device)
-    prior, general = read_split(args.data / "prior.jsonl"), read_split(args.data / "general.jsonl")
-    timing: dict = {}
-    with timed(timing):
-        result = identify(model, tokenizer, sae, prior, general, cfg, layer)
-    info = {r.feature: r.to_dict() for r in result.records}
-    card_features = result.ranking[:cfg.card_features]
-    pool = read_split(args.data / "pool.jsonl")
-    tok_pool = tokenize_records(tokenizer, pool, params.scoring.max_len)
-    cards = "# Feature cards\n\nNo feature was chosen.\n"
-    if card_features:
-        acts = pooled_feature_activations(model, sae, tok_pool, layer, params.scoring.batch_size,
-                                          tokenizer.pad_token_id, "all", features=card_features, desc="cards")
-        cards = feature_cards(model, tokenizer, sae, layer, pool, tok_pool, acts, card_features, info, cfg.card_examples)
-    features = {
+def features_document(result: Identification, layer: int, sae_sha256: str, interventional: bool) -> dict:
+    """features/features.json: every recalled feature, the ranking IGDS scores with, stability."""
+    return {
         "layer": layer,
-        "sae_sha256": sae_digest(args.sae),
+        "sae_sha256": sae_sha256,
         "ranking": result.ranking,
         "baseline_loglik": result.baseline_loglik,
         "n_prior_recall": result.n_prior_recall,
         "n_prior_heldout": result.n_prior_heldout,
         "n_general": result.n_general,
-        "interventional": cfg.interventional,
+        "interventional": interventional,
         "features": [r.to_dict() for r in result.records],
         "stability": result.stability,
     }
-    metrics = {
+
+
+def identify_metrics(result: Identification, interventional: bool) -> dict:
+    """results/metrics/identify.json, without the timing."""
+    top = result.records_by_id().get(result.ranking[0]) if result.ranking else None
+    return {
         "n_recalled": len(result.records),
-        "n_causal": len(result.ranking) if cfg.interventional else None,
+        "n_causal": len(result.ranking) if interventional else None,
         "top_feature": result.ranking[0] if result.ranking else None,
-        "top_causal_effect": info[result.ranking[0]]["causal_effect"] if result.ranking else None,
+        "top_causal_effect": top.causal_effect if top is not None else None,
         "baseline_loglik": result.baseline_loglik,
         "stability_jaccard_top_n": result.stability["jaccard_top_n"] if result.stability else None,
         "stability_jaccard_eligible": result.stability["jaccard_eligible"] if result.stability else None,
-        "wall_s": timing["wall_s"],
-        "peak_rss_bytes": peak_rss_bytes(),
     }
+
+
+def cards_markdown(params: Params, loaded, sae, pool: list, result: Identification) -> str:
+    """features/cards.md: the top activating pool snippets of the first card_features chosen features."""
+    chosen = result.ranking[:params.identify.card_features]
+    if not chosen:
+        return "# Feature cards\n\nNo feature was chosen.\n"
+    model, tokenizer, layer = loaded.model, loaded.tokenizer, params.sae.layer
+    tok_pool = tokenize_records(tokenizer, pool, params.scoring.max_len)
+    acts = pooled_feature_activations(model, sae, tok_pool, layer, params.scoring.batch_size,
+                                      tokenizer.pad_token_id, "all", features=chosen, desc="cards")
+    info = {r.feature: r.to_dict() for r in result.records}
+    return feature_cards(model, tokenizer, sae, layer, pool, tok_pool, acts, chosen, info,
+                         params.identify.card_examples)
+
+
+def run(params: Params, args: argparse.Namespace) -> None:
+    cfg, layer = params.identify, params.sae.layer
+    loaded = load_model(params.model.name, params.model.device, params.model.dtype)
+    sae = load_sae(args.sae, params.model.device)
+    prior, general = read_split(args.data / "prior.jsonl"), read_split(args.data / "general.jsonl")
+    timing: dict = {}
+    with timed(timing):
+        result = identify(loaded.model, loaded.tokenizer, sae, prior, general, cfg, layer)
+    cards = cards_markdown(params, loaded, sae, read_split(args.data / "pool.jsonl"), result)
+    features = features_document(result, layer, sae_digest(args.sae), cfg.interventional)
+    metrics = {**identify_metrics(result, cfg.interventional), "wall_s": timing["wall_s"],
+               "peak_rss_bytes": peak_rss_bytes()}
     with atomic_dir(args.out) as tmp:
         write_json(tmp / "features.json", features)
         with atomic_file(tmp / "cards.md") as f:
@@ -88,4 +104,4 @@ def _args(parser: argparse.ArgumentParser) -> None:
 
 
 if __name__ == "__main__":
-    main("identify", run, _args)
+    main("identify", run, _args, reads=lambda params, args: {"sae": args.sae})

@@ -125,4 +125,4 @@ def _args(parser: argparse.ArgumentParser) -> None:
 
 
 if __name__ == "__main__":
-    main("report", run, _args)
+    main("report", run, _args, uses_model=False)

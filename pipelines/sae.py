@@ -15,62 +15,81 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from igds.activations import collect_token_activations, iter_batches, tokenize_records
 from igds.artifacts import atomic_dir, write_json
 from igds.config import ConfigError, Params
-from igds.models import check_layer, layer_module_path, load_model
+from igds.data import Record
+from igds.models.loading import load_model
+from igds.models.residual import check_layer, layer_module_path
+from igds.pooling import collect_token_activations
 from igds.sae import ce_loss_recovered, load_pretrained_sae, sae_metrics, save_sae, train_sae
+from igds.tokens import iter_batches, tokenize_records
 from pipelines.common import main
 from pipelines.io import peak_rss_bytes, read_split, timed
 
 log = logging.getLogger("sae")
 
 
-def run(params: Params, args: argparse.Namespace) -> None:
-    cfg = params.sae
-    loaded = load_model(params.model.name, params.model.device, params.model.dtype)
-    model, tokenizer = loaded.model, loaded.tokenizer
+def split_records(records: list[Record], seed: int, ce_examples: int) -> tuple[list[Record], list[Record]]:
+    """(held-out, train): a seeded shuffle of the general + pool records, a tenth (at least
+    the CE examples) held out for the SAE's metrics."""
+    rng = np.random.default_rng([seed, 17])
+    records = [records[i] for i in rng.permutation(len(records))]
+    n_heldout = max(ce_examples, len(records) // 10)
+    return records[:n_heldout], records[n_heldout:]
+
+
+def cache_activations(model, tokenizer, train: list[Record], heldout: list[Record], cfg, seed: int):
+    """Residual activations after sae.layer: (train [<= train_tokens, d], held-out [<= heldout_tokens, d])."""
+    pad = tokenizer.pad_token_id
+    tok_train = tokenize_records(tokenizer, train, cfg.max_len)
+    tok_heldout = tokenize_records(tokenizer, heldout, cfg.max_len)
+    acts_train = collect_token_activations(model, tok_train, cfg.layer, cfg.batch_size, pad, desc="caching train")
+    acts_heldout = collect_token_activations(model, tok_heldout, cfg.layer, cfg.batch_size, pad,
+                                             max_tokens=cfg.heldout_tokens, desc="caching held-out")
+    if acts_train.shape[0] > cfg.train_tokens:
+        g = torch.Generator().manual_seed(seed)
+        acts_train = acts_train[torch.randperm(acts_train.shape[0], generator=g)[:cfg.train_tokens]]
+    return acts_train, acts_heldout
+
+
+def make_sae(params: Params, loaded, records: list[Record], resume: Path | None) -> tuple[object, dict]:
+    """The SAE of params.sae (trained on `records`' activations, or the pretrained one) and
+    its metrics on held-out tokens: what the sae stage writes."""
+    cfg, model, tokenizer = params.sae, loaded.model, loaded.tokenizer
     try:
         check_layer(model, cfg.layer)
     except ValueError as e:
         raise ConfigError(f"params.yaml: sae.layer = {cfg.layer}: {e}") from None
-    records = read_split(args.data / "general.jsonl") + read_split(args.data / "pool.jsonl")
-    rng = np.random.default_rng([params.seed, 17])
-    records = [records[i] for i in rng.permutation(len(records))]
-    n_heldout = max(cfg.ce_examples, len(records) // 10)
-    heldout, train = records[:n_heldout], records[n_heldout:]
-    pad = tokenizer.pad_token_id
-    tok_train = tokenize_records(tokenizer, train, cfg.max_len)
-    tok_heldout = tokenize_records(tokenizer, heldout, cfg.max_len)
+    heldout, train = split_records(records, params.seed, cfg.ce_examples)
     info: dict = {"layer": cfg.layer, "hook_name": layer_module_path(model, cfg.layer), "model": params.model.name}
-
     with timed(info, "collect_wall_s"):
-        acts_train = collect_token_activations(model, tok_train, cfg.layer, cfg.batch_size, pad, desc="caching train")
-        acts_heldout = collect_token_activations(model, tok_heldout, cfg.layer, cfg.batch_size, pad,
-                                                 max_tokens=cfg.heldout_tokens, desc="caching held-out")
-    g = torch.Generator().manual_seed(params.seed)
-    if acts_train.shape[0] > cfg.train_tokens:
-        acts_train = acts_train[torch.randperm(acts_train.shape[0], generator=g)[:cfg.train_tokens]]
+        acts_train, acts_heldout = cache_activations(model, tokenizer, train, heldout, cfg, params.seed)
     log.info("cached %d train and %d held-out token activations in %.1f s", acts_train.shape[0],
              acts_heldout.shape[0], info["collect_wall_s"])
-
     with timed(info, "train_wall_s"):
         if cfg.pretrained:
             sae = load_pretrained_sae(cfg.release, cfg.sae_id, params.model.device)
         else:
-            sae = train_sae(acts_train, cfg, seed=params.seed, device=params.model.device, state_dir=args.resume)
+            sae = train_sae(acts_train, cfg, seed=params.seed, device=params.model.device, state_dir=resume)
     if sae.cfg.d_in != model.config.hidden_size:
         raise ConfigError(f"params.yaml: sae d_in = {sae.cfg.d_in} does not match the model's d_model = "
                           f"{model.config.hidden_size}; pick an SAE for this model and layer")
-
     sae.cfg.metadata.hook_name = info["hook_name"]
     sae.cfg.metadata.model_name = params.model.name
     metrics = sae_metrics(sae, acts_heldout.to(sae.W_enc.device))
     batch = next(iter_batches(tokenize_records(tokenizer, heldout[:cfg.ce_examples], cfg.max_len),
-                              cfg.ce_examples, pad, "all", model.device))
+                              cfg.ce_examples, tokenizer.pad_token_id, "all", model.device))
     metrics.update(ce_loss_recovered(model, sae, batch.input_ids, batch.attention_mask, cfg.layer, cfg.batch_size))
     metrics.update(info, n_train_tokens=int(acts_train.shape[0]), n_heldout_tokens=int(acts_heldout.shape[0]),
-                   pretrained=cfg.pretrained, peak_rss_bytes=peak_rss_bytes())
+                   pretrained=cfg.pretrained)
+    return sae, metrics
+
+
+def run(params: Params, args: argparse.Namespace) -> None:
+    loaded = load_model(params.model.name, params.model.device, params.model.dtype)
+    records = read_split(args.data / "general.jsonl") + read_split(args.data / "pool.jsonl")
+    sae, metrics = make_sae(params, loaded, records, args.resume)
+    metrics["peak_rss_bytes"] = peak_rss_bytes()
     metrics = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()}
     with atomic_dir(args.out) as tmp:  # weights and config only: the metrics (with wall times) are
         save_sae(sae, tmp)               # not part of the cached output, so a rerun is byte-identical

@@ -1,9 +1,12 @@
-"""score@<method> stage: scores/<method>.parquet (id, score; higher = keep; plus any per-example
-detail the method keeps) and its metrics
-(wall time, peak memory, tokens/s, and the scores' on-task AUROC on a mixed pool).
+"""score stages: scores/<method>.parquet (id, score; higher = keep; plus any per-example
+extras the method keeps) and its metrics (wall time, peak memory, tokens/s, and the scores'
+on-task AUROC on a mixed pool).
 
-IGDS runs as score-shard@<i> (`--shard i`: shard i of scoring.shards, into scores/shards/)
-and score-merge (`--merge`), whose scores equal one process's bit for bit (igds.scoring).
+Every method of params.yaml's `methods:` is scored as score-shard@<method>-<i> (`--shard i`:
+shard i of scoring.shards, into scores/shards/) and joined by score@<method> (`--merge`);
+the merged scores equal one process's bit for bit (igds.scoring). A method that cannot be
+sharded scores the whole pool in shard 0 and leaves the others empty. Without --shard or
+--merge the whole pool is scored in one process, or data-parallel under `accelerate launch`.
 Shardable methods score in chunks kept in .resume/score-<method>[-shard-i-of-n]/: a killed
 run continues where it stopped; the chunks are removed once the output is written."""
 
@@ -22,23 +25,52 @@ import pandas as pd
 
 from igds.artifacts import read_json, write_json, write_parquet
 from igds.config import ConfigError, Params
+from igds.context import ScoringContext
 from igds.data import DataError
-from igds.scoring import is_shardable, merge_info, merge_shards, score_pool
-from igds.selection import ScoringContext, auroc, build_selector
-from pipelines.common import distributed, main
+from igds.registry import build_selector, selector_class
+from igds.scoring import merge_info, merge_shards, score_pool
+from igds.selection_metrics import auroc
+from pipelines.common import distributed, main, method_arg
 from pipelines.io import peak_rss_bytes, read_split, timed
 
 log = logging.getLogger("score")
 
 
+def needed_artifacts(method: str, sae: Path | None, features: Path | None) -> dict[str, Path]:
+    """Of the artifact directories the stage is given, those the method's selector declares it needs."""
+    given = {"sae": sae, "features": features}
+    return {name: Path(given[name]) for name in selector_class(method).needs
+            if name in given and given[name] is not None}
+
+
+def _artifacts(method: str, args: argparse.Namespace) -> dict[str, Path]:
+    return needed_artifacts(method, args.sae, args.features)
+
+
+def scoring_context(params: Params, method: str, data: Path, artifacts: dict[str, Path],
+                    loader=None) -> ScoringContext:
+    """The context the score stage gives method `method`: the scoring model and batch shape of
+    params.yaml, the prior split as target examples if the method needs them, its artifacts."""
+    needs = selector_class(method).needs
+    return ScoringContext(
+        seed=params.seed, target=read_split(data / "prior.jsonl") if "target" in needs else [],
+        model_name=params.model.name, device=params.model.device, dtype=params.model.dtype,
+        batch_size=params.scoring.batch_size, max_len=params.scoring.max_len, artifacts=artifacts, loader=loader)
+
+
 def _fingerprint(params: Params, method: str, pool, args: argparse.Namespace) -> str:
-    """What resumable chunks must match: method params, batch shape, model, pool, IGDS's features."""
-    blob = json.dumps([method, params.methods.get(method), dataclasses.asdict(params.scoring), params.seed,
-                       dataclasses.asdict(params.model), [r.id for r in pool]], sort_keys=True, default=str)
+    """What resumable chunks and shards must match: method params, batch shape, model, pool,
+    and the files of every artifact the method reads."""
+    blob = json.dumps([method, dataclasses.asdict(params.methods[method]), dataclasses.asdict(params.scoring),
+                       params.seed, dataclasses.asdict(params.model), [r.id for r in pool]],
+                      sort_keys=True, default=str)
     h = hashlib.sha256(blob.encode())
-    features = args.features / "features.json"
-    if method == "igds" and features.is_file():
-        h.update(features.read_bytes())  # records the SAE's hash too
+    for name, directory in sorted(_artifacts(method, args).items()):
+        for file in sorted(p for p in Path(directory).rglob("*") if p.is_file()):
+            h.update(f"{name}/{file.relative_to(directory)}".encode())
+            h.update(file.read_bytes())
+    if "target" in selector_class(method).needs:
+        h.update(json.dumps([r.id for r in read_split(args.data / "prior.jsonl")]).encode())
     return h.hexdigest()[:16]
 
 
@@ -61,31 +93,17 @@ def _finish(params: Params, args: argparse.Namespace, pool, frame: pd.DataFrame,
 def run(params: Params, args: argparse.Namespace) -> None:
     if params.data is None:
         raise ConfigError("params.yaml: section 'data' is missing")
+    method = method_arg(params, args.method)
     pool = read_split(args.data / "pool.jsonl")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.merge:
         return _merge(params, args, pool)
-    selector = build_selector(args.method, params.methods.get(args.method))
-    dist = distributed(cpu=params.model.device == "cpu")
-    shard = (args.shard, len(params.scoring.shards)) if args.shard is not None else (0, 1)
-    if dist is not None:  # `accelerate launch --num_processes n`: process i scores shard i of n
-        if args.shard is not None:
-            raise ConfigError("--shard and a multi-process launch do not combine; use one or the other")
-        shard = (dist.process_index, dist.num_processes)
-    if args.shard is not None and args.shard not in params.scoring.shards:
-        raise ConfigError(f"--shard {args.shard} is not allowed; expected one of scoring.shards = "
-                          f"{list(params.scoring.shards)}")
-    if shard != (0, 1) and not is_shardable(selector):
-        raise ConfigError(f"method '{args.method}' scores the pool as a whole and cannot be sharded or run "
-                          "data-parallel; shardable: igds, loss")
-    ctx = ScoringContext(
-        seed=params.seed, target=read_split(args.data / "prior.jsonl"), model_name=params.model.name,
-        device=params.model.device, dtype=params.model.dtype, batch_size=params.scoring.batch_size,
-        max_len=params.scoring.max_len, artifacts={"sae": args.sae, "features": args.features},
-    )
-    fingerprint = _fingerprint(params, args.method, pool, args)
-    state_dir = args.resume / (f"score-{args.method}" + (f"-shard-{shard[0]}-of-{shard[1]}" if shard[1] > 1 else ""))
-    info: dict = {"method": args.method, "n_pool": len(pool)}
+    selector = build_selector(method, params.methods[method])
+    shard, dist = _shard(params, args, selector)
+    ctx = scoring_context(params, method, args.data, _artifacts(method, args))
+    fingerprint = _fingerprint(params, method, pool, args)
+    state_dir = args.resume / (f"score-{method}" + (f"-shard-{shard[0]}-of-{shard[1]}" if shard[1] > 1 else ""))
+    info: dict = {"method": method, "n_pool": len(pool)}
     with timed(info):
         frame, selector_info = score_pool(selector, pool, ctx, shard=shard,
                                           chunk_batches=params.scoring.chunk_batches,
@@ -93,15 +111,31 @@ def run(params: Params, args: argparse.Namespace) -> None:
     info.update(selector_info)
     if dist is not None:
         _gather_and_finish(params, args, pool, dist, frame, info)
-    elif args.shard is not None:  # one shard: its rows and timing, merged by score-merge
+    elif args.shard is not None:  # one shard: its rows and timing, merged by score@<method>
         info.update(shard=f"{shard[0]}/{shard[1]}", n_scored=len(frame), fingerprint=fingerprint,
                     peak_rss_bytes=peak_rss_bytes())
-        write_json(args.metrics / "shards" / f"{args.method}-{shard[0]}.json", info)  # timings: not cached
-        write_parquet(args.out / "shards" / f"{args.method}-{shard[0]}.parquet", frame)
-        log.info("%s shard %d/%d: scored %d examples in %.1f s", args.method, *shard, len(frame), info["wall_s"])
+        write_json(args.metrics / "shards" / method / f"{shard[0]}.json", info)  # timings: not cached
+        write_parquet(args.out / "shards" / method / f"{shard[0]}.parquet", frame)
+        log.info("%s shard %d/%d: scored %d examples in %.1f s", method, *shard, len(frame), info["wall_s"])
     else:
         _finish(params, args, pool, frame, info)
     shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _shard(params: Params, args: argparse.Namespace, selector) -> tuple[tuple[int, int], object]:
+    """(shard i of n this process scores, accelerate's state when data-parallel)."""
+    dist = distributed(cpu=params.model.device == "cpu")
+    shard = (args.shard, len(params.scoring.shards)) if args.shard is not None else (0, 1)
+    if dist is not None:  # `accelerate launch --num_processes n`: process i scores shard i of n
+        if args.shard is not None:
+            raise ConfigError("--shard and a multi-process launch do not combine; use one or the other")
+        if not selector.shardable:
+            raise ConfigError(f"method '{selector.name}' scores the pool as a whole and cannot run data-parallel")
+        shard = (dist.process_index, dist.num_processes)
+    if args.shard is not None and args.shard not in params.scoring.shards:
+        raise ConfigError(f"--shard {args.shard} is not allowed; expected one of scoring.shards = "
+                          f"{list(params.scoring.shards)}")
+    return shard, dist
 
 
 def _gather_and_finish(params: Params, args: argparse.Namespace, pool, dist, frame: pd.DataFrame,
@@ -120,20 +154,21 @@ def _gather_and_finish(params: Params, args: argparse.Namespace, pool, dist, fra
 
 
 def _merge(params: Params, args: argparse.Namespace, pool) -> None:
-    """score-merge: the shards of scoring.shards joined in pool order, as one process writes them."""
+    """score@<method>: the shards of scoring.shards joined in pool order, as one process writes them."""
     n = len(params.scoring.shards)
-    frames_at = [args.out / "shards" / f"{args.method}-{i}.parquet" for i in range(n)]
-    infos_at = [args.metrics / "shards" / f"{args.method}-{i}.json" for i in range(n)]
+    frames_at = [args.out / "shards" / args.method / f"{i}.parquet" for i in range(n)]
+    infos_at = [args.metrics / "shards" / args.method / f"{i}.json" for i in range(n)]
     missing = [str(p) for p in frames_at + infos_at if not p.is_file()]
     if missing:
-        raise DataError(f"missing shard output(s) {', '.join(missing)}; run `dvc repro score-shard` first")
+        raise DataError(f"missing shard output(s) {', '.join(missing)}; run `dvc repro score-shard@{args.method}-<i>` "
+                        "first")
     infos = [read_json(p) for p in infos_at]
     expected = _fingerprint(params, args.method, pool, args)
     stale = [f"{i}/{n}" for i, info in enumerate(infos) if info.get("fingerprint") != expected or
              info.get("shard") != f"{i}/{n}"]
     if stale:
         raise DataError(f"shard(s) {', '.join(stale)} were scored for another pool, params or feature set; "
-                        "rerun `dvc repro score-shard`")
+                        f"rerun the score-shard@{args.method}-<i> stages")
     try:
         frame = merge_shards(pool, [pd.read_parquet(p) for p in frames_at])
     except ValueError as e:
@@ -155,10 +190,14 @@ def _args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("scores"))
     parser.add_argument("--metrics", type=Path, default=Path("results/metrics"))
     parser.add_argument("--shard", type=int, default=None,
-                        help="score only shard i of scoring.shards (written to <out>/shards/)")
+                        help="score only shard i of scoring.shards (written to <out>/shards/<method>/<i>.parquet)")
     parser.add_argument("--merge", action="store_true", help="join the shards of scoring.shards")
     parser.add_argument("--resume", type=Path, default=Path(".resume"), help="resume checkpoint root")
 
 
+def _reads(params: Params, args: argparse.Namespace) -> dict[str, Path]:
+    return _artifacts(args.method, args) if args.method in params.methods else {}
+
+
 if __name__ == "__main__":
-    main("score", run, _args)
+    main("score", run, _args, reads=_reads)

@@ -11,19 +11,22 @@ from pathlib import Path
 import pandas as pd
 
 from igds.artifacts import write_json, write_jsonl
-from igds.config import Params, parse_ratio
+from igds.config import ConfigError, Params, parse_ratio
 from igds.data import DataError
-from igds.selection import SELECTORS, available, on_task_recall, select_top
-from pipelines.common import main
+from igds.registry import selector_class
+from igds.selection import select_top
+from igds.selection_metrics import on_task_recall
+from pipelines.common import main, method_arg
 from pipelines.io import read_split
 
 log = logging.getLogger("select")
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
-    available()
-    keeps_all = getattr(SELECTORS[args.method][0], "keeps_all", False) if args.method in SELECTORS else False
-    ratio = 1.0 if keeps_all else parse_ratio(args.ratio)
+    if selector_class(method_arg(params, args.method)).keeps_all:
+        raise ConfigError(f"select: method '{args.method}' keeps the whole pool; it has no selection to make "
+                          "(finetune trains it on the pool)")
+    ratio = parse_ratio(args.ratio)
     path = args.scores / f"{args.method}.parquet"
     if not path.is_file():
         raise DataError(f"{path} not found; run `dvc repro score@{args.method}` first")
@@ -33,7 +36,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
         raise DataError(f"{path} does not score data/pool.jsonl (ids differ); rerun score@{args.method}")
     kept = select_top(list(scores["id"]), scores["score"].to_numpy(), ratio, params.seed)
     on_task = {r.id for r in pool if params.data is not None and r.task == params.data.target_task}
-    # the file name carries the ratio as dvc.yaml spells it (full keeps everything whatever it says)
+    # the file name carries the ratio as dvc.yaml spells it
     write_jsonl(args.out / f"{args.method}-{args.ratio}.jsonl", ({"id": i} for i in kept))
     metrics = {"method": args.method, "ratio": ratio, "n_pool": len(pool), "n_selected": len(kept),
                "on_task_recall": round(on_task_recall(kept, on_task), 6),
@@ -53,4 +56,4 @@ def _args(parser: argparse.ArgumentParser) -> None:
 
 
 if __name__ == "__main__":
-    main("select", run, _args)
+    main("select", run, _args, uses_model=False)

@@ -153,7 +153,7 @@ def trained_tiny():
     the response of a copy task is predictable from its instruction, gibberish is not."""
     import numpy as np
 
-    from igds.activations import tokenize_records
+    from igds.tokens import tokenize_records
 
     tokenizer = build_char_tokenizer()
     model = build_tiny_model(seed=1).train()
@@ -173,3 +173,11 @@ def trained_tiny():
         loss.backward()
         optimizer.step()
     return model.eval(), tokenizer
+
+
+def selector_for(name: str, raw: dict | None = None):
+    """A selector built as the stages build it: its params parsed from a params.yaml mapping."""
+    from igds.config import method_params
+    from igds.registry import build_selector
+
+    return build_selector(name, method_params(name, raw))

@@ -7,9 +7,11 @@ import pytest
 
 from igds.config import ConfigError
 from igds.data import make_record
-from igds.models import LoadedModel
-from igds.selection import ScoringContext, available, build_selector, select_top
-from tests.conftest import copy_record, fluent_record, random_word
+from igds.models.loading import LoadedModel
+from igds.context import ScoringContext
+from igds.registry import available
+from igds.selection import select_top
+from tests.conftest import copy_record, fluent_record, random_word, selector_for
 
 
 def ctx_for(model, tokenizer, seed=0):
@@ -20,19 +22,19 @@ def ctx_for(model, tokenizer, seed=0):
 def test_registry_knows_every_method_and_validates_params():
     assert {"igds", "full", "random", "loss", "ifd"} <= set(available())
     with pytest.raises(ConfigError, match="unknown method 'nope'"):
-        build_selector("nope")
+        selector_for("nope")
     with pytest.raises(ConfigError, match=r"methods.loss.keep = 'middle' is not allowed; expected high or low"):
-        build_selector("loss", {"keep": "middle"})
+        selector_for("loss", {"keep": "middle"})
     with pytest.raises(ConfigError, match=r"unknown key methods.igds.kk"):
-        build_selector("igds", {"kk": 1})
+        selector_for("igds", {"kk": 1})
 
 
 def test_random_is_seed_stable_and_differs_across_seeds():
     pool = [make_record(f"q{i}", "", f"a{i}", "t", "s") for i in range(50)]
-    selector = build_selector("random")
-    a = selector.score(pool, ScoringContext(seed=1, target=[]))
-    b = selector.score(pool, ScoringContext(seed=1, target=[]))
-    c = selector.score(pool, ScoringContext(seed=2, target=[]))
+    selector = selector_for("random")
+    a = selector.score(pool, ScoringContext(seed=1, target=[])).scores
+    b = selector.score(pool, ScoringContext(seed=1, target=[])).scores
+    c = selector.score(pool, ScoringContext(seed=2, target=[])).scores
     np.testing.assert_array_equal(a, b)
     ids = [r.id for r in pool]
     assert select_top(ids, a, 0.5, 1) != select_top(ids, c, 0.5, 2)
@@ -40,8 +42,8 @@ def test_random_is_seed_stable_and_differs_across_seeds():
 
 def test_full_keeps_everything():
     pool = [make_record(f"q{i}", "", f"a{i}", "t", "s") for i in range(5)]
-    selector = build_selector("full")
-    assert selector.keeps_all and (selector.score(pool, ScoringContext(seed=0, target=[])) == 1).all()
+    selector = selector_for("full")
+    assert selector.keeps_all and (selector.score(pool, ScoringContext(seed=0, target=[])).scores == 1).all()
 
 
 def test_loss_ranks_gibberish_above_fluent(trained_tiny):
@@ -49,9 +51,9 @@ def test_loss_ranks_gibberish_above_fluent(trained_tiny):
     gibberish = [make_record("Say a sentence.", "", text, "gibberish", "test")
                  for text in ("xq zvkw pj qqz rrt.", "mmk jj vz qxw plk.")]
     pool = [fluent_record(i) for i in range(3)] + gibberish
-    high = build_selector("loss", {"keep": "high"}).score(pool, ctx_for(model, tokenizer))
+    high = selector_for("loss", {"keep": "high"}).score(pool, ctx_for(model, tokenizer)).scores
     assert high[3:].min() > high[:3].max()
-    low = build_selector("loss", {"keep": "low"}).score(pool, ctx_for(model, tokenizer))
+    low = selector_for("loss", {"keep": "low"}).score(pool, ctx_for(model, tokenizer)).scores
     np.testing.assert_allclose(low, -high)
 
 
@@ -61,21 +63,18 @@ def test_ifd_is_lower_when_the_instruction_predicts_the_response(trained_tiny):
     words = [random_word(rng) for _ in range(6)]
     predictable = [copy_record(w) for w in words]  # the response copies the instruction
     unpredictable = [copy_record(w, random_word(rng)) for w in words]  # the instruction does not help
-    selector = build_selector("ifd")
-    scores = selector.score(predictable + unpredictable, ctx_for(model, tokenizer))
+    result = selector_for("ifd").score(predictable + unpredictable, ctx_for(model, tokenizer))
+    scores = result.scores
     # predictable ones have IFD well below 1; the rest either rank lower... or are dropped (IFD >= 1)
     assert np.all(scores[:6] < 0.2)
     unpred = scores[6:]
     assert np.all(np.isnan(unpred) | (unpred > scores[:6].max()))
-    assert selector.info["n_dropped_ifd_ge_1"] == int(np.isnan(scores).sum())
+    assert result.info["n_dropped_ifd_ge_1"] == int(np.isnan(scores).sum())
 
 
 def test_random_has_its_own_seed_defaulting_to_the_global_one():
-    from igds.data import make_record
-    from igds.selection import ScoringContext, build_selector
-
     pool = [make_record(f"q{i}", "", f"a{i}", "t", "test") for i in range(50)]
-    draw = lambda raw, seed: build_selector("random", raw).score(pool, ScoringContext(seed=seed, target=[]))  # noqa: E731
+    draw = lambda raw, seed: selector_for("random", raw).score(pool, ScoringContext(seed=seed, target=[])).scores  # noqa: E731
     assert np.array_equal(draw({}, 3), draw({"seed": None}, 3))
     assert np.array_equal(draw({"seed": 7}, 3), draw({}, 7))  # its own seed replaces the global one
     assert not np.array_equal(draw({"seed": 7}, 3), draw({}, 3))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from igds.activations import pooled_feature_activations, tokenize_records
+from igds.pooling import pooled_feature_activations
+from igds.tokens import tokenize_records
 from igds.cards import feature_cards, render_snippet, token_activations
 from tests.conftest import LAYER, general, recall_sae, task
 

@@ -9,18 +9,18 @@ from decimal import Decimal
 import pytest
 import torch
 
-from igds.activations import tokenize_records
+from igds.tokens import tokenize_records
 from igds.evaluate import (
     METRICS,
     extract_answer,
-    feature_activation,
     is_correct,
     normalise_number,
     process_exact_match,
     run_lm_eval,
     write_tasks,
 )
-from igds.models import add_to_residual
+from igds.models.residual import add_to_residual
+from igds.resonance import feature_activation
 from tests.conftest import LAYER, copy_record, general, recall_sae, task
 
 

@@ -7,18 +7,19 @@ import numpy as np
 import pytest
 import torch
 
-from igds.activations import pooled_feature_activations, tokenize_records
+from igds.pooling import pooled_feature_activations
+from igds.tokens import tokenize_records
 from igds.config import IdentifyConfig
 from igds.features import (
     FeatureRecord,
-    answer_loglik,
     frequency_recall,
     identify,
     interventional_filter,
     jaccard,
     rank_features,
 )
-from igds.models import add_to_residual
+from igds.loglik import answer_loglik
+from igds.models.residual import add_to_residual
 from tests.conftest import D, LAYER, general, hand_built_sae, other, recall_sae, task
 
 def test_frequency_recall_finds_the_task_feature_and_not_the_everywhere_feature(planted, tok):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import igds.finetune as ft
-from igds.activations import tokenize_records
+from igds.tokens import tokenize_records
 from igds.config import ConfigError, FinetuneConfig
 from tests.conftest import build_char_tokenizer, build_tiny_model, task
 
@@ -45,7 +45,7 @@ def test_one_step_of_lora_changes_only_the_adapter():
 def test_the_loss_covers_response_tokens_only():
     tok = build_char_tokenizer()
     tokenized = tokenize_records(tok, records(3), 128)
-    batch = ft.collate(tokenized, [0, 1, 2], tok.pad_token_id, "cpu")
+    batch = ft.step_batch(tokenized, [0, 1, 2], tok.pad_token_id, "cpu")
     for row, (ids, start) in enumerate(zip(tokenized.input_ids, tokenized.response_start)):
         labels = batch["labels"][row]
         assert (labels[:start] == ft.IGNORE).all() and (labels[len(ids):] == ft.IGNORE).all()

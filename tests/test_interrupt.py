@@ -68,13 +68,13 @@ def test_killed_stages_leave_nothing_accepted_and_resume_from_their_checkpoint(t
     dvc(work, "repro", "--single-item", "--force", "sae")  # the same stage uninterrupted
     assert (work / "sae/sae_weights.safetensors").read_bytes() == resumed
 
-    # scoring: killed after two of its four chunks
-    chunks = work / ".resume/score-loss"
-    kill_when(work, "score@loss", lambda: len(list(chunks.glob("chunk-*.parquet"))) >= 2)
-    assert not (work / "scores/loss.parquet").exists() and "score@loss" in stale(work)
-    log = dvc(work, "repro", "--single-item", "score@loss", "-v")
+    # scoring: shard 0 of 2 (two chunks of one batch each) killed after its first chunk
+    chunks, out = work / ".resume/score-loss-shard-0-of-2", work / "scores/shards/loss/0.parquet"
+    kill_when(work, "score-shard@loss-0", lambda: len(list(chunks.glob("chunk-*.parquet"))) >= 1)
+    assert not out.exists() and "score-shard@loss-0" in stale(work)
+    log = dvc(work, "repro", "--single-item", "score-shard@loss-0", "-v")
     assert "chunks were already scored" in log, log[-3000:]
-    resumed = (work / "scores/loss.parquet").read_bytes()
+    resumed = out.read_bytes()
     assert not chunks.exists()
-    dvc(work, "repro", "--single-item", "--force", "score@loss")
-    assert (work / "scores/loss.parquet").read_bytes() == resumed
+    dvc(work, "repro", "--single-item", "--force", "score-shard@loss-0")
+    assert out.read_bytes() == resumed

@@ -6,11 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from baselines.kcenter import KCenterParams, KCenterSelector, kcenter_order, mean_pooled_embeddings
+from baselines.kcenter import KCenterParams, KCenterSelector, kcenter_order
 from igds.config import ConfigError
 from igds.data import make_record
-from igds.models import LoadedModel
-from igds.selection import ScoringContext
+from igds.models.loading import LoadedModel
+from igds.context import ScoringContext
+from igds.pooling import mean_pooled_hidden
+from igds.tokens import tokenize_records
 from tests.conftest import build_char_tokenizer, build_tiny_model
 
 SIZES = (100, 40, 10, 3, 1)  # points per cluster: random picks rarely reach the small ones
@@ -67,22 +69,23 @@ def tiny():
 def test_score_through_the_tiny_model(tiny):
     pool = _groups()
     ctx = ScoringContext(seed=0, target=[], batch_size=4, loader=lambda: tiny)
-    selector = KCenterSelector(KCenterParams())
-    scores = selector.score(pool, ctx)
+    result = KCenterSelector(KCenterParams()).score(pool, ctx)
+    scores = result.scores
     assert scores.shape == (len(pool),)
     assert sorted(scores) == list(range(1, len(pool) + 1))
     first, second = np.argsort(-scores)[:2]
     assert pool[first].task != pool[second].task
-    assert selector.info["layer"] == 3  # -1: the tiny model's last decoder layer
-    np.testing.assert_array_equal(scores, KCenterSelector(KCenterParams()).score(pool, ctx))  # same seed
-    other = KCenterSelector(KCenterParams()).score(pool, ScoringContext(seed=1, target=[], loader=lambda: tiny))
+    assert result.info["layer"] == 3  # -1: the tiny model's last decoder layer
+    np.testing.assert_array_equal(scores, KCenterSelector(KCenterParams()).score(pool, ctx).scores)  # same seed
+    other = KCenterSelector(KCenterParams()).score(pool, ScoringContext(seed=1, target=[], loader=lambda: tiny)).scores
     assert (other != scores).any()  # the seed draws the first center
 
 
 def test_embeddings_ignore_padding_and_batching(tiny):
     pool = _groups()
-    alone = mean_pooled_embeddings(tiny.model, tiny.tokenizer, pool[:1], 1, batch_size=1, max_len=384)[0]
-    batched, n_tokens = mean_pooled_embeddings(tiny.model, tiny.tokenizer, pool, 1, batch_size=12, max_len=384)
+    pad = tiny.tokenizer.pad_token_id
+    alone = mean_pooled_hidden(tiny.model, tokenize_records(tiny.tokenizer, pool[:1], 384), 1, 1, pad)[0]
+    batched, n_tokens = mean_pooled_hidden(tiny.model, tokenize_records(tiny.tokenizer, pool, 384), 1, 12, pad)
     np.testing.assert_allclose(batched[0], alone[0], atol=1e-5)
     assert batched.shape == (len(pool), 32) and n_tokens > 0
 

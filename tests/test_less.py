@@ -8,22 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.less import (
-    LessParams,
-    LessSelector,
-    SrhtProjector,
-    adam_precondition,
-    fwht,
-    hadamard,
-    lora_copy,
-    response_loss,
-    warm_up,
-)
-from igds.activations import tokenize_records
+from baselines.less import LessParams, LessSelector
+from igds.gradients import SrhtProjector, adam_precondition, fwht, hadamard, lora_copy, response_loss, warm_up
+from igds.tokens import tokenize_records
 from igds.config import ConfigError, from_dict
 from igds.data import make_record
-from igds.models import LoadedModel
-from igds.selection import ScoringContext
+from igds.models.loading import LoadedModel
+from igds.context import ScoringContext
 from tests.conftest import build_char_tokenizer, build_tiny_model
 
 @pytest.fixture(autouse=True)
@@ -111,9 +102,11 @@ def test_response_loss_is_the_masked_sft_loss():
 def test_warm_up_saves_one_checkpoint_per_epoch_with_decaying_lr():
     model, tok = build_tiny_model(), build_char_tokenizer()
     t = tokenize_records(tok, [task(i) for i in range(6)], 128)
-    peft_model, params = lora_copy(model, FAST, seed=0)
+    peft_model, params = lora_copy(model, r=FAST.lora_r, alpha=FAST.lora_alpha, target_modules=FAST.target_modules,
+                                   seed=0)
     p = LessParams(epochs=3, lr=1e-2, batch_size=2, warmup_ratio=0.2)
-    checkpoints, losses = warm_up(peft_model, params, t, range(6), p, np.random.default_rng(0))
+    checkpoints, losses = warm_up(peft_model, params, t, range(6), lr=p.lr, epochs=p.epochs, batch_size=p.batch_size,
+                                  warmup_ratio=p.warmup_ratio, rng=np.random.default_rng(0))
     assert len(checkpoints) == 3 and len(losses) == 3
     lrs = [c.lr for c in checkpoints]
     # 9 steps: lr 0, 1/2, 1 (x 1e-2) over 2 warm-up steps, then 6/7 ... 1/7 x 1e-2: epoch means
@@ -137,13 +130,13 @@ def _pool_and_target():
 def test_copies_of_the_validation_examples_score_highest():
     model, tok = build_tiny_model(), build_char_tokenizer()
     pool, target, planted = _pool_and_target()
-    selector = LessSelector(FAST)
-    scores = selector.score(pool, _context(model, tok, target))
+    result = LessSelector(FAST).score(pool, _context(model, tok, target))
+    scores = result.scores
     on = np.array([r.id in planted for r in pool])
     assert scores.shape == (len(pool),) and not np.isnan(scores).any()
     assert scores[on].min() > scores[~on].max()
-    assert selector.info["n_val"] == 4 and selector.info["proj_dim"] == 1024
-    assert sum(selector.info["checkpoint_weight"]) == pytest.approx(1.0)
+    assert result.info["n_val"] == 4 and result.info["proj_dim"] == 1024
+    assert sum(result.info["checkpoint_weight"]) == pytest.approx(1.0)
 
 
 def test_scores_are_deterministic_and_the_shared_model_is_untouched():
@@ -153,12 +146,12 @@ def test_scores_are_deterministic_and_the_shared_model_is_untouched():
     pool, target, _ = _pool_and_target()
     torch.manual_seed(123)
     global_state = torch.get_rng_state()
-    a = LessSelector(FAST).score(pool, _context(model, tok, target, seed=0))
+    a = LessSelector(FAST).score(pool, _context(model, tok, target, seed=0)).scores
     assert torch.equal(torch.get_rng_state(), global_state)  # the global generator is neither used nor moved
     torch.manual_seed(456)
-    b = LessSelector(FAST).score(pool, _context(model, tok, target, seed=0))
+    b = LessSelector(FAST).score(pool, _context(model, tok, target, seed=0)).scores
     np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(a, LessSelector(FAST).score(pool, _context(model, tok, target, seed=1)))
+    assert not np.array_equal(a, LessSelector(FAST).score(pool, _context(model, tok, target, seed=1)).scores)
     after = model.state_dict()
     assert after.keys() == before.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -167,7 +160,7 @@ def test_scores_are_deterministic_and_the_shared_model_is_untouched():
 
 
 def test_pool_gets_adam_features_and_validation_plain_ones_at_each_checkpoint(monkeypatch):
-    import baselines.less as less
+    import igds.gradients as less  # the selector imports its machinery from here when it scores
 
     calls = []
     real = less.gradient_features
@@ -179,8 +172,8 @@ def test_pool_gets_adam_features_and_validation_plain_ones_at_each_checkpoint(mo
     checkpoints = []
     real_warm_up = less.warm_up
 
-    def keep(*args):
-        out = real_warm_up(*args)
+    def keep(*args, **kwargs):
+        out = real_warm_up(*args, **kwargs)
         checkpoints.extend(out[0])
         return out
 
@@ -199,7 +192,7 @@ def test_examples_without_a_response_score_nan():
     model, tok = build_tiny_model(), build_char_tokenizer()
     long_prompt = make_record("x" * 200, "", "answer", "other", "t")  # truncated before its answer
     pool = [task(i) for i in range(6)] + [long_prompt]
-    scores = LessSelector(FAST).score(pool, _context(model, tok, [task(9)]))
+    scores = LessSelector(FAST).score(pool, _context(model, tok, [task(9)])).scores
     assert np.isnan(scores[-1]) and not np.isnan(scores[:-1]).any()
 
 

@@ -8,7 +8,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from igds.models import load_model, model_dims, run_to_layer
+from igds.models.dims import model_dims
+from igds.models.loading import load_model
+from igds.models.residual import run_to_layer
 from igds.models.loading import bundled_gguf, convert_bundled
 
 pytestmark = pytest.mark.slow

@@ -92,7 +92,12 @@ def test_igds_stages_end_to_end(tmp_path):
         assert (work / f"results/plots/{plot}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", plot
     assert "results/metrics.json" in dvc(work, "metrics", "show")
 
-    # IGDS ran as two shard stages + merge (configs/ci scoring.shards: [0, 1]); one process and
+    # every method ran as two shard stages + merge (configs/ci scoring.shards: [0, 1]); one that
+    # cannot be sharded scored the whole pool in shard 0 and left shard 1 empty
+    assert len(pd.read_parquet(work / "scores/shards/less/0.parquet")) == len(pool)
+    assert len(pd.read_parquet(work / "scores/shards/less/1.parquet")) == 0
+    assert 0 < len(pd.read_parquet(work / "scores/shards/loss/1.parquet")) < len(pool)
+    # IGDS's shards joined equal one process and
     # two data-parallel processes under accelerate (gloo on a CPU machine: `--cpu` would run
     # one process) give the same scores, bit for bit
     merged = pd.read_parquet(work / "scores/igds.parquet")

@@ -8,11 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from igds.activations import tokenize_records
+from igds.tokens import tokenize_records
 from igds.data import make_record
 from igds.models.loading import LoadedModel
 from igds.scoring import merge_shards, parse_shard, score_pool, split_batches
-from igds.selection import ScoringContext, build_selector
+from igds.context import ScoringContext
+from tests.conftest import selector_for
 from tests.conftest import GSM8K_SAMPLE, build_char_tokenizer, build_tiny_model
 
 
@@ -59,7 +60,7 @@ def test_split_batches_cuts_whole_batches_and_covers_everything():
 
 def test_shards_form_the_whole_pools_batches_and_equal_its_scores(ctx):
     pool = pool_of(30)
-    selector = build_selector("loss", {"keep": "high"})
+    selector = selector_for("loss", {"keep": "high"})
     whole = {}
     seen_whole = batches_seen(ctx, lambda: whole.update(frame=score_pool(selector, pool, ctx)[0]))
     shard_frames, seen_shards = [], []
@@ -77,7 +78,7 @@ def test_shards_form_the_whole_pools_batches_and_equal_its_scores(ctx):
 
 def test_merge_rejects_missing_or_duplicated_rows(ctx):
     pool = pool_of(12)
-    selector = build_selector("loss", {})
+    selector = selector_for("loss")
     frames = [score_pool(selector, pool, ctx, shard=(i, 2))[0] for i in range(2)]
     with pytest.raises(ValueError, match="missing"):
         merge_shards(pool, frames[:1])
@@ -87,7 +88,7 @@ def test_merge_rejects_missing_or_duplicated_rows(ctx):
 
 def test_a_killed_run_keeps_its_finished_chunks_and_scores_only_the_rest(ctx, tmp_path):
     pool = pool_of(30)  # 8 batches of 4 -> chunks of 2 batches: 4 chunks
-    selector = build_selector("loss", {})
+    selector = selector_for("loss")
     clean, clean_info = score_pool(selector, pool, ctx)
 
     calls = []
@@ -121,9 +122,15 @@ def test_a_killed_run_keeps_its_finished_chunks_and_scores_only_the_rest(ctx, tm
     assert sum(counted) == 30
 
 
-def test_set_level_methods_refuse_to_be_sharded(ctx):
-    with pytest.raises(ValueError, match="cannot be sharded"):
-        score_pool(build_selector("zip", {}), pool_of(8), ctx, shard=(0, 2))
+def test_set_level_methods_score_whole_in_shard_zero(ctx):
+    """A method that cannot be sharded fills shard 0 with the whole pool; its other shards are empty,
+    so merging the shards gives the one-process scores."""
+    pool = pool_of(8)
+    whole, info = score_pool(selector_for("zip"), pool, ctx)
+    first, first_info = score_pool(selector_for("zip"), pool, ctx, shard=(0, 2))
+    second, second_info = score_pool(selector_for("zip"), pool, ctx, shard=(1, 2))
+    assert len(first) == 8 and len(second) == 0 and second_info == {} and first_info == info
+    assert merge_shards(pool, [first, second]).equals(whole)
 
 
 @pytest.mark.slow
@@ -132,7 +139,7 @@ def test_real_model_shards_are_bit_identical_to_one_process():
     lines = (GSM8K_SAMPLE / "train.jsonl").read_text().splitlines()[:24]
     pool = [make_record(r["question"], "", r["answer"], "gsm8k", "test") for r in map(json.loads, lines)]
     ctx = ScoringContext(seed=0, target=[], batch_size=8, max_len=256)
-    selector = build_selector("loss", {})
+    selector = selector_for("loss")
     whole, _ = score_pool(selector, pool, ctx)
     merged = merge_shards(pool, [score_pool(selector, pool, ctx, shard=(i, 3))[0] for i in range(3)])
     assert np.array_equal(merged["score"].to_numpy(), whole["score"].to_numpy())

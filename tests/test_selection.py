@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from igds.selection import auroc, on_task_recall, select_top
+from igds.selection import select_top
+from igds.selection_metrics import auroc, on_task_recall
 
 
 def test_select_top_keeps_the_highest_and_breaks_ties_by_seed():
@@ -31,3 +32,17 @@ def test_auroc_and_recall():
     assert auroc(np.ones(5), labels) == 0.5
     assert auroc(np.array([3, 1, 2, 0, 0.0]), labels) == pytest.approx(5 / 6)
     assert on_task_recall(["a", "b"], {"a", "c"}) == 0.5
+
+
+def test_auroc_matches_scikit_learn_with_ties_and_infinities():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        n = int(rng.integers(5, 60))
+        labels = rng.random(n) < 0.4
+        labels[:2] = [True, False]  # both classes present
+        scores = rng.integers(0, 6, n).astype(float)  # many ties
+        scores[rng.random(n) < 0.1] = -np.inf  # unscored examples rank last (score stage)
+        finite = np.where(np.isinf(scores), -1e9, scores)  # sklearn does not take -inf
+        assert auroc(scores, labels) == pytest.approx(roc_auc_score(labels, finite), abs=1e-12)

@@ -121,7 +121,7 @@ VOLATILE_FILES = (
     "results/metrics/identify.json",  # wall_s, peak_rss_bytes
     "results/metrics/score-",  # score-<method>.json: wall_s, tokens_per_s, peak_rss_bytes
     "results/metrics/select-",  # (none today; the same rule if they gain timing fields)
-    "results/metrics/shards/",  # igds-<i>.json: a shard's wall time and RSS (cache: false)
+    "results/metrics/shards/",  # <method>/<i>.json: a shard's wall time and RSS (cache: false)
 )
 
 
@@ -192,8 +192,8 @@ def test_the_random_baselines_own_seed_stales_only_random(runs):
     after = edited_status(work, r"^  random: \{seed: null\}$", "  random: {seed: 7}")
     # status lists the stage whose params changed; select@random and what follows rerun once
     # its scores file has changed (dvc repro), not before
-    assert ran & set(after) == {"score@random"}, sorted(ran & set(after))
-    assert set(after) - set(before) == {"score@random"}
+    assert ran & set(after) == {"score-shard@random-0", "score@random"}, sorted(ran & set(after))
+    assert set(after) - set(before) == {"score-shard@random-0", "score@random"}
 
 
 def test_the_global_seed_stales_every_stage_that_declares_it_from_prepare_on(runs):
@@ -257,8 +257,8 @@ def tamper(store: Path, dst: Path, oid: str) -> Path:
 
 def tampered_object(work: Path) -> tuple[str, set[str]]:
     """The md5 of TAMPERED, and every tracked file with that content: the store is content
-    addressed, so one object backs all of them (with one shard, scores/shards/igds-0.parquet
-    is byte-identical to scores/igds.parquet)."""
+    addressed, so one object backs all of them (with one shard, scores/shards/<method>/0.parquet
+    is byte-identical to scores/<method>.parquet)."""
     files = tracked(work)
     return files[TAMPERED], {f for f, md5 in files.items() if md5 == files[TAMPERED]}
 

@@ -49,8 +49,10 @@ def test_the_default_params_pass(tmp_path, tiny_dir):
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("select.methods", ["igds", "bogus"], r"select.methods\[1\] = 'bogus' is not allowed; expected one of .*igds"),
-    ("methods.bogus", {}, r"methods = 'bogus' is not allowed; expected keys among the registered methods"),
+    ("select.methods", ["igds", "bogus"], r"select.methods\[1\] = 'bogus' is not allowed; expected one of .*igds.*"
+     r"\(it is not a method\)"),
+    ("select.methods", ["igds", "full"], r"select.methods\[1\] = 'full' is not allowed; .*keeps the whole pool"),
+    ("methods.bogus", {}, r"methods.bogus: unknown method 'bogus'; available: .*igds"),
     ("methods.zip", {"k1": 0}, r"methods.zip.k1 = 0 is not allowed"),
     ("sae.layer", 4, r"sae.layer = 4 is not allowed; expected a decoder layer of .*: 0..3"),
     ("sae.layer", -1, r"sae.layer = -1 is not allowed; expected a layer index >= 0"),
@@ -109,5 +111,5 @@ def test_a_stage_stops_with_one_line_and_exit_2_before_any_work(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert lines == ["select: error: params.yaml: select.methods[1] = 'lesss' is not allowed; expected one of "
-                     "ifd, igds, kcenter, less, loss, random, zip"], proc.stderr
+                     "ifd, igds, kcenter, less, loss, random, zip (it is not a method)"], proc.stderr
     assert not (tmp_path / "subsets").exists()

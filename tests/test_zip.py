@@ -10,7 +10,8 @@ import pytest
 from baselines.zip import CompressedPrefix, ZipParams, ZipSelector, example_bytes, zip_order
 from igds.config import ConfigError, from_dict
 from igds.data import make_record
-from igds.selection import ScoringContext, select_top
+from igds.context import ScoringContext
+from igds.selection import select_top
 
 N_DISTINCT, N_DUPLICATES = 60, 30
 PREFIX = 40
@@ -50,7 +51,7 @@ def test_prefix_compression_is_exact():
 
 def test_greedy_prefix_avoids_near_duplicates(pool):
     params = ZipParams(k1=30, k2=10, k3=5)  # every stage narrows the candidates
-    scores = ZipSelector(params).score(pool, ScoringContext(seed=0, target=[]))
+    scores = ZipSelector(params).score(pool, ScoringContext(seed=0, target=[])).scores
     ids = [r.id for r in pool]
     duplicates = {r.id for r in pool if r.task == "duplicate"}
     prefix = select_top(ids, scores, PREFIX / len(pool), seed=0)
@@ -73,10 +74,11 @@ def test_stage3_sees_redundancy_within_the_round():
 def test_scores_are_the_greedy_order(pool):
     ctx = ScoringContext(seed=0, target=[])
     selector = ZipSelector(ZipParams(k1=30, k2=10, k3=5))
-    scores = selector.score(pool, ctx)
+    result = selector.score(pool, ctx)
+    scores = result.scores
     assert sorted(scores) == list(range(1, len(pool) + 1))
-    np.testing.assert_array_equal(scores, selector.score(pool, ctx))
-    assert selector.info["n_rounds"] == len(pool) // 5  # k3 = 5 per round
+    np.testing.assert_array_equal(scores, selector.score(pool, ctx).scores)
+    assert result.info["n_rounds"] == len(pool) // 5  # k3 = 5 per round
 
 
 def test_max_select_keeps_the_same_prefix(pool):

@@ -72,44 +72,53 @@ def drop_cross_split(data: dict[str, SplitData]) -> None:
 
 def build_splits(cfg: DataConfig, seed: int) -> Prepared:
     """Read every split's source, build the (mixed) pool, enforce disjointness, report."""
-    read = lambda name, src, size=None: read_source(  # noqa: E731
-        name, src, max_chars=cfg.max_chars, strict=cfg.strict, size=size)
-    data: dict[str, SplitData] = {}
     names = split_names(cfg)
+    data: dict[str, SplitData] = {}
     for name in names:
         source = getattr(cfg.splits, name)
-        if name == "pool" and cfg.mix is not None:
-            total = source.size
-            if total is None:
-                raise ConfigError("params.yaml: data.splits.pool.size = None is not allowed; expected a positive "
-                                  "integer when data.mix makes a mixed pool")
-            n_on = round(cfg.mix.on_task_share * total)
-            on = read("pool", source, n_on)
-            off = read("pool", dataclasses.replace(cfg.mix.distractors, size=total - n_on)) if total > n_on else SplitData("pool")
-            _drop_distractor_copies(on, off)  # the on-task copy is kept, whatever the shuffle
-            merged = SplitData("pool", n_read=on.n_read + off.n_read, rejects=on.rejects + off.rejects,
-                               origin={**off.origin, **on.origin})
-            rng = np.random.default_rng([seed, source.seed])
-            merged.records = mix_pool(on.records, off.records, rng)
-            merged.check()
-            data[name] = merged
-        else:
-            data[name] = read(name, source)
+        data[name] = _mixed_pool(cfg, source, seed) if name == "pool" and cfg.mix is not None else \
+            read_source(name, source, max_chars=cfg.max_chars, strict=cfg.strict)
         log.info("%s: %d accepted, %d rejected from %s", name, len(data[name].records),
                  len(data[name].rejects), source.describe())
     # Duplicates inside the mixed pool (a distractor equal to an on-task example) count once.
     _dedup_within(data["pool"])
     drop_cross_split(data)
-
     for name in names:
-        split = data[name]
-        if not split.records:
-            kinds = ", ".join(f"{n} {k}" for k, n in sorted(Counter(r.kind for r in split.rejects).items()))
-            first = f"; first: {split.rejects[0].message()}" if split.rejects else ""
-            raise DataError(f"split '{name}' ({_describe(cfg, name)}) is empty after validation: {split.n_read} read, "
-                            f"{len(split.rejects)} rejected ({kinds or 'none'}){first}; fix the records or point "
-                            f"data.splits.{name} at another source")
+        _check_not_empty(cfg, name, data[name])
     rejects = [r for name in names for r in data[name].rejects]
+    return Prepared({name: data[name].records for name in names}, rejects, _report(cfg, names, data))
+
+
+def _mixed_pool(cfg: DataConfig, source, seed: int) -> SplitData:
+    """The pool's on-task share from its own source, the rest distractors, shuffled together."""
+    total = source.size
+    if total is None:
+        raise ConfigError("params.yaml: data.splits.pool.size = None is not allowed; expected a positive "
+                          "integer when data.mix makes a mixed pool")
+    n_on = round(cfg.mix.on_task_share * total)
+    on = read_source("pool", source, max_chars=cfg.max_chars, strict=cfg.strict, size=n_on)
+    off = (read_source("pool", dataclasses.replace(cfg.mix.distractors, size=total - n_on), max_chars=cfg.max_chars,
+                       strict=cfg.strict) if total > n_on else SplitData("pool"))
+    _drop_distractor_copies(on, off)  # the on-task copy is kept, whatever the shuffle
+    merged = SplitData("pool", n_read=on.n_read + off.n_read, rejects=on.rejects + off.rejects,
+                       origin={**off.origin, **on.origin})
+    merged.records = mix_pool(on.records, off.records, np.random.default_rng([seed, source.seed]))
+    merged.check()
+    return merged
+
+
+def _check_not_empty(cfg: DataConfig, name: str, split: SplitData) -> None:
+    if split.records:
+        return
+    kinds = ", ".join(f"{n} {k}" for k, n in sorted(Counter(r.kind for r in split.rejects).items()))
+    first = f"; first: {split.rejects[0].message()}" if split.rejects else ""
+    raise DataError(f"split '{name}' ({_describe(cfg, name)}) is empty after validation: {split.n_read} read, "
+                    f"{len(split.rejects)} rejected ({kinds or 'none'}){first}; fix the records or point "
+                    f"data.splits.{name} at another source")
+
+
+def _report(cfg: DataConfig, names, data: dict[str, SplitData]) -> dict:
+    """data/report.json: per split, where it came from, read = accepted + rejected, why, which tasks."""
     report = {
         "target_task": cfg.target_task,
         "splits": {
@@ -125,11 +134,10 @@ def build_splits(cfg: DataConfig, seed: int) -> Prepared:
             for name in names
         },
     }
-    report["read"] = sum(s["read"] for s in report["splits"].values())
-    report["accepted"] = sum(s["accepted"] for s in report["splits"].values())
-    report["rejected"] = sum(s["rejected"] for s in report["splits"].values())
+    for key in ("read", "accepted", "rejected"):
+        report[key] = sum(s[key] for s in report["splits"].values())
     assert report["read"] == report["accepted"] + report["rejected"]
-    return Prepared({name: data[name].records for name in names}, rejects, report)
+    return report
 
 
 def _drop_distractor_copies(on: SplitData, off: SplitData) -> None:

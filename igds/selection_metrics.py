@@ -1,0 +1,26 @@
+"""Training-free measures of a selection on a mixed pool, where each record's task label
+(kept for analysis only) says whether it is on-task: on-task recall of a subset, and the
+AUROC of the scores that made it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.stats import rankdata
+
+
+def on_task_recall(selected: Sequence[str], on_task_ids: set[str]) -> float:
+    """Share of the pool's on-task examples that the selection keeps."""
+    return len(set(selected) & on_task_ids) / len(on_task_ids) if on_task_ids else float("nan")
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Probability that a random on-task example outscores a random off-task one (ties 1/2):
+    the Mann-Whitney U of the on-task scores over n_pos * n_neg, from average ranks."""
+    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels, dtype=bool)
+    n_pos, n_neg = labels.sum(), (~labels).sum()
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(scores, method="average")
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

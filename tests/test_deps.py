@@ -1,0 +1,58 @@
+"""Every stage's dvc.yaml deps cover its command's whole first-party import closure (read
+from the source), so a code change can never leave an output that `dvc status` calls up to
+date. A stage that picks its method by name (--method) also depends on that method's module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.deps import closure, command_modules, uncovered
+
+
+def resolved_stages(root: Path) -> dict[str, tuple[str, list[str]]]:
+    """name -> (cmd, deps) of every stage dvc.yaml expands (foreach and matrix included)."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return {stage.addressing: (stage.cmd, [d.def_path for d in stage.deps]) for stage in repo.index.stages}
+
+
+@pytest.fixture(scope="module")
+def stages():
+    return resolved_stages(ROOT)
+
+
+def test_every_stage_runs_a_pipeline_module(stages):
+    assert len(stages) > 10
+    for name, (cmd, _) in stages.items():
+        assert command_modules(cmd)[0].startswith("pipelines."), (name, cmd)
+
+
+def test_deps_cover_each_stage_command_import_closure(stages):
+    missing = {}
+    for name, (cmd, deps) in stages.items():
+        files = closure(ROOT, command_modules(cmd))
+        assert files, name
+        if gaps := uncovered(files, deps):
+            missing[name] = gaps
+    assert missing == {}, "dvc.yaml deps miss imported modules: " + "; ".join(
+        f"{name}: {', '.join(gaps)}" for name, gaps in sorted(missing.items()))
+
+
+def test_the_check_fails_when_a_stage_loses_one_imported_module(stages):
+    cmd, deps = stages["identify"]
+    files = closure(ROOT, command_modules(cmd))
+    assert Path("igds/sae.py") in files and Path("igds/models/residual.py") in files
+    assert uncovered(files, [d for d in deps if d != "igds/sae.py"]) == ["igds/sae.py"]
+    # a directory dep covers what is under it; losing it uncovers all of them
+    assert "igds/models/residual.py" in uncovered(files, [d for d in deps if d != "igds/models"])
+
+
+def test_a_score_stage_depends_on_its_method_module(stages):
+    cmd, deps = stages["score-shard@less-0"]
+    files = closure(ROOT, command_modules(cmd))
+    assert {Path("baselines/less.py"), Path("igds/gradients.py"), Path("igds/lora.py")} <= files
+    assert uncovered(files, deps) == []
