@@ -25,6 +25,8 @@ def response_alone(tokenizer, records: list[Record], max_len: int):
 
 @register("ifd")
 class IfdSelector:
+    needs = ("model",)
+
     def __init__(self, params):
         self.params = params
 

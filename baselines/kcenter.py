@@ -73,6 +73,8 @@ def kcenter_order(x: np.ndarray, first: int, max_select: int | None = None) -> n
 
 @register("kcenter", KCenterParams)
 class KCenterSelector:
+    needs = ("model",)
+
     def __init__(self, params: KCenterParams):
         self.params = params
 

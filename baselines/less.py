@@ -64,7 +64,7 @@ class LessParams:
 
 @register("less", LessParams)
 class LessSelector:
-    needs = ("target",)  # the prior split's solved examples: LESS's validation set
+    needs = ("model", "target")  # target: the prior split's solved examples, LESS's validation set
 
     def __init__(self, params: LessParams):
         self.params = params

@@ -21,6 +21,7 @@ class LossParams:
 
 @register("loss", LossParams)
 class LossSelector:
+    needs = ("model",)
     shardable = True  # an example's score depends only on it and its batch (igds.scoring)
 
     def __init__(self, params: LossParams):

@@ -300,7 +300,9 @@ class SelectConfig:
     # (the full method is the ratio-1 run, so a ratio lies in (0, 1))
     ratios: tuple[float, ...] = (0.5,)
     # the selective methods that are selected, fine-tuned and evaluated (full and base always are)
-    methods: tuple[str, ...] = ("igds", "random", "loss", "ifd", "zip", "kcenter", "less")
+    # (default: every built-in method that selects at a ratio)
+    methods: tuple[str, ...] = field(default_factory=lambda: tuple(
+        name for name in registry.METHODS if not registry.selector_class(name).keeps_all))
 
     def __post_init__(self) -> None:
         check(len(self.methods) > 0 and len(set(self.methods)) == len(self.methods), "methods", self.methods,

@@ -41,7 +41,9 @@ METHODS: dict[str, str] = {  # name -> "module:Class"; anything else is baseline
     "less": "baselines.less:LessSelector",
 }
 CONVENTION_PACKAGE = "baselines"
-NEEDS = ("sae", "features", "target")  # artifacts a selector may read besides the pool
+# what a selector may use besides the pool: the scoring model, the SAE, IGDS's features, the
+# target task's solved examples (the prior split)
+NEEDS = ("model", "sae", "features", "target")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +66,7 @@ class SelectorResult:
 class Selector(Protocol):
     name: ClassVar[str]  # set by @register
     Params: ClassVar[type]  # set by @register
-    needs: ClassVar[tuple[str, ...]]  # subset of NEEDS; () for none
+    needs: ClassVar[tuple[str, ...]]  # subset of NEEDS; () for none (the stage loads them before timing)
     shardable: ClassVar[bool]  # an example's score depends only on it and its batch (igds.scoring)
     keeps_all: ClassVar[bool]  # selection keeps every example whatever the ratio (full)
 

@@ -67,7 +67,7 @@ class IgdsSelector:
     """Feature-Resonant Score with the SAE and the ranked causal features (features.json);
     the forward pass stops at layer L."""
 
-    needs = ("sae", "features")
+    needs = ("model", "sae", "features")
     shardable = True  # an example's score depends only on it and its batch (igds.scoring)
 
     def __init__(self, params: IgdsParams):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import importlib
 import json
 import logging
 import shutil
@@ -104,6 +105,9 @@ def run(params: Params, args: argparse.Namespace) -> None:
     fingerprint = _fingerprint(params, method, pool, args)
     state_dir = args.resume / (f"score-{method}" + (f"-shard-{shard[0]}-of-{shard[1]}" if shard[1] > 1 else ""))
     info: dict = {"method": method, "n_pool": len(pool)}
+    with timed(info, "setup_wall_s"):
+        if selector.shardable or shard[0] == 0:  # (a whole-pool method's other shards are empty)
+            _load_needs(selector, ctx)
     with timed(info):
         frame, selector_info = score_pool(selector, pool, ctx, shard=shard,
                                           chunk_batches=params.scoring.chunk_batches,
@@ -120,6 +124,15 @@ def run(params: Params, args: argparse.Namespace) -> None:
     else:
         _finish(params, args, pool, frame, info)
     shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _load_needs(selector, ctx: ScoringContext) -> None:
+    """The model and the SAE machinery the selector needs, loaded before its scoring is timed
+    (model loading and importing sae-lens are every stage's setup, not a method's cost)."""
+    if "model" in selector.needs:
+        ctx.model()
+    if "sae" in selector.needs:
+        importlib.import_module("igds.sae")
 
 
 def _shard(params: Params, args: argparse.Namespace, selector) -> tuple[tuple[int, int], object]:
@@ -174,9 +187,10 @@ def _merge(params: Params, args: argparse.Namespace, pool) -> None:
     except ValueError as e:
         raise DataError(str(e)) from None
     info = {k: v for k, v in merge_info(infos, [i["n_scored"] for i in infos]).items()
-            if k not in ("shard", "n_scored", "wall_s", "fingerprint", "peak_rss_bytes")}
+            if k not in ("shard", "n_scored", "wall_s", "setup_wall_s", "fingerprint", "peak_rss_bytes")}
     info.update(n_pool=len(pool), n_shards=n,
                 wall_s=round(sum(i["wall_s"] for i in infos), 3),  # compute time of all shards
+                setup_wall_s=round(sum(i.get("setup_wall_s", 0.0) for i in infos), 3),  # loading model/SAE code
                 wall_s_slowest_shard=max(i["wall_s"] for i in infos),
                 peak_rss_bytes=max(i["peak_rss_bytes"] for i in infos))
     _finish(params, args, pool, frame, info)

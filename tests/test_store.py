@@ -115,7 +115,7 @@ def runs(tmp_path_factory):
 
 # Fields that measure the machine, not the result: wall times (and the throughput derived
 # from them) and peak resident memory. They may differ between two runs, in these files only:
-VOLATILE = {"wall_s", "wall_s_slowest_shard", "collect_wall_s", "train_wall_s", "tokens_per_s", "peak_rss_bytes"}
+VOLATILE = {"wall_s", "setup_wall_s", "wall_s_slowest_shard", "collect_wall_s", "train_wall_s", "tokens_per_s", "peak_rss_bytes"}
 VOLATILE_FILES = (
     "results/metrics/sae.json",  # DVC metrics (cache: false, kept in git): collect/train wall, RSS
     "results/metrics/identify.json",  # wall_s, peak_rss_bytes
