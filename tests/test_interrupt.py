@@ -68,7 +68,9 @@ def test_killed_stages_leave_nothing_accepted_and_resume_from_their_checkpoint(t
     dvc(work, "repro", "--single-item", "--force", "sae")  # the same stage uninterrupted
     assert (work / "sae/sae_weights.safetensors").read_bytes() == resumed
 
-    # scoring: shard 0 of 2 (two chunks of one batch each) killed after its first chunk
+    # scoring: shard 0 of 2 (two chunks of one batch each) killed after its first chunk (every
+    # score stage depends on the SAE and the features, whichever its method reads)
+    dvc(work, "repro", "--single-item", "identify")
     chunks, out = work / ".resume/score-loss-shard-0-of-2", work / "scores/shards/loss/0.parquet"
     kill_when(work, "score-shard@loss-0", lambda: len(list(chunks.glob("chunk-*.parquet"))) >= 1)
     assert not out.exists() and "score-shard@loss-0" in stale(work)
