@@ -19,7 +19,7 @@ from igds.config import ConfigError, load_params, method_params
 from igds.context import ScoringContext
 from igds.data import make_record
 from tests.conftest import ROOT, project_copy
-from tests.deps import imported_modules, module_file
+from tests.deps import imported_modules
 
 
 def _python(code: str, cwd=ROOT) -> dict:
