@@ -125,7 +125,9 @@ class SourceConfig:
 
     kind: str
     tasks: tuple[str, ...] = ()  # reasoning_gym dataset names, drawn in equal shares
-    size: int | None = None  # records to take (reasoning_gym: required; files: None = all)
+    # records to take (reasoning_gym: required; files: None = all). Never a key named `size`:
+    # DVC's run cache drops params named size/nfiles (treeverse/dvc#10296)
+    n: int | None = None
     seed: int = 0
     path: str | None = None  # jsonl: a file; hf: a hub id or a local dataset dir
     name: str | None = None  # hf: config name (e.g. 'main' for openai/gsm8k)
@@ -137,7 +139,7 @@ class SourceConfig:
     def __post_init__(self) -> None:
         check(self.kind in SOURCE_KINDS, "kind", self.kind, f"one of {SOURCE_KINDS}")
         check(self.format in RECORD_FORMATS, "format", self.format, f"one of {RECORD_FORMATS}")
-        check(self.size is None or self.size > 0, "size", self.size, "a positive integer or null (all)")
+        check(self.n is None or self.n > 0, "n", self.n, "a positive integer or null (all)")
         if self.kind == "reasoning_gym":
             check(len(self.tasks) > 0, "tasks", self.tasks, "at least one reasoning-gym dataset name")
         else:
@@ -183,8 +185,8 @@ class DataConfig:
             if name == "pool_distractors":
                 continue
             # generated data has no natural end; the distractors' size follows from the mix
-            check(source.kind != "reasoning_gym" or source.size is not None, f"splits.{name}.size",
-                  source.size, "a positive integer for a reasoning_gym split")
+            check(source.kind != "reasoning_gym" or source.n is not None, f"splits.{name}.n",
+                  source.n, "a positive integer for a reasoning_gym split")
         seeded = {n: s for n, s in self.split_sources().items() if s.kind == "reasoning_gym"}
         seeds = [(tuple(s.tasks), s.seed) for s in seeded.values()]
         check(len(set(seeds)) == len(seeds), "splits.*.seed",

@@ -217,7 +217,7 @@ def mixed_cfg(tmp_path: Path) -> DataConfig:
     return from_dict(DataConfig, {
         "target_task": "on",
         "splits": {**{n: {"kind": "jsonl", "path": str(files[n])} for n in SPLIT_FILES},
-                   "pool": {"kind": "jsonl", "path": str(files["on"]), "size": 8, "task": "on"}},
+                   "pool": {"kind": "jsonl", "path": str(files["on"]), "n": 8, "task": "on"}},
         "mix": {"on_task_share": 0.5, "distractors": {"kind": "jsonl", "path": str(files["off"]), "task": "off"}},
     }, "data")
 

@@ -27,8 +27,8 @@ def test_the_shipped_profiles_are_valid():
     ("model: {nmae: x}", r"unknown key model.nmae; allowed keys: device, dtype, name"),
     ("seed: one", r"seed = 'one' is not allowed; expected an integer"),
     ("data: {target_task: t, splits: {prior: {kind: csv}}}", r"data.splits.prior.kind = 'csv' is not allowed"),
-    ("data: {target_task: t, splits: {prior: {kind: reasoning_gym, tasks: [a], size: 0}}}",
-     r"data.splits.prior.size = 0 is not allowed; expected a positive integer"),
+    ("data: {target_task: t, splits: {prior: {kind: reasoning_gym, tasks: [a], n: 0}}}",
+     r"data.splits.prior.n = 0 is not allowed; expected a positive integer"),
     ("data: {target_task: t}", r"data is missing required key\(s\) splits"),
 ])
 def test_bad_values_name_key_value_and_allowed(tmp_path, text, message):

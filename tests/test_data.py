@@ -13,7 +13,7 @@ from tests.conftest import GSM8K_SAMPLE
 
 
 def rg(tasks, size, seed):
-    return {"kind": "reasoning_gym", "tasks": list(tasks), "size": size, "seed": seed}
+    return {"kind": "reasoning_gym", "tasks": list(tasks), "n": size, "seed": seed}
 
 
 def data_cfg(**overrides) -> DataConfig:
@@ -89,7 +89,7 @@ def test_jsonl_gsm8k_format_from_the_sample():
     assert r.instruction == first["question"] and r.input == "" and r.task == "gsm8k"
     assert "<<" not in r.output and r.output.endswith("#### 6")  # calculator annotations dropped
     kept = read_source("pool", SourceConfig(kind="jsonl", path=str(GSM8K_SAMPLE / "train.jsonl"),
-                                            strip_calculator=False, size=5), max_chars=10_000, strict=True)
+                                            strip_calculator=False, n=5), max_chars=10_000, strict=True)
     assert len(kept.records) == 5 and "<<4*3=12>>" in kept.records[0].output
 
 
@@ -116,7 +116,7 @@ def test_hf_source_reads_a_saved_dataset_and_a_local_data_folder(tmp_path):
     folder = tmp_path / "files"
     folder.mkdir()
     write_lines(folder / "train.jsonl", rows[:4])
-    loaded = read_source("eval", SourceConfig(kind="hf", path=str(folder), split="train", size=3),
+    loaded = read_source("eval", SourceConfig(kind="hf", path=str(folder), split="train", n=3),
                          max_chars=1000, strict=True)
     assert [r.instruction for r in loaded.records] == [row["question"] for row in rows[:3]]
     assert loaded.records[0].source == f"hf:{folder}"

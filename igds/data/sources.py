@@ -63,7 +63,7 @@ def _reasoning_gym_items(cfg: SourceConfig) -> Iterator[_Item]:
 
     n_tasks = len(cfg.tasks)
     for i, task in enumerate(cfg.tasks):
-        n = cfg.size // n_tasks + (1 if i < cfg.size % n_tasks else 0)
+        n = cfg.n // n_tasks + (1 if i < cfg.n % n_tasks else 0)
         if n == 0:
             continue
         try:
@@ -146,10 +146,10 @@ def read_source(
 ) -> SplitData:
     """Read, validate and de-duplicate one split's records.
 
-    `size` (default cfg.size) caps the accepted records. Strict mode raises DataError at
+    `size` (default cfg.n) caps the accepted records. Strict mode raises DataError at
     the first bad record; lenient mode rejects it with its reason and goes on.
     """
-    limit = cfg.size if size is None else size
+    limit = cfg.n if size is None else size
     out = SplitData(split)
     seen: dict[str, str] = {}  # id -> where it was first accepted
     source_name = cfg.describe()

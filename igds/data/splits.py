@@ -91,13 +91,13 @@ def build_splits(cfg: DataConfig, seed: int) -> Prepared:
 
 def _mixed_pool(cfg: DataConfig, source, seed: int) -> SplitData:
     """The pool's on-task share from its own source, the rest distractors, shuffled together."""
-    total = source.size
+    total = source.n
     if total is None:
-        raise ConfigError("params.yaml: data.splits.pool.size = None is not allowed; expected a positive "
+        raise ConfigError("params.yaml: data.splits.pool.n = None is not allowed; expected a positive "
                           "integer when data.mix makes a mixed pool")
     n_on = round(cfg.mix.on_task_share * total)
     on = read_source("pool", source, max_chars=cfg.max_chars, strict=cfg.strict, size=n_on)
-    off = (read_source("pool", dataclasses.replace(cfg.mix.distractors, size=total - n_on), max_chars=cfg.max_chars,
+    off = (read_source("pool", dataclasses.replace(cfg.mix.distractors, n=total - n_on), max_chars=cfg.max_chars,
                        strict=cfg.strict) if total > n_on else SplitData("pool"))
     _drop_distractor_copies(on, off)  # the on-task copy is kept, whatever the shuffle
     merged = SplitData("pool", n_read=on.n_read + off.n_read, rejects=on.rejects + off.rejects,
