@@ -19,6 +19,12 @@ import yaml
 from igds import registry
 
 
+# tokens whose activations count: the response, the record's own text (prompt and response,
+# not the chat template's system prompt and role markers), or every token
+SCOPES = ("response", "content", "all")
+POOLING = ("max", "mean")  # an example's activation over its scoped tokens
+
+
 class ConfigError(ValueError):
     """A bad parameter: the message names the key, the value and what is allowed."""
 
@@ -254,7 +260,7 @@ class SaeConfig:
 class IdentifyConfig:
     """IGDS steps 1-2: frequency recall and interventional filtering."""
 
-    scope: str = "response"  # tokens whose activations count: response | all
+    scope: str = "response"  # tokens whose activations count: response | content | all
     top_n: int = 16  # features recalled by frequency
     contrast: str = "diff"  # diff: freq_prior - freq_general; ratio: freq_prior / freq_general
     min_contrast: float = 0.2
@@ -270,7 +276,7 @@ class IdentifyConfig:
     stability: bool = True  # also recall from two disjoint halves of the prior: Jaccard
 
     def __post_init__(self) -> None:
-        check(self.scope in ("response", "all"), "scope", self.scope, "response or all")
+        check(self.scope in SCOPES, "scope", self.scope, f"one of {SCOPES}")
         check(self.contrast in ("diff", "ratio"), "contrast", self.contrast, "diff or ratio")
         check(len(self.alphas) > 0 and all(a != 0 for a in self.alphas), "alphas", self.alphas,
               "a non-empty list of non-zero numbers")

@@ -47,9 +47,10 @@ class ScoringContext:
         todo = [r for r in records if r.id not in self._tokens]
         if todo:
             tok = tokenize_records(self.model().tokenizer, todo, self.max_len)
-            self._tokens.update(zip((r.id for r in todo), zip(tok.input_ids, tok.response_start)))
-        pairs = [self._tokens[r.id] for r in records]
-        return Tokenized([ids for ids, _ in pairs], [start for _, start in pairs])
+            self._tokens.update(zip((r.id for r in todo), zip(tok.input_ids, tok.response_start, tok.content)))
+        rows = [self._tokens[r.id] for r in records]
+        return Tokenized([ids for ids, _, _ in rows], [start for _, start, _ in rows],
+                         [content for _, _, content in rows])
 
     def artifact(self, name: str) -> Path:
         """The directory of an artifact the selector declared in `needs` (e.g. 'sae')."""

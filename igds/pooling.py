@@ -13,10 +13,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from igds.config import POOLING
 from igds.models.residual import run_to_layer
 from igds.tokens import Tokenized, iter_batches, n_batches
-
-POOLING = ("max", "mean")
 
 
 @dataclass

@@ -13,12 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from igds.config import ConfigError, check, fail
+from igds.config import POOLING, SCOPES, ConfigError, check, fail
 from igds.data import Record
 from igds.registry import SelectorResult, register
-
-POOLING = ("max", "mean")  # igds.pooling.POOLING (not imported here: this module stays light)
-SCOPES = ("response", "all")  # igds.tokens.SCOPES
 
 
 def chosen_features(features: dict, k: int) -> list[int]:
@@ -43,7 +40,7 @@ def resonant_score(acts, typical: Sequence[float], pooling: str = "max") -> np.n
 class IgdsParams:
     k: int = 1  # top-k causal features (the paper's default is 1)
     pooling: str = "max"  # over an example's tokens: max | mean
-    scope: str = "all"  # tokens that count: response | all
+    scope: str = "content"  # tokens that count: response | content (no chat-template tokens) | all
 
     def __post_init__(self) -> None:
         check(self.k > 0, "k", self.k, "a positive integer")

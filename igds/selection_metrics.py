@@ -1,6 +1,6 @@
 """Training-free measures of a selection on a mixed pool, where each record's task label
 (kept for analysis only) says whether it is on-task: on-task recall of a subset, and the
-AUROC of the scores that made it."""
+AUROC of the scores that made it, and how many scores are tied."""
 
 from __future__ import annotations
 
@@ -24,3 +24,12 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
         return float("nan")
     ranks = rankdata(scores, method="average")
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def n_tied(scores) -> int:
+    """Scored examples (NaN left out) whose score another example shares: the ones whose order
+    the seeded hash of the id decides, not the method."""
+    values = np.asarray(scores, dtype=float)
+    values = values[~np.isnan(values)]
+    _, counts = np.unique(values, return_counts=True)
+    return int(counts[counts > 1].sum())

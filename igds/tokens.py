@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from igds.config import SCOPES
 from igds.data import Record
 
-SCOPES = ("response", "all")
 IGNORE = -100  # label of tokens that carry no loss (prompt and padding)
 
 
@@ -25,6 +25,9 @@ class Tokenized:
 
     input_ids: list[list[int]]
     response_start: list[int]  # index of the first response token; len(ids) if truncated away
+    # token ranges [start, end) of the record's own text (the user's prompt and the response),
+    # without the chat template's system prompt and role markers; None: not computed
+    content: list[tuple[tuple[int, int], ...]] | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -46,19 +49,45 @@ def chat_parts(tokenizer, record: Record) -> tuple[str, str]:
     return f"{record.prompt}\n\n", f"{record.output}{tokenizer.eos_token or ''}"
 
 
+def _span_tokens(tokenizer, text: str, part: str, ids: list[int]) -> tuple[int, int]:
+    """[start, end) of the tokens of `ids` (= `text` encoded) that overlap `part`'s characters
+    in `text` (its last occurrence: the system prompt comes first)."""
+    lo = text.rfind(part) if part else -1
+    if lo < 0:
+        return (0, 0)
+    hi = lo + len(part)
+    if getattr(tokenizer, "is_fast", False):
+        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True).offset_mapping
+        inside = [i for i, (a, b) in enumerate(offsets) if a < hi and b > lo]
+        return (inside[0], inside[-1] + 1) if inside else (0, 0)
+    # slow tokenizers have no offsets: count the tokens of the text before and through `part`
+    start = len(tokenizer(text[:lo], add_special_tokens=False).input_ids)
+    return (min(start, len(ids)), min(len(tokenizer(text[:hi], add_special_tokens=False).input_ids), len(ids)))
+
+
 def tokenize_records(tokenizer, records: Sequence[Record], max_len: int) -> Tokenized:
-    """Tokenise prompt and response separately (so the boundary is exact), truncate to max_len."""
-    ids, starts = [], []
+    """Tokenise prompt and response separately (so the boundary is exact), truncate to max_len.
+
+    A BOS token is added only when the tokenizer asks for one and the rendered chat text does
+    not already begin with it (Gemma's template writes it: never two). `content` marks the
+    record's own text, so a scope can leave the template's tokens out."""
+    ids, starts, content = [], [], []
+    bos = tokenizer.bos_token_id
     for record in records:
         prompt, response = chat_parts(tokenizer, record)
         p = tokenizer(prompt, add_special_tokens=False).input_ids
         r = tokenizer(response, add_special_tokens=False).input_ids
-        if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False):
-            p = [tokenizer.bos_token_id, *p]
+        offset = 0
+        if bos is not None and getattr(tokenizer, "add_bos_token", False) and p[:1] != [bos]:
+            p, offset = [bos, *p], 1
         full = (p + r)[:max_len]
+        a, b = _span_tokens(tokenizer, prompt, record.prompt, p[offset:])
+        c, d = _span_tokens(tokenizer, response, record.output, r)
+        spans = ((a + offset, b + offset), (len(p) + c, len(p) + d))
         ids.append(full)
         starts.append(min(len(p), len(full)))
-    return Tokenized(ids, starts)
+        content.append(tuple((min(x, len(full)), min(y, len(full))) for x, y in spans if y > x))
+    return Tokenized(ids, starts, content)
 
 
 @dataclass(frozen=True)
@@ -77,9 +106,12 @@ def collate(tok: Tokenized, index: Sequence[int], pad_id: int, scope: str,
             device: str | torch.device = "cpu") -> Batch:
     """The examples `index` of `tok`, right-padded. Position 0 (an attention sink with a huge
     residual norm in most models, and never a predicted token) is never in scope;
-    `scope='response'` keeps only answer tokens."""
+    `scope='response'` keeps only answer tokens, `'content'` the record's own text (prompt
+    and response, without the chat template's system prompt and role markers)."""
     if scope not in SCOPES:
         raise ValueError(f"scope '{scope}' is not one of {SCOPES}")
+    if scope == "content" and tok.content is None:
+        raise ValueError("scope 'content' needs the content spans tokenize_records computes")
     index = np.asarray(index)
     seq = max(len(tok.input_ids[i]) for i in index)
     input_ids = torch.full((len(index), seq), pad_id, dtype=torch.long)
@@ -89,8 +121,12 @@ def collate(tok: Tokenized, index: Sequence[int], pad_id: int, scope: str,
         n = len(tok.input_ids[i])
         input_ids[row, :n] = torch.tensor(tok.input_ids[i])
         attention[row, :n] = 1
-        start = tok.response_start[i] if scope == "response" else 1
-        scope_mask[row, max(start, 1):n] = True
+        if scope == "content":
+            for lo, hi in tok.content[i]:
+                scope_mask[row, max(lo, 1):hi] = True
+        else:
+            start = tok.response_start[i] if scope == "response" else 1
+            scope_mask[row, max(start, 1):n] = True
     return Batch(index, input_ids.to(device), attention.to(device), scope_mask.to(device))
 
 

@@ -30,7 +30,7 @@ from igds.context import ScoringContext
 from igds.data import DataError
 from igds.registry import build_selector, selector_class
 from igds.scoring import merge_info, merge_shards, score_pool
-from igds.selection_metrics import auroc
+from igds.selection_metrics import auroc, n_tied
 from pipelines.common import distributed, main, method_arg
 from pipelines.io import peak_rss_bytes, read_split, timed
 
@@ -82,6 +82,7 @@ def _finish(params: Params, args: argparse.Namespace, pool, frame: pd.DataFrame,
     finite = ~np.isnan(scores)
     info["auroc_on_task"] = round(auroc(np.where(finite, scores, -np.inf), labels), 6)
     info["n_unscored"] = int((~finite).sum())
+    info["n_tied"] = n_tied(scores)
     info["peak_rss_bytes"] = max(info.get("peak_rss_bytes", 0), peak_rss_bytes())
     if info.get("n_tokens") and info["wall_s"]:
         info["tokens_per_s"] = round(info["n_tokens"] / info["wall_s"], 1)

@@ -46,3 +46,10 @@ def test_auroc_matches_scikit_learn_with_ties_and_infinities():
         scores[rng.random(n) < 0.1] = -np.inf  # unscored examples rank last (score stage)
         finite = np.where(np.isinf(scores), -1e9, scores)  # sklearn does not take -inf
         assert auroc(scores, labels) == pytest.approx(roc_auc_score(labels, finite), abs=1e-12)
+
+
+def test_n_tied_counts_every_example_that_shares_its_score():
+    from igds.selection_metrics import n_tied
+
+    assert n_tied([0.5, 0.5, 0.5, 1.0, 2.0, 2.0, np.nan, np.nan]) == 5
+    assert n_tied([1.0, 2.0, 3.0]) == 0
