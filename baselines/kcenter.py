@@ -5,7 +5,9 @@ diversity baseline beside ZIP.
 An example's embedding is the residual stream after decoder layer `layer`, averaged over
 its tokens in chat format (prompt and response; position 0, an attention sink, and padding
 excluded), optionally L2-normalised. The first center is drawn with the seeded rng; each
-next one is the example farthest (Euclidean) from its nearest chosen center.
+next one is the example farthest (Euclidean) from its nearest chosen center. The embeddings
+are kept in scores/kcenter.parquet (columns h0..h{d-1}), so the select stage redraws the
+first center for each training seed without the model.
 
 The greedy order is returned as scores: score = n - position, so select_top at any ratio
 keeps exactly the greedy prefix.
@@ -14,7 +16,6 @@ keeps exactly the greedy prefix.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,4 +101,14 @@ class KCenterSelector:
         order = kcenter_order(emb, first, self.params.max_select)
         log.info("kcenter: ordered %d examples on layer %d embeddings", len(pool), layer)
         return SelectorResult(scores_from_order(order, len(pool)),
-                              {"n_tokens": n_tokens, "layer": layer, "d_model": int(emb.shape[1])})
+                              {"n_tokens": n_tokens, "layer": layer, "d_model": int(emb.shape[1])},
+                              {f"h{j}": emb[:, j] for j in range(emb.shape[1])})
+
+    def draw(self, frame, seed: int, run_seed: int) -> np.ndarray:
+        """Training seed `run_seed`'s greedy order, from a first center drawn for it."""
+        emb = frame[[f"h{j}" for j in range(sum(c.startswith("h") and c[1:].isdigit() for c in frame))]]
+        emb = emb.to_numpy(dtype=np.float64)
+        if len(emb) == 0:
+            return np.empty(0)
+        first = int(np.random.default_rng([seed, run_seed, _SALT]).integers(len(emb)))
+        return scores_from_order(kcenter_order(emb, first, self.params.max_select), len(emb))

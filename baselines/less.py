@@ -65,6 +65,7 @@ class LessParams:
 @register("less", LessParams)
 class LessSelector:
     needs = ("model", "target")  # target: the prior split's solved examples, LESS's validation set
+    randomness = "fixed"  # the warm-up (slice, order, LoRA init), validation sample and projection: drawn once
 
     def __init__(self, params: LessParams):
         self.params = params

@@ -1,4 +1,5 @@
-"""random: a seeded uniform sample of the pool (the score is a seeded uniform draw)."""
+"""random: a seeded uniform sample of the pool (the score is a seeded uniform draw), drawn
+anew for each training seed, so random's intervals carry selection variance."""
 
 from __future__ import annotations
 
@@ -22,4 +23,12 @@ class RandomSelector:
 
     def score(self, pool: list[Record], ctx) -> SelectorResult:
         seed = ctx.seed if self.params.seed is None else self.params.seed
-        return SelectorResult(np.random.default_rng([seed, 0x52414E44]).random(len(pool)))  # salt: "RAND"
+        return SelectorResult(np.random.default_rng([seed, _SALT]).random(len(pool)))
+
+    def draw(self, frame, seed: int, run_seed: int) -> np.ndarray:
+        """Training seed `run_seed`'s uniform draw."""
+        seed = seed if self.params.seed is None else self.params.seed
+        return np.random.default_rng([seed, run_seed, _SALT]).random(len(frame))
+
+
+_SALT = 0x52414E44  # "RAND"

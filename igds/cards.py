@@ -46,7 +46,7 @@ def feature_cards(model, tokenizer, sae, layer: int, pool: Sequence[Record], tok
         info = feature_info[feature]
         lines += [f"## Feature {feature} (rank {info.get('rank')})", "",
                   f"freq_prior {info['freq_prior']:.3f} · freq_general {info['freq_general']:.3f} · "
-                  f"causal effect {_fmt(info.get('causal_effect'))} (alpha {info.get('best_alpha')}) · "
+                  f"causal effect {_fmt(info.get('causal_effect'))} {_ci(info)}(alpha {info.get('best_alpha')}) · "
                   f"mean activation when active {info['mean_when_active']:.2f}", ""]
         top = torch.argsort(acts.max_act[:, col], descending=True, stable=True)[:n_examples].tolist()
         for i in top:
@@ -61,3 +61,8 @@ def feature_cards(model, tokenizer, sae, layer: int, pool: Sequence[Record], tok
 
 def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:+.4f}"
+
+
+def _ci(info: dict) -> str:
+    lo, hi = info.get("causal_effect_lo"), info.get("causal_effect_hi")
+    return f"[{_fmt(lo)}, {_fmt(hi)}] " if lo is not None and hi is not None else ""

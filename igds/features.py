@@ -6,8 +6,11 @@
 2. Interventional filtering: add alpha * scale_f * d_f / ||d_f|| to the residual stream at
    layer L on every token, where scale_f is the feature's typical contribution (mean
    activation when active times ||d_f||, in residual-stream units), and measure the mean
-   log-likelihood of the reference answers of held-out prior examples. A feature is causal
-   if its best alpha beats the unsteered model by more than a threshold.
+   log-likelihood of the reference answers of held-out prior examples. Each alpha's effect
+   is the mean of the paired per-example differences (steered - unsteered) with a percentile
+   bootstrap CI over the held-out examples. The best alpha is the one with the largest mean;
+   the feature is kept when its lower bound clears `min_effect` (keep_rule ci, the default)
+   or, as in the paper, its mean does (keep_rule mean).
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from igds.loglik import answer_loglik
+from igds.loglik import steered_logliks
 from igds.pooling import FeatureActivations, pooled_feature_activations
+from igds.stats import bootstrap_ci
 from igds.tokens import Tokenized, tokenize_records
 
 log = logging.getLogger(__name__)
 
 CONTRAST = ("diff", "ratio")
+KEEP_RULES = ("ci", "mean")  # a feature is kept when its effect's CI lower bound / its mean clears min_effect
 
 
 @dataclass
@@ -39,8 +44,11 @@ class FeatureRecord:
     contrast: float
     mean_when_active: float  # on the prior set, in the SAE's activation units
     scale: float  # typical contribution to the residual: mean_when_active * ||d_f||
-    effect_by_alpha: dict[str, float] = field(default_factory=dict)  # alpha -> metric change
-    causal_effect: float | None = None  # best effect over alphas
+    effect_by_alpha: dict[str, float] = field(default_factory=dict)  # alpha -> mean metric change
+    effect_ci_by_alpha: dict[str, list[float]] = field(default_factory=dict)  # alpha -> [lo, hi]
+    causal_effect: float | None = None  # the best alpha's mean effect
+    causal_effect_lo: float | None = None  # its CI over the held-out examples
+    causal_effect_hi: float | None = None
     best_alpha: float | None = None
     kept: bool = False
     reason: str = ""
@@ -88,24 +96,37 @@ def steering_vector(sae, feature: int, scale: float, alpha: float) -> torch.Tens
 
 
 def interventional_filter(model, sae, records: list[FeatureRecord], tok: Tokenized, *, layer: int,
-                          alphas: Sequence[float], min_effect: float, batch_size: int, pad_id: int) -> float:
-    """Fill effect_by_alpha, causal_effect, best_alpha, kept and reason in place.
+                          alphas: Sequence[float], min_effect: float, batch_size: int, pad_id: int,
+                          keep_rule: str = "ci", level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> float:
+    """Fill effect_by_alpha (with CIs), causal_effect (with its CI), best_alpha, kept and
+    reason in place.
 
-    Returns the unsteered baseline metric. Effects are differences in mean answer
-    log-likelihood (nats per token) against that baseline on the same examples.
+    Returns the unsteered baseline metric. Effects are paired differences in answer
+    log-likelihood (nats per token) against the unsteered model on the same examples.
     """
-    baseline = float(answer_loglik(model, tok, batch_size, pad_id).mean())
+    if keep_rule not in KEEP_RULES:
+        raise ValueError(f"keep_rule '{keep_rule}' is not one of {KEEP_RULES}")
+    vectors = [steering_vector(sae, r.feature, r.scale, a) for r in records for a in alphas]
+    with tqdm(total=len(vectors) * -(-len(tok) // batch_size), desc="intervening", leave=False) as bar:
+        base, steered = steered_logliks(model, tok, batch_size, pad_id, layer, vectors, progress=bar.update)
+    baseline = float(base.mean())
     log.info("interventional filtering: baseline answer log-likelihood %.4f on %d examples", baseline, len(tok))
-    for rec in tqdm(records, desc="intervening", leave=False):
-        for alpha in alphas:
-            vector = steering_vector(sae, rec.feature, rec.scale, alpha)
-            value = float(answer_loglik(model, tok, batch_size, pad_id, steer=(layer, vector)).mean())
-            rec.effect_by_alpha[f"{alpha:g}"] = value - baseline
+    rng = np.random.default_rng([seed, 0x494E5456])  # "INTV"
+    for i, rec in enumerate(records):
+        for j, alpha in enumerate(alphas):
+            ci = bootstrap_ci(steered[i * len(alphas) + j] - base, rng, n_boot, level)
+            rec.effect_by_alpha[f"{alpha:g}"] = ci.mean
+            rec.effect_ci_by_alpha[f"{alpha:g}"] = [ci.lo, ci.hi]
         best = max(rec.effect_by_alpha, key=rec.effect_by_alpha.get)
-        rec.causal_effect, rec.best_alpha = rec.effect_by_alpha[best], float(best)
-        rec.kept = rec.causal_effect > min_effect
-        rec.reason = (f"best alpha {best} raises answer log-likelihood by {rec.causal_effect:+.4f} > {min_effect}"
-                      if rec.kept else f"best effect {rec.causal_effect:+.4f} <= threshold {min_effect}")
+        rec.best_alpha = float(best)
+        rec.causal_effect = rec.effect_by_alpha[best]
+        rec.causal_effect_lo, rec.causal_effect_hi = rec.effect_ci_by_alpha[best]
+        statistic = rec.causal_effect_lo if keep_rule == "ci" else rec.causal_effect
+        rec.kept = statistic > min_effect
+        what = f"{level:.0%} CI lower bound" if keep_rule == "ci" else "mean"
+        rec.reason = (f"best alpha {best}: effect {rec.causal_effect:+.4f} [{rec.causal_effect_lo:+.4f}, "
+                      f"{rec.causal_effect_hi:+.4f}] nats/token on {len(tok)} held-out examples; {what} "
+                      f"{statistic:+.4f} {'>' if rec.kept else '<='} min_effect {min_effect}")
     return baseline
 
 
@@ -144,7 +165,7 @@ class Identification:
         return {r.feature: r for r in self.records}
 
 
-def identify(model, tokenizer, sae, prior: list, general: list, cfg, layer: int) -> Identification:
+def identify(model, tokenizer, sae, prior: list, general: list, cfg, layer: int, seed: int = 0) -> Identification:
     """Run frequency recall on prior vs general, then (unless disabled) interventional
     filtering on held-out prior examples; `cfg` is an IdentifyConfig."""
     n_heldout = cfg.heldout_examples if cfg.interventional else 0
@@ -178,7 +199,8 @@ def identify(model, tokenizer, sae, prior: list, general: list, cfg, layer: int)
     if cfg.interventional and records:
         tok_heldout = tokenize_records(tokenizer, heldout, cfg.max_len)
         baseline = interventional_filter(model, sae, records, tok_heldout, layer=layer, alphas=cfg.alphas,
-                                         min_effect=cfg.min_effect, batch_size=cfg.batch_size, pad_id=pad)
+                                         min_effect=cfg.min_effect, batch_size=cfg.batch_size, pad_id=pad,
+                                         keep_rule=cfg.keep_rule, level=cfg.level, n_boot=cfg.n_boot, seed=seed)
     ranking = rank_features(records, len(records), cfg.interventional)
     stability = None
     if cfg.stability:

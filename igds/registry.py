@@ -44,6 +44,7 @@ CONVENTION_PACKAGE = "baselines"
 # what a selector may use besides the pool: the scoring model, the SAE, IGDS's features, the
 # target task's solved examples (the prior split)
 NEEDS = ("model", "sae", "features", "target")
+RANDOMNESS = ("", "per_seed", "fixed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +70,11 @@ class Selector(Protocol):
     needs: ClassVar[tuple[str, ...]]  # subset of NEEDS; () for none (the stage loads them before timing)
     shardable: ClassVar[bool]  # an example's score depends only on it and its batch (igds.scoring)
     keeps_all: ClassVar[bool]  # selection keeps every example whatever the ratio (full)
+    # where the selection's own randomness lives: "" (deterministic: one subset serves every
+    # training seed), "per_seed" (the class has `draw`: the select stage redraws it for each
+    # training seed from the cached scores), or "fixed" (drawn once in `score`, e.g. LESS's
+    # warm-up: the intervals do not cover it, and the report says so)
+    randomness: ClassVar[str]
 
     def __init__(self, params: Any) -> None: ...
 
@@ -76,6 +82,11 @@ class Selector(Protocol):
         """Scores of every pool example (igds.data.Record, in pool order) given an
         igds.context.ScoringContext; see SelectorResult."""
         ...
+
+    # optional, with randomness = "per_seed":
+    # def draw(self, frame: pd.DataFrame, seed: int, run_seed: int) -> np.ndarray
+    #     scores/<method>.parquet's frame (id, score, extras) -> this training seed's scores,
+    #     cheap (no model); `seed` is the global seed, `run_seed` the training seed.
 
 
 _REGISTERED: dict[str, type] = {}
@@ -94,6 +105,9 @@ def register(name: str, params: type = NoParams) -> Callable[[type], type]:
         cls.name, cls.Params, cls.needs = name, params, needs
         cls.shardable = bool(getattr(cls, "shardable", False))
         cls.keeps_all = bool(getattr(cls, "keeps_all", False))
+        cls.randomness = "per_seed" if hasattr(cls, "draw") else str(getattr(cls, "randomness", ""))
+        if cls.randomness not in RANDOMNESS:
+            raise ValueError(f"selector '{name}' has randomness {cls.randomness!r}; one of {RANDOMNESS}")
         _REGISTERED[name] = cls
         return cls
     return decorate

@@ -31,24 +31,24 @@ def run_name(method: str, ratio: str | None, seed: int) -> str:
     return f"{method}-s{seed}" if ratio is None else f"{method}-{ratio}-s{seed}"
 
 
-def training_records(method: str, ratio: str | None, data: Path, subsets: Path):
-    """The examples to train on: the subset's ids looked up in the pool; without a ratio (a
-    method that keeps everything, e.g. full) the whole pool."""
+def training_records(method: str, ratio: str | None, data: Path, subsets: Path, seed: int = 0):
+    """The examples to train on: the ids of training seed `seed`'s subset looked up in the
+    pool; without a ratio (a method that keeps everything, e.g. full) the whole pool."""
     pool = read_split(data / "pool.jsonl")
     if ratio is None:
         if not selector_class(method).keeps_all:
             raise ConfigError(f"finetune: method '{method}' needs --ratio (only a method that keeps the whole "
                               "pool trains without a selection)")
         return pool
-    path = subsets / f"{method}-{ratio}.jsonl"
+    path = subsets / f"{run_name(method, ratio, seed)}.jsonl"
     if not path.is_file():
-        raise DataError(f"{path} not found; run `dvc repro select@{method}-{ratio}` first")
+        raise DataError(f"{path} not found; run `dvc repro select@{method}-{ratio}-{seed}` first")
     by_id = {r.id: r for r in pool}
     ids = [json.loads(line)["id"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     unknown = [i for i in ids if i not in by_id]
     if unknown:
         raise DataError(f"{path}: {len(unknown)} id(s) are not in data/pool.jsonl (first: {unknown[0]}); "
-                        f"rerun select@{method}-{ratio}")
+                        f"rerun select@{method}-{ratio}-{seed}")
     return [by_id[i] for i in ids]
 
 
@@ -57,7 +57,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
     if args.ratio is not None:
         parse_ratio(args.ratio)
     name = run_name(args.method, args.ratio, args.seed)
-    records = training_records(method_arg(params, args.method), args.ratio, args.data, args.subsets)
+    records = training_records(method_arg(params, args.method), args.ratio, args.data, args.subsets, args.seed)
     model_name = cfg.model or params.model.name
     loaded = load_model(model_name, params.model.device, params.model.dtype)
     state_dir = args.out / ".resume" / name

@@ -45,6 +45,9 @@ def identify_metrics(result: Identification, interventional: bool) -> dict:
         "n_causal": len(result.ranking) if interventional else None,
         "top_feature": result.ranking[0] if result.ranking else None,
         "top_causal_effect": top.causal_effect if top is not None else None,
+        "top_causal_effect_lo": top.causal_effect_lo if top is not None else None,
+        "top_causal_effect_hi": top.causal_effect_hi if top is not None else None,
+        "n_prior_heldout": result.n_prior_heldout,
         "baseline_loglik": result.baseline_loglik,
         "stability_jaccard_top_n": result.stability["jaccard_top_n"] if result.stability else None,
         "stability_jaccard_eligible": result.stability["jaccard_eligible"] if result.stability else None,
@@ -72,7 +75,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
     prior, general = read_split(args.data / "prior.jsonl"), read_split(args.data / "general.jsonl")
     timing: dict = {}
     with timed(timing):
-        result = identify(loaded.model, loaded.tokenizer, sae, prior, general, cfg, layer)
+        result = identify(loaded.model, loaded.tokenizer, sae, prior, general, cfg, layer, seed=params.seed)
     cards = cards_markdown(params, loaded, sae, read_split(args.data / "pool.jsonl"), result)
     features = features_document(result, layer, sae_digest(args.sae), cfg.interventional)
     metrics = {**identify_metrics(result, cfg.interventional), "wall_s": timing["wall_s"],

@@ -1,6 +1,12 @@
-"""select@<method>-<ratio> stage: subsets/<method>-<ratio>.jsonl (the kept ids) and its metrics
-results/metrics/select-<method>-<ratio>.json. The ratio comes from dvc.yaml's matrix over
-select.ratios, and names the files exactly as given on the command line."""
+"""select@<method>-<ratio>-<seed> stage: subsets/<method>-<ratio>-s<seed>.jsonl (the kept ids)
+and its metrics results/metrics/select-<method>-<ratio>-s<seed>.json, one per training seed.
+
+A selector whose randomness is `per_seed` (random, k-center) redraws it for each training
+seed from its cached scores (`draw`), so the seeds vary selection as well as training; a
+deterministic one gives every seed the same subset, and one whose randomness is `fixed`
+(LESS's warm-up) too (the metrics say which: `selection_seed`, `selection_randomness`). The
+ratio comes from dvc.yaml's matrix over select.ratios, and names the files exactly as given
+on the command line."""
 
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ import pandas as pd
 from igds.artifacts import write_json, write_jsonl
 from igds.config import ConfigError, Params, parse_ratio
 from igds.data import DataError
-from igds.registry import selector_class
+from igds.registry import build_selector, selector_class
 from igds.selection import select_top
 from igds.selection_metrics import on_task_recall
 from pipelines.common import main, method_arg
@@ -34,21 +40,29 @@ def run(params: Params, args: argparse.Namespace) -> None:
     pool = read_split(args.data / "pool.jsonl")
     if list(scores["id"]) != [r.id for r in pool]:
         raise DataError(f"{path} does not score data/pool.jsonl (ids differ); rerun score@{args.method}")
-    kept = select_top(list(scores["id"]), scores["score"].to_numpy(), ratio, params.seed)
+    selector = build_selector(method_arg(params, args.method), params.methods.get(args.method))
+    per_seed = selector.randomness == "per_seed"
+    values = selector.draw(scores, params.seed, args.seed) if per_seed else scores["score"].to_numpy()
+    kept = select_top(list(scores["id"]), values, ratio, params.seed)
     on_task = {r.id for r in pool if params.data is not None and r.task == params.data.target_task}
     # the file name carries the ratio as dvc.yaml spells it
-    write_jsonl(args.out / f"{args.method}-{args.ratio}.jsonl", ({"id": i} for i in kept))
-    metrics = {"method": args.method, "ratio": ratio, "n_pool": len(pool), "n_selected": len(kept),
+    name = f"{args.method}-{args.ratio}-s{args.seed}"
+    write_jsonl(args.out / f"{name}.jsonl", ({"id": i} for i in kept))
+    metrics = {"method": args.method, "ratio": ratio, "seed": args.seed,
+               "selection_seed": args.seed if per_seed else None,
+               "selection_randomness": selector.randomness or "none",
+               "n_pool": len(pool), "n_selected": len(kept),
                "on_task_recall": round(on_task_recall(kept, on_task), 6),
                "on_task_share_selected": round(len(set(kept) & on_task) / len(kept), 6)}
-    write_json(args.metrics / f"select-{args.method}-{args.ratio}.json", metrics)
-    log.info("%s @ %g: kept %d of %d; on-task recall %.3f", args.method, ratio, len(kept), len(pool),
-             metrics["on_task_recall"])
+    write_json(args.metrics / f"select-{name}.json", metrics)
+    log.info("%s @ %g seed %d: kept %d of %d; on-task recall %.3f", args.method, ratio, args.seed, len(kept),
+             len(pool), metrics["on_task_recall"])
 
 
 def _args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", required=True)
     parser.add_argument("--ratio", required=True, help="share of the pool kept, in (0, 1]")
+    parser.add_argument("--seed", type=int, required=True, help="the training seed this subset is for")
     parser.add_argument("--data", type=Path, default=Path("data"))
     parser.add_argument("--scores", type=Path, default=Path("scores"))
     parser.add_argument("--out", type=Path, default=Path("subsets"))

@@ -57,7 +57,7 @@ def closure(root: Path, modules: list[str]) -> set[Path]:
 # Stage modules that run a method's code, picked by `--method` at run time. Every stage parses
 # params.yaml, which imports each method module's top level to check its params; that only
 # validates (a bad value stops the stage) and never shapes an output, so it is not a dep.
-RUNS_METHOD = ("pipelines.score",)
+RUNS_METHOD = ("pipelines.score", "pipelines.select")  # import the method module (select: its `draw`)
 
 
 def command_modules(cmd: str) -> list[str]:

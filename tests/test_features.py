@@ -109,3 +109,67 @@ def test_identify_end_to_end_with_stability(planted, tok):
 def test_jaccard():
     assert jaccard([1, 2, 3], [2, 3, 4]) == pytest.approx(0.5)
     assert jaccard([], []) == 1.0
+
+
+def test_steered_logliks_run_layers_up_to_l_once_and_equal_full_steered_passes(planted, tok):
+    from igds.loglik import steered_logliks
+
+    model, *_ = planted
+    tokens = tokenize_records(tok, [task(i) for i in range(7)] + [other(i) for i in range(3)], 256)
+    vectors = [torch.randn(D, generator=torch.Generator().manual_seed(s)) for s in range(3)]
+    calls = []
+    inner = model.model.layers[0].self_attn  # runs only when layer 0 really computes
+    handle = inner.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        base, steered = steered_logliks(model, tokens, 4, tok.pad_token_id, LAYER, vectors)
+    finally:
+        handle.remove()
+    n_batches = 3
+    # layer 0 runs once per batch (the unsteered pass), never per variant
+    assert len(calls) == n_batches
+    np.testing.assert_allclose(base, answer_loglik(model, tokens, 4, tok.pad_token_id), rtol=1e-5, atol=1e-6)
+    for v, row in zip(vectors, steered):
+        np.testing.assert_allclose(row, answer_loglik(model, tokens, 4, tok.pad_token_id, steer=(LAYER, v)),
+                                   rtol=1e-4, atol=1e-5)
+
+
+def _planted_effects(monkeypatch, effects: np.ndarray):
+    """interventional_filter on per-example effects we choose: rows = features x alphas."""
+    import igds.features as features
+    from tests.conftest import build_char_tokenizer
+
+    monkeypatch.setattr(features, "steered_logliks", lambda *a, **k: (np.zeros(effects.shape[1]), effects))
+    sae = hand_built_sae(torch.zeros(D, 2), torch.zeros(2), torch.eye(2, D))
+    tokens = tokenize_records(build_char_tokenizer(), [task(i) for i in range(effects.shape[1])], 64)
+
+    def run(rule: str) -> list[FeatureRecord]:
+        records = [FeatureRecord(f, 1.0, 0.0, 1.0, 1.0, scale=1.0) for f in (0, 1)]
+        interventional_filter(None, sae, records, tokens, layer=LAYER, alphas=(1.0,), min_effect=0.0,
+                              batch_size=4, pad_id=0, keep_rule=rule)
+        return records
+
+    return run
+
+
+def test_keep_rule_ci_drops_a_noisy_winner_that_the_mean_rule_keeps(monkeypatch):
+    rng = np.random.default_rng(0)
+    noisy = 0.01 + rng.normal(0, 0.1, 12)  # mean > 0, CI straddles 0
+    noisy += 0.01 - noisy.mean()
+    clear = 0.05 + rng.normal(0, 0.005, 12)
+    run = _planted_effects(monkeypatch, np.stack([noisy, clear]))
+    by_rule = {rule: {r.feature: r for r in run(rule)} for rule in ("ci", "mean")}
+    ci = by_rule["ci"]
+    assert not ci[0].kept and ci[0].causal_effect_lo < 0 < ci[0].causal_effect_hi
+    assert ci[0].causal_effect == pytest.approx(0.01)
+    assert ci[1].kept and ci[1].causal_effect_lo > 0.04
+    assert by_rule["mean"][0].kept and by_rule["mean"][1].kept
+
+
+def test_alphas_must_amplify_unless_suppression_is_allowed():
+    from igds.config import ConfigError
+
+    with pytest.raises(ConfigError, match="allow_suppression"):
+        IdentifyConfig(alphas=(-2.0, 2.0))
+    assert IdentifyConfig(alphas=(-2.0, 2.0), allow_suppression=True).alphas == (-2.0, 2.0)
+    with pytest.raises(ConfigError, match="keep_rule"):
+        IdentifyConfig(keep_rule="best")

@@ -46,11 +46,11 @@ def test_igds_stages_end_to_end(tmp_path):
     assert list(scores["id"]) == [r["id"] for r in pool] and scores["score"].notna().all()
     metrics = json.loads((work / "results/metrics/score-igds.json").read_text())
     assert metrics["chosen_features"] == features["ranking"][:1] and 0.0 <= metrics["auroc_on_task"] <= 1.0
-    subset = [json.loads(line)["id"] for line in (work / "subsets/igds-0.5.jsonl").read_text().splitlines()]
+    subset = [json.loads(line)["id"] for line in (work / "subsets/igds-0.5-s0.jsonl").read_text().splitlines()]
     assert len(subset) == (len(pool) + 1) // 2
     top = set(scores.sort_values("score", ascending=False)["id"][:len(subset) - 1])
     assert top <= set(subset)  # the subset is the top of the scores
-    select = json.loads((work / "results/metrics/select-igds-0.5.json").read_text())
+    select = json.loads((work / "results/metrics/select-igds-0.5-s0.json").read_text())
     assert 0.0 <= select["on_task_recall"] <= 1.0
 
     methods = ["igds", "random", "loss", "ifd", "zip", "kcenter", "less"]
@@ -58,7 +58,7 @@ def test_igds_stages_end_to_end(tmp_path):
         m = json.loads((work / f"results/metrics/score-{method}.json").read_text())
         assert m["wall_s"] >= 0 and m["peak_rss_bytes"] > 0, method
     for method in methods:
-        assert (work / f"subsets/{method}-0.5.jsonl").is_file(), method
+        assert (work / f"subsets/{method}-0.5-s0.jsonl").is_file(), method
 
     # fine-tuning: a LoRA adapter per run, trained on exactly the subset (full: the pool)
     runs = [f"{m}-0.5-s0" for m in methods] + ["full-s0"]

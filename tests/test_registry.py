@@ -195,7 +195,7 @@ def test_a_new_method_is_one_module_and_one_params_entry(tmp_path):
     proc = subprocess.run(["dvc", "stage", "list"], cwd=work, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     stages = {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
-    assert {"score-shard@toy-0", "score@toy", "select@toy-0.5", "finetune@toy-0.5-0", "evaluate@toy-0.5-0"} <= stages
+    assert {"score-shard@toy-0", "score@toy", "select@toy-0.5-0", "finetune@toy-0.5-0", "evaluate@toy-0.5-0"} <= stages
     out = _python("""
         import json
         from igds.config import load_params

@@ -53,3 +53,45 @@ def test_n_tied_counts_every_example_that_shares_its_score():
 
     assert n_tied([0.5, 0.5, 0.5, 1.0, 2.0, 2.0, np.nan, np.nan]) == 5
     assert n_tied([1.0, 2.0, 3.0]) == 0
+
+
+def _select(tmp_path, method: str, seed: int, scores) -> tuple[list[str], dict]:
+    """pipelines.select on a planted pool and scores file; (kept ids, metrics)."""
+    import dataclasses
+    import json
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from igds.data import make_record
+    from tests.conftest import ROOT
+
+    pool = [make_record(f"q{i}", "", f"a{i}", "t" if i % 2 else "u", "s") for i in range(40)]
+    (tmp_path / "data").mkdir(exist_ok=True)
+    (tmp_path / "data/pool.jsonl").write_text("".join(json.dumps(dataclasses.asdict(r)) + "\n" for r in pool))
+    (tmp_path / "scores").mkdir(exist_ok=True)
+    frame = pd.DataFrame({"id": [r.id for r in pool], "score": scores})
+    for j in range(3):  # k-center's cached embeddings
+        frame[f"h{j}"] = np.random.default_rng(j).normal(size=len(pool))
+    frame.to_parquet(tmp_path / f"scores/{method}.parquet")
+    proc = subprocess.run([sys.executable, "-m", "pipelines.select", "--params", str(ROOT / "configs/ci/params.yaml"),
+                           "--method", method, "--ratio", "0.5", "--seed", str(seed), "--data", str(tmp_path / "data"),
+                           "--scores", str(tmp_path / "scores"), "--out", str(tmp_path / "subsets"),
+                           "--metrics", str(tmp_path / "metrics")], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    kept = [json.loads(line)["id"] for line in (tmp_path / f"subsets/{method}-0.5-s{seed}.jsonl").read_text().splitlines()]
+    return kept, json.loads((tmp_path / f"metrics/select-{method}-0.5-s{seed}.json").read_text())
+
+
+@pytest.mark.parametrize("method, varies", [("random", True), ("kcenter", True), ("loss", False), ("less", False)])
+def test_a_stochastic_selector_draws_its_selection_per_training_seed(tmp_path, method, varies):
+    scores = np.linspace(0.0, 1.0, 40)
+    (a, meta_a), (b, meta_b) = (_select(tmp_path, method, s, scores) for s in (0, 1))
+    assert len(a) == len(b) == 20
+    assert (a != b) == varies
+    assert meta_a["seed"] == 0 and meta_b["seed"] == 1
+    assert (meta_a["selection_seed"], meta_b["selection_seed"]) == ((0, 1) if varies else (None, None))
+    assert meta_a["selection_randomness"] == {"random": "per_seed", "kcenter": "per_seed", "loss": "none",
+                                              "less": "fixed"}[method]
+    assert _select(tmp_path, method, 1, scores)[0] == b  # a seed's draw is reproducible

@@ -131,7 +131,7 @@ def test_two_independent_runs_are_byte_identical(runs):
     for expected in (["data/pool.jsonl", "data/prior.jsonl", "data/eval.jsonl", "data/general.jsonl",
                       "data/probe.jsonl", "data/rejects.jsonl", "data/report.json",
                       "sae/cfg.json", "features/features.json", "features/cards.md"]
-                     + [f"scores/{m}.parquet" for m in METHODS] + [f"subsets/{m}-0.5.jsonl" for m in METHODS]):
+                     + [f"scores/{m}.parquet" for m in METHODS] + [f"subsets/{m}-0.5-s0.jsonl" for m in METHODS]):
         assert expected in a, expected
     weights = [k for k in a if k.startswith("sae/") and k.endswith(".safetensors")]
     assert weights and all(a[k] == b[k] for k in weights)

@@ -104,7 +104,7 @@ def test_a_stage_stops_with_one_line_and_exit_2_before_any_work(tmp_path):
     raw["select"]["methods"] = ["igds", "lesss"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     proc = subprocess.run([sys.executable, "-m", "pipelines.select", "--params", str(tmp_path / "params.yaml"),
-                           "--method", "igds", "--ratio", "0.5", "--data", str(tmp_path / "data"),
+                           "--method", "igds", "--ratio", "0.5", "--seed", "0", "--data", str(tmp_path / "data"),
                            "--scores", str(tmp_path / "scores"), "--out", str(tmp_path / "subsets"),
                            "--metrics", str(tmp_path / "metrics")],
                           cwd=ROOT, capture_output=True, text=True)

@@ -89,6 +89,31 @@ def add_to_residual(
 
 
 @contextlib.contextmanager
+def resume_after_layer(model: nn.Module, layer: int, hidden: torch.Tensor) -> Iterator[None]:
+    """Within the block, a forward pass skips decoder layers 0..`layer`: they pass their input
+    through, and layer `layer` outputs `hidden` (its output cached from an earlier pass, plus
+    any steering). Everything else (embeddings, rotary positions, masks, later layers, the
+    final norm) runs as usual, so the result equals the full forward pass with layer
+    `layer`'s output replaced, whatever the architecture. Interventional filtering runs
+    layers 0..L once per batch and only L+1.. per steering variant."""
+    layers = decoder_layers(model)
+    check_layer(model, layer)
+
+    def skip(i):
+        def forward(hidden_states, *args, **kwargs):  # transformers >= 4.56: layers return a tensor
+            return hidden if i == layer else hidden_states
+        return forward
+
+    for i in range(layer + 1):
+        layers[i].forward = skip(i)
+    try:
+        yield
+    finally:
+        for i in range(layer + 1):
+            del layers[i].forward  # the instance attribute shadowed the class's forward
+
+
+@contextlib.contextmanager
 def capture_residual(model: nn.Module, layer: int, stop: bool = False) -> Iterator[dict]:
     """Within the block, record layer `layer`'s output in `captured["resid"]`.
 
