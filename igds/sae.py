@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from sae_lens.saes.topk_sae import TopK
 from torch import nn
 from tqdm.auto import tqdm
 
-from igds.config import SaeConfig
+from igds.config import ConfigError, SaeConfig
 from igds.models.residual import add_to_residual
 
 log = logging.getLogger(__name__)
@@ -314,3 +315,34 @@ def load_sae(path: str | Path, device: str = "cpu") -> SAE:
 def load_pretrained_sae(release: str, sae_id: str, device: str = "cpu") -> SAE:
     """A pretrained sae-lens SAE (needs the hub); sae-lens 6 returns the SAE alone."""
     return SAE.from_pretrained(release, sae_id, device=device).eval()
+
+
+_HOOK_LAYER = re.compile(r"(?:^|\.)(?:blocks|layers|h)\.(\d+)(?:\.(hook_resid_pre|hook_resid_mid|hook_resid_post))?")
+
+
+def hook_layer(hook_name: str) -> int | None:
+    """The decoder layer whose output an SAE's hook reads, from its name: 'blocks.12.hook_resid_post'
+    (TransformerLens) and 'model.layers.12' (HF) read layer 12's output; 'blocks.12.hook_resid_pre'
+    reads layer 11's (layer 12's input). None for a hook that is not a residual-stream output
+    (resid_mid, attention, MLP) or a name this cannot parse."""
+    match = _HOOK_LAYER.search(hook_name or "")
+    if match is None:
+        return None
+    layer, point = int(match.group(1)), match.group(2)
+    tail = hook_name[match.end():]
+    if point == "hook_resid_pre":
+        return layer - 1
+    if point == "hook_resid_mid" or (point is None and tail not in ("", ".hook_resid_post")):
+        return None
+    return layer
+
+
+def check_sae_layer(sae: SAE, layer: int, what: str) -> None:
+    """The SAE's own metadata must say it reads layer `layer`'s output; ConfigError otherwise."""
+    hook = getattr(sae.cfg.metadata, "hook_name", None)
+    got = hook_layer(hook) if hook else None
+    if got != layer:
+        reads = f"reads {hook}" + (f" (the output of layer {got})" if got is not None else
+                                   " (not a residual-stream output this can place)" if hook else "")
+        raise ConfigError(f"params.yaml: sae.layer = {layer} but the SAE {what} {reads if hook else 'names no hook'}; "
+                          "set sae.layer to the SAE's layer or pick an SAE for this layer")

@@ -21,7 +21,7 @@ from igds.data import Record
 from igds.models.loading import load_model
 from igds.models.residual import check_layer, layer_module_path
 from igds.pooling import collect_token_activations
-from igds.sae import ce_loss_recovered, load_pretrained_sae, sae_metrics, save_sae, train_sae
+from igds.sae import ce_loss_recovered, check_sae_layer, load_pretrained_sae, sae_metrics, save_sae, train_sae
 from igds.tokens import iter_batches, tokenize_records
 from pipelines.common import main
 from pipelines.io import peak_rss_bytes, read_split, timed
@@ -62,14 +62,18 @@ def make_sae(params: Params, loaded, records: list[Record], resume: Path | None)
         raise ConfigError(f"params.yaml: sae.layer = {cfg.layer}: {e}") from None
     heldout, train = split_records(records, params.seed, cfg.ce_examples)
     info: dict = {"layer": cfg.layer, "hook_name": layer_module_path(model, cfg.layer), "model": params.model.name}
+    sae = None
+    if cfg.pretrained:  # before any work: its own metadata must name sae.layer (then it is renamed to the HF hook)
+        with timed(info, "train_wall_s"):  # a pretrained SAE: its loading time
+            sae = load_pretrained_sae(cfg.release, cfg.sae_id, params.model.device)
+        info["pretrained_hook_name"] = sae.cfg.metadata.hook_name
+        check_sae_layer(sae, cfg.layer, f"{cfg.release}/{cfg.sae_id}")
     with timed(info, "collect_wall_s"):
         acts_train, acts_heldout = cache_activations(model, tokenizer, train, heldout, cfg, params.seed)
     log.info("cached %d train and %d held-out token activations in %.1f s", acts_train.shape[0],
              acts_heldout.shape[0], info["collect_wall_s"])
-    with timed(info, "train_wall_s"):
-        if cfg.pretrained:
-            sae = load_pretrained_sae(cfg.release, cfg.sae_id, params.model.device)
-        else:
+    if sae is None:
+        with timed(info, "train_wall_s"):
             sae = train_sae(acts_train, cfg, seed=params.seed, device=params.model.device, state_dir=resume)
     if sae.cfg.d_in != model.config.hidden_size:
         raise ConfigError(f"params.yaml: sae d_in = {sae.cfg.d_in} does not match the model's d_model = "

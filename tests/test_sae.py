@@ -283,3 +283,39 @@ def test_encode_columns_equals_the_full_encode_and_skips_silent_tokens(kind, mon
         assert encoded_rows == [len(x)]
     else:  # the full-width encode ran only on tokens where a chosen pre-activation is positive
         assert len(encoded_rows) == 1 and encoded_rows[0] < len(x)
+
+
+@pytest.mark.parametrize("hook, layer", [("blocks.12.hook_resid_post", 12), ("model.layers.12", 12),
+                                         ("blocks.12.hook_resid_pre", 11), ("layers.3", 3),
+                                         ("blocks.12.hook_mlp_out", None), ("blocks.12.hook_resid_mid", None),
+                                         ("model.layers.12.mlp", None), ("embed", None)])
+def test_hook_layer_reads_the_layer_whose_output_the_hook_is(hook, layer):
+    from igds.sae import hook_layer
+
+    assert hook_layer(hook) == layer
+
+
+def test_a_pretrained_sae_for_another_layer_is_refused_before_any_work(monkeypatch, tiny_model):
+    """The check reads the SAE's own metadata (the stage renames the hook only after it)."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from sae_lens import StandardSAE, StandardSAEConfig
+
+    import pipelines.sae as stage
+    from igds.data import make_record
+    from igds.config import ConfigError, load_params
+    from tests.conftest import ROOT
+
+    def pretrained(release, sae_id, device):
+        sae = StandardSAE(StandardSAEConfig(d_in=32, d_sae=64))
+        sae.cfg.metadata.hook_name = "blocks.3.hook_resid_post"
+        return sae
+
+    monkeypatch.setattr(stage, "load_pretrained_sae", pretrained)
+    monkeypatch.setattr(stage, "cache_activations", lambda *a, **k: pytest.fail("cached activations first"))
+    params = load_params(ROOT / "configs/ci/params.yaml")
+    params = dataclasses.replace(params, sae=dataclasses.replace(params.sae, layer=1, release="r", sae_id="i"))
+    records = [make_record(f"q{i}", "", "a", "t", "s") for i in range(40)]
+    with pytest.raises(ConfigError, match=r"sae.layer = 1 but the SAE r/i reads blocks.3.hook_resid_post \(the output of layer 3\)"):
+        stage.make_sae(params, SimpleNamespace(model=tiny_model, tokenizer=None), records, None)
