@@ -87,11 +87,11 @@ def resize_pool(pool: Sequence[Record], n: int) -> list[Record]:
 
 
 def subprocess_env() -> dict[str, str]:
-    """Offline (no hub) and this interpreter's scripts (dvc) first on PATH. Subprocesses run
+    """Offline (no hub, no DVC analytics) and this interpreter's scripts (dvc) first on PATH. Subprocesses run
     `python -m ...` from the project folder they measure, which puts that folder first on
     sys.path."""
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PATH": path}
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "DVC_NO_ANALYTICS": "1", "PATH": path}
 
 
 def project_copy(work: Path, params: Path, env: dict[str, str] | None = None) -> Path:

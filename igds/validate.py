@@ -27,7 +27,7 @@ def _bad(key: str, value, allowed: str) -> ConfigError:
 
 def _looks_local(path: str) -> bool:
     """A hub id is 'owner/name'; anything absolute, relative-dotted or with a file suffix is a path."""
-    return path.startswith(("/", "./", "../", "~")) or Path(path).suffix in (".json", ".jsonl", ".parquet", ".csv")
+    return path.startswith(("/", "./", "../", "~")) or Path(path.removesuffix(".gz")).suffix in (".json", ".jsonl", ".parquet", ".csv")
 
 
 def check_data_files(params: Params) -> None:

@@ -1,15 +1,17 @@
 """The bad-input sweep through the prepare stage (`python -m pipelines.prepare`), no model.
 
-One pool file holds good records mixed with every defect igds/data rejects (and blank
-lines, which are skipped); the stage must keep every good record, quarantine every bad
-one in data/rejects.jsonl with its file, line, kind and reason, and reconcile
-read = accepted + rejected in data/report.json. tests/test_data.py covers read_source
+One pool file (plain, and gzipped) starts with a UTF-8 byte-order mark and holds good
+records mixed with every defect igds/data rejects (and blank lines, which are skipped);
+the stage must keep every good record, quarantine every bad one in data/rejects.jsonl
+with its file, line, kind and reason, and reconcile read = accepted + rejected in
+data/report.json. A file that cannot be read whole stops the stage with one line. tests/test_data.py covers read_source
 line by line; this covers the stage's files end to end, the variants of each defect,
 cross-split and mixed-pool duplicates, and how the stage stops.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -17,11 +19,12 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import yaml
 
 from igds.config import DataConfig, SourceConfig, from_dict
-from igds.data import build_splits, read_source, record_id
-from tests.conftest import ROOT
+from igds.data import REJECT_KINDS, build_splits, read_source, record_id
+from tests.conftest import GSM8K_SAMPLE, ROOT
 
 MAX_CHARS = 300
 SPLIT_FILES = ("prior", "eval", "general")
@@ -53,6 +56,10 @@ POOL = [
     # not UTF-8: a Latin-1 byte, a truncated multi-byte sequence
     (b'{"instruction": "caf\xe9", "output": "latin-1"}', ("bad", ("not_utf8", "not valid UTF-8 (byte 20)"))),
     (b'{"instruction": "euro \xe2\x82", "output": "x"}', ("bad", ("not_utf8", "not valid UTF-8"))),
+    (b'{"instruction": "half a pair \\ud800", "output": "x"}', ("bad", ("not_utf8", "half a UTF-16 surrogate pair"))),
+    # a key twice in one object (json.loads would keep the last silently), also when nested
+    (b'{"instruction": "twice", "output": "a", "output": "b"}', ("bad", ("duplicate_key", "key 'output' appears twice"))),
+    (b'{"instruction": "meta", "output": "x", "meta": {"k": 1, "k": 2}}', ("bad", ("duplicate_key", "key 'k'"))),
     # missing / empty / mistyped fields (GSM8K and instruction/output shapes)
     ({"question": "No answer?"}, ("bad", ("missing_field", "'answer'"))),
     ({"instruction": "No output"}, ("bad", ("missing_field", "'output'"))),
@@ -72,6 +79,9 @@ POOL = [
     (gsm("Long?", "step " * 80 + "\n#### 1"), ("bad", ("over_long", "data.max_chars"))),
     # GSM8K answer without '#### <final answer>'
     (gsm("No final line?", "The answer is 5."), ("bad", ("no_final_answer", "'#### <final answer>'"))),
+    # ... or with one that holds no number the evaluator can read
+    (gsm("Words?", "2 + 2 = 4\n#### four"), ("bad", ("no_final_number", "'#### four' holds no number"))),
+    (gsm("Empty final?", "2 + 2 = 4\n####"), ("bad", ("no_final_number", "the evaluator can read"))),
     # not an object, unknown shape
     (b'["a", "list"]', ("bad", ("not_object", "found list"))),
     (b'"just a string"', ("bad", ("not_object", "found str"))),
@@ -90,9 +100,9 @@ def as_bytes(content) -> bytes:
     return content if isinstance(content, bytes) else json.dumps(content, ensure_ascii=False).encode("utf-8")
 
 
-def write_jsonl(path: Path, rows, final_newline: bool = True) -> Path:
-    data = b"\n".join(as_bytes(r) for r in rows)
-    path.write_bytes(data + (b"\n" if final_newline else b""))
+def write_jsonl(path: Path, rows, final_newline: bool = True, bom: bool = False) -> Path:
+    data = b"\xef\xbb\xbf" * bom + b"\n".join(as_bytes(r) for r in rows) + b"\n" * final_newline
+    path.write_bytes(gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
     return path
 
 
@@ -116,8 +126,9 @@ def read_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def test_every_defect_is_quarantined_with_file_line_and_reason(tmp_path):
-    pool = write_jsonl(tmp_path / "pool.jsonl", [c for c, _ in POOL], final_newline=False)
+@pytest.mark.parametrize("name", ["pool.jsonl", "pool.jsonl.gz"])
+def test_every_defect_is_quarantined_with_file_line_and_reason(tmp_path, name):
+    pool = write_jsonl(tmp_path / name, [c for c, _ in POOL], final_newline=False, bom=True)
     out = tmp_path / "data"
     proc = prepare(write_params(tmp_path, pool), out)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -163,9 +174,7 @@ def test_every_defect_is_quarantined_with_file_line_and_reason(tmp_path):
     assert report["read"] == report["accepted"] + report["rejected"]
     assert report["rejected"] == len(rejects) == len(bad)
     # the kinds this sweep covers: every kind igds/data rejects a record with
-    assert set(s["rejected_by_kind"]) == {
-        "malformed_json", "not_utf8", "missing_field", "empty_field", "wrong_type", "duplicate_id",
-        "over_long", "no_final_answer", "not_object", "unknown_shape", "in_other_split"}
+    assert set(s["rejected_by_kind"]) == set(REJECT_KINDS)
 
 
 def test_strict_mode_stops_the_stage_at_the_first_bad_line(tmp_path):
@@ -200,15 +209,16 @@ def test_a_lone_surrogate_escape_is_quarantined_not_fatal(tmp_path):
     ])
     data = read_source("pool", SourceConfig(kind="jsonl", path=str(path)), max_chars=MAX_CHARS, strict=False)
     assert [r.instruction for r in data.records] == ["Pool 0", "Pool 2"]
-    assert [(r.location, r.line) for r in data.rejects] == [(str(path), 2)]
+    assert [(r.location, r.line, r.kind) for r in data.rejects] == [(str(path), 2, "not_utf8")]  # one kind per defect
 
 
 # --- the mixed pool: a distractor with the same content as an on-task record ------------
 
 ON_TASK = [gsm(f"On {i}: {i} x 2?", f"{i} x 2 = {2 * i}\n#### {2 * i}") for i in range(4)]
-# the 4th distractor is ON_TASK[2] in the instruction/output shape: the same id
+# the 4th distractor is ON_TASK[2] in the instruction/output shape: the same id; the 5th makes up for it
 DISTRACTORS = [{"instruction": f"Spell off{i} backwards", "output": f"{i}ffo"} for i in range(3)] + [
-    {"instruction": ON_TASK[2]["question"], "input": "", "output": ON_TASK[2]["answer"]}]
+    {"instruction": ON_TASK[2]["question"], "input": "", "output": ON_TASK[2]["answer"]},
+    {"instruction": "Spell off3 backwards", "output": "3ffo"}]
 
 
 def mixed_cfg(tmp_path: Path) -> DataConfig:
@@ -222,15 +232,16 @@ def mixed_cfg(tmp_path: Path) -> DataConfig:
     }, "data")
 
 
-def test_a_duplicate_across_the_mixed_pools_halves_is_kept_once(tmp_path):
+def test_a_duplicate_across_the_mixed_pools_halves_is_kept_once_and_made_up_for(tmp_path):
     prepared = build_splits(mixed_cfg(tmp_path), seed=0)
     pool = prepared.splits["pool"]
     dup_id = record_id(ON_TASK[2]["question"], "", ON_TASK[2]["answer"])
-    assert [r.id for r in pool].count(dup_id) == 1 and len(pool) == 7
+    assert [r.id for r in pool].count(dup_id) == 1 and len(pool) == 8  # the 5th distractor takes its place
+    assert Counter(r.task for r in pool) == {"on": 4, "off": 4}
     [reject] = [r for r in prepared.rejects if r.split == "pool"]
     assert reject.kind == "duplicate_id" and "within split 'pool'" in reject.reason
     s = prepared.report["splits"]["pool"]
-    assert s["read"] == 8 == s["accepted"] + s["rejected"] and s["rejected_by_kind"] == {"duplicate_id": 1}
+    assert s["read"] == 9 == s["accepted"] + s["rejected"] and s["rejected_by_kind"] == {"duplicate_id": 1}
 
 
 def test_a_mixed_pool_duplicate_reject_names_the_dropped_copy(tmp_path):
@@ -239,5 +250,45 @@ def test_a_mixed_pool_duplicate_reject_names_the_dropped_copy(tmp_path):
     dup_id = record_id(ON_TASK[2]["question"], "", ON_TASK[2]["answer"])
     [kept] = [r for r in prepared.splits["pool"] if r.id == dup_id]
     [reject] = [r for r in prepared.rejects if r.split == "pool"]
-    dropped = (cfg.mix.distractors.path, 4) if kept.task == "on" else (cfg.splits.pool.path, 3)
-    assert (reject.location, reject.line) == dropped
+    assert kept.task == "on"  # the on-task copy is read first and stays
+    assert (reject.location, reject.line) == (cfg.mix.distractors.path, 4)
+    assert f"the on-task record at {cfg.splits.pool.path}:3" in reject.reason
+
+
+# --- the stage stops with one line: a file it cannot read whole, a composition it cannot meet ---
+
+def one_line_error(proc: subprocess.CompletedProcess, out: Path) -> str:
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert not out.exists()  # nothing half-written
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("prepare: error: "), last
+    return last.removeprefix("prepare: error: ")
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p, None),  # igds/validate.py refuses a missing path or a directory before the stage reads
+    (lambda p: p.mkdir() or p, None),
+    (lambda p: p.write_bytes(gzip.compress(as_bytes(PRIOR[0]) * 40)[:-20]) and p, "is not a readable gzip file"),
+], ids=["missing", "directory", "truncated-gzip"])
+def test_a_file_that_cannot_be_read_stops_the_stage_with_one_line(tmp_path, make, message):
+    pool = make(tmp_path / "pool.jsonl.gz")
+    out = tmp_path / "data"
+    error = one_line_error(prepare(write_params(tmp_path, pool), out), out)
+    assert str(pool) in error and (message is None or error.startswith(f"data file {pool} {message}")), error
+
+
+def test_a_mixed_pool_the_priors_file_cannot_fill_stops_the_stage(tmp_path):
+    """The issue's case: prior 200 and a pool of 480 at on-task share 0.5 from one GSM8K train file
+    (here the 300-problem sample): the on-task part would get 100 of 240 (before: 40, share 0.14, exit 0)."""
+    train = {"kind": "jsonl", "path": str(GSM8K_SAMPLE / "train.jsonl"), "format": "gsm8k", "task": "gsm8k"}
+    params = {"seed": 0, "data": {"target_task": "gsm8k", "splits": {
+        "prior": {**train, "n": 200}, "pool": {**train, "n": 480},
+        "eval": {**train, "path": str(GSM8K_SAMPLE / "test.jsonl")},
+        "general": {"kind": "reasoning_gym", "tasks": ["syllogism"], "n": 10, "seed": 4}},
+        "mix": {"on_task_share": 0.5, "distractors": {"kind": "reasoning_gym", "tasks": ["chain_sum"], "seed": 5}}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = tmp_path / "data"
+    error = one_line_error(prepare(tmp_path / "params.yaml", out), out)
+    assert error.startswith("the mixed pool's on-task part (data.splits.pool.n x data.mix.on_task_share = 480 x 0.5): "
+                            "240 records asked for, but jsonl:"), error
+    assert "supplies 100 (300 read, 200 rejected: in_other_split 200)" in error, error

@@ -2,32 +2,39 @@
 
 from __future__ import annotations
 
+import ast
+import bz2
+import functools
+import gzip
 import json
+import lzma
+import re
 from pathlib import Path
 
 import pytest
 
 from igds.config import ConfigError, DataConfig, SourceConfig, from_dict
-from igds.data import DataError, build_splits, make_record, read_source, record_id
-from tests.conftest import GSM8K_SAMPLE
+from igds.data import REJECT_KINDS, DataError, Reject, build_splits, make_record, read_source, record_id, sources
+from igds.evaluate import extract_answer, normalise_number
+from tests.conftest import GSM8K_SAMPLE, ROOT
 
 
-def rg(tasks, size, seed):
-    return {"kind": "reasoning_gym", "tasks": list(tasks), "n": size, "seed": seed}
+def rg(tasks, n, seed):
+    return {"kind": "reasoning_gym", "tasks": list(tasks), "n": n, "seed": seed}
+
+
+def splits(**overrides) -> dict:
+    return {
+        "prior": rg(["gsm_symbolic"], 20, 1),
+        "pool": rg(["gsm_symbolic"], 40, 2),
+        "eval": rg(["gsm_symbolic"], 10, 3),
+        "general": rg(["syllogism", "word_sorting"], 20, 4),
+        **overrides,
+    }
 
 
 def data_cfg(**overrides) -> DataConfig:
-    raw = {
-        "target_task": "gsm_symbolic",
-        "splits": {
-            "prior": rg(["gsm_symbolic"], 20, 1),
-            "pool": rg(["gsm_symbolic"], 40, 2),
-            "eval": rg(["gsm_symbolic"], 10, 3),
-            "general": rg(["syllogism", "word_sorting"], 20, 4),
-        },
-    }
-    raw.update(overrides)
-    return from_dict(DataConfig, raw, "data")
+    return from_dict(DataConfig, {"target_task": "gsm_symbolic", "splits": splits(), **overrides}, "data")
 
 
 def write_lines(path: Path, lines: list[bytes | str | dict]) -> Path:
@@ -72,12 +79,11 @@ def test_reasoning_gym_source_is_seeded_and_gsm_symbolic_has_final_answers():
         assert r.task == "gsm_symbolic" and r.instruction and "####" in r.output
 
 
-def test_reasoning_gym_tasks_share_the_size():
+def test_reasoning_gym_tasks_share_the_count():
     cfg = from_dict(SourceConfig, rg(["syllogism", "word_sorting", "spell_backward"], 10, 1), "s")
     data = read_source("general", cfg, max_chars=10_000, strict=True)
     counts = {t: sum(r.task == t for r in data.records) for t in cfg.tasks}
-    assert sum(counts.values()) + len(data.rejects) == 10
-    assert counts["syllogism"] >= 3 and counts["word_sorting"] >= 3
+    assert counts == {"syllogism": 4, "word_sorting": 3, "spell_backward": 3}
 
 
 def test_jsonl_gsm8k_format_from_the_sample():
@@ -89,7 +95,7 @@ def test_jsonl_gsm8k_format_from_the_sample():
     assert r.instruction == first["question"] and r.input == "" and r.task == "gsm8k"
     assert "<<" not in r.output and r.output.endswith("#### 6")  # calculator annotations dropped
     kept = read_source("pool", SourceConfig(kind="jsonl", path=str(GSM8K_SAMPLE / "train.jsonl"),
-                                            strip_calculator=False, n=5), max_chars=10_000, strict=True)
+                                            strip_calculator=False), max_chars=10_000, strict=True, n=5)
     assert len(kept.records) == 5 and "<<4*3=12>>" in kept.records[0].output
 
 
@@ -206,7 +212,7 @@ def test_splits_are_disjoint_and_eval_keeps_shared_examples(tmp_path):
              [("eval", eval_rows), ("prior", prior_rows), ("pool", pool_rows)]}
     cfg = data_cfg(splits={
         "prior": {"kind": "jsonl", "path": str(files["prior"])},
-        "pool": {"kind": "jsonl", "path": str(files["pool"])},
+        "pool": {"kind": "jsonl", "path": str(files["pool"]), "task": "gsm_symbolic"},
         "eval": {"kind": "jsonl", "path": str(files["eval"])},
         "general": rg(["syllogism"], 5, 4),
     })
@@ -236,3 +242,193 @@ def test_data_config_rejects_shared_seeds():
     with pytest.raises(ConfigError, match=r"data.splits.\*.seed"):
         data_cfg(splits={"prior": rg(["gsm_symbolic"], 5, 1), "pool": rg(["gsm_symbolic"], 5, 1),
                          "eval": rg(["gsm_symbolic"], 5, 3), "general": rg(["syllogism"], 5, 4)})
+
+
+# --- requested counts: met after de-duplication, or refused ------------------------------
+
+TRAIN = GSM8K_SAMPLE / "train.jsonl"  # 300 GSM8K problems
+
+
+@functools.cache
+def train_ids() -> list[str]:
+    data = read_source("pool", SourceConfig(kind="jsonl", path=str(TRAIN), format="gsm8k"), max_chars=10_000,
+                       strict=True)
+    return [r.id for r in data.records]
+
+
+def one_file_cfg(prior_n: int, pool_n: int, *, share: float | None = None, strict: bool = False,
+                 target: str = "gsm8k") -> DataConfig:
+    """prior and pool from the same GSM8K train file (as the gpu-paper profile does), eval from test."""
+    gsm8k = {"kind": "jsonl", "format": "gsm8k", "task": "gsm8k"}
+    raw = {
+        "target_task": target, "strict": strict,
+        "splits": {"prior": {**gsm8k, "path": str(TRAIN), "n": prior_n},
+                   "pool": {**gsm8k, "path": str(TRAIN), "n": pool_n},
+                   "eval": {**gsm8k, "path": str(GSM8K_SAMPLE / "test.jsonl"), "n": 20},
+                   "general": rg(["syllogism"], 10, 4)},
+    }
+    if share is not None:
+        raw["mix"] = {"on_task_share": share, "distractors": rg(["spell_backward", "letter_counting"], 1, 9)}
+    return from_dict(DataConfig, raw, "data")
+
+
+def test_splits_from_one_file_get_their_counts_after_de_duplication():
+    prepared = build_splits(one_file_cfg(100, 150), seed=0)
+    assert [r.id for r in prepared.splits["prior"]] == train_ids()[:100]
+    assert [r.id for r in prepared.splits["pool"]] == train_ids()[100:250]  # read on past what prior keeps
+    pool = prepared.report["splits"]["pool"]
+    assert pool["read"] == 250 and pool["accepted"] == 150 and pool["rejected_by_kind"] == {"in_other_split": 100}
+
+
+def test_a_mixed_pool_from_the_priors_file_keeps_its_on_task_share():
+    prepared = build_splits(one_file_cfg(100, 80, share=0.5), seed=0)
+    pool = prepared.splits["pool"]
+    assert len(pool) == 80 and prepared.report["splits"]["pool"]["on_task_share"] == 0.5
+    assert {r.id for r in pool if r.task == "gsm8k"} == set(train_ids()[100:140])
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_a_source_that_cannot_supply_the_count_is_refused(strict):
+    with pytest.raises(DataError, match=r"^split 'pool' \(data.splits.pool.n = 250\): 250 records asked for, but "
+                       r"jsonl:.*train.jsonl supplies 100 \(300 read, 200 rejected: in_other_split 200\); ask for "
+                       r"fewer .* splits read from one file must fit in it together$"):
+        build_splits(one_file_cfg(200, 250, strict=strict), seed=0)
+    with pytest.raises(DataError, match=r"^the mixed pool's on-task part \(data.splits.pool.n x data.mix.on_task_share"
+                       r" = 480 x 0.5\): 240 records asked for, but jsonl:.*train.jsonl supplies 100 "):
+        build_splits(one_file_cfg(200, 480, share=0.5, strict=strict), seed=0)
+
+
+def test_rejected_records_do_not_count_and_a_short_file_is_refused(tmp_path):
+    path = write_lines(tmp_path / "pool.jsonl", GOOD[:3] + [b"not json"] + GOOD[3:])
+    four = read_source("pool", SourceConfig(kind="jsonl", path=str(path), n=4), max_chars=100, strict=False)
+    assert [r.instruction for r in four.records] == [g["instruction"] for g in GOOD[:4]] and four.n_read == 5
+    cfg = data_cfg(splits=splits(pool={"kind": "jsonl", "path": str(path), "n": 6}))
+    with pytest.raises(DataError, match=r"6 records asked for, but .* supplies 5 \(6 read, 1 rejected: "
+                                        r"malformed_json 1\)"):
+        build_splits(cfg, seed=0)
+
+
+def test_a_generated_source_reads_on_past_what_another_split_holds():
+    cfg = from_dict(SourceConfig, rg(["gsm_symbolic"], 6, 7), "s")
+    first = read_source("pool", cfg, max_chars=10_000, strict=True, n=9)
+    held = {r.id: "eval" for r in first.records[:3]}
+    data = read_source("pool", cfg, max_chars=10_000, strict=True, held=held)
+    assert [r.id for r in data.records] == [r.id for r in first.records[3:]]  # items 4..9: the same whatever the size
+    assert [(r.kind, r.line) for r in data.rejects] == [("in_other_split", 1), ("in_other_split", 2),
+                                                       ("in_other_split", 3)]
+    assert "also in split 'eval'" in data.rejects[0].reason and data.n_read == 9
+
+
+def test_a_mixed_pool_without_an_on_task_part_is_refused():
+    cfg = data_cfg(splits=splits(pool=rg(["gsm_symbolic"], 4, 2)),
+                   mix={"on_task_share": 0.1, "distractors": rg(["spell_backward"], 1, 9)})
+    with pytest.raises(ConfigError, match=r"data.mix.on_task_share = 0.1 is not allowed with data.splits.pool.n = 4; "
+                                          r"expected a share that leaves the mixed pool an on-task part"):
+        build_splits(cfg, seed=0)
+
+
+def test_a_pool_without_the_target_label_is_refused():
+    with pytest.raises(DataError, match=r"no record of the pool \(jsonl:.*train.jsonl\) carries the target task label "
+                                        r"data.target_task = 'gsm_8k' \(its labels: gsm8k \(50\)\)"):
+        build_splits(one_file_cfg(10, 50, target="gsm_8k"), seed=0)
+
+
+# --- every file read whole or refused with a reason ---------------------------------------
+
+def read_file(path: Path, **kw):
+    return read_source("pool", SourceConfig(kind="jsonl", path=str(path), **kw), max_chars=200, strict=False)
+
+
+def test_a_byte_order_mark_at_the_start_is_not_a_record_defect(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + write_lines(tmp_path / "plain.jsonl", GOOD[:2]).read_bytes())
+    data = read_file(path)
+    assert [r.instruction for r in data.records] == ["Task 0", "Task 1"] and not data.rejects
+
+
+def test_a_gzip_file_is_read_like_the_plain_one(tmp_path):
+    plain, expected = mixed_file(tmp_path)
+    packed = tmp_path / "pool.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    a, b = read_file(plain), read_file(packed)
+    assert [(r.id, r.task) for r in b.records] == [(r.id, r.task) for r in a.records] and len(a.records) == 5
+    assert {r.line: r.kind for r in b.rejects} == expected
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("cut.jsonl.gz", gzip.compress(b'{"instruction": "a", "output": "b"}\n' * 50)[:-12], "is not a readable gzip file"),
+    ("plain.jsonl.gz", b'{"instruction": "a", "output": "b"}\n', "is named .gz but is not gzip-compressed"),
+    ("pool.jsonl.xz", lzma.compress(b'{"instruction": "a", "output": "b"}\n'), "is xz-compressed; only UTF-8 JSONL"),
+    ("pool.jsonl.bz2", bz2.compress(b'{"instruction": "a", "output": "b"}\n'), "is bzip2-compressed"),
+    ("utf16.jsonl", '{"instruction": "a", "output": "b"}\n'.encode("utf-16"), "is UTF-16 (little-endian)"),
+])
+def test_a_file_that_cannot_be_read_whole_is_refused(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=rf"^data file {re.escape(str(path))} {re.escape(message)}"):
+        read_file(path)
+
+
+def test_a_directory_or_an_unreadable_file_is_a_one_line_error(tmp_path, monkeypatch):
+    with pytest.raises(DataError, match=r"data file .* is a directory, not a JSONL file"):
+        read_file(tmp_path)
+    path = write_lines(tmp_path / "locked.jsonl", GOOD[:1])
+
+    def denied(*args, **kwargs):  # chmod 000 does not stop root, who runs CI
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(sources, "open", denied, raising=False)
+    with pytest.raises(DataError, match=r"^data file .*locked.jsonl cannot be read \(Permission denied\); "
+                                        r"check its permissions$"):
+        read_file(path)
+
+
+def test_an_hf_dataset_that_cannot_be_loaded_is_a_one_line_error(tmp_path):
+    with pytest.raises(DataError, match=r"^hf dataset .*missing cannot be loaded \(.*\); check data.splits"):
+        read_source("eval", SourceConfig(kind="hf", path=str(tmp_path / "missing")), max_chars=100, strict=False)
+
+
+def test_duplicate_keys_in_one_object_are_a_reject(tmp_path):
+    path = write_lines(tmp_path / "keys.jsonl", [
+        b'{"instruction": "first", "instruction": "second", "output": "x"}',
+        b'{"instruction": "nested", "output": "x", "meta": {"a": 1, "a": 2}}',
+        b'{"instruction": "fine", "output": "x"}',
+    ])
+    data = read_file(path)
+    assert [r.instruction for r in data.records] == ["fine"]
+    assert [(r.line, r.kind) for r in data.rejects] == [(1, "duplicate_key"), (2, "duplicate_key")]
+    assert "key 'instruction' appears twice" in data.rejects[0].reason
+
+
+def test_a_gsm8k_answer_whose_final_line_holds_no_number_is_a_reject(tmp_path):
+    answers = ["so 40 + 2\n#### forty-two", "it is 42\n####", "#### ?\nthe answer is 42",
+               "#### 42", "#### $1,000", "#### -3.5"]
+    path = write_lines(tmp_path / "g.jsonl", [{"question": f"Q{i}?", "answer": a} for i, a in enumerate(answers)])
+    data = read_source("pool", SourceConfig(kind="jsonl", path=str(path), format="gsm8k"), max_chars=100, strict=False)
+    assert [r.output for r in data.records] == answers[3:]
+    assert [(r.line, r.kind) for r in data.rejects] == [(1, "no_final_number"), (2, "no_final_number"),
+                                                       (3, "no_final_number")]
+    assert "'#### forty-two' holds no number the evaluator can read" in data.rejects[0].reason
+    # the criterion is the evaluator's own reading of the final-answer line
+    assert [normalise_number(a.split("####", 1)[1].split("\n", 1)[0]) for a in answers[:3]] == [None] * 3
+    assert all(extract_answer(r.output) is not None for r in data.records)
+
+
+def reject_kinds_in_the_code() -> set[str]:
+    """Every literal kind igds/data rejects with: Invalid(kind, ...), _reject(.., .., kind, ...), Reject(.., kind, ...)."""
+    position = {"Invalid": 0, "_reject": 2, "Reject": 3}
+    kinds = set()
+    for path in (ROOT / "igds" / "data").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) in position:
+                arg = node.args[position[node.func.id]] if len(node.args) > position[node.func.id] else None
+                if isinstance(arg, ast.Constant):
+                    kinds.add(arg.value)
+    return kinds
+
+
+def test_every_reject_kind_is_defined_once_with_its_fix():
+    assert reject_kinds_in_the_code() == set(REJECT_KINDS)
+    assert all(fix for fix in REJECT_KINDS.values())
+    with pytest.raises(ValueError, match="not one of REJECT_KINDS"):
+        Reject("pool", "f", 1, "non_utf8", "a kind nobody counts")

@@ -7,13 +7,17 @@ import os
 import subprocess
 import sys
 
+import yaml
+
 from tests.conftest import ROOT, project_copy
 
 CI_PARAMS = ROOT / "configs" / "ci" / "params.yaml"
 
 
 def run(args, cwd=ROOT, **kw):
-    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, **kw)
+    # the project copies are fresh `dvc init`s: keep them offline like the repo (.dvc/config: analytics = false)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1"}
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=env, **kw)
 
 
 def test_prepare_writes_the_splits_and_a_reconciled_report(tmp_path):
@@ -59,3 +63,26 @@ def test_dvc_repro_prepare_then_nothing_to_do(tmp_path):
     assert second.returncode == 0 and "didn't change, skipping" in second.stdout, second.stdout
     status = run(["dvc", "status", "prepare"], cwd=work)
     assert "up to date" in status.stdout, status.stdout
+
+
+def test_dvc_repro_prepare_follows_a_changed_pool_count(tmp_path):
+    """A changed count reruns prepare and the pool file has it (a key named `size` would not:
+    DVC's run cache drops it from the hash and restores the old pool, treeverse/dvc#10296)."""
+    work = project_copy(tmp_path / "clone", CI_PARAMS)
+
+    def repro_with_pool(n: int) -> list[dict]:
+        params = yaml.safe_load((work / "params.yaml").read_text())
+        params["data"]["splits"]["pool"]["n"] = n
+        (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        proc = run(["dvc", "repro", "prepare"], cwd=work)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return [json.loads(line) for line in (work / "data" / "pool.jsonl").read_text().splitlines()]
+
+    first = repro_with_pool(60)
+    assert len(first) == 60
+    changed = repro_with_pool(50)
+    assert len(changed) == 50 and sum(r["task"] == "gsm_symbolic" for r in changed) == 25
+    lock = yaml.safe_load((work / "dvc.lock").read_text())
+    assert lock["stages"]["prepare"]["params"]["params.yaml"]["data"]["splits"]["pool"]["n"] == 50
+    assert json.loads((work / "data" / "report.json").read_text())["splits"]["pool"]["accepted"] == 50
+    assert repro_with_pool(60) == first  # back to 60: the run cache restores the first pool, as it should

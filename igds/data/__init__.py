@@ -1,11 +1,12 @@
 """Data: the normalised record, its sources, validation, and the disjoint splits."""
 
-from igds.data.schema import DataError, Record, Reject, make_record, normalise, record_id
+from igds.data.schema import REJECT_KINDS, DataError, Record, Reject, make_record, normalise, record_id
 from igds.data.sources import SplitData, read_source
 from igds.data.splits import PRIORITY, SPLITS, Prepared, build_splits, mix_pool, on_task_share, split_names
 
 __all__ = [
     "PRIORITY",
+    "REJECT_KINDS",
     "SPLITS",
     "split_names",
     "DataError",

@@ -16,9 +16,27 @@ from typing import Any
 FIELDS = ("id", "instruction", "input", "output", "task", "source")
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
 
+# Every reason a record is rejected, one kind per defect, with how to fix it (strict mode's
+# error names the fix; data/report.json counts rejects by kind).
+REJECT_KINDS = {
+    "not_utf8": "re-encode the file as UTF-8",
+    "malformed_json": "each line must be one complete JSON object",
+    "duplicate_key": "keep one value per key in each JSON object",
+    "not_object": "each line must be a JSON object {...}",
+    "unknown_shape": "use question/answer (GSM8K) or instruction/input/output fields",
+    "missing_field": "add the field or fix its name",
+    "empty_field": "fill the field or drop the record",
+    "wrong_type": "the field must be a JSON string",
+    "no_final_answer": "end the answer with '#### <number>'",
+    "no_final_number": "put the final number after '####', e.g. '#### 42'",
+    "over_long": "shorten it or raise data.max_chars",
+    "duplicate_id": "remove the repeated example",
+    "in_other_split": "nothing to fix: the split of higher priority keeps the example",
+}
+
 
 class DataError(ValueError):
-    """Bad input data (strict mode): names the file and line, what is wrong, how to fix it."""
+    """Bad input data: names the file (and line), what is wrong, how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -39,14 +57,22 @@ class Record:
         return f"{self.instruction}\n\n{self.input}" if self.input else self.instruction
 
 
+def _check_kind(kind: str) -> None:
+    if kind not in REJECT_KINDS:
+        raise ValueError(f"reject kind {kind!r} is not one of REJECT_KINDS: {', '.join(REJECT_KINDS)}")
+
+
 @dataclass(frozen=True)
 class Reject:
     split: str
     location: str  # file path or generator name
     line: int  # 1-based line (or item index + 1 for generated data)
-    kind: str  # category, e.g. malformed_json, missing_field, over_long, duplicate_id
+    kind: str  # one of REJECT_KINDS
     reason: str
     raw: str = ""  # the offending text, truncated
+
+    def __post_init__(self) -> None:
+        _check_kind(self.kind)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,9 +92,10 @@ def make_record(instruction: str, input: str, output: str, task: str, source: st
 
 
 class Invalid(Exception):
-    """One record is bad: `kind` is a short category for counting, the message the reason."""
+    """One record is bad: `kind` (one of REJECT_KINDS) for counting, the message the reason."""
 
     def __init__(self, kind: str, reason: str):
+        _check_kind(kind)
         super().__init__(reason)
         self.kind = kind
 
@@ -88,7 +115,7 @@ def _text(obj: dict, key: str, required: bool = True) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as e:  # a JSON escape of half a surrogate pair, e.g. "\ud800"
-        raise Invalid("non_utf8", f"field '{key}' holds {value[e.start:e.end]!r} at character {e.start}, "
+        raise Invalid("not_utf8", f"field '{key}' holds {value[e.start:e.end]!r} at character {e.start}, "
                       "half a UTF-16 surrogate pair: not encodable as UTF-8") from None
     return value
 
@@ -105,6 +132,19 @@ def detect_format(obj: dict, fmt: str) -> str:
         f"unknown record shape with keys {sorted(obj)}: expected question/answer (GSM8K) "
         "or instruction/input/output"
     )
+
+
+def _check_final_number(answer: str) -> None:
+    """A GSM8K answer ends in '#### <number>', and the evaluator must read that number: an
+    answer it cannot read would be a reference no generation can match."""
+    from igds.evaluate import normalise_number  # noqa: PLC0415  (igds.evaluate imports igds.data)
+
+    if "####" not in answer:
+        raise Invalid("no_final_answer", "field 'answer' has no '#### <final answer>' line (GSM8K format)")
+    final = answer.split("####", 1)[1].split("\n", 1)[0]  # the rest of the line, as the evaluator reads it
+    if normalise_number(final) is None:
+        raise Invalid("no_final_number", f"field 'answer': its final-answer line '####{final}' holds no "
+                      "number the evaluator can read")
 
 
 def normalise(
@@ -124,8 +164,7 @@ def normalise(
         instruction, input_, output = _text(obj, "question"), "", _text(obj, "answer")
         if strip_calculator:
             output = _CALCULATOR.sub("", output)
-        if "####" not in output:
-            raise Invalid("no_final_answer", "field 'answer' has no '#### <final answer>' line (GSM8K format)")
+        _check_final_number(output)
     else:
         instruction, input_, output = _text(obj, "instruction"), _text(obj, "input", required=False), _text(obj, "output")
     n_chars = len(instruction) + len(input_) + len(output)

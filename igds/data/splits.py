@@ -1,21 +1,23 @@
 """The splits (prior, pool, eval, general, and the optional probe), the mixed pool, and their
 disjointness.
 
-No example is in two splits: ids are content hashes, and an id found in more than one
-split is kept in the one with priority (eval first, so nothing evaluated is ever trained
-on or used to pick features) and rejected from the others with the reason.
+No example is in two splits: ids are content hashes, and the splits are read in priority
+order (eval first, so nothing evaluated is ever trained on or used to pick features); a
+record a split read earlier keeps is rejected from the later ones with the reason and not
+counted. Counts are applied after that de-duplication: each split reads on until it has
+its count, and a source that cannot supply it is refused (a one-line DataError), so the
+composition params.yaml asks for is the one prepared, or none is.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 
-from igds.config import ConfigError, DataConfig
+from igds.config import ConfigError, DataConfig, SourceConfig
 from igds.data.schema import Record, Reject
 from igds.data.sources import DataError, SplitData, read_source
 
@@ -49,62 +51,76 @@ def on_task_share(records: list[Record], target_task: str) -> float:
     return sum(r.task == target_task for r in records) / len(records) if records else 0.0
 
 
-def drop_cross_split(data: dict[str, SplitData]) -> None:
-    """Reject every record whose id already sits in a split of higher priority."""
-    owner: dict[str, str] = {}
-    for name in PRIORITY:
-        if name not in data:
-            continue
-        split, kept = data[name], []
-        for record in split.records:
-            if record.id in owner:
-                location, line = split.origin.get(record.id, (record.source, 0))
-                split.rejects.append(Reject(
-                    name, location, line, "in_other_split",
-                    f"id {record.id} is also in split '{owner[record.id]}', which keeps it", record.instruction[:300],
-                ))
-            else:
-                owner[record.id] = name
-                kept.append(record)
-        split.records = kept
-        split.check()
-
-
 def build_splits(cfg: DataConfig, seed: int) -> Prepared:
-    """Read every split's source, build the (mixed) pool, enforce disjointness, report."""
+    """Read every split's source in priority order, build the (mixed) pool, check the
+    composition, report."""
     names = split_names(cfg)
     data: dict[str, SplitData] = {}
-    for name in names:
+    held: dict[str, str] = {}  # id -> the split that keeps it
+    for name in sorted(names, key=PRIORITY.index):
         source = getattr(cfg.splits, name)
-        data[name] = _mixed_pool(cfg, source, seed) if name == "pool" and cfg.mix is not None else \
-            read_source(name, source, max_chars=cfg.max_chars, strict=cfg.strict)
+        if name == "pool" and cfg.mix is not None:
+            data[name] = _mixed_pool(cfg, source, seed, held)
+        else:
+            data[name] = _read(cfg, name, source, held, f"split '{name}' (data.splits.{name}.n = {source.n})")
+        held.update(dict.fromkeys((r.id for r in data[name].records), name))
         log.info("%s: %d accepted, %d rejected from %s", name, len(data[name].records),
                  len(data[name].rejects), source.describe())
-    # Duplicates inside the mixed pool (a distractor equal to an on-task example) count once.
-    _dedup_within(data["pool"])
-    drop_cross_split(data)
     for name in names:
         _check_not_empty(cfg, name, data[name])
+    _check_target_label(cfg, data["pool"])
     rejects = [r for name in names for r in data[name].rejects]
     return Prepared({name: data[name].records for name in names}, rejects, _report(cfg, names, data))
 
 
-def _mixed_pool(cfg: DataConfig, source, seed: int) -> SplitData:
+def _read(cfg: DataConfig, split: str, source: SourceConfig, held: dict[str, str], asked: str,
+          n: int | None = None, seen: dict[str, str] | None = None) -> SplitData:
+    """read_source, and a DataError when the source supplies fewer records than asked for."""
+    data = read_source(split, source, max_chars=cfg.max_chars, strict=cfg.strict, n=n, held=held, seen=seen)
+    wanted = source.n if n is None else n
+    if wanted is not None and len(data.records) < wanted:
+        kinds = ", ".join(f"{k} {c}" for k, c in sorted(Counter(r.kind for r in data.rejects).items()))
+        shared = ("; records another split keeps do not count, so splits read from one file must fit in it together"
+                  if any(r.kind == "in_other_split" for r in data.rejects) else "")
+        raise DataError(f"{asked}: {wanted} records asked for, but {source.describe()} supplies {len(data.records)} "
+                        f"({data.n_read} read, {len(data.rejects)} rejected: {kinds or 'none'}); ask for fewer or "
+                        f"give it a source with more records{shared}")
+    return data
+
+
+def _mixed_pool(cfg: DataConfig, source: SourceConfig, seed: int, held: dict[str, str]) -> SplitData:
     """The pool's on-task share from its own source, the rest distractors, shuffled together."""
-    total = source.n
+    total, share = source.n, cfg.mix.on_task_share
     if total is None:
         raise ConfigError("params.yaml: data.splits.pool.n = None is not allowed; expected a positive "
                           "integer when data.mix makes a mixed pool")
-    n_on = round(cfg.mix.on_task_share * total)
-    on = read_source("pool", source, max_chars=cfg.max_chars, strict=cfg.strict, size=n_on)
-    off = (read_source("pool", dataclasses.replace(cfg.mix.distractors, n=total - n_on), max_chars=cfg.max_chars,
-                       strict=cfg.strict) if total > n_on else SplitData("pool"))
-    _drop_distractor_copies(on, off)  # the on-task copy is kept, whatever the shuffle
+    n_on = round(share * total)
+    if n_on == 0:
+        raise ConfigError(f"params.yaml: data.mix.on_task_share = {share} is not allowed with data.splits.pool.n = "
+                          f"{total}; expected a share that leaves the mixed pool an on-task part "
+                          f"(round(share x n) >= 1)")
+    on = _read(cfg, "pool", source, held, f"the mixed pool's on-task part (data.splits.pool.n x "
+               f"data.mix.on_task_share = {total} x {share})", n=n_on)
+    # a distractor with an on-task record's content is a duplicate within the pool: the on-task copy stays
+    seen = {id_: f"the on-task record at {location}:{line}" for id_, (location, line) in on.origin.items()}
+    off = (_read(cfg, "pool", cfg.mix.distractors, held, f"the mixed pool's distractors (data.splits.pool.n - "
+                 f"the on-task part = {total} - {n_on})", n=total - n_on, seen=seen)
+           if total > n_on else SplitData("pool"))
     merged = SplitData("pool", n_read=on.n_read + off.n_read, rejects=on.rejects + off.rejects,
                        origin={**off.origin, **on.origin})
     merged.records = mix_pool(on.records, off.records, np.random.default_rng([seed, source.seed]))
     merged.check()
     return merged
+
+
+def _check_target_label(cfg: DataConfig, pool: SplitData) -> None:
+    """The pool's on-task records are the ones labelled data.target_task: some must be."""
+    if any(r.task == cfg.target_task for r in pool.records):
+        return
+    labels = ", ".join(f"{task} ({n})" for task, n in sorted(Counter(r.task for r in pool.records).items()))
+    raise DataError(f"no record of the pool ({_describe(cfg, 'pool')}) carries the target task label "
+                    f"data.target_task = {cfg.target_task!r} (its labels: {labels}); set data.target_task to "
+                    f"the on-task label, or give the pool's source `task: {cfg.target_task}`")
 
 
 def _check_not_empty(cfg: DataConfig, name: str, split: SplitData) -> None:
@@ -138,37 +154,6 @@ def _report(cfg: DataConfig, names, data: dict[str, SplitData]) -> dict:
         report[key] = sum(s[key] for s in report["splits"].values())
     assert report["read"] == report["accepted"] + report["rejected"]
     return report
-
-
-def _drop_distractor_copies(on: SplitData, off: SplitData) -> None:
-    """A distractor with the content of an on-task record is rejected at its own file:line."""
-    kept = []
-    for record in off.records:
-        if record.id in on.origin:
-            location, line = off.origin.get(record.id, (record.source, 0))
-            at = ":".join(map(str, on.origin[record.id]))
-            off.rejects.append(Reject(off.name, location, line, "duplicate_id",
-                                      f"duplicate id {record.id} within split '{off.name}': the same content as "
-                                      f"the on-task record at {at}", record.instruction[:300]))
-            off.origin.pop(record.id, None)
-        else:
-            kept.append(record)
-    off.records = kept
-    off.check()
-
-
-def _dedup_within(split: SplitData) -> None:
-    seen, kept = set(), []
-    for record in split.records:
-        if record.id in seen:
-            location, line = split.origin.get(record.id, (record.source, 0))
-            split.rejects.append(Reject(split.name, location, line, "duplicate_id",
-                                        f"duplicate id {record.id} within split '{split.name}'", record.instruction[:300]))
-        else:
-            seen.add(record.id)
-            kept.append(record)
-    split.records = kept
-    split.check()
 
 
 def _describe(cfg: DataConfig, name: str) -> str:
