@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Sequence
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import yaml
@@ -28,46 +26,7 @@ log = logging.getLogger(__name__)
 TASK_EXACT_MATCH, TASK_ANSWER, TASK_PROBE = "igds_exact_match", "igds_answer_loglik", "igds_probe_loglik"
 METRICS = {TASK_EXACT_MATCH: "exact_match", TASK_ANSWER: "answer_loglik", TASK_PROBE: "probe_loglik"}
 
-# --- answers ----------------------------------------------------------------------------------
-
-_FINAL = re.compile(r"####\s*([^\n]*)")
-_NUMBER = re.compile(r"-?\s?[$€£]?\s?-?\d[\d,]*(?:\.\d+)?|-?[$€£]?\.\d+")
-
-
-def normalise_number(text: str) -> Decimal | None:
-    """'1,000' -> 1000, '$5' -> 5, '-3' -> -3, '3.50' -> 3.5, '7.' -> 7; None if no number."""
-    match = _NUMBER.search(text)
-    if match is None:
-        return None
-    raw = match.group(0)
-    negative = "-" in raw
-    digits = re.sub(r"[^\d.]", "", raw).rstrip(".")
-    if re.fullmatch(r"\d{1,3}(,\d{3})+(\.\d+)?", re.sub(r"[^\d.,]", "", raw)) is None and "," in raw:
-        # commas that are not thousands separators ('1,2'): not a number we can read
-        return None
-    try:
-        value = Decimal(digits)
-    except InvalidOperation:
-        return None
-    return -value if negative else value
-
-
-def extract_answer(text: str) -> Decimal | None:
-    """The final answer of a GSM8K-style solution: the number after '####' if present,
-    else the last number in the text (how lm-eval's gsm8k 'flexible-extract' reads it)."""
-    final = _FINAL.search(text)
-    if final is not None:
-        value = normalise_number(final.group(1))
-        if value is not None:
-            return value
-    numbers = list(_NUMBER.finditer(text))
-    return normalise_number(numbers[-1].group(0)) if numbers else None
-
-
-def is_correct(generated: str, reference: str) -> bool:
-    """Exact match of the extracted final numbers (numeric: '3.50' equals '3.5')."""
-    predicted, target = extract_answer(generated), extract_answer(reference)
-    return predicted is not None and target is not None and predicted == target
+from igds.answers import extract_answer, is_correct, normalise_number  # noqa: F401  (re-exported)
 
 
 # lm-eval calls these through the generated tasks' utils.py ---------------------------------

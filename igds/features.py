@@ -21,11 +21,11 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+from scipy.stats import bootstrap
 from tqdm.auto import tqdm
 
 from igds.loglik import steered_logliks
 from igds.pooling import FeatureActivations, pooled_feature_activations
-from igds.stats import bootstrap_ci
 from igds.tokens import Tokenized, tokenize_records
 
 log = logging.getLogger(__name__)
@@ -114,9 +114,11 @@ def interventional_filter(model, sae, records: list[FeatureRecord], tok: Tokeniz
     rng = np.random.default_rng([seed, 0x494E5456])  # "INTV"
     for i, rec in enumerate(records):
         for j, alpha in enumerate(alphas):
-            ci = bootstrap_ci(steered[i * len(alphas) + j] - base, rng, n_boot, level)
-            rec.effect_by_alpha[f"{alpha:g}"] = ci.mean
-            rec.effect_ci_by_alpha[f"{alpha:g}"] = [ci.lo, ci.hi]
+            effect = steered[i * len(alphas) + j] - base  # paired: the same examples, steered and not
+            ci = bootstrap((effect,), np.mean, n_resamples=n_boot, confidence_level=level, method="percentile",
+                           vectorized=True, random_state=rng).confidence_interval
+            rec.effect_by_alpha[f"{alpha:g}"] = float(effect.mean())
+            rec.effect_ci_by_alpha[f"{alpha:g}"] = [float(ci.low), float(ci.high)]
         best = max(rec.effect_by_alpha, key=rec.effect_by_alpha.get)
         rec.best_alpha = float(best)
         rec.causal_effect = rec.effect_by_alpha[best]

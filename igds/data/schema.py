@@ -13,6 +13,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from igds.answers import normalise_number
+
 FIELDS = ("id", "instruction", "input", "output", "task", "source")
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
 
@@ -137,8 +139,6 @@ def detect_format(obj: dict, fmt: str) -> str:
 def _check_final_number(answer: str) -> None:
     """A GSM8K answer ends in '#### <number>', and the evaluator must read that number: an
     answer it cannot read would be a reference no generation can match."""
-    from igds.evaluate import normalise_number  # noqa: PLC0415  (igds.evaluate imports igds.data)
-
     if "####" not in answer:
         raise Invalid("no_final_answer", "field 'answer' has no '#### <final answer>' line (GSM8K format)")
     final = answer.split("####", 1)[1].split("\n", 1)[0]  # the rest of the line, as the evaluator reads it
