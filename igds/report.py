@@ -3,7 +3,9 @@ differences vs random and vs full, and its markdown/summary renderings (plots: i
 
 In-memory in, in-memory out: runs arrive as parsed metrics.json dicts (parse_eval_run). The statistics
 are igds.stats: percentile bootstrap over eval examples (and training seeds when a
-method has several), paired on the examples when two methods are compared.
+method has several), paired on the examples when two methods are compared, with p-values
+from a paired sign-flip permutation test. Each row names the sources of variance its
+intervals carry (`variance`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from igds.data import DataError
-from igds.stats import Correlation, bootstrap_ci, holm, paired_bootstrap
+from igds.stats import Correlation, bootstrap_ci, holm, paired_bootstrap, paired_permutation_test
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +41,30 @@ class EvalRun:
     train_wall_s: float
     eval_wall_s: float
     source: str  # where it was read from, named in errors
+    gen_hit_limit_share: float = NAN  # share of exact-match generations stopped at max_gen_toks; NaN if unknown
 
 
 @dataclass(frozen=True)
 class SelectionInfo:
     """What a (method, ratio) selection cost and kept (results/metrics/select-*, score-*)."""
 
-    on_task_recall: float = NAN
+    on_task_recall: float = NAN  # mean over the row's training seeds
     selection_s: float = NAN
+    selection_seeds: tuple[int, ...] = ()  # distinct seeds the subsets were drawn with; () if deterministic
+
+
+VARIANCE_SOURCES = ("eval examples", "training seeds", "selection")
+
+
+def variance_sources(n_seeds: int, info: SelectionInfo) -> str:
+    """The sources of variance a row's intervals carry: eval examples always, training seeds
+    when it has several, selection when its seeds drew more than one subset."""
+    sources = [VARIANCE_SOURCES[0]]
+    if n_seeds > 1:
+        sources.append(VARIANCE_SOURCES[1])
+    if len(set(info.selection_seeds)) > 1:
+        sources.append(VARIANCE_SOURCES[2])
+    return " + ".join(sources)
 
 
 def _number(x, source: str, what: str, allow_none: bool = False) -> float:
@@ -79,6 +97,10 @@ def parse_eval_run(raw, source: str) -> EvalRun:
     seed = raw.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise DataError(f"{source}: seed = {seed!r} is not an integer or null")
+    hit_limit = _number(raw.get("gen_hit_limit_share"), source, "gen_hit_limit_share", allow_none=True)
+    if not (math.isnan(hit_limit) or 0.0 <= hit_limit <= 1.0):
+        raise DataError(f"{source}: gen_hit_limit_share = {hit_limit!r} is not a share in [0, 1]; "
+                        "rerun the eval stage that wrote it")
     return EvalRun(
         run=str(raw["run"]), method=str(method),
         ratio=None if ratio is None else round(_number(ratio, source, "ratio"), 6),
@@ -87,7 +109,7 @@ def parse_eval_run(raw, source: str) -> EvalRun:
         feature_activation=_number(raw.get("feature_activation"), source, "feature_activation", allow_none=True),
         train_wall_s=_number(raw.get("train_wall_s", 0.0), source, "train_wall_s"),
         eval_wall_s=_number(raw.get("eval_wall_s", 0.0), source, "eval_wall_s"),
-        source=source)
+        source=source, gen_hit_limit_share=hit_limit)
 
 
 def label(method: str, ratio: float | None) -> str:
@@ -163,27 +185,38 @@ def amplification_points(runs: Sequence[EvalRun], task_metric: str = "answer_log
 
 
 def _differences(matrices: Mapping, key: tuple[str, float | None], rng: np.random.Generator,
-                 n_boot: int, level: float) -> dict[str, float]:
-    """<metric>_vs_<ref>{,_lo,_hi,_p} of one row; NaN for base, the reference itself, or no reference."""
+                 n_boot: int, n_perm: int, level: float) -> dict[str, float]:
+    """<metric>_vs_<ref>{,_lo,_hi,_p,_n_perm,_p_exact} of one row: the paired-bootstrap CI and the
+    paired permutation test; NaN for base, the reference itself, or no reference."""
     out = {}
     for metric, mine in matrices[key].items():
         for ref in REFERENCES:
             ref_key = _reference(matrices, *key, ref)
-            d = None
+            ci = test = None
             if key[0] != "base" and ref_key is not None and ref_key != key:
-                d = paired_bootstrap(mine, matrices[ref_key][metric], rng, n_boot, level)
+                ci = paired_bootstrap(mine, matrices[ref_key][metric], rng, n_boot, level)
+                test = paired_permutation_test(mine, matrices[ref_key][metric], rng, n_perm)
             col = f"{metric}_vs_{ref}"
-            out.update({col: d.diff if d else NAN, f"{col}_lo": d.lo if d else NAN,
-                        f"{col}_hi": d.hi if d else NAN, f"{col}_p": d.p_value if d else NAN})
+            out.update({col: ci.diff if ci else NAN, f"{col}_lo": ci.lo if ci else NAN,
+                        f"{col}_hi": ci.hi if ci else NAN, f"{col}_p": test.p_value if test else NAN,
+                        f"{col}_n_perm": test.n_perm if test else NAN,
+                        f"{col}_p_exact": test.exact if test else NAN})
     return out
 
 
+def _mean_share(values: Sequence[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else NAN
+
+
 def build_table(runs: Sequence[EvalRun], selection: Mapping[tuple[str, float], SelectionInfo],
-                rng: np.random.Generator, n_boot: int = 2000, *, level: float = 0.95,
+                rng: np.random.Generator, n_boot: int = 2000, *, n_perm: int = 10000, level: float = 0.95,
                 task_metric: str = "answer_loglik", methods: Sequence[str] = ()) -> pd.DataFrame:
     """One row per (method, ratio): means with CIs per metric, differences vs random (same
-    ratio) and vs full with paired-bootstrap p-values, Holm-adjusted within each
-    metric x reference across rows; NaN where a reference is missing or is the row itself."""
+    ratio) and vs full with paired-bootstrap CIs and paired sign-flip permutation p-values
+    (n_perm flips), Holm-adjusted within each metric x reference across rows; NaN where a
+    reference is missing or is the row itself. `variance` names the sources each row's
+    intervals carry; gen_hit_limit_share is the mean over its seeds (NaN if not reported)."""
     if not runs:
         raise ValueError("no eval runs to report")
     ids = example_ids(runs)
@@ -200,8 +233,9 @@ def build_table(runs: Sequence[EvalRun], selection: Mapping[tuple[str, float], S
         for metric in ids:
             ci = bootstrap_ci(matrices[method, ratio][metric], rng, n_boot, level)
             row.update({metric: ci.mean, f"{metric}_lo": ci.lo, f"{metric}_hi": ci.hi})
-        row.update(_differences(matrices, (method, ratio), rng, n_boot, level))
+        row.update(_differences(matrices, (method, ratio), rng, n_boot, n_perm, level))
         info = selection.get((method, ratio), SelectionInfo())
+        row["variance"] = variance_sources(len(members), info)
         recall = info.on_task_recall
         if method == "full" and not math.isfinite(recall):
             recall = 1.0  # full keeps every on-task example by construction
@@ -212,6 +246,7 @@ def build_table(runs: Sequence[EvalRun], selection: Mapping[tuple[str, float], S
             if base_key is not None:
                 gain = row[task_metric] - float(matrices[base_key][task_metric].mean())
         row.update({"on_task_recall": recall, "selection_s": info.selection_s,
+                    "gen_hit_limit_share": _mean_share([r.gen_hit_limit_share for r in members]),
                     "feature_amplification": amplification, "task_gain": gain})
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -222,13 +257,13 @@ def build_table(runs: Sequence[EvalRun], selection: Mapping[tuple[str, float], S
 
 
 def _columns(metrics: Sequence[str]) -> list[str]:
-    cols = ["method", "ratio", "n_seeds", "n_train"]
+    cols = ["method", "ratio", "n_seeds", "n_train", "variance"]
     for m in metrics:
         cols += [m, f"{m}_lo", f"{m}_hi"]
     for m in metrics:
         for ref in REFERENCES:
-            cols += [f"{m}_vs_{ref}{s}" for s in ("", "_lo", "_hi", "_p", "_p_holm")]
-    return cols + ["on_task_recall", "selection_s", "feature_amplification", "task_gain"]
+            cols += [f"{m}_vs_{ref}{s}" for s in ("", "_lo", "_hi", "_p", "_p_holm", "_n_perm", "_p_exact")]
+    return cols + ["on_task_recall", "selection_s", "gen_hit_limit_share", "feature_amplification", "task_gain"]
 
 
 def table_metrics(table: pd.DataFrame) -> list[str]:
@@ -257,7 +292,34 @@ def _interval(row: pd.Series, col: str, decimals: int, sign: bool = False) -> st
 
 
 def _p(p: float, prefix: str) -> str:
-    return "–" if not math.isfinite(p) else f"{prefix}<0.001" if p < 0.001 else f"{prefix}={p:.3f}"
+    # below 0.001, two significant digits: a Monte Carlo p at its floor 2 / (n_perm + 1) shows as such
+    return "–" if not math.isfinite(p) else f"{prefix}={p:.1e}" if p < 0.001 else f"{prefix}={p:.3f}"
+
+
+def _share(x: float) -> str:
+    return "–" if x is None or not math.isfinite(x) else f"{100 * x:.1f}%"
+
+
+def _permutation_note(table: pd.DataFrame, metrics: Sequence[str]) -> str:
+    """How many sign flips the table's p-values rest on, and which were exact."""
+    n_perm, exact = [], []
+    for m in metrics:
+        for ref in REFERENCES:
+            done = table[f"{m}_vs_{ref}_n_perm"].notna()
+            n_perm += table.loc[done, f"{m}_vs_{ref}_n_perm"].astype(int).tolist()
+            exact += table.loc[done, f"{m}_vs_{ref}_p_exact"].astype(bool).tolist()
+    if not n_perm:
+        return "no differences to test"
+    random_n = sorted({n for n, e in zip(n_perm, exact) if not e})
+    parts = []
+    if random_n:
+        counts = "/".join(f"{n}" for n in random_n)
+        floor = 2.0 / (random_n[-1] + 1)
+        parts.append(f"{counts} random sign flips per test (Monte Carlo; smallest attainable p = "
+                     f"2 / ({random_n[-1]} + 1) = {floor:.1e})")
+    if any(exact):
+        parts.append(f"{sum(exact)} of {len(exact)} tests exact (all 2^n sign flips enumerated)")
+    return "; ".join(parts)
 
 
 def _markdown_table(header: Sequence[str], align: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -275,7 +337,8 @@ def render_markdown(table: pd.DataFrame, *, n_boot: int, level: float = 0.95) ->
         ratio = "–" if not math.isfinite(r["ratio"]) else f"{r['ratio']:g}"
         cells = [_interval(r, m, dec[m]) for m in metrics]
         main_rows.append([str(r["method"]), ratio, str(int(r["n_seeds"])), str(int(r["n_train"])), *cells,
-                          _num(r["on_task_recall"], 2), _num(r["selection_s"], 1)])
+                          _num(r["on_task_recall"], 2), _num(r["selection_s"], 1),
+                          _share(r["gen_hit_limit_share"]), str(r["variance"])])
         if r["method"] == "base":
             continue
         diffs = []
@@ -287,11 +350,23 @@ def render_markdown(table: pd.DataFrame, *, n_boot: int, level: float = 0.95) ->
         diff_rows.append([str(r["method"]), ratio, *diffs])
     lines = [f"Mean over eval examples and seeds, with {pct} CIs: percentile bootstrap, B = {n_boot}, "
              "eval examples and training seeds resampled. Higher is better for every metric.", ""]
-    lines += _markdown_table(["method", "ratio", "seeds", "n_train", *metrics, "on-task recall", "selection s"],
-                             ["---", "---:", "---:", "---:", *["---:"] * len(metrics), "---:", "---:"], main_rows)
-    lines += ["", f"Differences Δ = method − reference (random at the same ratio; full), {pct} CI. "
-              "p: two-sided paired bootstrap (examples paired, seeds resampled), unadjusted and "
-              "Holm-adjusted (within each metric × reference, across methods).", ""]
+    lines += _markdown_table(["method", "ratio", "seeds", "n_train", *metrics, "on-task recall", "selection s",
+                              "gen. at token limit", "variance"],
+                             ["---", "---:", "---:", "---:", *["---:"] * len(metrics), "---:", "---:", "---:", "---"],
+                             main_rows)
+    lines += ["", "variance: the sources of variation each row's intervals carry: eval examples always; "
+              "training seeds when the row has several; selection when its seeds also drew different "
+              "subsets (a stochastic selector, redrawn per seed). A deterministic selector's subset is "
+              "fixed, so its intervals say nothing about a different selection. A difference's interval "
+              "and p also carry its reference's sources (e.g. random's selection). "
+              "gen. at token limit: share of exact-match generations that stopped at max_gen_toks "
+              "(truncated answers), mean over seeds.", ""]
+    lines += [f"Differences Δ = method − reference (random at the same ratio; full), {pct} CI: paired "
+              "percentile bootstrap (examples paired, seeds resampled). p: two-sided paired sign-flip "
+              "permutation test on the per-example differences (scipy.stats.permutation_test, "
+              "permutation_type='samples'; a training-seed term is added to the null where an arm has "
+              f"several seeds), {_permutation_note(table, metrics)}; unadjusted and Holm-adjusted "
+              "(within each metric × reference, across methods).", ""]
     lines += _markdown_table(["method", "ratio", *[f"{m} vs {ref}" for m in metrics for ref in REFERENCES]],
                              ["---", "---:", *["---:"] * (2 * len(metrics))], diff_rows)
     return "\n".join(lines) + "\n"
@@ -318,9 +393,11 @@ def summary_metrics(table: pd.DataFrame, correlation: Correlation) -> dict:
     for _, r in table.iterrows():
         keys = list(metrics)
         if r["method"] != "base":
-            keys += [f"{m}_vs_{ref}{s}" for m in metrics for ref in REFERENCES for s in ("", "_p_holm")]
+            keys += [f"{m}_vs_{ref}{s}" for m in metrics for ref in REFERENCES for s in ("", "_p", "_p_holm")]
             keys += ["on_task_recall", "selection_s", "feature_amplification", "task_gain"]
-        out[label(r["method"], r["ratio"])] = {"n_seeds": int(r["n_seeds"]), **{k: _finite_or_none(r[k]) for k in keys}}
+        keys += ["gen_hit_limit_share"]
+        out[label(r["method"], r["ratio"])] = {"n_seeds": int(r["n_seeds"]), "variance": str(r["variance"]),
+                                               **{k: _finite_or_none(r[k]) for k in keys}}
     out["amplification_correlation"] = {
         "pearson_r": _finite_or_none(correlation.pearson_r), "pearson_p": _finite_or_none(correlation.pearson_p),
         "spearman_rho": _finite_or_none(correlation.spearman_rho),

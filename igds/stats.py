@@ -1,18 +1,21 @@
 """Uncertainty for the benchmark table: bootstrap CIs over seeds and eval examples, paired
-bootstrap tests between methods, Holm's correction, and the amplification correlation.
+bootstrap CIs and paired sign-flip permutation tests between methods, Holm's correction, and
+the amplification correlation.
 
-Pure numpy (scipy for the correlation p-values); no file io. The eval examples are the
-unit of resampling, so a method is compared on the same questions as its reference; when
-a method was trained with several seeds, the seeds are resampled too (a two-level
-bootstrap), so the interval also carries training-seed variance.
+Pure numpy and scipy; no file io. The eval examples are the unit of resampling, so a method
+is compared on the same questions as its reference; when a method was trained with several
+seeds, the seeds are resampled too (a two-level bootstrap, and a seed term in the
+permutation null), so intervals and p-values also carry training-seed variance.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 # bootstrap draws are processed in chunks of at most this many [draw, example] cells
 _CHUNK_CELLS = 2_000_000
@@ -28,11 +31,18 @@ class BootstrapCI:
 
 
 @dataclass(frozen=True)
-class PairedDiff:
+class PairedCI:
     diff: float  # grand mean of a minus grand mean of b
     lo: float
     hi: float
-    p_value: float
+
+
+@dataclass(frozen=True)
+class PermutationTest:
+    diff: float  # the statistic: grand mean of a minus grand mean of b
+    p_value: float  # two-sided
+    n_perm: int  # null draws: n_perm asked for, or 2**n_examples when exact
+    exact: bool  # every sign flip enumerated (p is exact, not Monte Carlo)
 
 
 @dataclass(frozen=True)
@@ -103,30 +113,119 @@ def bootstrap_ci(values: np.ndarray, rng: np.random.Generator, n_boot: int = 200
 
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, n_boot: int = 2000,
-                     level: float = 0.95) -> PairedDiff:
-    """Paired bootstrap of (grand mean of a) - (grand mean of b) on the same eval examples.
+                     level: float = 0.95) -> PairedCI:
+    """Paired bootstrap CI of (grand mean of a) - (grand mean of b) on the same eval examples.
 
     a [n_seeds_a, n_examples] and b [n_seeds_b, n_examples] must have their columns in the
     same example order. Each draw resamples the examples once for both arms (paired) and
     the seeds of each arm independently. The CI is the percentile interval of the drawn
-    differences d*. The two-sided p-value is also read off that distribution,
-        p = min(1, 2 * min((#{d* <= 0} + 1) / (B + 1), (#{d* >= 0} + 1) / (B + 1))),
-    i.e. the smallest two-sided level at which the percentile CI would exclude 0 (not a
-    test built by recentring the statistic under the null); its floor is 2 / (B + 1).
+    differences; its p-value is paired_permutation_test's, not read off these draws.
     """
-    ma, mb = _as_matrix(a, "a"), _as_matrix(b, "b")
-    if ma.shape[1] != mb.shape[1]:
-        raise ValueError(f"a has {ma.shape[1]} examples but b has {mb.shape[1]}; they must be paired")
+    ma, mb = _paired(a, b)
     n_examples = ma.shape[1]
     draws = []
     for size in _chunks(n_boot, n_examples):
         example_counts = _counts(rng, size, n_examples)
         draws.append(_resampled_mean(ma, _counts(rng, size, ma.shape[0]), example_counts)
                      - _resampled_mean(mb, _counts(rng, size, mb.shape[0]), example_counts))
-    d = np.concatenate(draws)
-    lo, hi = _percentiles(d, level)
-    tail = min((np.sum(d <= 0) + 1) / (n_boot + 1), (np.sum(d >= 0) + 1) / (n_boot + 1))
-    return PairedDiff(float(ma.mean() - mb.mean()), lo, hi, float(min(1.0, 2.0 * tail)))
+    lo, hi = _percentiles(np.concatenate(draws), level)
+    return PairedCI(float(ma.mean() - mb.mean()), lo, hi)
+
+
+def _paired(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ma, mb = _as_matrix(a, "a"), _as_matrix(b, "b")
+    if ma.shape[1] != mb.shape[1]:
+        raise ValueError(f"a has {ma.shape[1]} examples but b has {mb.shape[1]}; they must be paired")
+    return ma, mb
+
+
+def _seed_scale(m: np.ndarray) -> float:
+    """Scale turning the centred bootstrap of m's seed means into a draw with the training-seed
+    variance component's variance, sigma_u^2 / S; 0 with one seed or no excess seed spread.
+
+    Two-way ANOVA of m [S, N] (seeds x examples, no replication): the seed means m_s have
+    E[var(m_s)] = sigma_u^2 + sigma_e^2 / N, the residual mean square estimates sigma_e^2,
+    so sigma_u^2 ~ var(m_s) - MSE / N (truncated at 0). The per-example part sigma_e^2 / N is
+    already in the sign-flip null; counting it again would make the test conservative.
+    A bootstrap mean of S seeds has variance (S - 1) / S * var(m_s) / S, hence the scale.
+    """
+    n_seeds, n_examples = m.shape
+    if n_seeds < 2 or n_examples < 2:
+        return 0.0
+    seed_means = m.mean(axis=1)
+    var_seed = float(np.var(seed_means, ddof=1))
+    if var_seed <= 0.0:
+        return 0.0
+    residual = m - m.mean(axis=0) - seed_means[:, None] + m.mean()
+    mse = float((residual ** 2).sum()) / ((n_seeds - 1) * (n_examples - 1))
+    sigma_u2 = max(0.0, var_seed - mse / n_examples)
+    return math.sqrt(sigma_u2 * n_seeds / ((n_seeds - 1) * var_seed))
+
+
+def _seed_term(m: np.ndarray, scale: float, rng: np.random.Generator, n_draws: int) -> np.ndarray:
+    """[n_draws] scale * (mean of S seed means drawn with replacement - their mean)."""
+    seed_means = m.mean(axis=1)
+    drawn = _counts(rng, n_draws, len(seed_means)) @ seed_means / len(seed_means)
+    return scale * (drawn - seed_means.mean())
+
+
+# scipy >= 1.15 takes `rng`; older releases the same Generator as `random_state`
+_RNG_KW = "rng" if "rng" in inspect.signature(stats.permutation_test).parameters else "random_state"
+
+
+def _mean_diff(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(x - y, axis=axis)
+
+
+def _two_sided_p(null: np.ndarray, observed: float, exact: bool) -> float:
+    """scipy.stats.permutation_test's two-sided p of `observed` against `null` (same
+    tie tolerance, +1 for a Monte Carlo null)."""
+    gamma = abs(np.finfo(float).eps * 100 * observed)
+    adjustment = 0 if exact else 1
+    less = (np.count_nonzero(null <= observed + gamma) + adjustment) / (len(null) + adjustment)
+    greater = (np.count_nonzero(null >= observed - gamma) + adjustment) / (len(null) + adjustment)
+    return float(min(1.0, 2.0 * min(less, greater)))
+
+
+def paired_permutation_test(a: np.ndarray, b: np.ndarray, rng: np.random.Generator,
+                            n_perm: int = 10000) -> PermutationTest:
+    """Two-sided paired sign-flip permutation test of mean(a) = mean(b) on the same examples.
+
+    a [n_seeds_a, n_examples], b [n_seeds_b, n_examples], columns in the same example order.
+    The statistic is T = mean_i (a_i - b_i), with a_i, b_i the example's mean over that
+    arm's seeds. Under the null the two arms are exchangeable on each example, so
+    scipy.stats.permutation_test(permutation_type="samples") swaps a_i and b_i
+    independently per example (a sign flip of the difference); it enumerates all 2**n
+    flips, an exact test, when 2**n <= n_perm, and draws n_perm random flips otherwise.
+
+    Seeds: a flip cannot move a training-seed offset shared by every example of a run
+    (flipped, it averages out), so with several seeds each null draw adds a seed term per
+    arm: the arm's seed means resampled with replacement and centred on their mean, scaled
+    to the ANOVA estimate of the seed variance component (_seed_scale). The null is then
+    T* = (sign-flipped mean) + (seed term of a) - (seed term of b), n_perm Monte Carlo draws
+    (not exact). An arm with one seed, or whose seed means spread no more than per-example
+    noise explains, contributes no seed term. p follows scipy's two-sided rule,
+    2 * min(P(T* <= T), P(T* >= T)), capped at 1; a Monte Carlo p is >= 2 / (n_perm + 1).
+    """
+    if isinstance(n_perm, bool) or not isinstance(n_perm, (int, np.integer)) or n_perm < 1:
+        raise ValueError(f"n_perm = {n_perm!r} must be a positive integer")
+    ma, mb = _paired(a, b)
+    n_examples = ma.shape[1]
+    if n_examples < 2:
+        raise ValueError("a permutation test needs at least 2 paired examples")
+    flips = stats.permutation_test(
+        (ma.mean(axis=0), mb.mean(axis=0)), _mean_diff, permutation_type="samples", vectorized=True,
+        n_resamples=int(n_perm), batch=max(1, _CHUNK_CELLS // n_examples), alternative="two-sided",
+        **{_RNG_KW: rng})
+    observed = float(flips.statistic)
+    scales = (_seed_scale(ma), _seed_scale(mb))
+    if scales == (0.0, 0.0):
+        return PermutationTest(observed, float(flips.pvalue), int(len(flips.null_distribution)),
+                               2 ** n_examples <= n_perm)  # scipy's rule for enumerating
+    # an exact flip null (few examples) is repeated to n_perm draws, each paired with a seed term
+    null = np.resize(flips.null_distribution, int(n_perm))
+    null = null + _seed_term(ma, scales[0], rng, int(n_perm)) - _seed_term(mb, scales[1], rng, int(n_perm))
+    return PermutationTest(observed, _two_sided_p(null, observed, exact=False), int(n_perm), False)
 
 
 def holm(p_values) -> np.ndarray:
@@ -149,8 +248,6 @@ def correlation(x, y) -> Correlation:
     Pairs with a non-finite entry are dropped; with fewer than 3 pairs left, or a constant
     variable, every entry is NaN (n is still reported).
     """
-    from scipy import stats  # imported here: only the report needs scipy
-
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if x.shape != y.shape:
         raise ValueError(f"x has shape {x.shape} but y has {y.shape}")

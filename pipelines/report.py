@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -70,17 +71,43 @@ def _field(raw, path: Path, key: str) -> float:
     return float(value)
 
 
-def read_selection(metrics_dir: Path, method: str, ratio: float) -> SelectionInfo:
-    """On-task recall from select-<method>-<ratio>.json and the scoring wall time from
-    score-<method>.json; NaN where absent (full has no selection)."""
-    recall = float("nan")
-    path = metrics_dir / f"select-{method}-{ratio:g}.json"
-    if path.is_file():
-        recall = _field(_read(path, f"rerun `dvc repro select@{method}-{ratio:g}`"), path, "on_task_recall")
+def _selection_seed(raw, path: Path):
+    value = raw.get("selection_seed") if isinstance(raw, dict) else None
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise DataError(f"{path}: selection_seed = {value!r} is not an integer or null; rerun the select stage")
+    return value
+
+
+def read_selection(metrics_dir: Path, method: str, ratio: float, seeds=None) -> SelectionInfo:
+    """On-task recall (mean over training seeds) and the selection seeds from
+    select-<method>-<ratio>-s<seed>.json, one per training seed (only `seeds` if given), and
+    the scoring wall time from score-<method>.json; NaN / () where absent (full has no selection).
+
+    Files are matched on their own method, ratio and seed keys, so the ratio's spelling in
+    the file name (dvc.yaml's) does not matter."""
+    recalls, selection_seeds, found = [], set(), set()
+    for path in sorted(metrics_dir.glob(f"select-{method}-*-s*.json")):
+        raw = _read(path, f"rerun `dvc repro select` for {method} at {ratio:g}")
+        if not isinstance(raw, dict) or raw.get("method") != method or "seed" not in raw:
+            continue
+        file_ratio, seed = _field(raw, path, "ratio"), raw["seed"]
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise DataError(f"{path}: seed = {seed!r} is not an integer; rerun the select stage")
+        if not math.isclose(file_ratio, ratio, abs_tol=1e-6) or (seeds is not None and seed not in seeds):
+            continue
+        found.add(seed)
+        recalls.append(_field(raw, path, "on_task_recall"))
+        if (selection_seed := _selection_seed(raw, path)) is not None:
+            selection_seeds.add(selection_seed)
+    if seeds is not None and found and set(seeds) - found:
+        log.warning("%s at %g: no select metrics for seed(s) %s; on-task recall averages seeds %s", method, ratio,
+                    sorted(set(seeds) - found), sorted(found))
+    finite = [r for r in recalls if math.isfinite(r)]
     score = metrics_dir / f"score-{method}.json"
     wall_s = _field(_read(score, f"rerun `dvc repro score@{method}`"), score, "wall_s") if score.is_file() \
         else float("nan")
-    return SelectionInfo(on_task_recall=recall, selection_s=wall_s)
+    return SelectionInfo(on_task_recall=sum(finite) / len(finite) if finite else float("nan"), selection_s=wall_s,
+                         selection_seeds=tuple(sorted(selection_seeds)))
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
@@ -90,11 +117,15 @@ def run(params: Params, args: argparse.Namespace) -> None:
     if cfg.task_metric not in metric_names:
         raise ConfigError(f"params.yaml: report.task_metric = {cfg.task_metric!r} is not an eval metric; "
                           f"expected one of {metric_names}")
-    keys = dict.fromkeys((r.method, r.ratio) for r in runs if r.method != "base")
-    selection = {key: read_selection(args.metrics, *key) for key in keys}
+    seeds: dict[tuple, set] = {}
+    for r in runs:
+        if r.method != "base":
+            seeds.setdefault((r.method, r.ratio), set()).add(r.seed)
+    selection = {key: read_selection(args.metrics, *key, seeds=seeds[key]) for key in seeds}
     rng = np.random.default_rng(params.seed)
-    table = build_table(runs, selection, rng, cfg.n_boot, level=cfg.level, task_metric=cfg.task_metric,
-                        methods=list(params.methods))
+    n_perm = getattr(cfg, "n_perm", 10000)  # report.n_perm (igds/config.ReportConfig)
+    table = build_table(runs, selection, rng, cfg.n_boot, n_perm=n_perm, level=cfg.level,
+                        task_metric=cfg.task_metric, methods=list(params.methods))
     points = amplification_points(runs, cfg.task_metric)
     corr = correlation(points["feature_amplification"], points["task_gain"])
 

@@ -1,5 +1,7 @@
 """The report stage on planted eval results: IGDS is planted better than random, and the
-table, its markdown, the summary metrics and the plots say so; bad inputs are named."""
+table, its markdown, the summary metrics and the plots say so, with permutation p-values
+below the bootstrap's floor, the variance sources of each row and the share of truncated
+generations; bad inputs are named."""
 
 from __future__ import annotations
 
@@ -13,8 +15,8 @@ import pytest
 
 from igds.config import Params, ReportConfig
 from igds.data import DataError
-from igds.report import build_table, parse_eval_run
-from pipelines.report import run
+from igds.report import build_table, parse_eval_run, render_markdown
+from pipelines.report import read_selection, run
 
 EVAL_IDS = [f"e{i}" for i in range(80)]
 PROBE_IDS = [f"p{i}" for i in range(30)]
@@ -38,7 +40,8 @@ def eval_run(method: str, ratio: float | None, seed: int | None, rng: np.random.
             "metrics": {m: float(np.mean(list(v.values()))) for m, v in per_example.items()},
             "per_example": per_example,
             "feature_activation": 1.2 * (1.0 + AMPLIFY[method]) + float(rng.normal(0.0, 0.01)),
-            "train_wall_s": 0.0 if method == "base" else 100.0, "eval_wall_s": 50.0}
+            "train_wall_s": 0.0 if method == "base" else 100.0, "eval_wall_s": 50.0,
+            "gen_hit_limit_share": 0.05 + 0.1 * (seed or 0)}
 
 
 def write_fixture(root, seeds=(0,), ratios=(0.5,)):
@@ -56,9 +59,19 @@ def write_fixture(root, seeds=(0,), ratios=(0.5,)):
         (metrics / f"score-{m}.json").write_text(json.dumps({"method": m, "wall_s": wall_s}))
     for m, recall in (("igds", 0.9), ("loss", 0.4), ("random", 0.5)):
         for r in ratios:  # full has no select file: its recall is 1 by construction
-            (metrics / f"select-{m}-{r:g}.json").write_text(json.dumps(
-                {"method": m, "ratio": r, "n_pool": 398, "n_selected": round(398 * r),
-                 "on_task_recall": recall * r / 0.5, "on_task_share_selected": 0.5}))
+            for s in seeds:  # one per training seed; random redraws its subset per seed
+                write_select(metrics, m, r, s, recall * r / 0.5 + 0.02 * (s - np.mean(seeds)),
+                             selection_seed=s if m == "random" else None)
+
+
+def write_select(metrics, method, ratio, seed, recall, selection_seed=None, spelled=None):
+    """results/metrics/select-<method>-<ratio>-s<seed>.json as the select stage writes it."""
+    path = metrics / f"select-{method}-{spelled or f'{ratio:g}'}-s{seed}.json"
+    path.write_text(json.dumps(
+        {"method": method, "ratio": ratio, "seed": seed, "selection_seed": selection_seed,
+         "selection_randomness": "per_seed" if selection_seed is not None else "none",
+         "n_pool": 398, "n_selected": round(398 * ratio), "on_task_recall": recall,
+         "on_task_share_selected": 0.5}))
 
 
 def run_report(root, n_boot=300):
@@ -123,6 +136,7 @@ def test_report_finds_the_planted_igds_gain(tmp_path):
 
     md = (out / "table.md").read_text()
     assert "percentile bootstrap, B = 300" in md and "Holm" in md and "| igds | 0.5 | 1 | 199 |" in md
+    assert "sign-flip permutation test" in md and "10000 random sign flips" in md
     sweep = pd.read_csv(out / "plots/ratio_sweep.csv")
     assert list(sweep.columns) == ["method", "ratio", "metric", "mean", "lo", "hi"] and len(sweep) == 4 * 3
 
@@ -186,3 +200,71 @@ def test_the_report_reads_exactly_the_runs_params_ask_for(tmp_path):
     params = Params(select=SelectConfig(ratios=(0.25,), methods=("igds",)))
     with pytest.raises(DataError, match="igds-0.25-s0/metrics.json not found"):
         read_eval_runs(tmp_path / "eval", expected_runs(params))
+
+
+def test_p_values_are_not_the_bootstrap_floor():
+    # the old p was read off the bootstrap: >= 2 / (n_boot + 1) = 0.00995 here, and Holm multiplied it
+    rng = np.random.default_rng(0)
+    runs = [parse_eval_run(eval_run(m, r, 0, rng), f"{m}.json") for m, r in (("random", 0.5), ("igds", 0.5))]
+    table = build_table(runs, {}, np.random.default_rng(1), n_boot=200, n_perm=10000)
+    igds = row(table, "igds")
+    assert igds["answer_loglik_vs_random_p"] < 1e-3 and igds["answer_loglik_vs_random_p_holm"] < 2 / 201
+    assert igds["answer_loglik_vs_random_n_perm"] == 10000 and igds["answer_loglik_vs_random_p_exact"] is False
+    md = render_markdown(table, n_boot=200)
+    assert "10000 random sign flips" in md and "p=2.0e-04" in md  # the Monte Carlo floor 2 / 10001, shown as such
+
+
+def test_variance_column_names_the_sources(tmp_path):
+    write_fixture(tmp_path, seeds=(0, 1), ratios=(0.5,))
+    table = pd.read_csv(run_report(tmp_path) / "table.csv")
+    assert row(table, "base")["variance"] == "eval examples"
+    assert row(table, "full")["variance"] == "eval examples + training seeds"
+    assert row(table, "igds")["variance"] == "eval examples + training seeds"  # deterministic: one subset
+    assert row(table, "random")["variance"] == "eval examples + training seeds + selection"
+    md = (tmp_path / "results" / "table.md").read_text()
+    assert "| variance |" in md and "| eval examples + training seeds + selection |" in md
+    assert "variance: the sources of variation each row's intervals carry" in md
+
+    write_fixture(tmp_path / "one", seeds=(0,))
+    table = pd.read_csv(run_report(tmp_path / "one") / "table.csv")
+    assert set(table["variance"]) == {"eval examples"}  # one seed: one training run, one subset
+
+
+def test_selection_is_read_per_seed(tmp_path):
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    write_select(metrics, "random", 0.5, 0, 0.4, selection_seed=0, spelled="0.50")  # dvc.yaml's spelling
+    write_select(metrics, "random", 0.5, 1, 0.6, selection_seed=1)
+    write_select(metrics, "random", 0.5, 7, 0.0, selection_seed=7)  # a seed params no longer ask for
+    write_select(metrics, "random", 0.25, 0, 0.0, selection_seed=0)
+    (metrics / "select-random-0.5.json").write_text(json.dumps({"method": "random", "ratio": 0.5,
+                                                                "on_task_recall": 0.0}))  # stale, unseeded name
+    info = read_selection(metrics, "random", 0.5, seeds={0, 1})
+    assert info.on_task_recall == pytest.approx(0.5) and info.selection_seeds == (0, 1)
+    assert math.isnan(info.selection_s)  # no score file
+    write_select(metrics, "igds", 0.5, 0, 0.8)
+    write_select(metrics, "igds", 0.5, 1, 0.8)
+    igds = read_selection(metrics, "igds", 0.5, seeds={0, 1})
+    assert igds.on_task_recall == pytest.approx(0.8) and igds.selection_seeds == ()  # deterministic
+    assert math.isnan(read_selection(metrics, "loss", 0.5, seeds={0}).on_task_recall)
+    write_select(metrics, "loss", 0.5, 0, 0.3, selection_seed="zero")
+    with pytest.raises(DataError, match=r"select-loss-0\.5-s0\.json: selection_seed = 'zero'"):
+        read_selection(metrics, "loss", 0.5, seeds={0})
+
+
+def test_generations_at_the_token_limit_are_shown(tmp_path):
+    write_fixture(tmp_path, seeds=(0, 1))
+    out = run_report(tmp_path)
+    table = pd.read_csv(out / "table.csv")
+    assert row(table, "igds")["gen_hit_limit_share"] == pytest.approx(0.1)  # mean of 0.05 and 0.15
+    assert row(table, "base")["gen_hit_limit_share"] == pytest.approx(0.05)
+    md = (out / "table.md").read_text()
+    assert "gen. at token limit" in md and "| 10.0% |" in md
+    assert no_nan(out / "metrics.json")["igds-0.5"]["gen_hit_limit_share"] == pytest.approx(0.1)
+
+    raw = eval_run("igds", 0.5, 0, np.random.default_rng(0))
+    del raw["gen_hit_limit_share"]
+    assert math.isnan(parse_eval_run(raw, "old.json").gen_hit_limit_share)  # written before it was reported
+    raw["gen_hit_limit_share"] = 1.5
+    with pytest.raises(DataError, match=r"bad.json: gen_hit_limit_share = 1.5 is not a share"):
+        parse_eval_run(raw, "bad.json")

@@ -1,14 +1,17 @@
-"""Bootstrap CIs, paired bootstrap tests, Holm and correlations: planted effects are
-found, null effects are not, and the null p-values are roughly calibrated."""
+"""Bootstrap CIs, paired bootstrap CIs, paired permutation tests, Holm and correlations:
+planted effects are found, null effects are not, the null p-values are roughly calibrated
+(also with training-seed offsets), and a small case matches a hand enumeration."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
-from igds.stats import bootstrap_ci, correlation, holm, paired_bootstrap
+from igds.stats import _two_sided_p, bootstrap_ci, correlation, holm, paired_bootstrap, paired_permutation_test
 
 
 def test_planted_difference_is_found():
@@ -18,7 +21,9 @@ def test_planted_difference_is_found():
     d = paired_bootstrap(a, b, np.random.default_rng(1))
     assert d.diff == pytest.approx(float(np.mean(a - b)))
     assert 0.0 < d.lo < d.diff < d.hi
-    assert d.p_value < 0.01
+    test = paired_permutation_test(a, b, np.random.default_rng(1), n_perm=2000)
+    assert test.diff == pytest.approx(d.diff) and test.p_value < 0.01
+    assert (test.n_perm, test.exact) == (2000, False)
 
 
 def test_no_difference_is_not_found():
@@ -27,18 +32,96 @@ def test_no_difference_is_not_found():
     a = b + rng.normal(0.0, 1.0, size=200)
     d = paired_bootstrap(a, b, np.random.default_rng(3))
     assert d.lo < 0.0 < d.hi
-    assert d.p_value > 0.05
+    assert paired_permutation_test(a, b, np.random.default_rng(3), n_perm=2000).p_value > 0.05
 
 
-def test_null_p_values_are_roughly_calibrated():
+def test_null_p_values_are_roughly_uniform():
     rng = np.random.default_rng(4)
     p = []
     for _ in range(200):
         b = rng.normal(size=(1, 60))
         a = b + rng.normal(size=(1, 60))  # same mean: the null holds
-        p.append(paired_bootstrap(a, b, rng, n_boot=400).p_value)
-    share = np.mean(np.asarray(p) < 0.05)
-    assert 0.01 <= share <= 0.12
+        p.append(paired_permutation_test(a, b, rng, n_perm=500).p_value)
+    p = np.asarray(p)
+    assert 0.4 <= p.mean() <= 0.6
+    assert 0.01 <= np.mean(p < 0.05) <= 0.1
+
+
+def test_a_strong_effect_is_not_held_at_the_bootstrap_floor():
+    # the old p was read off the bootstrap CI: never below 2 / (n_boot + 1) (0.00995 for n_boot = 200)
+    rng = np.random.default_rng(13)
+    b = rng.normal(size=100)
+    a = b + 2.0 + rng.normal(0.0, 0.5, size=100)
+    test = paired_permutation_test(a, b, np.random.default_rng(14), n_perm=100_000)
+    assert test.p_value < 1e-4
+    assert test.p_value == pytest.approx(2.0 / (100_000 + 1))  # no flip reaches it: the Monte Carlo floor
+
+
+def test_small_n_matches_a_hand_enumeration():
+    a = np.array([3.0, 1.0, 4.0, 1.0, 5.0, 2.0])
+    b = np.zeros(6)
+    test = paired_permutation_test(a, b, np.random.default_rng(0), n_perm=10000)
+    # all six differences are positive: of the 2^6 flips only the identity reaches T, so
+    # P(T* >= T) = 1/64, P(T* <= T) = 1 and p = 2/64
+    assert test.exact and test.n_perm == 64 and test.p_value == pytest.approx(2 / 64)
+
+    d = np.array([0.5, -1.0, 2.0, 1.5, -0.25, 3.0, 0.75])
+    base = np.random.default_rng(1).normal(size=7)
+    null = np.array([np.mean(np.multiply(signs, d)) for signs in itertools.product((1, -1), repeat=7)])
+    observed = d.mean()
+    expected = 2 * min(np.mean(null <= observed + 1e-12), np.mean(null >= observed - 1e-12))
+    test = paired_permutation_test(base + d, base, np.random.default_rng(0), n_perm=200)
+    assert test.exact and test.n_perm == 128 and test.p_value == pytest.approx(expected)
+    assert 0.01 < expected < 0.2  # a case where the count is neither 1 nor all
+
+
+def test_more_examples_than_the_enumeration_budget_is_monte_carlo():
+    rng = np.random.default_rng(15)
+    b = rng.normal(size=20)
+    test = paired_permutation_test(b + 0.2, b, np.random.default_rng(16), n_perm=1000)  # 2^20 > 1000
+    assert (test.n_perm, test.exact) == (1000, False)
+    with pytest.raises(ValueError, match="n_perm"):
+        paired_permutation_test(b, b, rng, n_perm=0)
+    with pytest.raises(ValueError, match="paired"):
+        paired_permutation_test(b, b[:10], rng)
+
+
+def test_two_sided_p_rule_is_scipys():
+    rng = np.random.default_rng(17)
+    x = np.round(rng.normal(size=40), 1)  # ties in the null
+    y = np.round(rng.normal(size=40), 1)
+    res = stats.permutation_test((x, y), lambda u, v, axis: np.mean(u - v, axis=axis), permutation_type="samples",
+                                 vectorized=True, n_resamples=999, rng=np.random.default_rng(18))
+    assert _two_sided_p(res.null_distribution, float(res.statistic), exact=False) == pytest.approx(res.pvalue)
+
+
+def test_seed_offsets_without_a_method_effect_are_not_significant():
+    # each training run shifts every example by its own offset: sign flips cancel a shared
+    # offset, so a test on seed means alone rejects far too often; the seed term fixes that
+    rng = np.random.default_rng(19)
+    p_seeds, p_flips_only = [], []
+    for _ in range(150):
+        difficulty = rng.normal(size=100)
+        a = difficulty + rng.normal(0.0, 0.3, size=(3, 1)) + rng.normal(size=(3, 100))
+        b = difficulty + rng.normal(0.0, 0.3, size=(3, 1)) + rng.normal(size=(3, 100))
+        p_seeds.append(paired_permutation_test(a, b, rng, n_perm=500).p_value)
+        p_flips_only.append(paired_permutation_test(a.mean(axis=0), b.mean(axis=0), rng, n_perm=500).p_value)
+    assert np.mean(np.asarray(p_flips_only) < 0.05) > 0.3
+    assert np.mean(np.asarray(p_seeds) < 0.05) <= 0.15
+
+
+def test_per_example_seed_noise_alone_keeps_the_test_calibrated():
+    # seeds differ only example by example (no shared offset): no seed term is needed, and
+    # the ANOVA estimate keeps the per-example noise from being counted twice
+    rng = np.random.default_rng(20)
+    p = []
+    for _ in range(150):
+        difficulty = rng.normal(size=80)
+        a = difficulty + rng.normal(size=(3, 80))
+        b = difficulty + rng.normal(size=(2, 80))
+        p.append(paired_permutation_test(a, b, rng, n_perm=500).p_value)
+    p = np.asarray(p)
+    assert 0.4 <= p.mean() <= 0.62 and np.mean(p < 0.05) <= 0.1
 
 
 def test_paired_bootstrap_with_several_seeds_per_arm():
@@ -48,7 +131,9 @@ def test_paired_bootstrap_with_several_seeds_per_arm():
     b = example + rng.normal(0.0, 0.3, size=(2, 150))
     d = paired_bootstrap(a, b, np.random.default_rng(6), n_boot=1000)
     assert d.diff == pytest.approx(a.mean() - b.mean())
-    assert d.lo > 0.0 and d.p_value < 0.01
+    assert d.lo > 0.0
+    test = paired_permutation_test(a, b, np.random.default_rng(6), n_perm=2000)
+    assert test.diff == pytest.approx(d.diff) and test.p_value < 0.01 and not test.exact
     with pytest.raises(ValueError, match="paired"):
         paired_bootstrap(a, b[:, :100], rng)
 
