@@ -137,6 +137,5 @@ def test_igds_stages_end_to_end(tmp_path):
     params = (work / "params.yaml").read_text().replace("ratios: [0.5]", "ratios: [0.25]")
     (work / "params.yaml").write_text(params)
     stale = set(json.loads(dvc(work, "status", "--json")))
-    expected = {f"{stage}@{m}-0.25{suffix}" for m in methods
-                for stage, suffix in (("select", ""), ("finetune", "-0"), ("evaluate", "-0"))} | {"report"}
+    expected = {f"{stage}@{m}-0.25-0" for m in methods for stage in ("select", "finetune", "evaluate")} | {"report"}
     assert {s.split(":")[-1] for s in stale} == expected, sorted(stale)

@@ -175,9 +175,10 @@ def test_a_new_finetune_seed_stales_only_its_own_runs(runs):
     assert not ran & set(before), sorted(ran & set(before))
 
     after = edited_status(work, r"^  seeds: \[0\]$", "  seeds: [0, 1]")
-    new = {f"{stage}@{m}-0.5-1" for m in METHODS for stage in ("finetune", "evaluate")}
+    # a selection per training seed (a deterministic selector's is the same ids again)
+    new = {f"{stage}@{m}-0.5-1" for m in METHODS for stage in ("select", "finetune", "evaluate")}
     assert set(after) - set(before) == new | {"finetune-full@1", "evaluate-full@1"}, sorted(set(after) - set(before))
-    assert not ran & set(after)  # prepare, sae, identify, score, select: untouched
+    assert not ran & set(after)  # prepare, sae, identify, score, seed 0's selections: untouched
     # seed 0's runs (never run here) and the report (never run either, so its entry already
     # says params.yaml is "new" and cannot show finetune.seeds changing) keep their entries
     assert {s for s in set(before) & set(after) if before[s] != after[s]} == set()
@@ -190,9 +191,10 @@ def test_the_random_baselines_own_seed_stales_only_random(runs):
     ran = set(lock(work))
     before = status(work)
     after = edited_status(work, r"^  random: \{seed: null\}$", "  random: {seed: 7}")
-    # status lists the stage whose params changed; select@random and what follows rerun once
-    # its scores file has changed (dvc repro), not before
-    random = {"score-shard@random-0", "score-shard@random-1", "score@random"}  # configs/ci: two shards
+    # status lists the stages whose params changed: random's scores (configs/ci: two shards) and
+    # its per-seed draw (select reads methods.random); finetune and what follows rerun once the
+    # subset file has changed (dvc repro), not before
+    random = {"score-shard@random-0", "score-shard@random-1", "score@random", "select@random-0.5-0"}
     assert ran & set(after) == random, sorted(ran & set(after))
     assert set(after) - set(before) == random
 
@@ -205,7 +207,7 @@ def test_the_global_seed_stales_every_stage_that_declares_it_from_prepare_on(run
     after = edited_status(work, r"^seed: 0$", "seed: 1")
     declares_seed = {s for s, st in ran.items() if "seed" in st.get("params", {}).get("params.yaml", {})}
     assert {"prepare", "sae"} <= declares_seed
-    assert {s for s in declares_seed if s.startswith("select@")} == {f"select@{m}-0.5" for m in METHODS}
+    assert {s for s in declares_seed if s.startswith("select@")} == {f"select@{m}-0.5-0" for m in METHODS}
     assert set(ran) & set(after) == declares_seed, sorted(set(ran) & set(after))
 
 
