@@ -3,7 +3,10 @@
 statistics need.
 
 Three tasks (lm-eval's own harness, no hub access: the data are local JSONL files):
-- `igds_exact_match`: greedy generation, GSM8K-style final-number extraction, exact match;
+- `igds_exact_match`: greedy generation, GSM8K-style final-number extraction, exact match.
+  Generation stops at the chat template's end-of-turn marker or EOS (`stop_sequences`), or
+  after `max_gen_toks` tokens: never at a blank line (lm-eval's default stop, the few-shot
+  delimiter, would cut every answer that puts one before `####`);
 - `igds_answer_loglik`: log-likelihood of the reference solution per solution token (at
   small scale exact match sits near the floor; this still separates methods);
 - `igds_probe_loglik`: the same on held-out non-target tasks, the forgetting check.
@@ -56,9 +59,54 @@ class _TaskDumper(yaml.SafeDumper):
 _TaskDumper.add_representer(_Function, lambda dumper, v: dumper.represent_scalar("!function", str(v)))
 
 
-def task_config(task: str, data: Path, output_type: str, metric: str, process_results: str) -> dict:
+def stop_sequences(tokenizer) -> list[str]:
+    """The strings that end a chat answer: the chat template's end-of-turn marker (what it
+    writes right after an assistant message: `<|im_end|>`, `<end_of_turn>`, `<|eot_id|>`)
+    and EOS, in that order, each once."""
+    sentinel = "IGDS_ANSWER_SENTINEL"
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "q"}, {"role": "assistant", "content": sentinel}],
+                                         tokenize=False)
+    after = text.split(sentinel, 1)[1].split() if sentinel in text else []
+    stops = [after[0]] if after else []
+    if tokenizer.eos_token:
+        stops.append(tokenizer.eos_token)
+    if not stops:
+        raise ValueError("the tokenizer has neither an end-of-turn marker in its chat template nor an EOS token: "
+                         "generation would only stop at max_gen_toks")
+    return list(dict.fromkeys(stops))
+
+
+def generation_kwargs(tokenizer, max_gen_toks: int) -> dict:
+    """The exact-match task's `generation_kwargs`: greedy, stop at `stop_sequences`, at most
+    `max_gen_toks` new tokens. Stops that are one token also go to `generate` as its
+    `eos_token_id`, so a finished row is padded rather than continued (lm-eval decodes with
+    special tokens skipped, so a special stop token can no longer be found in the text)."""
+    stops = stop_sequences(tokenizer)
+    vocab = tokenizer.get_vocab()
+    eos_ids = [vocab[s] for s in stops if s in vocab]
+    kwargs = {"until": stops, "do_sample": False, "max_gen_toks": int(max_gen_toks)}
+    if eos_ids:
+        kwargs["eos_token_id"] = eos_ids
+    return kwargs
+
+
+def generation_stats(raw: Sequence[dict], tokenizer, max_gen_toks: int) -> dict:
+    """Token counts of the exact-match generations (re-encoded: a model's own greedy text
+    re-encodes to its own tokens) and the share that used the whole `max_gen_toks` budget,
+    so stopped by the limit rather than by a stop sequence (lm-eval strips the stop)."""
+    counts = [len(tokenizer(row["resps"][0][0], add_special_tokens=False).input_ids)
+              for row in raw if row["task"] == TASK_EXACT_MATCH]
+    if not counts:
+        return {"n_generated": 0, "gen_tokens_mean": None, "gen_tokens_max": None, "gen_hit_limit_share": None}
+    return {"n_generated": len(counts), "gen_tokens_mean": sum(counts) / len(counts), "gen_tokens_max": max(counts),
+            "gen_hit_limit_share": sum(c >= max_gen_toks for c in counts) / len(counts)}
+
+
+def task_config(task: str, data: Path, output_type: str, metric: str, process_results: str,
+                generation: dict | None = None) -> dict:
     """One lm-eval task (its YAML schema): local JSONL data, the prompt as text, the reference
-    as target, our own per-document scoring function."""
+    as target, our own per-document scoring function, and for a generation task its
+    `generation_kwargs` (without them lm-eval stops at the few-shot delimiter, a blank line)."""
     return {
         "task": task,
         "dataset_path": "json",
@@ -70,12 +118,13 @@ def task_config(task: str, data: Path, output_type: str, metric: str, process_re
         "doc_to_target": "target",
         "process_results": _Function(f"utils.{process_results}"),
         "metric_list": [{"metric": metric, "aggregation": "mean", "higher_is_better": True}],
+        **({"generation_kwargs": generation} if generation is not None else {}),
         "metadata": {"version": 1.0},
     }
 
 
 def write_tasks(out: Path, eval_records: Sequence[Record], probe_records: Sequence[Record], tokenizer,
-                n_generate: int | None = None) -> list[str]:
+                max_gen_toks: int, n_generate: int | None = None) -> list[str]:
     """Write the task YAMLs, their JSONL data and utils.py into `out`; returns the task names.
 
     Each doc carries the record id (so per-example scores line up across models), the
@@ -98,7 +147,8 @@ def write_tasks(out: Path, eval_records: Sequence[Record], probe_records: Sequen
     if probe_records:
         tasks[TASK_PROBE] = (list(probe_records), "loglikelihood", "process_loglik")
     for name, (records, output_type, process) in tasks.items():
-        config = task_config(name, dump(name, docs(records, name)), output_type, METRICS[name], process)
+        generation = generation_kwargs(tokenizer, max_gen_toks) if output_type == "generate_until" else None
+        config = task_config(name, dump(name, docs(records, name)), output_type, METRICS[name], process, generation)
         (out / f"{name}.yaml").write_text(yaml.dump(config, Dumper=_TaskDumper, sort_keys=False, allow_unicode=True),
                                           encoding="utf-8")
     (out / "utils.py").write_text(
@@ -107,20 +157,25 @@ def write_tasks(out: Path, eval_records: Sequence[Record], probe_records: Sequen
     return list(tasks)
 
 
-def run_lm_eval(model, tokenizer, task_dir: Path, tasks: Sequence[str], batch_size: int, max_gen_toks: int,
-                max_len: int, seed: int = 0) -> tuple[dict, dict, list[dict]]:
-    """Evaluate `model` on the generated tasks with lm-eval, greedy decoding, chat template.
+def run_lm_eval(model, tokenizer, task_dir: Path, tasks: Sequence[str], batch_size: int, max_len: int,
+                seed: int = 0) -> tuple[dict, dict, list[dict]]:
+    """Evaluate `model` on the generated tasks with lm-eval, with the chat template; decoding
+    as each task's YAML says (greedy, its stops and budget: `generation_kwargs`).
 
-    Returns (aggregate metric per name, {metric: {doc id: value}}, raw per-sample logs)."""
+    lm-eval is told whether to add a BOS token by the rule training tokenises with
+    (`igds.tokens.tokenize_records`: when the tokenizer asks for one; lm-eval itself leaves
+    it out when the rendered chat text already starts with it), so a model is scored on the
+    token sequences it was trained on. Returns (aggregate metric per name, {metric: {doc id:
+    value}}, raw per-sample logs)."""
     from lm_eval import simple_evaluate  # noqa: PLC0415
     from lm_eval.models.huggingface import HFLM  # noqa: PLC0415
     from lm_eval.tasks import TaskManager  # noqa: PLC0415
 
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_len)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_len,
+              add_bos_token=bool(getattr(tokenizer, "add_bos_token", False)))
     results = simple_evaluate(
         model=lm, tasks=list(tasks), task_manager=TaskManager(include_path=str(task_dir), include_defaults=False),
-        apply_chat_template=True, log_samples=True, gen_kwargs={"max_gen_toks": max_gen_toks, "do_sample": False},
-        bootstrap_iters=0, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+        apply_chat_template=True, log_samples=True, bootstrap_iters=0, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
         fewshot_random_seed=seed)
     aggregate, per_example, raw = {}, {}, []
     for task in tasks:

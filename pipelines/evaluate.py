@@ -14,7 +14,7 @@ from pathlib import Path
 from igds.artifacts import atomic_dir, read_json, write_json, write_jsonl
 from igds.config import ConfigError, Params, parse_ratio
 from igds.data import DataError
-from igds.evaluate import run_lm_eval, write_tasks
+from igds.evaluate import generation_stats, run_lm_eval, write_tasks
 from igds.finetune import load_trained
 from igds.models.loading import load_model
 from igds.registry import needing
@@ -63,14 +63,16 @@ def run(params: Params, args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     with atomic_dir(args.out / name) as tmp:
         task_dir = tmp / "tasks"
-        tasks = write_tasks(task_dir, eval_records, probe_records, loaded.tokenizer, cfg.n_generate)
+        tasks = write_tasks(task_dir, eval_records, probe_records, loaded.tokenizer, cfg.max_gen_toks, cfg.n_generate)
         with tempfile.TemporaryDirectory() as cache:  # keep lm-eval's dataset cache out of the artifact
             import datasets  # noqa: PLC0415
 
             datasets.config.HF_DATASETS_CACHE = Path(cache)
             aggregate, per_example, raw = run_lm_eval(model, loaded.tokenizer, task_dir, tasks, cfg.batch_size,
-                                                      cfg.max_gen_toks, cfg.max_len, params.seed)
+                                                      cfg.max_len, params.seed)
         info["metrics"], info["per_example"] = aggregate, per_example
+        info["max_gen_toks"] = cfg.max_gen_toks
+        info.update(generation_stats(raw, loaded.tokenizer, cfg.max_gen_toks))
 
         info["feature_activation"], info["features"], info["layer"] = None, [], None
         settings = amplification_settings(params)

@@ -9,9 +9,14 @@ from decimal import Decimal
 import pytest
 import torch
 
+from igds.data import make_record
+
 from igds.tokens import tokenize_records
 from igds.evaluate import (
     METRICS,
+    TASK_EXACT_MATCH,
+    generation_stats,
+    stop_sequences,
     extract_answer,
     is_correct,
     normalise_number,
@@ -21,7 +26,7 @@ from igds.evaluate import (
 )
 from igds.models.residual import add_to_residual
 from igds.resonance import feature_activation
-from tests.conftest import LAYER, copy_record, general, recall_sae, task
+from tests.conftest import LAYER, build_char_tokenizer, build_tiny_model, copy_record, general, recall_sae, task
 
 
 @pytest.mark.parametrize("text, value", [
@@ -49,12 +54,11 @@ def test_generated_tasks_run_in_lm_eval_and_score_each_example(tmp_path, trained
     model, tok = trained_tiny
     eval_records = [copy_record(w) for w in ("abcdef", "qwerty", "zxcvbn")] + [task(1)]
     probe_records = [general(i) for i in range(3)]
-    names = write_tasks(tmp_path / "tasks", eval_records, probe_records, tok, n_generate=2)
+    names = write_tasks(tmp_path / "tasks", eval_records, probe_records, tok, max_gen_toks=12, n_generate=2)
     assert sorted(names) == sorted(METRICS)
     assert all((tmp_path / "tasks" / f"{n}.yaml").is_file() for n in names)
 
-    aggregate, per_example, raw = run_lm_eval(model, tok, tmp_path / "tasks", names, batch_size=4,
-                                              max_gen_toks=12, max_len=256)
+    aggregate, per_example, raw = run_lm_eval(model, tok, tmp_path / "tasks", names, batch_size=4, max_len=256)
     assert set(per_example["answer_loglik"]) == {r.id for r in eval_records}
     assert set(per_example["exact_match"]) == {r.id for r in eval_records[:2]}  # n_generate
     assert set(per_example["probe_loglik"]) == {r.id for r in probe_records}
@@ -95,3 +99,113 @@ def test_feature_activation_grows_when_the_model_writes_the_feature(planted, tok
     assert amplified > base + 1.0
     mean_pooled = feature_activation(model, tok, sae, on_task, pooling="mean", **kwargs)
     assert 0 < mean_pooled < feature_activation(model, tok, sae, on_task, **kwargs)
+
+
+# --- generation: stops, budget, BOS --------------------------------------------------------
+
+def _planted_generate(monkeypatch, tokenizer, continuations: dict[str, str]):
+    """Make lm-eval's HF backend 'generate', for a context containing a key of `continuations`,
+    exactly that text's tokens (special tokens written in the text stay tokens), after the
+    real context, so everything lm-eval does around generation (stops, decoding, filters,
+    scoring) runs for real on a known output."""
+    from lm_eval.models.huggingface import HFLM
+
+    def fake(self, context, max_length, stop, **kwargs):
+        rows = []
+        for row in context.tolist():
+            text = tokenizer.decode(row)
+            planted = next(v for k, v in continuations.items() if k in text)
+            new = tokenizer(planted, add_special_tokens=False).input_ids[:max_length - len(row)]
+            rows.append(row + new)
+        width = max(map(len, rows))
+        return torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows])
+
+    monkeypatch.setattr(HFLM, "_model_generate", fake)
+
+
+def test_stop_sequences_are_the_templates_end_of_turn_and_eos():
+    tok = build_char_tokenizer()
+    assert stop_sequences(tok) == ["<|im_end|>"]  # ChatML: the end of turn is EOS
+    tok.chat_template = ("{{ bos_token }}{% for m in messages %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}"
+                         "<end_of_turn>\n{% endfor %}")  # Gemma's shape; EOS is another token
+    tok.eos_token = "<pad>"
+    assert stop_sequences(tok) == ["<end_of_turn>", "<pad>"]
+
+
+def test_generation_runs_past_a_blank_line_to_the_end_of_turn_and_counts_the_token_limit(tmp_path, monkeypatch):
+    """An answer with a blank line before `####` is read whole (lm-eval's default stop, the
+    few-shot delimiter '\n\n', cut it to 'Think.'); one that never stops is counted as
+    having hit max_gen_toks."""
+    tok, model = build_char_tokenizer(), build_tiny_model()
+    stopped = make_record("Add 40 and 2.", "", "40 + 2 = 42\n#### 42", "task", "test")
+    endless = make_record("Add 1 and 1.", "", "#### 2", "task", "test")
+    max_gen_toks = 40
+    _planted_generate(monkeypatch, tok, {"Add 40 and 2.": "Think.\n\n40 + 2 = 42\n#### 42<|im_end|>",
+                                         "Add 1 and 1.": "one plus one, " * 10})
+    names = write_tasks(tmp_path / "tasks", [stopped, endless], [], tok, max_gen_toks=max_gen_toks)
+    config = (tmp_path / "tasks" / f"{TASK_EXACT_MATCH}.yaml").read_text()
+    assert "generation_kwargs" in config and "max_gen_toks: 40" in config
+    _, per_example, raw = run_lm_eval(model, tok, tmp_path / "tasks", names, batch_size=2, max_len=256)
+
+    responses = {row["id"]: row["resps"][0][0] for row in raw if row["task"] == TASK_EXACT_MATCH}
+    assert responses[stopped.id] == "Think.\n\n40 + 2 = 42\n#### 42"  # the stop is stripped, nothing else
+    assert per_example["exact_match"] == {stopped.id: 1.0, endless.id: 0.0}
+    assert len(responses[endless.id]) == max_gen_toks  # a character per token: the budget, spent
+    stats = generation_stats(raw, tok, max_gen_toks)
+    assert stats["gen_hit_limit_share"] == 0.5 and stats["n_generated"] == 2
+    assert stats["gen_tokens_max"] == max_gen_toks
+    assert stats["gen_tokens_mean"] == (len("Think.\n\n40 + 2 = 42\n#### 42") + max_gen_toks) / 2
+
+
+def _bos_char_tokenizer(template_writes_bos: bool, add_bos_token: bool = True):
+    """The character tokenizer with a BOS token that its post-processor adds, `add_bos_token`
+    saying so (or not: the flag and the post-processor disagree in some hub tokenizers), and a
+    chat template that does or does not write BOS too (Gemma's does)."""
+    from tokenizers import processors
+
+    tok = build_char_tokenizer()
+    tok.bos_token = "<unk>"  # an id the text never uses, so the tiny model's 100-token vocabulary holds
+    bos = tok.convert_tokens_to_ids("<unk>")
+    tok.add_bos_token = add_bos_token  # set first: transformers rebuilds the post-processor from it
+    tok._tokenizer.post_processor = processors.TemplateProcessing(single="<unk> $A", special_tokens=[("<unk>", bos)])
+    if template_writes_bos:
+        tok.chat_template = "{{ bos_token }}" + tok.chat_template
+    return tok, bos
+
+
+@pytest.mark.parametrize("template_writes_bos, add_bos_token", [(True, True), (False, True), (False, False)])
+def test_lm_eval_scores_and_generates_from_the_token_ids_training_sees(tmp_path, monkeypatch, template_writes_bos,
+                                                                        add_bos_token):
+    """At most one BOS, whoever writes it, and the same rule on both sides: the ids lm-eval
+    feeds the model (log-likelihood and generation) begin as igds.tokens.tokenize_records's
+    do. The last case failed while lm-eval was left to the tokenizer's own default."""
+    from lm_eval.models.huggingface import HFLM
+
+    tok, bos = _bos_char_tokenizer(template_writes_bos, add_bos_token)
+    model = build_tiny_model()
+    record = make_record("Add 40 and 2.", "", "#### 42", "task", "test")
+    trained = tokenize_records(tok, [record], 256)
+    start = [bos] if template_writes_bos or add_bos_token else []
+    assert trained.input_ids[0][:len(start) + 1] == start + [tok.convert_tokens_to_ids("<|im_start|>")]
+
+    seen = []
+    real_call, real_generate = HFLM._model_call, HFLM._model_generate
+
+    def call(self, inps, *args, **kwargs):
+        seen.extend(("loglik", row) for row in inps.tolist())
+        return real_call(self, inps, *args, **kwargs)
+
+    def generate(self, context, max_length, stop, **kwargs):
+        mask = kwargs.get("attention_mask")
+        seen.extend(("generate", [t for t, m in zip(row, m_row) if m]) for row, m_row in
+                    zip(context.tolist(), mask.tolist()))
+        return real_generate(self, context, max_length, stop, **kwargs)
+
+    monkeypatch.setattr(HFLM, "_model_call", call)
+    monkeypatch.setattr(HFLM, "_model_generate", generate)
+    names = write_tasks(tmp_path / "tasks", [record], [], tok, max_gen_toks=4)
+    run_lm_eval(model, tok, tmp_path / "tasks", names, batch_size=1, max_len=256)
+    assert {kind for kind, _ in seen} == {"loglik", "generate"}
+    prompt = trained.input_ids[0][:trained.response_start[0]]
+    for kind, ids in seen:
+        assert ids[:len(prompt)] == prompt, kind  # the same prompt tokens, one BOS
