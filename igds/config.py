@@ -396,14 +396,16 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class ReportConfig:
-    """The report's statistics: percentile bootstrap CIs and paired-bootstrap tests."""
+    """The report's statistics: percentile bootstrap CIs, paired sign-flip permutation tests."""
 
     n_boot: int = 2000  # bootstrap draws
+    n_perm: int = 10000  # sign-flip null draws per paired test (all 2**n flips when that is fewer)
     level: float = 0.95  # CI level
     task_metric: str = "answer_loglik"  # the gain over base that feature amplification is correlated with
 
     def __post_init__(self) -> None:
         check(self.n_boot >= 100, "n_boot", self.n_boot, "an integer >= 100 (a percentile CI needs draws)")
+        check(self.n_perm >= 100, "n_perm", self.n_perm, "an integer >= 100 (a p-value needs null draws)")
         check(0.0 < self.level < 1.0, "level", self.level, "a share in (0, 1), e.g. 0.95")
 
 

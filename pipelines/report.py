@@ -123,8 +123,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
             seeds.setdefault((r.method, r.ratio), set()).add(r.seed)
     selection = {key: read_selection(args.metrics, *key, seeds=seeds[key]) for key in seeds}
     rng = np.random.default_rng(params.seed)
-    n_perm = getattr(cfg, "n_perm", 10000)  # report.n_perm (igds/config.ReportConfig)
-    table = build_table(runs, selection, rng, cfg.n_boot, n_perm=n_perm, level=cfg.level,
+    table = build_table(runs, selection, rng, cfg.n_boot, n_perm=cfg.n_perm, level=cfg.level,
                         task_metric=cfg.task_metric, methods=list(params.methods))
     points = amplification_points(runs, cfg.task_metric)
     corr = correlation(points["feature_amplification"], points["task_gain"])
