@@ -291,9 +291,20 @@ def _interval(row: pd.Series, col: str, decimals: int, sign: bool = False) -> st
     return f"{mean} [{lo}, {hi}]"
 
 
-def _p(p: float, prefix: str) -> str:
-    # below 0.001, two significant digits: a Monte Carlo p at its floor 2 / (n_perm + 1) shows as such
-    return "–" if not math.isfinite(p) else f"{prefix}={p:.1e}" if p < 0.001 else f"{prefix}={p:.3f}"
+def _p(p: float, prefix: str, bound: bool = False) -> str:
+    """p to three decimals, two significant digits below 0.001; `bound`: p is a Monte Carlo
+    test's floor 2 / (n_perm + 1) (no null draw was as extreme), an upper bound, shown as such."""
+    if not math.isfinite(p):
+        return "–"
+    return f"{prefix}{'≤' if bound else '='}{p:.1e}" if p < 0.001 else f"{prefix}{'≤' if bound else '='}{p:.3f}"
+
+
+def _at_floor(row: pd.Series, col: str) -> bool:
+    """Whether the Monte Carlo p of difference `col` sits at its floor 2 / (n_perm + 1)."""
+    n_perm, exact, p = row[f"{col}_n_perm"], row[f"{col}_p_exact"], row[f"{col}_p"]
+    if not (math.isfinite(p) and math.isfinite(n_perm)) or bool(exact):
+        return False
+    return p <= 2.0 / (n_perm + 1) * (1 + 1e-9)
 
 
 def _share(x: float) -> str:
@@ -345,8 +356,9 @@ def render_markdown(table: pd.DataFrame, *, n_boot: int, level: float = 0.95) ->
         for m in metrics:
             for ref in REFERENCES:
                 c = f"{m}_vs_{ref}"
+                floor = _at_floor(r, c)  # then Holm's p, a multiple of it, is a bound too
                 diffs.append("–" if not math.isfinite(r[c]) else f"{_interval(r, c, dec[m], sign=True)} "
-                             f"{_p(r[c + '_p'], 'p')} ({_p(r[c + '_p_holm'], 'Holm p')})")
+                             f"{_p(r[c + '_p'], 'p', floor)} ({_p(r[c + '_p_holm'], 'Holm p', floor)})")
         diff_rows.append([str(r["method"]), ratio, *diffs])
     lines = [f"Mean over eval examples and seeds, with {pct} CIs: percentile bootstrap, B = {n_boot}, "
              "eval examples and training seeds resampled. Higher is better for every metric.", ""]
@@ -366,7 +378,8 @@ def render_markdown(table: pd.DataFrame, *, n_boot: int, level: float = 0.95) ->
               "permutation test on the per-example differences (scipy.stats.permutation_test, "
               "permutation_type='samples'; a training-seed term is added to the null where an arm has "
               f"several seeds), {_permutation_note(table, metrics)}; unadjusted and Holm-adjusted "
-              "(within each metric × reference, across methods).", ""]
+              "(within each metric × reference, across methods). p≤ marks a p at that floor (no null "
+              "draw as extreme as the observed difference): the true p is smaller.", ""]
     lines += _markdown_table(["method", "ratio", *[f"{m} vs {ref}" for m in metrics for ref in REFERENCES]],
                              ["---", "---:", *["---:"] * (2 * len(metrics))], diff_rows)
     return "\n".join(lines) + "\n"
