@@ -296,7 +296,7 @@ def _p(p: float, prefix: str, bound: bool = False) -> str:
     test's floor 2 / (n_perm + 1) (no null draw was as extreme), an upper bound, shown as such."""
     if not math.isfinite(p):
         return "–"
-    return f"{prefix}{'≤' if bound else '='}{p:.1e}" if p < 0.001 else f"{prefix}{'≤' if bound else '='}{p:.3f}"
+    return f"{prefix}{'≤' if bound else '='}{p:{'.1e' if p < 0.001 else '.3f'}}"
 
 
 def _at_floor(row: pd.Series, col: str) -> bool:
