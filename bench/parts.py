@@ -33,6 +33,7 @@ from bench.results import (
     DvcResult,
     EncodeProfile,
     EndToEndResult,
+    FinetuneResult,
     FreshScore,
     IdentifySummary,
     MemoryResult,
@@ -367,8 +368,8 @@ def break_even(fixed_s: float, igds_s: float, loss_s: float, n: int) -> BreakEve
 
 # --- 4. peak memory at n and factor x n -----------------------------------------------------
 
-def _child(args: list[str]) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "bench.child", *args], cwd=ROOT, env=subprocess_env(),
+def _child(args: list[str], env: dict[str, str] | None = None) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "bench.child", *args], cwd=ROOT, env={**subprocess_env(), **(env or {})},
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"bench.child {' '.join(args[:1])} failed:\n{proc.stderr[-3000:]}")
@@ -403,6 +404,40 @@ def memory(b: Bench, factor: int = 4) -> MemoryResult:
         n=n, factor=factor, baseline=baseline, forward=forward, scoring=scoring,
         ratio=round(scoring[str(factor * n)]["peak_rss_bytes"] / scoring[str(n)]["peak_rss_bytes"], 4),
         increment_bytes=increment, increment_ratio=round(large / small, 3) if small > 0 else None)
+
+
+# --- 6. fine-tuning: memory and tokens/s of a training step ----------------------------------
+
+# the probes: bench.child train arguments, and the environment each runs in
+_LOW_MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
+FINETUNE_PROBES = {
+    "model_loss": (["--loss", "model", "--checkpointing", "off"], {}),  # the loss before issue 15
+    "response_loss": (["--loss", "response"], {}),  # what params.yaml runs
+    "bare": (["--loss", "bare", "--checkpointing", "off"], {}),  # decoder forward + backward, no head, no optimizer
+    "low_memory": (["--loss", "response", "--checkpointing", "on"], _LOW_MEMORY_ENV),
+}
+
+
+def finetune_steps(b: Bench, batch: int = 8, seq: int = 384, steps: int = 3) -> FinetuneResult:
+    """Training steps at `batch` x `seq` tokens (examples filled to `seq` with the pool's own
+    responses), each loss in a fresh process for its own peak: the model's own loss over
+    [batch, seq, vocab] logits, igds.head_loss (the default), a bare forward+backward of the
+    decoder (the ceiling), and the low-memory setting: gradient checkpointing with glibc's
+    mmap threshold fixed (MALLOC_MMAP_THRESHOLD_), so freed activations leave the process."""
+    pool_path = b.work / "finetune" / "pool.jsonl"
+    write_jsonl(pool_path, (r.to_dict() for r in b.pool))
+    common = ["--params", str(b.params_path.resolve()), "--threads", str(torch.get_num_threads()),
+              "--pool", str(pool_path), "--batch", str(batch), "--seq", str(seq), "--steps", str(steps)]
+    probes = {}
+    for name, (extra, env) in tqdm(FINETUNE_PROBES.items(), desc="finetune", leave=False):
+        probes[name] = _child(["train", *extra, *common], env)
+        log.info("finetune: %s %.0f tokens/s, peak RSS %.0f MB", name, probes[name]["tokens_per_s"],
+                 mb(probes[name]["peak_rss_bytes"]))
+    default = "response_loss"
+    return FinetuneResult(
+        batch=batch, seq=seq, steps=steps, probes=probes, default_probe=default,
+        tokens_per_s_ratio=round(probes[default]["tokens_per_s"] / probes["bare"]["tokens_per_s"], 4),
+        peak_rss_bytes=probes[default]["peak_rss_bytes"])
 
 
 # --- 5. DVC: no-op repro and the stale set --------------------------------------------------

@@ -47,6 +47,13 @@ def targets(result: BenchResult) -> list[Target]:
         out.append(target(f"peak RSS scoring {m} / {n} examples", mem.ratio, "<=", 1.3,
                           f"{mb(mem.scoring[str(m)]['peak_rss_bytes']):.0f} MB vs "
                           f"{mb(mem.scoring[str(n)]['peak_rss_bytes']):.0f} MB"))
+    if ft := result.finetune:
+        probe = ft.probes[ft.default_probe]
+        out.append(target(f"fine-tuning peak RSS (GB), batch {ft.batch} x {ft.seq}", ft.peak_rss_bytes / 1e9, "<=", 2.0,
+                          f"params.yaml's setting; low-memory setting: "
+                          f"{ft.probes['low_memory']['peak_rss_bytes'] / 1e9:.2f} GB"))
+        out.append(target("fine-tuning tokens/s / bare forward+backward", ft.tokens_per_s_ratio, ">=", 0.8,
+                          f"{probe['tokens_per_s']:.0f} vs {ft.probes['bare']['tokens_per_s']:.0f} tokens/s"))
     if d := result.dvc:
         out.append(target("`dvc repro` with nothing changed (s)", d.noop_repro_s, "<", 5.0,
                           "no stage ran" if not any(r["ran_a_stage"] for r in d.noop_runs) else "A STAGE RAN"))
@@ -76,9 +83,25 @@ def markdown(result: BenchResult) -> str:
     """bench.md: the run, the targets, then one section per part that ran."""
     lines = _header(result) + _targets_table(result)
     for section in (_throughput(result.throughput), _selection(result.selection),
-                    _end_to_end(result.e2e, result.break_even), _memory(result.memory), _dvc(result.dvc)):
+                    _end_to_end(result.e2e, result.break_even), _memory(result.memory), _finetune(result.finetune),
+                    _dvc(result.dvc)):
         lines += section
     return "\n".join(lines) + "\n"
+
+
+def _finetune(ft) -> list[str]:
+    if ft is None:
+        return []
+    lines = [f"## Fine-tuning steps (batch {ft.batch} x {ft.seq} tokens, {ft.steps} timed steps after a warm-up, "
+             "each in a fresh process)", "",
+             "| probe | loss | gradient checkpointing | malloc mmap threshold | tokens/s | x bare | peak RSS (MB) |",
+             "|---|---|---|---|---:|---:|---:|"]
+    bare = ft.probes["bare"]["tokens_per_s"]
+    for name, p in ft.probes.items():
+        lines.append(f"| {name} | {p['loss_kind']} | {p['gradient_checkpointing']} | "
+                     f"{p.get('malloc_mmap_threshold') or 'glibc default'} | {p['tokens_per_s']:.1f} | "
+                     f"{p['tokens_per_s'] / bare:.2f} | {mb(p['peak_rss_bytes']):.0f} |")
+    return lines + [""]
 
 
 def _header(result: BenchResult) -> list[str]:

@@ -195,6 +195,19 @@ class DvcResult:
     upstream_stale: list[str]
 
 
+@dataclass
+class FinetuneResult:
+    """Fine-tuning steps at one batch shape, each probe a fresh process (bench.child train)."""
+
+    batch: int
+    seq: int
+    steps: int
+    probes: dict[str, dict]  # name -> bench.child's JSON line: model_loss, response_loss, bare, low_memory
+    default_probe: str  # the probe that runs what params.yaml's finetune: section runs
+    tokens_per_s_ratio: float  # default probe / bare forward+backward
+    peak_rss_bytes: int  # the default probe's whole-process peak
+
+
 # --- the run ----------------------------------------------------------------------------------
 
 @dataclass
@@ -251,6 +264,7 @@ class BenchResult:
     e2e: EndToEndResult | None = None
     memory: MemoryResult | None = None
     dvc: DvcResult | None = None
+    finetune: FinetuneResult | None = None
     break_even: BreakEven | None = None
     errors: dict[str, str] = field(default_factory=dict)  # part -> the exception of a part that failed
     machine: Machine | None = None

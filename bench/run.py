@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 from bench.common import ROOT, CpuShare, loadavg, resize_pool, stopwatch, subprocess_env
-from bench.parts import Bench, break_even, dvc, end_to_end, memory, selection, throughput
+from bench.parts import Bench, break_even, dvc, end_to_end, finetune_steps, memory, selection, throughput
 from bench.report import markdown, targets
 from bench.results import BenchResult, Machine, RunConfig, from_jsonable, to_jsonable
 from igds.artifacts import atomic_file, read_json, write_json
@@ -75,13 +75,17 @@ def memory_part(b: Bench, args: argparse.Namespace):
     return memory(b, args.memory_factor)
 
 
+def finetune_part(b: Bench, args: argparse.Namespace):
+    return finetune_steps(b, steps=1 if args.quick else 3)
+
+
 def dvc_part(b: Bench, args: argparse.Namespace):
     return dvc(b.work / "dvc" / "project", args.dvc_params.resolve())
 
 
 PARTS: dict[str, Callable[[Bench, argparse.Namespace], object]] = {
     "throughput": throughput_part, "selection": selection_part, "e2e": e2e_part, "memory": memory_part,
-    "dvc": dvc_part,
+    "finetune": finetune_part, "dvc": dvc_part,
 }
 DEFAULT_PARTS = ("throughput", "selection", "e2e", "memory")
 

@@ -362,12 +362,14 @@ class FinetuneConfig:
     lora_dropout: float = 0.05
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     checkpoint_every: int = 10  # optimizer steps between resume checkpoints
+    loss_chunk: int = 1024  # response tokens per chunk of LM-head logits in the loss (igds.head_loss)
+    gradient_checkpointing: bool = False  # true: keep only each layer's input for the backward pass (recompute the rest)
 
     def __post_init__(self) -> None:
         check(self.kind in FINETUNE_KINDS, "kind", self.kind, f"one of {FINETUNE_KINDS}")
         check(len(self.seeds) > 0, "seeds", self.seeds, "a non-empty list of integers")
         check(len(set(self.seeds)) == len(self.seeds), "seeds", self.seeds, "distinct integers")
-        for key in ("epochs", "batch_size", "max_len", "lora_r", "checkpoint_every"):
+        for key in ("epochs", "batch_size", "max_len", "lora_r", "checkpoint_every", "loss_chunk"):
             check(getattr(self, key) > 0, key, getattr(self, key), "a positive integer")
         for key in ("lr", "lora_alpha", "max_grad_norm"):
             check(getattr(self, key) > 0, key, getattr(self, key), "a positive number")

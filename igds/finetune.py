@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from igds.artifacts import atomic_file
 from igds.config import ConfigError, FinetuneConfig
 from igds.data import Record
+from igds.head_loss import ResponseLoss
 from igds.lora import add_lora, linear_schedule, seeded
 from igds.tokens import IGNORE, Tokenized, collate, tokenize_records
 
@@ -74,6 +75,14 @@ def step_batch(tok: Tokenized, index: Sequence[int], pad_id: int, device) -> dic
 def trainable(model, cfg: FinetuneConfig, seed: int):
     """The model to train and its trainable tensors: a fresh LoRA adapter (seeded init) or
     every weight. The model is modified in place (load a fresh copy per run)."""
+    if cfg.gradient_checkpointing:
+        # the backward pass recomputes each decoder layer from its input: activation memory
+        # ~ n_layers x batch x seq x d_model instead of every intermediate of every layer
+        enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.x's name
+        if enable is not None:
+            enable({"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.kind == "full":
         for q in model.parameters():
             q.requires_grad_(True)
@@ -136,7 +145,10 @@ def finetune(model, tokenizer, records: list[Record], cfg: FinetuneConfig, seed:
     model, params = trainable(model, cfg, int(np.random.default_rng([seed, _SALT_INIT]).integers(2**62)))
     device = next(model.parameters()).device
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
-    engine = accelerator.prepare_model(model, device_placement=False) if world > 1 else model
+    # the loss at response positions only: no [batch, seq, vocab] logits (igds.head_loss)
+    engine = ResponseLoss(model, cfg.loss_chunk)
+    if world > 1:
+        engine = accelerator.prepare_model(engine, device_placement=False)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = linear_schedule(optimizer, len(steps), cfg.warmup_ratio)
     result = TrainResult(len(records), len(steps), n_tokens=sum(lengths) * cfg.epochs,
@@ -157,7 +169,7 @@ def finetune(model, tokenizer, records: list[Record], cfg: FinetuneConfig, seed:
             if world > 1:
                 batch = _rank_slice(batch, rank, world)
             # summed over this process's response tokens / the step's: the step's mean when summed
-            loss = engine(**batch, use_cache=False, num_items_in_batch=max(n_items, 1)).loss
+            loss = engine(batch["input_ids"], batch["attention_mask"], batch["labels"], max(n_items, 1))
             optimizer.zero_grad(set_to_none=True)
             (loss * world).backward()  # DDP averages the processes' gradients
             if world > 1:

@@ -17,6 +17,7 @@ from bench.results import (
     DvcResult,
     EncodeProfile,
     EndToEndResult,
+    FinetuneResult,
     IdentifySummary,
     Machine,
     MemoryResult,
@@ -36,7 +37,7 @@ from igds.artifacts import read_json, write_json, write_jsonl
 from igds.config import SaeConfig, ScoringConfig, SelectConfig, load_params, parse_methods
 from igds.models.loading import LoadedModel
 from igds.sae import load_sae, save_sae
-from tests.conftest import LAYER, ROOT, build_char_tokenizer, general, other, recall_sae, task
+from tests.conftest import LAYER, ROOT, build_char_tokenizer, build_tiny_model, general, other, recall_sae, task
 
 MB = 2**20
 
@@ -198,6 +199,45 @@ def test_no_break_even_when_igds_is_not_cheaper_per_example(igds_s, loss_s):
     assert "no break-even" in markdown(dataclasses.replace(planted_result(), break_even=be))
 
 
+def train_probe(kind: str, tokens_per_s: float, peak_mb: float, checkpointing: bool = False) -> dict:
+    return {"loss_kind": kind, "gradient_checkpointing": checkpointing, "tokens_per_s": tokens_per_s,
+            "peak_rss_bytes": int(peak_mb * MB), "malloc_mmap_threshold": None}
+
+
+def test_finetune_targets_are_the_default_probes_peak_and_its_speed_against_the_bare_pass():
+    probes = {"model_loss": train_probe("model", 76.0, 14000), "response_loss": train_probe("response", 80.0, 12700),
+              "bare": train_probe("bare", 90.0, 11800), "low_memory": train_probe("response", 40.0, 1900, True)}
+    ft = FinetuneResult(batch=8, seq=384, steps=3, probes=probes, default_probe="response_loss",
+                        tokens_per_s_ratio=round(80 / 90, 4), peak_rss_bytes=probes["response_loss"]["peak_rss_bytes"])
+    result = BenchResult(created="now", command="test", parts=["finetune"], finetune=ft)
+    found = {t.name: t for t in targets(result)}
+    rss = found["fine-tuning peak RSS (GB), batch 8 x 384"]
+    speed = found["fine-tuning tokens/s / bare forward+backward"]
+    assert not rss.met and rss.measured == pytest.approx(12700 * MB / 1e9, abs=1e-4) and "1.99 GB" in rss.detail
+    assert speed.met and speed.measured == pytest.approx(0.8889)
+    result.machine, result.config = planted_result().machine, planted_result().config
+    text = markdown(result)
+    assert "| low_memory | response | True | glibc default | 40.0 | 0.44 | 1900 |" in text
+    assert from_jsonable(BenchResult, json.loads(json.dumps(to_jsonable(result)))) == result
+
+
+def test_train_steps_run_each_loss_on_batches_of_exactly_the_asked_shape(tiny_bench):
+    """bench.child's training probe on the tiny model: every batch is batch x seq tokens, the
+    response loss and the model's own loss agree on the first step (same weights), and the
+    bare pass runs without the head."""
+    from bench.child import train_steps
+
+    params = dataclasses.replace(tiny_bench.params, finetune=dataclasses.replace(
+        tiny_bench.params.finetune, target_modules=("q_proj", "v_proj"), lora_dropout=0.0, max_len=64))
+    runs = {}
+    for kind in ("response", "model", "bare"):
+        loaded = LoadedModel(build_tiny_model(seed=0), build_char_tokenizer(), "tiny")
+        runs[kind] = train_steps(loaded, params, [task(i) for i in range(6)], kind, batch=2, seq=48, steps=2)
+    assert all(r["steps"] == 2 and len(r["losses"]) == 3 and r["seq"] == 48 for r in runs.values())
+    assert runs["response"]["losses"][0] == pytest.approx(runs["model"]["losses"][0], abs=1e-5)
+    assert 0 < runs["response"]["response_share"] < 1 and runs["bare"]["tokens_per_s"] > 0
+
+
 # --- the parts table, --parts, bench.json ---------------------------------------------------------
 
 def test_every_part_dispatches_to_a_callable_and_has_a_result_field():
@@ -217,7 +257,7 @@ def test_parts_rejects_an_unknown_part_by_name(capsys):
         parse_args(["--parts", "throughput,nosuch"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "--parts: unknown part(s) nosuch; choose from throughput, selection, e2e, memory, dvc" in err
+    assert "--parts: unknown part(s) nosuch; choose from throughput, selection, e2e, memory, finetune, dvc" in err
     with pytest.raises(SystemExit):
         parse_args(["--parts", " , "])
     assert "(none given)" in capsys.readouterr().err

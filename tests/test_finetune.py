@@ -155,3 +155,12 @@ def test_data_parallel_training_under_accelerate_equals_one_process(tmp_path):
     assert moved  # training did move the adapter
     for key, value in one["lora"].items():
         torch.testing.assert_close(two["lora"][key], value, rtol=1e-4, atol=1e-6, msg=key)
+
+
+def test_gradient_checkpointing_trains_the_same_adapter():
+    tok = build_char_tokenizer()
+    runs = [ft.finetune(build_tiny_model(seed=0), tok, records(4), dataclasses.replace(CFG, gradient_checkpointing=on),
+                        seed=0, progress=False) for on in (False, True)]
+    assert runs[1][1].loss == pytest.approx(runs[0][1].loss, abs=1e-6)
+    for (k, v), (_, w) in zip(runs[1][0].state_dict().items(), runs[0][0].state_dict().items()):
+        torch.testing.assert_close(v, w, msg=k)
