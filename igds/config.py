@@ -22,6 +22,8 @@ from igds import registry
 # tokens whose activations count: the response, the record's own text (prompt and response,
 # not the chat template's system prompt and role markers), or every token
 SCOPES = ("response", "content", "all")
+# damage done to a share of a within-task pool's examples (igds.data.degrade)
+DEGRADE_KINDS = ("wrong_answer", "dropped_step", "shuffled_steps", "truncated")
 POOLING = ("max", "mean")  # an example's activation over its scoped tokens
 
 
@@ -169,6 +171,20 @@ class MixConfig:
 
 
 @dataclass(frozen=True)
+class DegradeConfig:
+    """A within-task pool: a share of the pool's target-task examples degraded (issue 15.2)."""
+
+    share: float
+    kinds: tuple[str, ...] = DEGRADE_KINDS  # drawn in turn, as equal as the count allows
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check(0.0 < self.share < 1.0, "share", self.share, "a share in (0, 1)")
+        check(len(self.kinds) > 0 and all(k in DEGRADE_KINDS for k in self.kinds), "kinds", self.kinds,
+              f"a non-empty list of {', '.join(DEGRADE_KINDS)}")
+
+
+@dataclass(frozen=True)
 class SplitsConfig:
     prior: SourceConfig
     pool: SourceConfig
@@ -182,6 +198,7 @@ class DataConfig:
     target_task: str
     splits: SplitsConfig
     mix: MixConfig | None = None
+    degrade: DegradeConfig | None = None  # damage a share of the pool's target-task examples
     strict: bool = False  # stop at the first bad record instead of quarantining it
     max_chars: int = 8000  # longer examples (instruction + input + output) are rejected
 

@@ -4,15 +4,33 @@ AUROC of the scores that made it, and how many scores are tied."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
 from scipy.stats import rankdata
 
+from igds.data import Record
+from igds.data.degrade import degradation
+
 
 def on_task_recall(selected: Sequence[str], on_task_ids: set[str]) -> float:
     """Share of the pool's on-task examples that the selection keeps."""
     return len(set(selected) & on_task_ids) / len(on_task_ids) if on_task_ids else float("nan")
+
+
+def degraded_kept(pool: Sequence[Record], selected: Sequence[str]) -> dict:
+    """On a within-task pool (igds.data.degrade): the share of the pool's degraded examples
+    the selection keeps, per kind and in all, and the degraded share of the selection. Empty
+    when the pool has no degraded example."""
+    kinds = {r.id: k for r in pool if (k := degradation(r)) is not None}
+    if not kinds:
+        return {}
+    kept = [kinds[i] for i in selected if i in kinds]
+    in_pool, in_kept = Counter(kinds.values()), Counter(kept)
+    return {"degraded_kept": round(len(kept) / len(kinds), 6),
+            "degraded_share_selected": round(len(kept) / len(selected), 6) if selected else float("nan"),
+            "degraded_kept_by_kind": {k: round(in_kept[k] / n, 6) for k, n in sorted(in_pool.items())}}
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:

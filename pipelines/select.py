@@ -21,7 +21,7 @@ from igds.config import ConfigError, Params, parse_ratio
 from igds.data import DataError
 from igds.registry import build_selector, selector_class
 from igds.selection import select_top
-from igds.selection_metrics import on_task_recall
+from igds.selection_metrics import degraded_kept, on_task_recall
 from pipelines.common import main, method_arg
 from pipelines.io import read_split
 
@@ -53,7 +53,8 @@ def run(params: Params, args: argparse.Namespace) -> None:
                "selection_randomness": selector.randomness or "none",
                "n_pool": len(pool), "n_selected": len(kept),
                "on_task_recall": round(on_task_recall(kept, on_task), 6),
-               "on_task_share_selected": round(len(set(kept) & on_task) / len(kept), 6)}
+               "on_task_share_selected": round(len(set(kept) & on_task) / len(kept), 6),
+               **degraded_kept(pool, kept)}
     write_json(args.metrics / f"select-{name}.json", metrics)
     log.info("%s @ %g seed %d: kept %d of %d; on-task recall %.3f", args.method, ratio, args.seed, len(kept),
              len(pool), metrics["on_task_recall"])

@@ -432,3 +432,34 @@ def test_every_reject_kind_is_defined_once_with_its_fix():
     assert all(fix for fix in REJECT_KINDS.values())
     with pytest.raises(ValueError, match="not one of REJECT_KINDS"):
         Reject("pool", "f", 1, "non_utf8", "a kind nobody counts")
+
+
+def test_a_within_task_pool_degrades_its_share_of_the_target_task_only_and_reports_it():
+    from igds.data.degrade import degradation
+    from igds.selection_metrics import degraded_kept
+
+    cfg = data_cfg(mix={"on_task_share": 0.5, "distractors": rg(["spell_backward"], 1, 9)},
+                   degrade={"share": 0.25, "kinds": ["wrong_answer", "dropped_step"], "seed": 7})
+    prepared = build_splits(cfg, seed=0)
+    pool = prepared.splits["pool"]
+    kinds = [degradation(r) for r in pool]
+    on_task = [k for r, k in zip(pool, kinds) if r.task == "gsm_symbolic"]
+    assert len(on_task) == 20 and sum(k is not None for k in on_task) == 5  # round(0.25 x 20), on-task only
+    assert all(k is None for r, k in zip(pool, kinds) if r.task != "gsm_symbolic")
+    assert prepared.report["splits"]["pool"]["degraded"] == {"dropped_step": 2, "wrong_answer": 3}
+    assert "25% of its gsm_symbolic examples degraded" in prepared.report["splits"]["pool"]["source"]
+    intact = build_splits(data_cfg(mix=cfg.mix.__dict__ | {"distractors": rg(["spell_backward"], 1, 9)}), seed=0)
+    assert sum(a.id != b.id for a, b in zip(pool, intact.splits["pool"])) == 5  # the rest are the same records
+    bad = [r.id for r, k in zip(pool, kinds) if k is not None]
+    kept = degraded_kept(pool, bad[:2] + [r.id for r, k in zip(pool, kinds) if k is None][:2])
+    assert kept["degraded_kept"] == 0.4 and kept["degraded_share_selected"] == 0.5
+    assert degraded_kept(intact.splits["pool"], bad) == {}
+
+
+def test_a_degradation_the_tasks_solutions_cannot_take_is_a_config_error():
+    cfg = data_cfg(splits=splits(pool=rg(["chain_sum"], 20, 2)), target_task="chain_sum",
+                   degrade={"share": 0.5, "kinds": ["truncated"]})
+    with pytest.raises(ConfigError, match=r"data.degrade.kinds = \['truncated'\].*use \[wrong_answer\]"):
+        build_splits(cfg, seed=0)
+    with pytest.raises(ConfigError, match="data.degrade.share"):
+        data_cfg(degrade={"share": 1.0})

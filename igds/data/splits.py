@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from igds.config import ConfigError, DataConfig, SourceConfig
+from igds.data.degrade import degradation, degrade_share
 from igds.data.schema import Record, Reject
 from igds.data.sources import DataError, SplitData, read_source
 
@@ -63,6 +64,8 @@ def build_splits(cfg: DataConfig, seed: int) -> Prepared:
             data[name] = _mixed_pool(cfg, source, seed, held)
         else:
             data[name] = _read(cfg, name, source, held, f"split '{name}' (data.splits.{name}.n = {source.n})")
+        if name == "pool" and cfg.degrade is not None:
+            _degrade_pool(cfg, data[name], held, seed)
         held.update(dict.fromkeys((r.id for r in data[name].records), name))
         log.info("%s: %d accepted, %d rejected from %s", name, len(data[name].records),
                  len(data[name].rejects), source.describe())
@@ -113,6 +116,24 @@ def _mixed_pool(cfg: DataConfig, source: SourceConfig, seed: int, held: dict[str
     return merged
 
 
+def _degrade_pool(cfg: DataConfig, pool: SplitData, held: dict[str, str], seed: int) -> None:
+    """Damage data.degrade.share of the pool's target-task examples in place (igds.data.degrade);
+    a kind that cannot damage the task's solutions is a ConfigError, not a smaller share."""
+    where = [i for i, r in enumerate(pool.records) if r.task == cfg.target_task]
+    try:
+        damaged = degrade_share([pool.records[i] for i in where], cfg.degrade.share, cfg.degrade.kinds,
+                                np.random.default_rng([seed, cfg.degrade.seed]))
+    except ValueError as e:
+        raise ConfigError(f"params.yaml: data.degrade.kinds = {list(cfg.degrade.kinds)}: {e}") from None
+    taken = {r.id: held.get(r.id) or "pool" for r in damaged if degradation(r) is not None
+             and (r.id in held or r.id in pool.origin)}
+    if taken:
+        raise DataError(f"data.degrade made {len(taken)} example(s) that another record already is "
+                        f"(first: {next(iter(taken))}); change data.degrade.seed")
+    for i, record in zip(where, damaged):
+        pool.records[i] = record
+
+
 def _check_target_label(cfg: DataConfig, pool: SplitData) -> None:
     """The pool's on-task records are the ones labelled data.target_task: some must be."""
     if any(r.task == cfg.target_task for r in pool.records):
@@ -146,6 +167,9 @@ def _report(cfg: DataConfig, names, data: dict[str, SplitData]) -> dict:
                 "rejected_by_kind": dict(sorted(Counter(r.kind for r in data[name].rejects).items())),
                 "on_task_share": round(on_task_share(data[name].records, cfg.target_task), 6),
                 "tasks": dict(sorted(Counter(r.task for r in data[name].records).items())),
+                **({"degraded": dict(sorted(Counter(k for r in data[name].records
+                                                    if (k := degradation(r)) is not None).items()))}
+                   if name == "pool" and cfg.degrade is not None else {}),
             }
             for name in names
         },
@@ -160,4 +184,6 @@ def _describe(cfg: DataConfig, name: str) -> str:
     text = getattr(cfg.splits, name).describe()
     if name == "pool" and cfg.mix is not None:
         text += f" mixed with {cfg.mix.distractors.describe()} at on-task share {cfg.mix.on_task_share}"
+    if name == "pool" and cfg.degrade is not None:
+        text += f", {cfg.degrade.share:.0%} of its {cfg.target_task} examples degraded ({', '.join(cfg.degrade.kinds)})"
     return text
