@@ -107,6 +107,8 @@ def project_copy(work: Path, params: Path, env: dict[str, str] | None = None) ->
     shutil.copy(params, work / "params.yaml")
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
         subprocess.run(cmd, cwd=work, check=True, capture_output=True, env=env)
+    if (ROOT / ".dvc" / "plots").is_dir():  # the plot templates dvc.yaml names
+        shutil.copytree(ROOT / ".dvc" / "plots", work / ".dvc" / "plots", dirs_exist_ok=True)
     return work
 
 

@@ -1,6 +1,6 @@
 """The report's plots (Agg canvas: no display, no pyplot global state), each written
-atomically to the path it is given: bars per method, the ratio sweep, and feature
-amplification vs task gain (the paper's Fig. 3)."""
+atomically to the path it is given: a forest plot of the paired differences, the ratio
+sweep, and feature amplification vs task gain (the paper's Fig. 3)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from igds.artifacts import atomic_file
-from igds.report import label, table_metrics
+from igds.report import differences_long, label, table_metrics
 from igds.stats import Correlation
 
 log = logging.getLogger(__name__)
@@ -40,20 +40,29 @@ def _colors(methods: Sequence[str]) -> dict[str, str]:
     return {**fixed, **{m: f"C{i % 10}" for i, m in enumerate(others)}}
 
 
-def plot_bars(table: pd.DataFrame, path: str | Path) -> None:
-    """One panel per metric, a bar per (method, ratio) with its CI."""
-    metrics = table_metrics(table)
-    colors = _colors(table["method"])
-    fig, axes = _figure(len(metrics), panel_w=max(4.0, 0.45 * len(table) + 1.5))
-    names = [label(m, r) for m, r in zip(table["method"], table["ratio"])]
-    x = np.arange(len(table))
+def plot_forest(table: pd.DataFrame, path: str | Path) -> None:
+    """One panel per metric: each row's paired difference to random and to full, a point with
+    its CI, on the difference's own scale around a line at 0 (bars drawn from 0 would hide
+    differences far smaller than the metric's level)."""
+    long = differences_long(table)
+    metrics = [m for m in table_metrics(table) if (long["metric"] == m).any()]
+    rows = list(dict.fromkeys(long["row"]))
+    fig, axes = _figure(max(1, len(metrics)), panel_w=4.6, h=max(2.6, 0.32 * len(rows) + 1.2))
+    y = {name: i for i, name in enumerate(reversed(rows))}
+    colors = {"random": "C0", "full": "C3"}
     for ax, m in zip(axes, metrics):
-        mean = table[m].to_numpy(dtype=float)
-        err = np.vstack([mean - table[f"{m}_lo"].to_numpy(dtype=float), table[f"{m}_hi"].to_numpy(dtype=float) - mean])
-        ax.bar(x, mean, yerr=err, capsize=3, color=[colors[s] for s in table["method"]])
-        ax.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
+        mine = long[long["metric"] == m]
+        for ref, part in mine.groupby("reference", sort=False):
+            ys = np.array([y[name] for name in part["row"]])
+            d = part["diff"].to_numpy(dtype=float)
+            err = np.vstack([d - part["lo"].to_numpy(dtype=float), part["hi"].to_numpy(dtype=float) - d])
+            ax.errorbar(d, ys, xerr=err, fmt="o", capsize=3, color=colors.get(ref, "C2"), label=f"vs {ref}")
+        ax.axvline(0.0, color="0.3", lw=0.8)
+        ax.set_yticks(list(y.values()), list(y), fontsize=7)
+        ax.set_xlabel(f"Δ {m} (95% CI)")
         ax.set_title(m)
-        ax.axhline(0.0, color="0.3", lw=0.6)
+    if metrics:
+        axes[0].legend(fontsize=7)
     _save(fig, path)
 
 

@@ -42,6 +42,7 @@ class EvalRun:
     eval_wall_s: float
     source: str  # where it was read from, named in errors
     gen_hit_limit_share: float = NAN  # share of exact-match generations stopped at max_gen_toks; NaN if unknown
+    train_loss: tuple[float, ...] = ()  # the fine-tune's loss per optimizer step; () for base or if unknown
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,9 @@ def parse_eval_run(raw, source: str) -> EvalRun:
     if not (math.isnan(hit_limit) or 0.0 <= hit_limit <= 1.0):
         raise DataError(f"{source}: gen_hit_limit_share = {hit_limit!r} is not a share in [0, 1]; "
                         "rerun the eval stage that wrote it")
+    train_loss = raw.get("train_loss") or []
+    if not isinstance(train_loss, list):
+        raise DataError(f"{source}: train_loss = {train_loss!r} is not a list of numbers; rerun the eval stage")
     return EvalRun(
         run=str(raw["run"]), method=str(method),
         ratio=None if ratio is None else round(_number(ratio, source, "ratio"), 6),
@@ -109,7 +113,8 @@ def parse_eval_run(raw, source: str) -> EvalRun:
         feature_activation=_number(raw.get("feature_activation"), source, "feature_activation", allow_none=True),
         train_wall_s=_number(raw.get("train_wall_s", 0.0), source, "train_wall_s"),
         eval_wall_s=_number(raw.get("eval_wall_s", 0.0), source, "eval_wall_s"),
-        source=source, gen_hit_limit_share=hit_limit)
+        source=source, gen_hit_limit_share=hit_limit,
+        train_loss=tuple(_number(x, source, f"train_loss[{i}]") for i, x in enumerate(train_loss)))
 
 
 def label(method: str, ratio: float | None) -> str:
@@ -399,20 +404,62 @@ def _finite_or_none(x) -> float | None:
     return float(f"{x:.6g}") if math.isfinite(x) else None
 
 
-def summary_metrics(table: pd.DataFrame, correlation: Correlation) -> dict:
-    """results/metrics.json for `dvc metrics show`: one entry per row plus the Fig. 3 correlation."""
+def report_document(table: pd.DataFrame, correlation: Correlation) -> dict:
+    """results/report.json, the report as data: every row's metrics, differences with their
+    CIs and p-values, selection facts, and the Fig. 3 correlation."""
     metrics = table_metrics(table)
     out = {}
     for _, r in table.iterrows():
-        keys = list(metrics)
+        keys = [k for m in metrics for k in (m, f"{m}_lo", f"{m}_hi")]
         if r["method"] != "base":
-            keys += [f"{m}_vs_{ref}{s}" for m in metrics for ref in REFERENCES for s in ("", "_p", "_p_holm")]
+            keys += [f"{m}_vs_{ref}{s}" for m in metrics for ref in REFERENCES
+                     for s in ("", "_lo", "_hi", "_p", "_p_holm")]
             keys += ["on_task_recall", "selection_s", "feature_amplification", "task_gain"]
         keys += ["gen_hit_limit_share"]
         out[label(r["method"], r["ratio"])] = {"n_seeds": int(r["n_seeds"]), "variance": str(r["variance"]),
                                                **{k: _finite_or_none(r[k]) for k in keys}}
-    out["amplification_correlation"] = {
-        "pearson_r": _finite_or_none(correlation.pearson_r), "pearson_p": _finite_or_none(correlation.pearson_p),
-        "spearman_rho": _finite_or_none(correlation.spearman_rho),
-        "spearman_p": _finite_or_none(correlation.spearman_p), "n": int(correlation.n)}
+    out["amplification_correlation"] = _correlation(correlation)
     return out
+
+
+def _correlation(c: Correlation) -> dict:
+    return {"pearson_r": _finite_or_none(c.pearson_r), "pearson_p": _finite_or_none(c.pearson_p),
+            "spearman_rho": _finite_or_none(c.spearman_rho), "spearman_p": _finite_or_none(c.spearman_p),
+            "n": int(c.n)}
+
+
+def headline_metrics(table: pd.DataFrame, correlation: Correlation, task_metric: str,
+                     focus: str = "igds") -> dict:
+    """results/metrics.json, what `dvc metrics show` and `dvc exp show` print: the task metric
+    of every row, the `focus` method's paired differences in it to random and to full with
+    their Holm-adjusted p, and the amplification correlation. Everything else is in
+    report_document (results/report.json)."""
+    out: dict = {task_metric: {label(r["method"], r["ratio"]): _finite_or_none(r[task_metric])
+                               for _, r in table.iterrows()}}
+    for _, r in table[table["method"] == focus].iterrows():
+        out[label(r["method"], r["ratio"])] = {
+            f"vs_{ref}{s}": _finite_or_none(r[f"{task_metric}_vs_{ref}{s}"]) for ref in REFERENCES
+            for s in ("", "_p_holm")}
+    out["amplification_r"] = _finite_or_none(correlation.pearson_r)
+    return out
+
+
+def differences_long(table: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per (row, reference, metric) difference: its label, the paired difference, its
+    CI and Holm p. The forest plot's data (`dvc plots`: x = diff, y = row)."""
+    rows = []
+    for _, r in table.iterrows():
+        for m in metrics or table_metrics(table):
+            for ref in REFERENCES:
+                if math.isfinite(float(r[f"{m}_vs_{ref}"])):
+                    rows.append({"row": f"{label(r['method'], r['ratio'])} − {ref}", "metric": m,
+                                 "reference": ref, "diff": r[f"{m}_vs_{ref}"], "lo": r[f"{m}_vs_{ref}_lo"],
+                                 "hi": r[f"{m}_vs_{ref}_hi"], "p_holm": r[f"{m}_vs_{ref}_p_holm"]})
+    return pd.DataFrame(rows, columns=["row", "metric", "reference", "diff", "lo", "hi", "p_holm"])
+
+
+def train_loss_long(runs: Sequence[EvalRun]) -> pd.DataFrame:
+    """The training loss per optimizer step of every fine-tuned run (`dvc plots`: x = step,
+    y = loss, one line per run)."""
+    rows = [{"run": r.run, "step": i + 1, "loss": loss} for r in runs for i, loss in enumerate(r.train_loss)]
+    return pd.DataFrame(rows, columns=["run", "step", "loss"])

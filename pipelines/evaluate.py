@@ -59,6 +59,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
     probe_records = read_split(args.data / "probe.jsonl")  # empty when data.splits.probe is not set
     info = {"run": name, "method": method, "ratio": ratio, "seed": seed, "model": model_name,
             "n_train": train.get("n_examples", 0), "train_wall_s": train.get("wall_s", 0.0),
+            "train_loss": train.get("loss", []),
             "n_eval": len(eval_records), "n_probe": len(probe_records)}
     t0 = time.perf_counter()
     with atomic_dir(args.out / name) as tmp:

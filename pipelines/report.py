@@ -1,5 +1,7 @@
 """report stage: every results/eval/<run>/metrics.json -> results/table.{md,csv}, the
-summary results/metrics.json, and results/plots/ (bars, ratio sweep, amplification)."""
+headline results/metrics.json (DVC metrics), the whole report as data in results/report.json,
+and results/plots/: the data of the DVC plots (forest.csv, ratio_sweep.csv, train_loss.csv)
+and the PNGs the README shows (forest, ratio sweep, amplification)."""
 
 from __future__ import annotations
 
@@ -14,9 +16,10 @@ import numpy as np
 from igds.artifacts import atomic_file, read_json, write_json
 from igds.config import ConfigError, Params
 from igds.data import DataError
-from igds.plots import plot_amplification, plot_bars, plot_ratio_sweep
-from igds.report import (EvalRun, SelectionInfo, amplification_points, build_table, parse_eval_run,
-                         ratio_sweep_long, render_markdown, summary_metrics)
+from igds.plots import plot_amplification, plot_forest, plot_ratio_sweep
+from igds.report import (EvalRun, SelectionInfo, amplification_points, build_table, differences_long,
+                         headline_metrics, parse_eval_run, ratio_sweep_long, render_markdown, report_document,
+                         train_loss_long)
 from igds.stats import correlation
 from pipelines.common import main
 
@@ -133,15 +136,18 @@ def run(params: Params, args: argparse.Namespace) -> None:
         f.write(render_markdown(table, n_boot=cfg.n_boot, level=cfg.level))
     with atomic_file(out / "table.csv") as f:
         table.to_csv(f, index=False)
-    write_json(out / "metrics.json", summary_metrics(table, corr))
-    with atomic_file(plots / "ratio_sweep.csv") as f:
-        ratio_sweep_long(table).to_csv(f, index=False)
-    plot_bars(table, plots / "bars.png")
+    write_json(out / "metrics.json", headline_metrics(table, corr, cfg.task_metric))
+    write_json(out / "report.json", report_document(table, corr))
+    for name, frame in (("ratio_sweep", ratio_sweep_long(table)), ("train_loss", train_loss_long(runs)),
+                        ("forest", differences_long(table, [cfg.task_metric]))):
+        with atomic_file(plots / f"{name}.csv") as f:
+            frame.to_csv(f, index=False)
+    plot_forest(table, plots / "forest.png")
     plot_ratio_sweep(table, plots / "ratio_sweep.png")
     plot_amplification(points, corr, plots / "amplification.png", task_metric=cfg.task_metric)
-    log.info("%d eval runs -> %d rows; wrote %s, %s, %s and %s/{bars,ratio_sweep,amplification}.png, "
-             "ratio_sweep.csv", len(runs), len(table), out / "table.md", out / "table.csv", out / "metrics.json",
-             plots)
+    log.info("%d eval runs -> %d rows; wrote %s, %s, %s, %s and %s/{forest,ratio_sweep,amplification}.png "
+             "and {forest,ratio_sweep,train_loss}.csv", len(runs), len(table), out / "table.md", out / "table.csv",
+             out / "metrics.json", out / "report.json", plots)
     log.info("amplification vs task gain (%s): Pearson r = %.3f, Spearman rho = %.3f, n = %d",
              cfg.task_metric, corr.pearson_r, corr.spearman_rho, corr.n)
 

@@ -87,10 +87,14 @@ def test_igds_stages_end_to_end(tmp_path):
     csv = pd.read_csv(work / "results/table.csv")
     assert set(csv["method"]) == {"base", "full", *methods}
     summary = json.loads((work / "results/metrics.json").read_text())
-    assert "igds-0.5" in summary and "amplification_correlation" in summary
-    for plot in ("bars", "ratio_sweep", "amplification"):
+    assert "igds-0.5" in summary and "amplification_r" in summary
+    assert "amplification_correlation" in json.loads((work / "results/report.json").read_text())
+    for plot in ("forest", "ratio_sweep", "amplification"):
         assert (work / f"results/plots/{plot}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", plot
-    assert "results/metrics.json" in dvc(work, "metrics", "show")
+    shown = dvc(work, "metrics", "show")
+    assert "results/metrics.json" in shown and "results/metrics/" not in shown  # stage metrics are data
+    plots = json.loads(dvc(work, "plots", "show", "--json", "--split"))
+    assert {"results/plots/forest.csv", "results/plots/ratio_sweep.csv", "results/plots/train_loss.csv"} <= set(plots["data"])
 
     # every method ran as two shard stages + merge (configs/ci scoring.shards: [0, 1]); one that
     # cannot be sharded scored the whole pool in shard 0 and left shard 1 empty

@@ -41,7 +41,8 @@ def eval_run(method: str, ratio: float | None, seed: int | None, rng: np.random.
             "per_example": per_example,
             "feature_activation": 1.2 * (1.0 + AMPLIFY[method]) + float(rng.normal(0.0, 0.01)),
             "train_wall_s": 0.0 if method == "base" else 100.0, "eval_wall_s": 50.0,
-            "gen_hit_limit_share": 0.05 + 0.1 * (seed or 0)}
+            "gen_hit_limit_share": 0.05 + 0.1 * (seed or 0),
+            "train_loss": [] if method == "base" else [2.0, 1.5, 1.2]}
 
 
 def write_fixture(root, seeds=(0,), ratios=(0.5,)):
@@ -98,9 +99,10 @@ def row(table, method, ratio=None):
 def test_report_finds_the_planted_igds_gain(tmp_path):
     write_fixture(tmp_path)
     out = run_report(tmp_path)
-    for name in ("table.md", "table.csv", "metrics.json", "plots/ratio_sweep.csv"):
+    for name in ("table.md", "table.csv", "metrics.json", "report.json", "plots/ratio_sweep.csv",
+                 "plots/forest.csv", "plots/train_loss.csv"):
         assert (out / name).stat().st_size > 0, name
-    for name in ("bars", "ratio_sweep", "amplification"):
+    for name in ("forest", "ratio_sweep", "amplification"):
         png = (out / "plots" / f"{name}.png").read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 5000, name
 
@@ -127,12 +129,28 @@ def test_report_finds_the_planted_igds_gain(tmp_path):
         assert (np.isnan(raw) == np.isnan(adjusted)).all()
         assert (adjusted[~np.isnan(raw)] >= raw[~np.isnan(raw)]).all()
 
-    summary = no_nan(out / "metrics.json")
+    # the headline DVC metrics: the task metric per row, IGDS's differences, the correlation
+    headline = json.loads((out / "metrics.json").read_text())
+    assert set(headline) == {"answer_loglik", "igds-0.5", "amplification_r"}
+    assert set(headline["answer_loglik"]) == {"base", "full-1", "igds-0.5", "loss-0.5", "random-0.5"}
+    assert headline["answer_loglik"]["base"] == pytest.approx(base["answer_loglik"], rel=1e-5)
+    assert set(headline["igds-0.5"]) == {"vs_random", "vs_random_p_holm", "vs_full", "vs_full_p_holm"}
+    assert headline["igds-0.5"]["vs_random"] == pytest.approx(igds["answer_loglik_vs_random"], rel=1e-5)
+    n_columns = len(headline["answer_loglik"]) + len(headline["igds-0.5"]) + 1
+    assert n_columns == 10  # what `dvc metrics show` prints; the rest is report.json
+    summary = no_nan(out / "report.json")
     assert set(summary) == {"base", "full-1", "igds-0.5", "loss-0.5", "random-0.5", "amplification_correlation"}
     assert summary["igds-0.5"]["answer_loglik_vs_random"] > 0
-    assert summary["base"]["answer_loglik"] == pytest.approx(base["answer_loglik"], rel=1e-5)
+    assert summary["igds-0.5"]["answer_loglik_vs_random_lo"] > 0
     corr = summary["amplification_correlation"]
-    assert corr["n"] == 4 and corr["pearson_r"] > 0.5
+    assert corr["n"] == 4 and corr["pearson_r"] > 0.5 and headline["amplification_r"] == corr["pearson_r"]
+    forest = pd.read_csv(out / "plots/forest.csv")
+    assert set(forest["metric"]) == {"answer_loglik"} and "igds-0.5 − random" in set(forest["row"])
+    assert len(forest) == 2 * 2 + 1  # igds and loss vs random and full, random vs full
+    loss = pd.read_csv(out / "plots/train_loss.csv")
+    assert list(loss.columns) == ["run", "step", "loss"] and set(loss["run"]) == {
+        "full-s0", "random-0.5-s0", "igds-0.5-s0", "loss-0.5-s0"}
+    assert list(loss[loss["run"] == "igds-0.5-s0"]["step"]) == [1, 2, 3]
 
     md = (out / "table.md").read_text()
     assert "percentile bootstrap, B = 300" in md and "Holm" in md and "| igds | 0.5 | 1 | 199 |" in md
@@ -151,7 +169,7 @@ def test_report_with_two_seeds_and_two_ratios(tmp_path):
         igds = row(table, "igds", ratio)
         assert igds["answer_loglik_vs_random"] > 0 and igds["answer_loglik_vs_random_p_holm"] < 0.05
         assert row(table, "loss", ratio)["on_task_recall"] == pytest.approx(0.4 * ratio / 0.5)
-    assert no_nan(out / "metrics.json")["amplification_correlation"]["n"] == 2 + 3 * 2 * 2
+    assert no_nan(out / "report.json")["amplification_correlation"]["n"] == 2 + 3 * 2 * 2
     assert (out / "plots/ratio_sweep.png").read_bytes().startswith(b"\x89PNG")
 
 
@@ -263,7 +281,7 @@ def test_generations_at_the_token_limit_are_shown(tmp_path):
     assert row(table, "base")["gen_hit_limit_share"] == pytest.approx(0.05)
     md = (out / "table.md").read_text()
     assert "gen. at token limit" in md and "| 10.0% |" in md
-    assert no_nan(out / "metrics.json")["igds-0.5"]["gen_hit_limit_share"] == pytest.approx(0.1)
+    assert no_nan(out / "report.json")["igds-0.5"]["gen_hit_limit_share"] == pytest.approx(0.1)
 
     raw = eval_run("igds", 0.5, 0, np.random.default_rng(0))
     del raw["gen_hit_limit_share"]
