@@ -143,6 +143,9 @@ class SourceConfig:
     format: str = "auto"  # jsonl/hf record shape: gsm8k (question/answer) or alpaca
     task: str | None = None  # jsonl/hf: task label of the records (default: file stem / dataset id)
     strip_calculator: bool = True  # gsm8k: drop '<<48/2=24>>' calculator annotations
+    # reasoning_gym: the datasets' own config for every task of the source (e.g. {max_digits: 2,
+    # max_terms: 3} for chain_sum: the difficulty); size and seed are set by the split
+    options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check(self.kind in SOURCE_KINDS, "kind", self.kind, f"one of {SOURCE_KINDS}")
@@ -150,13 +153,21 @@ class SourceConfig:
         check(self.n is None or self.n > 0, "n", self.n, "a positive integer or null (all)")
         if self.kind == "reasoning_gym":
             check(len(self.tasks) > 0, "tasks", self.tasks, "at least one reasoning-gym dataset name")
+            check(not {"size", "seed"} & set(self.options), "options", self.options,
+                  "the dataset's config without size and seed (the split's n and seed set them)")
         else:
+            check(not self.options, "options", self.options, "nothing: options are for kind reasoning_gym")
             check(self.path is not None, "path", self.path, f"a path or id for kind '{self.kind}'")
 
     def describe(self) -> str:
         if self.kind == "reasoning_gym":
-            return f"reasoning_gym:{'+'.join(self.tasks)}[seed={self.seed}]"
+            return f"reasoning_gym:{'+'.join(self.tasks)}[seed={self.seed}{options_text(self.options)}]"
         return f"{self.kind}:{self.path}"
+
+
+def options_text(options: dict) -> str:
+    """', key=value, ...' of a reasoning-gym source's options, sorted by key ('' if none)."""
+    return "".join(f", {k}={options[k]}" for k in sorted(options))
 
 
 @dataclass(frozen=True)

@@ -463,3 +463,19 @@ def test_a_degradation_the_tasks_solutions_cannot_take_is_a_config_error():
         build_splits(cfg, seed=0)
     with pytest.raises(ConfigError, match="data.degrade.share"):
         data_cfg(degrade={"share": 1.0})
+
+
+def test_reasoning_gym_options_set_the_difficulty_and_are_named_in_the_source():
+    easy = from_dict(SourceConfig, {**rg(["chain_sum"], 20, 1), "options": {"max_digits": 1, "max_terms": 2}}, "s")
+    data = read_source("pool", easy, max_chars=10_000, strict=False)  # few distinct sums: duplicates rejected
+    for r in data.records:  # 'a + b =' with one-digit numbers
+        assert len(r.instruction.rstrip(" =").split(":")[-1].split()) == 3, r.instruction
+        assert all(len(t) == 1 for t in r.instruction.rstrip(" =").split(":")[-1].split() if t.isdigit())
+    assert data.records[0].source == "reasoning_gym:chain_sum[seed=1, max_digits=1, max_terms=2]"
+    assert easy.describe() == "reasoning_gym:chain_sum[seed=1, max_digits=1, max_terms=2]"
+    with pytest.raises(DataError, match="refuses options"):
+        read_source("pool", from_dict(SourceConfig, {**rg(["chain_sum"], 2, 1), "options": {"digits": 1}}, "s"),
+                    max_chars=10_000, strict=True)
+    for bad in ({"size": 5}, {"seed": 3}):
+        with pytest.raises(ConfigError, match="splits.pool.options"):
+            data_cfg(splits=splits(pool={**rg(["chain_sum"], 20, 2), "options": bad}))

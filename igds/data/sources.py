@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from igds.config import SourceConfig
+from igds.config import SourceConfig, options_text
 from igds.data.schema import REJECT_KINDS, DataError, Invalid, Record, Reject, normalise
 
 log = logging.getLogger(__name__)
@@ -74,10 +74,11 @@ def _streams(cfg: SourceConfig, n: int | None) -> list[_Stream]:
     assert n is not None, "a reasoning_gym source needs a count"
     n_tasks = len(cfg.tasks)
     shares = [n // n_tasks + (1 if i < n % n_tasks else 0) for i in range(n_tasks)]
-    return [_Stream(_generated_items(task, share, cfg.seed), share) for task, share in zip(cfg.tasks, shares) if share]
+    return [_Stream(_generated_items(task, share, cfg.seed, cfg.options), share)
+            for task, share in zip(cfg.tasks, shares) if share]
 
 
-def _generated_items(task: str, n: int, seed: int) -> Iterator[_Item]:
+def _generated_items(task: str, n: int, seed: int, options: Mapping[str, Any] | None = None) -> Iterator[_Item]:
     """Items 1, 2, ... of one reasoning-gym task, at most _DRAWS_PER_RECORD x n of them.
 
     A dataset of n items first; a bigger one only when the reader asks for more (records
@@ -86,13 +87,16 @@ def _generated_items(task: str, n: int, seed: int) -> Iterator[_Item]:
     """
     import reasoning_gym  # noqa: PLC0415  (slow import, only when used)
 
-    location = f"reasoning_gym:{task}[seed={seed}]"
+    options = dict(options or {})
+    location = f"reasoning_gym:{task}[seed={seed}{options_text(options)}]"
     start, size = 0, n
     while start < size:
         try:
-            dataset = reasoning_gym.create_dataset(task, size=size, seed=seed)
+            dataset = reasoning_gym.create_dataset(task, size=size, seed=seed, **options)
         except (KeyError, ValueError) as e:
             raise DataError(f"reasoning-gym has no dataset '{task}' ({e}); see reasoning_gym.factory.DATASETS") from None
+        except (TypeError, AssertionError) as e:
+            raise DataError(f"reasoning-gym's {task} refuses options {options} ({e}); see its config class") from None
         for j in range(start, size):
             yield _Item(location, j + 1, _from_reasoning_gym(dataset[j]), task)
         start, size = size, min(2 * size, _DRAWS_PER_RECORD * n)
