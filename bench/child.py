@@ -118,8 +118,7 @@ def train_steps(loaded, params, pool, loss_kind: str, batch: int, seq: int, step
     timed = walls[1:]
     n_tokens = batch * seq * len(timed)
     return {"loss_kind": loss_kind, "gradient_checkpointing": cfg.gradient_checkpointing, "batch": batch, "seq": seq, "steps": len(timed),
-            "response_share": round(float(sum((b["labels"][:, 1:] != -100).sum() for b in batches))
-                                    / (len(batches) * batch * (seq - 1)), 4),
+            "response_share": round(sum(map(response_items, batches)) / (len(batches) * batch * (seq - 1)), 4),
             "step_wall_s": [round(w, 3) for w in walls], "wall_s": round(sum(timed), 3),
             "tokens_per_s": round(n_tokens / sum(timed), 1), "losses": losses}
 

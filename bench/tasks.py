@@ -79,6 +79,13 @@ def task_records(spec: str, n: int, seed: int, max_chars: int, held: dict[str, s
     return split.records
 
 
+def task_sets(spec: str, n_train: int, n_eval: int, max_chars: int):
+    """(training records, eval records) of a candidate, disjoint, from their own seeds."""
+    eval_records = task_records(spec, n_eval, EVAL_SEED, max_chars)
+    held = {r.id: "eval" for r in eval_records}
+    return task_records(spec, n_train, TRAIN_SEED, max_chars, held=held), eval_records
+
+
 def exact_match(model, tokenizer, records, max_gen_toks: int, batch_size: int, max_len: int, seed: int):
     """Per-example exact match in record order, and the generation statistics."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,9 +104,7 @@ def measure(task: str, params, args) -> dict:
     CI and p, wall times."""
     cfg = dataclasses.replace(params.finetune, epochs=args.epochs or params.finetune.epochs)
     ev = params.evaluate
-    eval_records = task_records(task, args.n_eval, EVAL_SEED, params.data.max_chars)
-    train_records = task_records(task, args.n_train, TRAIN_SEED, params.data.max_chars,
-                                 held={r.id: "eval" for r in eval_records})
+    train_records, eval_records = task_sets(task, args.n_train, args.n_eval, params.data.max_chars)
     model_name = cfg.model or params.model.name
     out: dict = {"task": task, "n_train": len(train_records), "n_eval": len(eval_records), "epochs": cfg.epochs}
     t0 = time.perf_counter()
@@ -139,10 +144,6 @@ def majority_correct(train_records, eval_records) -> np.ndarray:
     top = max(answers.values())
     mode = min(a for a, n in answers.items() if n == top)
     return np.array([float(extract_answer(r.output) == mode) for r in eval_records])
-
-
-def majority_em(train_records, eval_records) -> float:
-    return float(majority_correct(train_records, eval_records).mean())
 
 
 def versus_majority(row: dict, majority: np.ndarray, params) -> dict:
@@ -231,10 +232,9 @@ def main(argv: list[str] | None = None) -> None:
         doc = {"key": key, "settings": settings, "tasks": {}}
     for task, row in doc["tasks"].items():  # rows measured before the majority baseline was
         if "vs_majority" not in row:
-            evals = task_records(task, row["n_eval"], EVAL_SEED, params.data.max_chars)
+            train, evals = task_sets(task, row["n_train"], row["n_eval"], params.data.max_chars)
             assert [r.id for r in evals] == row["per_example"]["ids"], f"{task}: the eval set changed"
-            majority = majority_correct(task_records(task, row["n_train"], TRAIN_SEED, params.data.max_chars,
-                                                     held={r.id: "eval" for r in evals}), evals)
+            majority = majority_correct(train, evals)
             row["majority_em"], row["vs_majority"] = float(majority.mean()), versus_majority(row, majority, params)
             row["passes"] = passes(row)
     for task in args.tasks or CANDIDATES:

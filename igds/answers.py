@@ -32,16 +32,22 @@ def normalise_number(text: str) -> Decimal | None:
     return -value if negative else value
 
 
+def final_answer_span(text: str) -> tuple[int, int] | None:
+    """[start, end) of the characters of the number `extract_answer` reads (None: none)."""
+    final = _FINAL.search(text)
+    if final is not None:
+        match = _NUMBER.search(final.group(1))
+        if match is not None and normalise_number(match.group(0)) is not None:
+            return final.start(1) + match.start(), final.start(1) + match.end()
+    numbers = list(_NUMBER.finditer(text))
+    return numbers[-1].span() if numbers else None
+
+
 def extract_answer(text: str) -> Decimal | None:
     """The final answer of a GSM8K-style solution: the number after '####' if present,
     else the last number in the text (how lm-eval's gsm8k 'flexible-extract' reads it)."""
-    final = _FINAL.search(text)
-    if final is not None:
-        value = normalise_number(final.group(1))
-        if value is not None:
-            return value
-    numbers = list(_NUMBER.finditer(text))
-    return normalise_number(numbers[-1].group(0)) if numbers else None
+    span = final_answer_span(text)
+    return None if span is None else normalise_number(text[span[0]:span[1]])
 
 
 def is_correct(generated: str, reference: str) -> bool:

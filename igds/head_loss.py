@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-IGNORE = -100  # igds.tokens.IGNORE (kept here so this module has no project imports)
+from igds.tokens import IGNORE
 
 
 class _HeadCrossEntropy(torch.autograd.Function):

@@ -18,14 +18,13 @@ from decimal import Decimal
 
 import numpy as np
 
-from igds.answers import extract_answer
+from igds.answers import extract_answer, final_answer_span, normalise_number
 from igds.config import DEGRADE_KINDS
 from igds.data.schema import Record, make_record
 
 STEP_KINDS = ("dropped_step", "shuffled_steps", "truncated")  # need a solution written in steps
 _MARK = " degraded:"
 _FINAL_LINE = re.compile(r"^\s*####")
-_LAST_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?!.*\d)", re.S)
 
 
 def degradation(record: Record) -> str | None:
@@ -65,21 +64,18 @@ def _wrong_number(value: Decimal, rng: np.random.Generator) -> Decimal:
 
 
 def _format_like(value: Decimal, original: str) -> str:
-    text = format(value, "f")
-    return f"{int(value):,}" if "," in original and value == value.to_integral_value() else text
+    """`value` written as `original` is: its currency sign and thousands commas kept."""
+    whole = value == value.to_integral_value()
+    digits = f"{int(abs(value)):,}" if "," in original and whole else format(abs(value), "f")
+    symbol = next((c for c in "$€£" if c in original), "")
+    return f"{'-' if value < 0 else ''}{symbol}{digits}"
 
 
 def _replace_final_number(output: str, rng: np.random.Generator) -> str:
-    final = re.search(r"(####\s*)([^\n]*)", output)
-    region_start, region = (final.start(2), final.group(2)) if final else (0, output)
-    match = _LAST_NUMBER.search(region) if final is None else re.search(r"-?\$?\d[\d,]*(?:\.\d+)?", region)
-    if match is None:
-        raise ValueError("no final number to change")
-    digits = match.group(0).replace("$", "").replace(",", "")
-    wrong = _wrong_number(Decimal(digits), rng)
-    start, end = region_start + match.start(), region_start + match.end()
-    prefix = "$" if match.group(0).startswith("$") or match.group(0).startswith("-$") else ""
-    return output[:start] + prefix + _format_like(wrong, match.group(0)) + output[end:]
+    """`output` with the number `extract_answer` reads replaced by a wrong one."""
+    start, end = final_answer_span(output)  # applicable(): there is one
+    raw = output[start:end]
+    return output[:start] + _format_like(_wrong_number(normalise_number(raw), rng), raw) + output[end:]
 
 
 def degrade(record: Record, kind: str, rng: np.random.Generator) -> Record:

@@ -125,11 +125,10 @@ def _degrade_pool(cfg: DataConfig, pool: SplitData, held: dict[str, str], seed: 
                                 np.random.default_rng([seed, cfg.degrade.seed]))
     except ValueError as e:
         raise ConfigError(f"params.yaml: data.degrade.kinds = {list(cfg.degrade.kinds)}: {e}") from None
-    taken = {r.id: held.get(r.id) or "pool" for r in damaged if degradation(r) is not None
-             and (r.id in held or r.id in pool.origin)}
+    taken = [r.id for r in damaged if degradation(r) is not None and (r.id in held or r.id in pool.origin)]
     if taken:
         raise DataError(f"data.degrade made {len(taken)} example(s) that another record already is "
-                        f"(first: {next(iter(taken))}); change data.degrade.seed")
+                        f"(first: {taken[0]}); change data.degrade.seed")
     for i, record in zip(where, damaged):
         pool.records[i] = record
 
