@@ -58,7 +58,7 @@ from igds.scoring import score_pool
 from igds.selection_metrics import auroc
 from igds.tokens import iter_batches, tokenize_records
 from pipelines.identify import features_document, identify_metrics, sae_digest
-from pipelines.io import read_split
+from pipelines.io import read_pools, read_split
 from pipelines.sae import make_sae
 from pipelines.score import needed_artifacts, scoring_context
 
@@ -290,7 +290,7 @@ def end_to_end(b: Bench, out: Path, sae_steps: int | None = None,
     steps: dict[str, Timing] = {}
 
     # the sae stage: make_sae on the records pipelines/sae.py's run reads, then its save
-    records = read_split(b.data / "general.jsonl") + read_split(b.data / "pool.jsonl")
+    records = read_split(b.data / "general.jsonl") + read_pools(b.data, params)
     with stopwatch() as t:
         sae, metrics = make_sae(params, b.loaded, records, None)
     steps["sae_cache"] = Timing(metrics["collect_wall_s"])  # tokenise + cache the train and held-out tokens
@@ -478,9 +478,9 @@ def dvc(work: Path, params: Path, noop_repeats: int = 3) -> DvcResult:
     stale = sorted(s.split(":")[-1] for s in json.loads(status or "{}"))
     seeds = raw["finetune"]["seeds"]
     methods = raw["select"]["methods"]
-    expected = sorted({f"select@{m}-{new}" for m in methods}
-                      | {f"{stage}@{m}-{new}-{s}" for m in methods for s in seeds for stage in ("finetune", "evaluate")}
-                      | {"report"})
+    pools = (raw.get("data") or {}).get("pools", ["mixed"])
+    expected = sorted({f"{stage}@{p}-{m}-{new}-{s}" for p in pools for m in methods for s in seeds
+                       for stage in ("select", "finetune", "evaluate")} | {"report"})
     return DvcResult(
         params=str(params), full_repro_s=full_s, noop_repro_s=min(run["wall_s"] for run in noop), noop_runs=noop,
         status_s=status_s, clean_status=json.loads(status_clean or "{}"),

@@ -49,7 +49,7 @@ from igds.config import ConfigError, Params, load_params
 from igds.data import DataError
 from igds.models.loading import load_model
 from igds.registry import available
-from pipelines.io import read_split
+from pipelines.io import read_pool
 
 log = logging.getLogger("bench")
 
@@ -209,7 +209,8 @@ def setup_bench(args: argparse.Namespace, params: Params, work: Path, setup: dic
     if data is None:
         data = work / "data"
         setup["prepare_s"] = prepare_data(args.params.resolve(), data)
-    full_pool = read_split(data / "pool.jsonl")
+    # the first pool of data.pools (the mixed pool in the default): the pool the parts time
+    full_pool = read_pool(data, params.data.pools[0] if params.data is not None else "mixed")
     with stopwatch() as t:
         loaded = load_model(params.model.name, params.model.device, params.model.dtype)
     setup["model_load_s"] = t["wall_s"]

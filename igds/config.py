@@ -24,6 +24,11 @@ from igds import registry
 SCOPES = ("response", "content", "all")
 # damage done to a share of a within-task pool's examples (igds.data.degrade)
 DEGRADE_KINDS = ("wrong_answer", "dropped_step", "shuffled_steps", "truncated")
+# candidate pools a run selects from, each through its own score/select/finetune/evaluate stages:
+# mixed: data.splits.pool's on-task share plus data.mix's distractor tasks (the pool split alone
+# without data.mix); within: data.splits.pool.n examples of the target task only, data.degrade
+# damaging a share of them
+POOLS = ("mixed", "within")
 POOLING = ("max", "mean")  # an example's activation over its scoped tokens
 
 
@@ -183,7 +188,7 @@ class MixConfig:
 
 @dataclass(frozen=True)
 class DegradeConfig:
-    """A within-task pool: a share of the pool's target-task examples degraded (issue 15.2)."""
+    """The within-task pool's damage: a share of its examples degraded (issue 15.2)."""
 
     share: float
     kinds: tuple[str, ...] = DEGRADE_KINDS  # drawn in turn, as equal as the count allows
@@ -208,13 +213,18 @@ class SplitsConfig:
 class DataConfig:
     target_task: str
     splits: SplitsConfig
-    mix: MixConfig | None = None
-    degrade: DegradeConfig | None = None  # damage a share of the pool's target-task examples
+    pools: tuple[str, ...] = ("mixed",)  # of POOLS, each selected from, fine-tuned and evaluated on its own
+    mix: MixConfig | None = None  # the mixed pool's distractors
+    degrade: DegradeConfig | None = None  # damage a share of the within-task pool's examples
     strict: bool = False  # stop at the first bad record instead of quarantining it
     max_chars: int = 8000  # longer examples (instruction + input + output) are rejected
 
     def __post_init__(self) -> None:
         check(self.max_chars > 0, "max_chars", self.max_chars, "a positive integer")
+        check(len(self.pools) > 0 and len(set(self.pools)) == len(self.pools) and set(self.pools) <= set(POOLS),
+              "pools", list(self.pools), f"a non-empty list of distinct pools from {', '.join(POOLS)}")
+        check(self.degrade is None or "within" in self.pools, "degrade", "set",
+              "null unless data.pools has 'within' (data.degrade damages the within-task pool)")
         for name, source in self.split_sources().items():
             if name == "pool_distractors":
                 continue

@@ -1,5 +1,6 @@
 """The benchmark report: eval runs -> one table of means with bootstrap CIs and paired
 differences vs random and vs full, and its markdown/summary renderings (plots: igds.plots).
+Each candidate pool is its own table; by_pool stacks them with a `pool` column.
 
 In-memory in, in-memory out: runs arrive as parsed metrics.json dicts (parse_eval_run). The statistics
 are igds.stats: percentile bootstrap over eval examples (and training seeds when a
@@ -29,7 +30,7 @@ NAN = math.nan
 
 @dataclass(frozen=True)
 class EvalRun:
-    """One evaluated model (results/eval/<run>/metrics.json)."""
+    """One evaluated model (results/eval/base or results/eval/<pool>/<run>: metrics.json)."""
 
     run: str
     method: str  # "base" (untouched model), "full", or a selection method
@@ -43,13 +44,17 @@ class EvalRun:
     source: str  # where it was read from, named in errors
     gen_hit_limit_share: float = NAN  # share of exact-match generations stopped at max_gen_toks; NaN if unknown
     train_loss: tuple[float, ...] = ()  # the fine-tune's loss per optimizer step; () for base or if unknown
+    pool: str | None = None  # the candidate pool it was fine-tuned on; None for base or if not reported
 
 
 @dataclass(frozen=True)
 class SelectionInfo:
-    """What a (method, ratio) selection cost and kept (results/metrics/select-*, score-*)."""
+    """What a (method, ratio) selection cost and kept (results/metrics/<pool>/select-*, score-*)."""
 
     on_task_recall: float = NAN  # mean over the row's training seeds
+    # share of the selection that is degraded (issue 15.2), mean over seeds; full: the pool's
+    # share; NaN on a pool without degraded examples
+    degraded_share: float = NAN
     selection_s: float = NAN
     selection_seeds: tuple[int, ...] = ()  # distinct seeds the subsets were drawn with; () if deterministic
 
@@ -102,6 +107,9 @@ def parse_eval_run(raw, source: str) -> EvalRun:
     if not (math.isnan(hit_limit) or 0.0 <= hit_limit <= 1.0):
         raise DataError(f"{source}: gen_hit_limit_share = {hit_limit!r} is not a share in [0, 1]; "
                         "rerun the eval stage that wrote it")
+    pool = raw.get("pool")
+    if pool is not None and not isinstance(pool, str):
+        raise DataError(f"{source}: pool = {pool!r} is not a pool name or null; rerun the eval stage")
     train_loss = raw.get("train_loss") or []
     if not isinstance(train_loss, list):
         raise DataError(f"{source}: train_loss = {train_loss!r} is not a list of numbers; rerun the eval stage")
@@ -113,7 +121,7 @@ def parse_eval_run(raw, source: str) -> EvalRun:
         feature_activation=_number(raw.get("feature_activation"), source, "feature_activation", allow_none=True),
         train_wall_s=_number(raw.get("train_wall_s", 0.0), source, "train_wall_s"),
         eval_wall_s=_number(raw.get("eval_wall_s", 0.0), source, "eval_wall_s"),
-        source=source, gen_hit_limit_share=hit_limit,
+        source=source, gen_hit_limit_share=hit_limit, pool=pool,
         train_loss=tuple(_number(x, source, f"train_loss[{i}]") for i, x in enumerate(train_loss)))
 
 
@@ -209,7 +217,8 @@ def _differences(matrices: Mapping, key: tuple[str, float | None], rng: np.rando
     return out
 
 
-def _mean_share(values: Sequence[float]) -> float:
+def finite_mean(values: Sequence[float]) -> float:
+    """The mean of the finite values; NaN if there are none (e.g. a share no run reported)."""
     finite = [v for v in values if math.isfinite(v)]
     return float(np.mean(finite)) if finite else NAN
 
@@ -221,7 +230,8 @@ def build_table(runs: Sequence[EvalRun], selection: Mapping[tuple[str, float], S
     ratio) and vs full with paired-bootstrap CIs and paired sign-flip permutation p-values
     (n_perm flips), Holm-adjusted within each metric x reference across rows; NaN where a
     reference is missing or is the row itself. `variance` names the sources each row's
-    intervals carry; gen_hit_limit_share is the mean over its seeds (NaN if not reported)."""
+    intervals carry; gen_hit_limit_share is the mean over its seeds (NaN if not reported);
+    degraded_share is the selection's (SelectionInfo)."""
     if not runs:
         raise ValueError("no eval runs to report")
     ids = example_ids(runs)
@@ -250,8 +260,9 @@ def build_table(runs: Sequence[EvalRun], selection: Mapping[tuple[str, float], S
             amplification = float(mine["feature_amplification"].mean())
             if base_key is not None:
                 gain = row[task_metric] - float(matrices[base_key][task_metric].mean())
-        row.update({"on_task_recall": recall, "selection_s": info.selection_s,
-                    "gen_hit_limit_share": _mean_share([r.gen_hit_limit_share for r in members]),
+        row.update({"on_task_recall": recall, "degraded_share": info.degraded_share,
+                    "selection_s": info.selection_s,
+                    "gen_hit_limit_share": finite_mean([r.gen_hit_limit_share for r in members]),
                     "feature_amplification": amplification, "task_gain": gain})
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -268,7 +279,8 @@ def _columns(metrics: Sequence[str]) -> list[str]:
     for m in metrics:
         for ref in REFERENCES:
             cols += [f"{m}_vs_{ref}{s}" for s in ("", "_lo", "_hi", "_p", "_p_holm", "_n_perm", "_p_exact")]
-    return cols + ["on_task_recall", "selection_s", "gen_hit_limit_share", "feature_amplification", "task_gain"]
+    return cols + ["on_task_recall", "degraded_share", "selection_s", "gen_hit_limit_share", "feature_amplification",
+                   "task_gain"]
 
 
 def table_metrics(table: pd.DataFrame) -> list[str]:
@@ -343,18 +355,25 @@ def _markdown_table(header: Sequence[str], align: Sequence[str], rows: Sequence[
             *("| " + " | ".join(r) + " |" for r in rows)]
 
 
-def render_markdown(table: pd.DataFrame, *, n_boot: int, level: float = 0.95) -> str:
-    """The table as README-ready markdown: means with CIs, then differences vs random and full."""
+def _shows_degraded(table: pd.DataFrame) -> bool:
+    """Whether a table has a degraded share to show: a pool with degraded examples (data.degrade)."""
+    return "degraded_share" in table.columns and bool(np.isfinite(table["degraded_share"].to_numpy(float)).any())
+
+
+def _tables_markdown(table: pd.DataFrame, level: float) -> list[str]:
+    """The means table and the differences table of one build_table frame, each under a caption.
+    The degraded share is a column only where some row has one."""
     metrics = table_metrics(table)
     pct = f"{level * 100:g}%"
+    degraded = _shows_degraded(table)
     main_rows, diff_rows = [], []
     dec = {m: _decimals((table[f"{m}_hi"] - table[f"{m}_lo"]).to_numpy(dtype=float)) for m in metrics}
     for _, r in table.iterrows():
         ratio = "–" if not math.isfinite(r["ratio"]) else f"{r['ratio']:g}"
         cells = [_interval(r, m, dec[m]) for m in metrics]
-        main_rows.append([str(r["method"]), ratio, str(int(r["n_seeds"])), str(int(r["n_train"])), *cells,
-                          _num(r["on_task_recall"], 2), _num(r["selection_s"], 1),
-                          _share(r["gen_hit_limit_share"]), str(r["variance"])])
+        kept = [_num(r["on_task_recall"], 2), *([_num(r["degraded_share"], 2)] if degraded else [])]
+        main_rows.append([str(r["method"]), ratio, str(int(r["n_seeds"])), str(int(r["n_train"])), *cells, *kept,
+                          _num(r["selection_s"], 1), _share(r["gen_hit_limit_share"]), str(r["variance"])])
         if r["method"] == "base":
             continue
         diffs = []
@@ -365,29 +384,71 @@ def render_markdown(table: pd.DataFrame, *, n_boot: int, level: float = 0.95) ->
                 diffs.append("–" if not math.isfinite(r[c]) else f"{_interval(r, c, dec[m], sign=True)} "
                              f"{_p(r[c + '_p'], 'p', floor)} ({_p(r[c + '_p_holm'], 'Holm p', floor)})")
         diff_rows.append([str(r["method"]), ratio, *diffs])
-    lines = [f"Mean over eval examples and seeds, with {pct} CIs: percentile bootstrap, B = {n_boot}, "
-             "eval examples and training seeds resampled. Higher is better for every metric.", ""]
-    lines += _markdown_table(["method", "ratio", "seeds", "n_train", *metrics, "on-task recall", "selection s",
+    kept_header = ["on-task recall", *(["degraded share"] if degraded else [])]
+    lines = [f"Means with {pct} CIs:", ""]
+    lines += _markdown_table(["method", "ratio", "seeds", "n_train", *metrics, *kept_header, "selection s",
                               "gen. at token limit", "variance"],
-                             ["---", "---:", "---:", "---:", *["---:"] * len(metrics), "---:", "---:", "---:", "---"],
+                             ["---", "---:", "---:", "---:", *["---:"] * (len(metrics) + len(kept_header) + 2), "---"],
                              main_rows)
-    lines += ["", "variance: the sources of variation each row's intervals carry: eval examples always; "
+    lines += ["", f"Differences to random (same ratio) and to full, {pct} CI, p (Holm p):", ""]
+    lines += _markdown_table(["method", "ratio", *[f"{m} vs {ref}" for m in metrics for ref in REFERENCES]],
+                             ["---", "---:", *["---:"] * (2 * len(metrics))], diff_rows)
+    return lines
+
+
+def _notes(table: pd.DataFrame, *, n_boot: int, level: float) -> list[str]:
+    """How to read the tables: the statistics behind the intervals and p-values, and the columns."""
+    pct = f"{level * 100:g}%"
+    notes = [f"Means over eval examples and seeds, with {pct} CIs: percentile bootstrap, B = {n_boot}, "
+             "eval examples and training seeds resampled. Higher is better for every metric.", ""]
+    notes += [f"Differences Δ = method − reference (random at the same ratio; full), {pct} CI: paired "
+              "percentile bootstrap (examples paired, seeds resampled). p: two-sided paired sign-flip "
+              "permutation test on the per-example differences (scipy.stats.permutation_test, "
+              "permutation_type='samples'; a training-seed term is added to the null where an arm has "
+              f"several seeds), {_permutation_note(table, table_metrics(table))}; unadjusted and Holm-adjusted "
+              "(within each metric × reference, across the methods of one table). p≤ marks a p at that floor "
+              "(no null draw as extreme as the observed difference): the true p is smaller.", ""]
+    notes += ["variance: the sources of variation each row's intervals carry: eval examples always; "
               "training seeds when the row has several; selection when its seeds also drew different "
               "subsets (a stochastic selector, redrawn per seed). A deterministic selector's subset is "
               "fixed, so its intervals say nothing about a different selection. A difference's interval "
               "and p also carry its reference's sources (e.g. random's selection). "
               "gen. at token limit: share of exact-match generations that stopped at max_gen_toks "
-              "(truncated answers), mean over seeds.", ""]
-    lines += [f"Differences Δ = method − reference (random at the same ratio; full), {pct} CI: paired "
-              "percentile bootstrap (examples paired, seeds resampled). p: two-sided paired sign-flip "
-              "permutation test on the per-example differences (scipy.stats.permutation_test, "
-              "permutation_type='samples'; a training-seed term is added to the null where an arm has "
-              f"several seeds), {_permutation_note(table, metrics)}; unadjusted and Holm-adjusted "
-              "(within each metric × reference, across methods). p≤ marks a p at that floor (no null "
-              "draw as extreme as the observed difference): the true p is smaller.", ""]
-    lines += _markdown_table(["method", "ratio", *[f"{m} vs {ref}" for m in metrics for ref in REFERENCES]],
-                             ["---", "---:", *["---:"] * (2 * len(metrics))], diff_rows)
+              "(truncated answers), mean over seeds."]
+    if _shows_degraded(table):
+        notes += ["", "degraded kept: share of the selected examples that are degraded (data.degrade: a wrong "
+                  "answer, a dropped or shuffled reasoning line, truncation), mean over seeds; for full, the "
+                  "pool's share. Shown for pools with degraded examples."]
+    return notes
+
+
+def render_markdown(table: pd.DataFrame, *, n_boot: int, level: float = 0.95) -> str:
+    """One table as README-ready markdown: means with CIs, differences vs random and full,
+    then how to read them."""
+    return "\n".join([*_tables_markdown(table, level), "", *_notes(table, n_boot=n_boot, level=level)]) + "\n"
+
+
+def render_pools_markdown(tables: Mapping[str, pd.DataFrame], *, n_boot: int, level: float = 0.95) -> str:
+    """Every pool's tables under a `### Pool: <pool>` heading, then how to read them (once)."""
+    lines = []
+    for pool, table in tables.items():
+        lines += [f"### Pool: {pool}", "", *_tables_markdown(table, level), ""]
+    lines += ["### How to read these tables", "", *_notes(by_pool(tables), n_boot=n_boot, level=level)]
     return "\n".join(lines) + "\n"
+
+
+def by_pool(frames: Mapping[str, pd.DataFrame], prefix: str | None = None, sep: str = ": ") -> pd.DataFrame:
+    """The pools' frames stacked, a `pool` column first. `prefix`: a column whose labels get
+    '<pool><sep>' in front, so they stay distinct across pools (the DVC plot templates draw a
+    line or a row per label)."""
+    parts = []
+    for pool, frame in frames.items():
+        frame = frame.copy()
+        if prefix is not None:
+            frame[prefix] = pool + sep + frame[prefix].astype(str)
+        frame.insert(0, "pool", pool)
+        parts.append(frame)
+    return pd.concat([p for p in parts if len(p)] or parts[:1], ignore_index=True)
 
 
 def ratio_sweep_long(table: pd.DataFrame) -> pd.DataFrame:
@@ -414,7 +475,7 @@ def report_document(table: pd.DataFrame, correlation: Correlation) -> dict:
         if r["method"] != "base":
             keys += [f"{m}_vs_{ref}{s}" for m in metrics for ref in REFERENCES
                      for s in ("", "_lo", "_hi", "_p", "_p_holm")]
-            keys += ["on_task_recall", "selection_s", "feature_amplification", "task_gain"]
+            keys += ["on_task_recall", "degraded_share", "selection_s", "feature_amplification", "task_gain"]
         keys += ["gen_hit_limit_share"]
         out[label(r["method"], r["ratio"])] = {"n_seeds": int(r["n_seeds"]), "variance": str(r["variance"]),
                                                **{k: _finite_or_none(r[k]) for k in keys}}

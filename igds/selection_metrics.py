@@ -21,7 +21,8 @@ def on_task_recall(selected: Sequence[str], on_task_ids: set[str]) -> float:
 
 def degraded_kept(pool: Sequence[Record], selected: Sequence[str]) -> dict:
     """On a within-task pool (igds.data.degrade): the share of the pool's degraded examples
-    the selection keeps, per kind and in all, and the degraded share of the selection. Empty
+    the selection keeps, per kind and in all, and the degraded share of the selection and of the
+    pool. Empty
     when the pool has no degraded example."""
     kinds = {r.id: k for r in pool if (k := degradation(r)) is not None}
     if not kinds:
@@ -29,6 +30,7 @@ def degraded_kept(pool: Sequence[Record], selected: Sequence[str]) -> dict:
     kept = [kinds[i] for i in selected if i in kinds]
     in_pool, in_kept = Counter(kinds.values()), Counter(kept)
     return {"degraded_kept": round(len(kept) / len(kinds), 6),
+            "degraded_share_pool": round(len(kinds) / len(pool), 6),
             "degraded_share_selected": round(len(kept) / len(selected), 6) if selected else float("nan"),
             "degraded_kept_by_kind": {k: round(in_kept[k] / n, 6) for k, n in sorted(in_pool.items())}}
 

@@ -1,4 +1,5 @@
-"""evaluate@<run> stage: results/eval/<run>/ with metrics.json (aggregate and per-example
+"""evaluate@<pool>-<run> stage: results/eval/<pool>/<run>/ (results/eval/base/ for the untouched
+model) with metrics.json (aggregate and per-example
 scores, feature activation, training facts), samples.jsonl (lm-eval's raw per-sample outputs)
 and tasks/ (the generated lm-eval task YAMLs and data, so a run can be re-checked by hand).
 `--run base` evaluates the untouched trained model."""
@@ -21,7 +22,7 @@ from igds.registry import needing
 from igds.resonance import chosen_features, feature_activation
 from pipelines.common import main
 from pipelines.finetune import run_name
-from pipelines.io import peak_rss_bytes, read_split
+from pipelines.io import peak_rss_bytes, pool_arg, read_split
 
 log = logging.getLogger("evaluate")
 
@@ -44,6 +45,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
         if args.ratio is not None:
             parse_ratio(args.ratio)
         name = run_name(args.method, args.ratio, args.seed)
+        pool_arg(params, args.pool)
         method, ratio, seed = args.method, (float(args.ratio) if args.ratio else 1.0), args.seed
     model_name = params.finetune.model or params.model.name
     loaded = load_model(model_name, params.model.device, params.model.dtype)
@@ -57,7 +59,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
 
     eval_records = read_split(args.data / "eval.jsonl")
     probe_records = read_split(args.data / "probe.jsonl")  # empty when data.splits.probe is not set
-    info = {"run": name, "method": method, "ratio": ratio, "seed": seed, "model": model_name,
+    info = {"run": name, "pool": None if name == "base" else args.pool, "method": method, "ratio": ratio, "seed": seed, "model": model_name,
             "n_train": train.get("n_examples", 0), "train_wall_s": train.get("wall_s", 0.0),
             "train_loss": train.get("loss", []),
             "n_eval": len(eval_records), "n_probe": len(probe_records)}
@@ -106,6 +108,7 @@ def _args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ratio", default=None, help="the selection's ratio (omit for full and base)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--data", type=Path, default=Path("data"))
+    parser.add_argument("--pool", default="mixed", help="the pool the checkpoint was trained on (recorded)")
     parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
     parser.add_argument("--sae", type=Path, default=Path("sae"))
     parser.add_argument("--features", type=Path, default=Path("features"))

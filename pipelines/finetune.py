@@ -1,6 +1,7 @@
-"""finetune@<method>-<ratio>-<seed> stage (and finetune-full@<seed>): SFT of the trained model
-on a selected subset, written to checkpoints/<run>/ (LoRA adapter or full model, plus
-train.json). A resume checkpoint lives beside it in checkpoints/.resume/<run>/ (DVC removes a
+"""finetune@<pool>-<method>-<ratio>-<seed> stage (and finetune-full@<pool>-<seed>): SFT of the
+trained model on a selection from a pool, written to checkpoints/<pool>/<run>/ (LoRA adapter or
+full model, plus train.json). A resume checkpoint lives beside it in
+checkpoints/<pool>/.resume/<run>/ (DVC removes a
 stage's outputs before running it, so it cannot live inside), and is deleted on success.
 
 Data-parallel: `accelerate launch --multi_gpu --num_processes N -m pipelines.finetune ...`
@@ -21,7 +22,7 @@ from igds.finetune import finetune, fingerprint, save_trained
 from igds.models.loading import load_model
 from igds.registry import selector_class
 from pipelines.common import distributed, main, method_arg
-from pipelines.io import peak_rss_bytes, read_split
+from pipelines.io import peak_rss_bytes, pool_arg, read_pool
 
 log = logging.getLogger("finetune")
 
@@ -31,10 +32,10 @@ def run_name(method: str, ratio: str | None, seed: int) -> str:
     return f"{method}-s{seed}" if ratio is None else f"{method}-{ratio}-s{seed}"
 
 
-def training_records(method: str, ratio: str | None, data: Path, subsets: Path, seed: int = 0):
+def training_records(method: str, ratio: str | None, data: Path, subsets: Path, seed: int = 0, pool: str = "mixed"):
     """The examples to train on: the ids of training seed `seed`'s subset looked up in the
     pool; without a ratio (a method that keeps everything, e.g. full) the whole pool."""
-    pool = read_split(data / "pool.jsonl")
+    pool_name, pool = pool, read_pool(data, pool)
     if ratio is None:
         if not selector_class(method).keeps_all:
             raise ConfigError(f"finetune: method '{method}' needs --ratio (only a method that keeps the whole "
@@ -42,13 +43,13 @@ def training_records(method: str, ratio: str | None, data: Path, subsets: Path, 
         return pool
     path = subsets / f"{run_name(method, ratio, seed)}.jsonl"
     if not path.is_file():
-        raise DataError(f"{path} not found; run `dvc repro select@{method}-{ratio}-{seed}` first")
+        raise DataError(f"{path} not found; run `dvc repro select@{pool_name}-{method}-{ratio}-{seed}` first")
     by_id = {r.id: r for r in pool}
     ids = [json.loads(line)["id"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     unknown = [i for i in ids if i not in by_id]
     if unknown:
-        raise DataError(f"{path}: {len(unknown)} id(s) are not in data/pool.jsonl (first: {unknown[0]}); "
-                        f"rerun select@{method}-{ratio}-{seed}")
+        raise DataError(f"{path}: {len(unknown)} id(s) are not in pool {pool_name!r} (first: {unknown[0]}); "
+                        f"rerun select@{pool_name}-{method}-{ratio}-{seed}")
     return [by_id[i] for i in ids]
 
 
@@ -57,7 +58,8 @@ def run(params: Params, args: argparse.Namespace) -> None:
     if args.ratio is not None:
         parse_ratio(args.ratio)
     name = run_name(args.method, args.ratio, args.seed)
-    records = training_records(method_arg(params, args.method), args.ratio, args.data, args.subsets, args.seed)
+    records = training_records(method_arg(params, args.method), args.ratio, args.data, args.subsets, args.seed,
+                               pool_arg(params, args.pool))
     model_name = cfg.model or params.model.name
     loaded = load_model(model_name, params.model.device, params.model.dtype)
     state_dir = args.out / ".resume" / name
@@ -73,7 +75,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
              len(records), args.seed, n_processes)
     model, result = finetune(loaded.model, loaded.tokenizer, records, cfg, args.seed, state_dir, key,
                              accelerator=accelerator)
-    info = {"run": name, "method": args.method, "ratio": float(args.ratio) if args.ratio else 1.0,
+    info = {"run": name, "pool": args.pool, "method": args.method, "ratio": float(args.ratio) if args.ratio else 1.0,
             "seed": args.seed, "model": model_name, "kind": cfg.kind, **result.summary(),
             "n_processes": n_processes, "peak_rss_bytes": peak_rss_bytes()}
     if dist is not None and not dist.is_main_process:
@@ -94,6 +96,7 @@ def _args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ratio", default=None, help="the selection's ratio (omit for full)")
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--data", type=Path, default=Path("data"))
+    parser.add_argument("--pool", default="mixed", help="the candidate pool (one of data.pools; default: mixed)")
     parser.add_argument("--subsets", type=Path, default=Path("subsets"))
     parser.add_argument("--out", type=Path, default=Path("checkpoints"))
 

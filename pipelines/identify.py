@@ -16,7 +16,7 @@ from igds.pooling import pooled_feature_activations
 from igds.sae import load_sae
 from igds.tokens import tokenize_records
 from pipelines.common import main
-from pipelines.io import peak_rss_bytes, read_split, timed
+from pipelines.io import peak_rss_bytes, read_pools, read_split, timed
 
 log = logging.getLogger("identify")
 
@@ -76,7 +76,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
     timing: dict = {}
     with timed(timing):
         result = identify(loaded.model, loaded.tokenizer, sae, prior, general, cfg, layer, seed=params.seed)
-    cards = cards_markdown(params, loaded, sae, read_split(args.data / "pool.jsonl"), result)
+    cards = cards_markdown(params, loaded, sae, read_pools(args.data, params), result)
     features = features_document(result, layer, sae_digest(args.sae), cfg.interventional)
     metrics = {**identify_metrics(result, cfg.interventional), "wall_s": timing["wall_s"],
                "peak_rss_bytes": peak_rss_bytes()}

@@ -9,7 +9,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from igds.data import DataError, Record
+from igds.config import ConfigError, Params
+from igds.data import DataError, Record, pool_file
 
 
 def read_split(path: str | Path) -> list[Record]:
@@ -19,6 +20,30 @@ def read_split(path: str | Path) -> list[Record]:
         raise DataError(f"{path} not found; run `dvc repro prepare` first")
     with open(path, encoding="utf-8") as f:
         return [Record(**json.loads(line)) for line in f if line.strip()]
+
+
+def pool_arg(params: Params, pool: str) -> str:
+    """--pool must be one of params.yaml's data.pools."""
+    pools = params.data.pools if params.data is not None else ("mixed",)
+    if pool not in pools:
+        raise ConfigError(f"--pool {pool!r} is not in data.pools = {list(pools)} in params.yaml")
+    return pool
+
+
+def read_pool(data: str | Path, pool: str) -> list[Record]:
+    """The records of candidate pool `pool` (data/pools/<pool>.jsonl)."""
+    return read_split(Path(data) / f"{pool_file(pool)}.jsonl")
+
+
+def read_pools(data: str | Path, params: Params) -> list[Record]:
+    """Every pool's records once (the pools may share examples), in data.pools order."""
+    seen, out = set(), []
+    for pool in params.data.pools if params.data is not None else ("mixed",):
+        for record in read_pool(data, pool):
+            if record.id not in seen:
+                seen.add(record.id)
+                out.append(record)
+    return out
 
 
 def peak_rss_bytes() -> int:

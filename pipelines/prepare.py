@@ -28,7 +28,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
     report = prepared.report
     log.info("wrote %s: read %d = accepted %d + rejected %d", args.out, report["read"], report["accepted"], report["rejected"])
     for name, s in report["splits"].items():
-        log.info("  %-8s %5d accepted  %4d rejected  on-task %.2f", name, s["accepted"], s["rejected"], s["on_task_share"])
+        log.info("  %-12s %5d accepted  %4d rejected  on-task %.2f", name, s["accepted"], s["rejected"], s["on_task_share"])
 
 
 def _args(parser: argparse.ArgumentParser) -> None:

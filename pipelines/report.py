@@ -1,11 +1,14 @@
-"""report stage: every results/eval/<run>/metrics.json -> results/table.{md,csv}, the
-headline results/metrics.json (DVC metrics), the whole report as data in results/report.json,
-and results/plots/: the data of the DVC plots (forest.csv, ratio_sweep.csv, train_loss.csv)
-and the PNGs the README shows (forest, ratio sweep, amplification)."""
+"""report stage, per candidate pool (params data.pools): results/eval/base and every
+results/eval/<pool>/<run>/metrics.json -> results/table.{md,csv} (a section / a `pool` column
+per pool), the headline results/metrics.json (DVC metrics) and the whole report as data in
+results/report.json (both {pool: ...}), and results/plots/: the data of the DVC plots
+(forest.csv, ratio_sweep.csv, train_loss.csv, with a `pool` column) and the PNGs the README
+shows (forest, ratio sweep, amplification), every pool in each."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -17,9 +20,9 @@ from igds.artifacts import atomic_file, read_json, write_json
 from igds.config import ConfigError, Params
 from igds.data import DataError
 from igds.plots import plot_amplification, plot_forest, plot_ratio_sweep
-from igds.report import (EvalRun, SelectionInfo, amplification_points, build_table, differences_long,
-                         headline_metrics, parse_eval_run, ratio_sweep_long, render_markdown, report_document,
-                         train_loss_long)
+from igds.report import (EvalRun, SelectionInfo, amplification_points, build_table, by_pool, differences_long,
+                         finite_mean, headline_metrics, parse_eval_run, ratio_sweep_long, render_pools_markdown,
+                         report_document, train_loss_long)
 from igds.stats import correlation
 from pipelines.common import main
 
@@ -33,35 +36,57 @@ def _read(path: Path, fix: str):
         raise DataError(f"{path}: not valid JSON ({e}); {fix}") from None
 
 
+def pools(params: Params) -> tuple[str, ...]:
+    """The candidate pools to report, in params order: data.pools (the mixed pool without a data section)."""
+    return params.data.pools if params.data is not None else ("mixed",)
+
+
 def expected_runs(params: Params) -> list[str]:
-    """The runs params.yaml asks for, named as dvc.yaml's stages write them: base, full-s<seed>,
-    <method>-<ratio>-s<seed>. Evaluations left on disk by other params are not reported."""
+    """The runs params.yaml asks for in each pool, named as dvc.yaml's stages write them
+    (results/eval/<pool>/<run>): full-s<seed>, <method>-<ratio>-s<seed>. Evaluations left on
+    disk by other params are not reported. The untouched model (read_base) is every pool's."""
     seeds = params.finetune.seeds
-    return (["base"] + [f"full-s{s}" for s in seeds]
+    return ([f"full-s{s}" for s in seeds]
             + [f"{m}-{r}-s{s}" for m in params.select.methods for r in params.select.ratios for s in seeds])
 
 
-def read_eval_runs(eval_dir: Path, names: list[str] | None = None) -> list[EvalRun]:
-    """Every results/eval/<run>/metrics.json, or exactly the runs `names` (each must exist)."""
-    if names is None:
-        paths = sorted(eval_dir.glob("*/metrics.json"))
-    else:
-        paths = [eval_dir / name / "metrics.json" for name in names]
+def _parse(path: Path) -> EvalRun:
+    run = parse_eval_run(_read(path, "rerun the eval stage that writes it"), str(path))
+    if run.run != path.parent.name:
+        log.warning("%s: run '%s' does not match its folder name '%s'", path, run.run, path.parent.name)
+    return run
+
+
+def read_base(eval_dir: Path) -> EvalRun:
+    """results/eval/base/metrics.json: the untouched model, the reference of every pool's table."""
+    path = eval_dir / "base" / "metrics.json"
+    if not path.is_file():
+        raise DataError(f"{path} not found; run `dvc repro evaluate-base` (the untouched model's evaluation)")
+    return _parse(path)
+
+
+def read_eval_runs(pool_dir: Path, names: list[str] | None = None) -> list[EvalRun]:
+    """Every results/eval/<pool>/<run>/metrics.json, or exactly the runs `names` (each must
+    exist). A run that names its pool must sit in that pool's folder."""
+    found = sorted(pool_dir.glob("*/metrics.json"))
+    if not found:
+        raise DataError(f"no {pool_dir}/<run>/metrics.json found; run the evaluate stages of pool "
+                        f"'{pool_dir.name}' first (`dvc repro`)")
+    paths = found
+    if names is not None:
+        paths = [pool_dir / name / "metrics.json" for name in names]
         missing = [p for p in paths if not p.is_file()]
         if missing:
             raise DataError(f"{missing[0]} not found ({len(missing)} of {len(paths)} runs missing); "
                             f"run `dvc repro` so that every evaluate stage has run")
-        extra = sorted(set(p.parent.name for p in eval_dir.glob("*/metrics.json")) - set(names))
+        extra = sorted({p.parent.name for p in found} - set(names))
         if extra:
-            log.info("not reported (not asked for by params.yaml): %s", ", ".join(extra))
-    if not paths:
-        raise DataError(f"no {eval_dir}/<run>/metrics.json found; run the eval stages first (`dvc repro`)")
-    runs = []
-    for path in paths:
-        run = parse_eval_run(_read(path, "rerun the eval stage that writes it"), str(path))
-        if run.run != path.parent.name:
-            log.warning("%s: run '%s' does not match its folder name '%s'", path, run.run, path.parent.name)
-        runs.append(run)
+            log.info("%s: not reported (not asked for by params.yaml): %s", pool_dir, ", ".join(extra))
+    runs = [_parse(path) for path in paths]
+    for run in runs:
+        if run.pool is not None and run.pool != pool_dir.name:
+            raise DataError(f"{run.source}: pool '{run.pool}' but it is in {pool_dir}; rerun the evaluate stage "
+                            "that writes it")
     return runs
 
 
@@ -82,13 +107,14 @@ def _selection_seed(raw, path: Path):
 
 
 def read_selection(metrics_dir: Path, method: str, ratio: float, seeds=None) -> SelectionInfo:
-    """On-task recall (mean over training seeds) and the selection seeds from
-    select-<method>-<ratio>-s<seed>.json, one per training seed (only `seeds` if given), and
-    the scoring wall time from score-<method>.json; NaN / () where absent (full has no selection).
+    """On-task recall and degraded share selected (means over training seeds) and the
+    selection seeds from a pool's select-<method>-<ratio>-s<seed>.json, one per training seed
+    (only `seeds` if given), and the scoring wall time from score-<method>.json; NaN / () where
+    absent (full has no selection; a pool without degraded examples has no degraded share).
 
     Files are matched on their own method, ratio and seed keys, so the ratio's spelling in
     the file name (dvc.yaml's) does not matter."""
-    recalls, selection_seeds, found = [], set(), set()
+    recalls, shares, selection_seeds, found = [], [], set(), set()
     for path in sorted(metrics_dir.glob(f"select-{method}-*-s*.json")):
         raw = _read(path, f"rerun `dvc repro select` for {method} at {ratio:g}")
         if not isinstance(raw, dict) or raw.get("method") != method or "seed" not in raw:
@@ -100,56 +126,82 @@ def read_selection(metrics_dir: Path, method: str, ratio: float, seeds=None) -> 
             continue
         found.add(seed)
         recalls.append(_field(raw, path, "on_task_recall"))
+        shares.append(_field(raw, path, "degraded_share_selected"))
         if (selection_seed := _selection_seed(raw, path)) is not None:
             selection_seeds.add(selection_seed)
     if seeds is not None and found and set(seeds) - found:
         log.warning("%s at %g: no select metrics for seed(s) %s; on-task recall averages seeds %s", method, ratio,
                     sorted(set(seeds) - found), sorted(found))
-    finite = [r for r in recalls if math.isfinite(r)]
     score = metrics_dir / f"score-{method}.json"
-    wall_s = _field(_read(score, f"rerun `dvc repro score@{method}`"), score, "wall_s") if score.is_file() \
-        else float("nan")
-    return SelectionInfo(on_task_recall=sum(finite) / len(finite) if finite else float("nan"), selection_s=wall_s,
+    fix = f"rerun `dvc repro score@{metrics_dir.name}-{method}`"
+    wall_s = _field(_read(score, fix), score, "wall_s") if score.is_file() else float("nan")
+    return SelectionInfo(on_task_recall=finite_mean(recalls), degraded_share=finite_mean(shares), selection_s=wall_s,
                          selection_seeds=tuple(sorted(selection_seeds)))
 
 
-def run(params: Params, args: argparse.Namespace) -> None:
-    runs = read_eval_runs(args.eval, expected_runs(params) if args.only_params_runs else None)
-    metric_names = sorted(runs[0].per_example)
-    cfg = params.report
-    if cfg.task_metric not in metric_names:
-        raise ConfigError(f"params.yaml: report.task_metric = {cfg.task_metric!r} is not an eval metric; "
-                          f"expected one of {metric_names}")
+def pool_degraded_share(metrics_dir: Path) -> float:
+    """The pool's share of degraded examples: degraded_share_pool of any of its select metrics
+    (every selection draws from the same pool); NaN if none has it (no degraded examples)."""
+    for path in sorted(metrics_dir.glob("select-*.json")):
+        share = _field(_read(path, "rerun the select stage that writes it"), path, "degraded_share_pool")
+        if math.isfinite(share):
+            return share
+    return float("nan")
+
+
+def read_selections(metrics_dir: Path, runs: list[EvalRun]) -> dict[tuple[str, float], SelectionInfo]:
+    """(method, ratio) -> SelectionInfo of every fine-tuned group of a pool's runs, over its
+    seeds; full keeps the whole pool, so its degraded share is the pool's."""
     seeds: dict[tuple, set] = {}
     for r in runs:
         if r.method != "base":
             seeds.setdefault((r.method, r.ratio), set()).add(r.seed)
-    selection = {key: read_selection(args.metrics, *key, seeds=seeds[key]) for key in seeds}
-    rng = np.random.default_rng(params.seed)
-    table = build_table(runs, selection, rng, cfg.n_boot, n_perm=cfg.n_perm, level=cfg.level,
-                        task_metric=cfg.task_metric, methods=list(params.methods))
-    points = amplification_points(runs, cfg.task_metric)
-    corr = correlation(points["feature_amplification"], points["task_gain"])
+    selection = {key: read_selection(metrics_dir, *key, seeds=seeds[key]) for key in seeds}
+    share = pool_degraded_share(metrics_dir)
+    return {key: dataclasses.replace(info, degraded_share=share) if key[0] == "full" else info
+            for key, info in selection.items()}
+
+
+def run(params: Params, args: argparse.Namespace) -> None:
+    cfg = params.report
+    base = read_base(args.eval)
+    if cfg.task_metric not in base.per_example:
+        raise ConfigError(f"params.yaml: report.task_metric = {cfg.task_metric!r} is not an eval metric; "
+                          f"expected one of {sorted(base.per_example)}")
+    tables, points, corrs, losses = {}, {}, {}, {}
+    for pool in pools(params):
+        runs = [base, *read_eval_runs(args.eval / pool, expected_runs(params) if args.only_params_runs else None)]
+        rng = np.random.default_rng(params.seed)  # per pool: a pool's table does not depend on the others
+        tables[pool] = build_table(runs, read_selections(args.metrics / pool, runs), rng, cfg.n_boot,
+                                   n_perm=cfg.n_perm, level=cfg.level, task_metric=cfg.task_metric,
+                                   methods=list(params.methods))
+        points[pool] = amplification_points(runs, cfg.task_metric)
+        corrs[pool] = correlation(points[pool]["feature_amplification"], points[pool]["task_gain"])
+        losses[pool] = train_loss_long(runs)
+        log.info("pool %s: %d eval runs -> %d rows; amplification vs task gain (%s): Pearson r = %.3f, "
+                 "Spearman rho = %.3f, n = %d", pool, len(runs), len(tables[pool]), cfg.task_metric,
+                 corrs[pool].pearson_r, corrs[pool].spearman_rho, corrs[pool].n)
 
     out, plots = args.out, args.out / "plots"
     with atomic_file(out / "table.md") as f:
-        f.write(render_markdown(table, n_boot=cfg.n_boot, level=cfg.level))
+        f.write(render_pools_markdown(tables, n_boot=cfg.n_boot, level=cfg.level))
     with atomic_file(out / "table.csv") as f:
-        table.to_csv(f, index=False)
-    write_json(out / "metrics.json", headline_metrics(table, corr, cfg.task_metric))
-    write_json(out / "report.json", report_document(table, corr))
-    for name, frame in (("ratio_sweep", ratio_sweep_long(table)), ("train_loss", train_loss_long(runs)),
-                        ("forest", differences_long(table, [cfg.task_metric]))):
+        by_pool(tables).to_csv(f, index=False)
+    write_json(out / "metrics.json", {p: headline_metrics(tables[p], corrs[p], cfg.task_metric) for p in tables})
+    write_json(out / "report.json", {p: report_document(tables[p], corrs[p]) for p in tables})
+    # the DVC templates draw a line (method, run) or a row (row) per label: prefixed with the pool
+    for name, frame in (("ratio_sweep", by_pool({p: ratio_sweep_long(t) for p, t in tables.items()}, "method")),
+                        ("train_loss", by_pool(losses, "run", sep="/")),
+                        ("forest", by_pool({p: differences_long(t, [cfg.task_metric]) for p, t in tables.items()},
+                                           "row"))):
         with atomic_file(plots / f"{name}.csv") as f:
             frame.to_csv(f, index=False)
-    plot_forest(table, plots / "forest.png")
-    plot_ratio_sweep(table, plots / "ratio_sweep.png")
-    plot_amplification(points, corr, plots / "amplification.png", task_metric=cfg.task_metric)
-    log.info("%d eval runs -> %d rows; wrote %s, %s, %s, %s and %s/{forest,ratio_sweep,amplification}.png "
-             "and {forest,ratio_sweep,train_loss}.csv", len(runs), len(table), out / "table.md", out / "table.csv",
+    plot_forest(tables, plots / "forest.png")
+    plot_ratio_sweep(tables, plots / "ratio_sweep.png")
+    plot_amplification(points, corrs, plots / "amplification.png", task_metric=cfg.task_metric)
+    log.info("pools %s: wrote %s, %s, %s, %s and %s/{forest,ratio_sweep,amplification}.png and "
+             "{forest,ratio_sweep,train_loss}.csv", ", ".join(tables), out / "table.md", out / "table.csv",
              out / "metrics.json", out / "report.json", plots)
-    log.info("amplification vs task gain (%s): Pearson r = %.3f, Spearman rho = %.3f, n = %d",
-             cfg.task_metric, corr.pearson_r, corr.spearman_rho, corr.n)
 
 
 def _args(parser: argparse.ArgumentParser) -> None:
@@ -157,7 +209,7 @@ def _args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", type=Path, default=Path("results/metrics"))
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--all-runs", dest="only_params_runs", action="store_false",
-                        help="report every results/eval/<run>, not only the runs params.yaml asks for")
+                        help="report every results/eval/<pool>/<run>, not only the runs params.yaml asks for")
 
 
 if __name__ == "__main__":

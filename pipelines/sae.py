@@ -24,13 +24,13 @@ from igds.pooling import collect_token_activations
 from igds.sae import ce_loss_recovered, check_sae_layer, load_pretrained_sae, sae_metrics, save_sae, train_sae
 from igds.tokens import iter_batches, tokenize_records
 from pipelines.common import main
-from pipelines.io import peak_rss_bytes, read_split, timed
+from pipelines.io import peak_rss_bytes, read_pools, read_split, timed
 
 log = logging.getLogger("sae")
 
 
 def split_records(records: list[Record], seed: int, ce_examples: int) -> tuple[list[Record], list[Record]]:
-    """(held-out, train): a seeded shuffle of the general + pool records, a tenth (at least
+    """(held-out, train): a seeded shuffle of the general records and every pool's, a tenth (at least
     the CE examples) held out for the SAE's metrics."""
     rng = np.random.default_rng([seed, 17])
     records = [records[i] for i in rng.permutation(len(records))]
@@ -91,7 +91,7 @@ def make_sae(params: Params, loaded, records: list[Record], resume: Path | None)
 
 def run(params: Params, args: argparse.Namespace) -> None:
     loaded = load_model(params.model.name, params.model.device, params.model.dtype)
-    records = read_split(args.data / "general.jsonl") + read_split(args.data / "pool.jsonl")
+    records = read_split(args.data / "general.jsonl") + read_pools(args.data, params)
     sae, metrics = make_sae(params, loaded, records, args.resume)
     metrics["peak_rss_bytes"] = peak_rss_bytes()
     metrics = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()}

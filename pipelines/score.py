@@ -1,9 +1,10 @@
-"""score stages: scores/<method>.parquet (id, score; higher = keep; plus any per-example
+"""score stages: scores/<pool>/<method>.parquet (id, score; higher = keep; plus any per-example
 extras the method keeps) and its metrics (wall time, peak memory, tokens/s, and the scores'
 on-task AUROC on a mixed pool).
 
-Every method of params.yaml's `methods:` is scored as score-shard@<method>-<i> (`--shard i`:
-shard i of scoring.shards, into scores/shards/) and joined by score@<method> (`--merge`);
+Every method of params.yaml's `methods:` is scored on every pool of data.pools as
+score-shard@<pool>-<method>-<i> (`--shard i`: shard i of scoring.shards, into
+scores/<pool>/shards/) and joined by score@<pool>-<method> (`--merge`);
 the merged scores equal one process's bit for bit (igds.scoring). A method that cannot be
 sharded scores the whole pool in shard 0 and leaves the others empty. Without --shard or
 --merge the whole pool is scored in one process, or data-parallel under `accelerate launch`.
@@ -32,7 +33,7 @@ from igds.registry import build_selector, selector_class
 from igds.scoring import merge_info, merge_shards, score_pool
 from igds.selection_metrics import auroc, n_tied
 from pipelines.common import distributed, main, method_arg
-from pipelines.io import peak_rss_bytes, read_split, timed
+from pipelines.io import peak_rss_bytes, pool_arg, read_pool, read_split, timed
 
 log = logging.getLogger("score")
 
@@ -96,7 +97,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
     if params.data is None:
         raise ConfigError("params.yaml: section 'data' is missing")
     method = method_arg(params, args.method)
-    pool = read_split(args.data / "pool.jsonl")
+    pool = read_pool(args.data, pool_arg(params, args.pool))
     args.out.mkdir(parents=True, exist_ok=True)
     if args.merge:
         return _merge(params, args, pool)
@@ -104,8 +105,8 @@ def run(params: Params, args: argparse.Namespace) -> None:
     shard, dist = _shard(params, args, selector)
     ctx = scoring_context(params, method, args.data, _artifacts(method, args))
     fingerprint = _fingerprint(params, method, pool, args)
-    state_dir = args.resume / (f"score-{method}" + (f"-shard-{shard[0]}-of-{shard[1]}" if shard[1] > 1 else ""))
-    info: dict = {"method": method, "n_pool": len(pool)}
+    state_dir = args.resume / (f"score-{args.pool}-{method}" + (f"-shard-{shard[0]}-of-{shard[1]}" if shard[1] > 1 else ""))
+    info: dict = {"method": method, "pool": args.pool, "n_pool": len(pool)}
     with timed(info, "setup_wall_s"):
         if selector.shardable or shard[0] == 0:  # (a whole-pool method's other shards are empty)
             _load_needs(selector, ctx)
@@ -116,7 +117,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
     info.update(selector_info)
     if dist is not None:
         _gather_and_finish(params, args, pool, dist, frame, info)
-    elif args.shard is not None:  # one shard: its rows and timing, merged by score@<method>
+    elif args.shard is not None:  # one shard: its rows and timing, merged by score@<pool>-<method>
         info.update(shard=f"{shard[0]}/{shard[1]}", n_scored=len(frame), fingerprint=fingerprint,
                     peak_rss_bytes=peak_rss_bytes())
         write_json(args.metrics / "shards" / method / f"{shard[0]}.json", info)  # timings: not cached
@@ -168,13 +169,13 @@ def _gather_and_finish(params: Params, args: argparse.Namespace, pool, dist, fra
 
 
 def _merge(params: Params, args: argparse.Namespace, pool) -> None:
-    """score@<method>: the shards of scoring.shards joined in pool order, as one process writes them."""
+    """score@<pool>-<method>: the shards of scoring.shards joined in pool order, as one process writes them."""
     n = len(params.scoring.shards)
     frames_at = [args.out / "shards" / args.method / f"{i}.parquet" for i in range(n)]
     infos_at = [args.metrics / "shards" / args.method / f"{i}.json" for i in range(n)]
     missing = [str(p) for p in frames_at + infos_at if not p.is_file()]
     if missing:
-        raise DataError(f"missing shard output(s) {', '.join(missing)}; run `dvc repro score-shard@{args.method}-<i>` "
+        raise DataError(f"missing shard output(s) {', '.join(missing)}; run `dvc repro score-shard@{args.pool}-{args.method}-<i>` "
                         "first")
     infos = [read_json(p) for p in infos_at]
     expected = _fingerprint(params, args.method, pool, args)
@@ -182,7 +183,7 @@ def _merge(params: Params, args: argparse.Namespace, pool) -> None:
              info.get("shard") != f"{i}/{n}"]
     if stale:
         raise DataError(f"shard(s) {', '.join(stale)} were scored for another pool, params or feature set; "
-                        f"rerun the score-shard@{args.method}-<i> stages")
+                        f"rerun the score-shard@{args.pool}-{args.method}-<i> stages")
     try:
         frame = merge_shards(pool, [pd.read_parquet(p) for p in frames_at])
     except ValueError as e:
@@ -200,6 +201,7 @@ def _merge(params: Params, args: argparse.Namespace, pool) -> None:
 def _args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", required=True)
     parser.add_argument("--data", type=Path, default=Path("data"))
+    parser.add_argument("--pool", default="mixed", help="the candidate pool (one of data.pools; default: mixed)")
     parser.add_argument("--sae", type=Path, default=Path("sae"))
     parser.add_argument("--features", type=Path, default=Path("features"))
     parser.add_argument("--out", type=Path, default=Path("scores"))

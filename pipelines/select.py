@@ -1,5 +1,6 @@
-"""select@<method>-<ratio>-<seed> stage: subsets/<method>-<ratio>-s<seed>.jsonl (the kept ids)
-and its metrics results/metrics/select-<method>-<ratio>-s<seed>.json, one per training seed.
+"""select@<pool>-<method>-<ratio>-<seed> stage: subsets/<pool>/<method>-<ratio>-s<seed>.jsonl (the
+kept ids) and its metrics results/metrics/<pool>/select-<method>-<ratio>-s<seed>.json, one per
+training seed.
 
 A selector whose randomness is `per_seed` (random, k-center) redraws it for each training
 seed from its cached scores (`draw`), so the seeds vary selection as well as training; a
@@ -23,7 +24,7 @@ from igds.registry import build_selector, selector_class
 from igds.selection import select_top
 from igds.selection_metrics import degraded_kept, on_task_recall
 from pipelines.common import main, method_arg
-from pipelines.io import read_split
+from pipelines.io import pool_arg, read_pool
 
 log = logging.getLogger("select")
 
@@ -35,11 +36,11 @@ def run(params: Params, args: argparse.Namespace) -> None:
     ratio = parse_ratio(args.ratio)
     path = args.scores / f"{args.method}.parquet"
     if not path.is_file():
-        raise DataError(f"{path} not found; run `dvc repro score@{args.method}` first")
+        raise DataError(f"{path} not found; run `dvc repro score@{args.pool}-{args.method}` first")
     scores = pd.read_parquet(path)
-    pool = read_split(args.data / "pool.jsonl")
+    pool = read_pool(args.data, pool_arg(params, args.pool))
     if list(scores["id"]) != [r.id for r in pool]:
-        raise DataError(f"{path} does not score data/pool.jsonl (ids differ); rerun score@{args.method}")
+        raise DataError(f"{path} does not score pool {args.pool!r} (ids differ); rerun score@{args.pool}-{args.method}")
     selector = build_selector(method_arg(params, args.method), params.methods.get(args.method))
     per_seed = selector.randomness == "per_seed"
     values = selector.draw(scores, params.seed, args.seed) if per_seed else scores["score"].to_numpy()
@@ -48,7 +49,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
     # the file name carries the ratio as dvc.yaml spells it
     name = f"{args.method}-{args.ratio}-s{args.seed}"
     write_jsonl(args.out / f"{name}.jsonl", ({"id": i} for i in kept))
-    metrics = {"method": args.method, "ratio": ratio, "seed": args.seed,
+    metrics = {"method": args.method, "pool": args.pool, "ratio": ratio, "seed": args.seed,
                "selection_seed": args.seed if per_seed else None,
                "selection_randomness": selector.randomness or "none",
                "n_pool": len(pool), "n_selected": len(kept),
@@ -65,6 +66,7 @@ def _args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ratio", required=True, help="share of the pool kept, in (0, 1]")
     parser.add_argument("--seed", type=int, required=True, help="the training seed this subset is for")
     parser.add_argument("--data", type=Path, default=Path("data"))
+    parser.add_argument("--pool", default="mixed", help="the candidate pool (one of data.pools; default: mixed)")
     parser.add_argument("--scores", type=Path, default=Path("scores"))
     parser.add_argument("--out", type=Path, default=Path("subsets"))
     parser.add_argument("--metrics", type=Path, default=Path("results/metrics"))

@@ -100,7 +100,7 @@ def planted_memory(large_mb: float = 944.0) -> MemoryResult:
 
 
 def planted_dvc(noop_s: float = 2.15) -> DvcResult:
-    stale = ["report", "select@igds-0.25"]
+    stale = ["report", "select@mixed-igds-0.25-0"]
     return DvcResult(params="configs/ci/params.yaml", full_repro_s=674.9, noop_repro_s=noop_s,
                      noop_runs=[{"wall_s": noop_s, "ran_a_stage": False}], status_s=1.56, clean_status={},
                      ratios_change={"from": [0.5], "to": [0.25]}, status_after_change_s=1.23, stale=stale,
@@ -279,7 +279,7 @@ def test_run_orders_the_parts_records_a_failed_one_and_resumes_the_finished_ones
     first and its artifacts score the others, a failing part lands in errors while the
     others report, and --resume keeps what finished."""
     data = tmp_path / "data"
-    write_jsonl(data / "pool.jsonl", (task(i).to_dict() for i in range(5)))
+    write_jsonl(data / "pools" / "mixed.jsonl", (task(i).to_dict() for i in range(5)))
     calls: list[str] = []
 
     def fake(name, value):
@@ -374,7 +374,7 @@ def test_e2e_makes_the_sae_and_features_the_stages_make_and_scores_with_them(tin
     activations), identification on it, features.json, and IGDS scoring with the two."""
     data = tmp_path / "data"
     for split, records in {"prior": [task(i) for i in range(10)], "general": [general(i) for i in range(10)],
-                           "pool": tiny_bench.pool}.items():
+                           "pools/mixed": tiny_bench.pool, "pools/within": tiny_bench.pool}.items():
         write_jsonl(data / f"{split}.jsonl", (r.to_dict() for r in records))
     sae_cfg = SaeConfig(layer=LAYER, width=2, k=4, train_tokens=2000, heldout_tokens=200, steps=30, batch_tokens=64,
                         max_len=128, batch_size=8, ce_examples=2)

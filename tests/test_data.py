@@ -192,8 +192,8 @@ def test_gsm8k_answer_without_final_line_is_rejected(tmp_path):
 def test_mixed_pool_has_the_configured_on_task_share():
     cfg = data_cfg(mix={"on_task_share": 0.3, "distractors": rg(["spell_backward", "letter_counting"], 1, 9)})
     prepared = build_splits(cfg, seed=0)
-    pool = prepared.splits["pool"]
-    report = prepared.report["splits"]["pool"]
+    pool = prepared.splits["pools/mixed"]
+    report = prepared.report["splits"]["pools/mixed"]
     n_on = sum(r.task == "gsm_symbolic" for r in pool)
     assert report["read"] == 40
     assert n_on + sum(1 for r in prepared.rejects if r.split == "pool" and "gsm" in r.location) == 12
@@ -222,7 +222,7 @@ def test_splits_are_disjoint_and_eval_keeps_shared_examples(tmp_path):
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             assert not ids[a] & ids[b], f"{a} and {b} share ids"
-    assert len(ids["eval"]) == 6 and len(ids["prior"]) == 4 and len(ids["pool"]) == 5
+    assert len(ids["eval"]) == 6 and len(ids["prior"]) == 4 and len(ids["pools/mixed"]) == 5
     moved = [(r.split, r.location, r.line) for r in prepared.rejects if r.kind == "in_other_split"]
     assert sorted(moved) == sorted([("prior", str(files["prior"]), 1), ("prior", str(files["prior"]), 2),
                                     ("pool", str(files["pool"]), 1), ("pool", str(files["pool"]), 2)])
@@ -234,7 +234,7 @@ def test_a_split_empty_after_rejection_stops_with_a_clear_message(tmp_path):
     path = write_lines(tmp_path / "bad.jsonl", [b"not json", {"instruction": ""}])
     cfg = data_cfg(splits={**{n: rg(["gsm_symbolic"], 5, s) for n, s in [("prior", 1), ("eval", 3)]},
                            "pool": {"kind": "jsonl", "path": str(path)}, "general": rg(["syllogism"], 5, 4)})
-    with pytest.raises(ValueError, match=r"split 'pool' \(jsonl:.*bad.jsonl\) is empty after validation: 2 read, 2 rejected \(1 empty_field, 1 malformed_json\); first: .*bad.jsonl:1: malformed JSON"):
+    with pytest.raises(ValueError, match=r"split 'pools/mixed' \(jsonl:.*bad.jsonl\) is empty after validation: 2 read, 2 rejected \(1 empty_field, 1 malformed_json\); first: .*bad.jsonl:1: malformed JSON"):
         build_splits(cfg, seed=0)
 
 
@@ -275,15 +275,15 @@ def one_file_cfg(prior_n: int, pool_n: int, *, share: float | None = None, stric
 def test_splits_from_one_file_get_their_counts_after_de_duplication():
     prepared = build_splits(one_file_cfg(100, 150), seed=0)
     assert [r.id for r in prepared.splits["prior"]] == train_ids()[:100]
-    assert [r.id for r in prepared.splits["pool"]] == train_ids()[100:250]  # read on past what prior keeps
-    pool = prepared.report["splits"]["pool"]
+    assert [r.id for r in prepared.splits["pools/mixed"]] == train_ids()[100:250]  # read on past what prior keeps
+    pool = prepared.report["splits"]["pools/mixed"]
     assert pool["read"] == 250 and pool["accepted"] == 150 and pool["rejected_by_kind"] == {"in_other_split": 100}
 
 
 def test_a_mixed_pool_from_the_priors_file_keeps_its_on_task_share():
     prepared = build_splits(one_file_cfg(100, 80, share=0.5), seed=0)
-    pool = prepared.splits["pool"]
-    assert len(pool) == 80 and prepared.report["splits"]["pool"]["on_task_share"] == 0.5
+    pool = prepared.splits["pools/mixed"]
+    assert len(pool) == 80 and prepared.report["splits"]["pools/mixed"]["on_task_share"] == 0.5
     assert {r.id for r in pool if r.task == "gsm8k"} == set(train_ids()[100:140])
 
 
@@ -434,35 +434,51 @@ def test_every_reject_kind_is_defined_once_with_its_fix():
         Reject("pool", "f", 1, "non_utf8", "a kind nobody counts")
 
 
-def test_a_within_task_pool_degrades_its_share_of_the_target_task_only_and_reports_it():
+def test_a_within_task_pool_is_the_target_task_only_with_its_share_degraded_and_reported():
     from igds.data.degrade import degradation
     from igds.selection_metrics import degraded_kept
 
-    cfg = data_cfg(mix={"on_task_share": 0.5, "distractors": rg(["spell_backward"], 1, 9)},
+    cfg = data_cfg(pools=["mixed", "within"], mix={"on_task_share": 0.5, "distractors": rg(["spell_backward"], 1, 9)},
                    degrade={"share": 0.25, "kinds": ["wrong_answer", "dropped_step"], "seed": 7})
     prepared = build_splits(cfg, seed=0)
-    pool = prepared.splits["pool"]
-    kinds = [degradation(r) for r in pool]
-    on_task = [k for r, k in zip(pool, kinds) if r.task == "gsm_symbolic"]
-    assert len(on_task) == 20 and sum(k is not None for k in on_task) == 5  # round(0.25 x 20), on-task only
-    assert all(k is None for r, k in zip(pool, kinds) if r.task != "gsm_symbolic")
-    assert prepared.report["splits"]["pool"]["degraded"] == {"dropped_step": 2, "wrong_answer": 3}
-    assert "25% of its gsm_symbolic examples degraded" in prepared.report["splits"]["pool"]["source"]
-    intact = build_splits(data_cfg(mix=cfg.mix.__dict__ | {"distractors": rg(["spell_backward"], 1, 9)}), seed=0)
-    assert sum(a.id != b.id for a, b in zip(pool, intact.splits["pool"])) == 5  # the rest are the same records
-    bad = [r.id for r, k in zip(pool, kinds) if k is not None]
-    kept = degraded_kept(pool, bad[:2] + [r.id for r, k in zip(pool, kinds) if k is None][:2])
-    assert kept["degraded_kept"] == 0.4 and kept["degraded_share_selected"] == 0.5
-    assert degraded_kept(intact.splits["pool"], bad) == {}
+    within, mixed = prepared.splits["pools/within"], prepared.splits["pools/mixed"]
+    kinds = [degradation(r) for r in within]
+    assert len(within) == 40 and {r.task for r in within} == {"gsm_symbolic"}
+    assert sum(k is not None for k in kinds) == 10  # round(0.25 x 40)
+    assert all(degradation(r) is None for r in mixed)  # the damage is the within-task pool's alone
+    assert prepared.report["splits"]["pools/within"]["degraded"] == {"dropped_step": 5, "wrong_answer": 5}
+    assert "25% of its gsm_symbolic examples degraded" in prepared.report["splits"]["pools/within"]["source"]
+    assert "degraded" not in prepared.report["splits"]["pools/mixed"]
+    intact = build_splits(data_cfg(pools=["within"]), seed=0).splits["pools/within"]
+    assert sum(a.id != b.id for a, b in zip(within, intact)) == 10  # the rest are the same records
+    # the pools are alternatives drawn from one source: the mixed pool's on-task part is the within pool's head
+    assert {r.id for r in mixed if r.task == "gsm_symbolic"} == {r.id for r in intact[:20]}
+    bad = [r.id for r, k in zip(within, kinds) if k is not None]
+    kept = degraded_kept(within, bad[:2] + [r.id for r, k in zip(within, kinds) if k is None][:2])
+    assert kept["degraded_kept"] == 0.2 and kept["degraded_share_selected"] == 0.5
+    assert kept["degraded_share_pool"] == 0.25
+    assert degraded_kept(intact, bad) == {}
+
+
+def test_pools_are_checked_the_within_task_pool_is_the_target_task_only():
+    with pytest.raises(ConfigError, match=r"data.pools = \['mixed', 'mixed'\] is not allowed"):
+        data_cfg(pools=["mixed", "mixed"])
+    with pytest.raises(ConfigError, match=r"data.pools = \['other'\] is not allowed"):
+        data_cfg(pools=["other"])
+    with pytest.raises(ConfigError, match="data.degrade = 'set' is not allowed; expected null unless data.pools"):
+        data_cfg(degrade={"share": 0.5})
+    cfg = data_cfg(pools=["within"], splits=splits(pool=rg(["gsm_symbolic", "chain_sum"], 20, 2)))
+    with pytest.raises(ConfigError, match=r"holds tasks \['chain_sum'\] besides data.target_task"):
+        build_splits(cfg, seed=0)
 
 
 def test_a_degradation_the_tasks_solutions_cannot_take_is_a_config_error():
-    cfg = data_cfg(splits=splits(pool=rg(["chain_sum"], 20, 2)), target_task="chain_sum",
+    cfg = data_cfg(splits=splits(pool=rg(["chain_sum"], 20, 2)), target_task="chain_sum", pools=["within"],
                    degrade={"share": 0.5, "kinds": ["truncated"]})
     with pytest.raises(ConfigError, match=r"data.degrade.kinds = \['truncated'\].*use \[wrong_answer\]"):
         build_splits(cfg, seed=0)
     with pytest.raises(ConfigError, match="data.degrade.share"):
-        data_cfg(degrade={"share": 1.0})
+        data_cfg(pools=["within"], degrade={"share": 1.0})
 
 
 def test_reasoning_gym_options_set_the_difficulty_and_are_named_in_the_source():

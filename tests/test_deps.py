@@ -52,7 +52,7 @@ def test_the_check_fails_when_a_stage_loses_one_imported_module(stages):
 
 
 def test_a_score_stage_depends_on_its_method_module(stages):
-    cmd, deps = stages["score-shard@less-0"]
+    cmd, deps = stages["score-shard@mixed-less-0"]
     files = closure(ROOT, command_modules(cmd))
     assert {Path("baselines/less.py"), Path("igds/gradients.py"), Path("igds/lora.py")} <= files
     assert uncovered(files, deps) == []

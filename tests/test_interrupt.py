@@ -51,7 +51,7 @@ def stale(work: Path) -> set[str]:
 def test_killed_stages_leave_nothing_accepted_and_resume_from_their_checkpoint(tmp_path):
     work = project_copy(tmp_path / "clone", ROOT / "configs" / "ci" / "params.yaml")
     params = (work / "params.yaml").read_text()
-    params = params.replace("  chunk_batches: 4", "  chunk_batches: 1")  # 4 chunks of the 60-example pool
+    params = params.replace("  chunk_batches: 4", "  chunk_batches: 1")  # a chunk per batch of 16
     assert "chunk_batches: 1" in params
     (work / "params.yaml").write_text(params)
     dvc(work, "repro", "prepare")
@@ -71,12 +71,12 @@ def test_killed_stages_leave_nothing_accepted_and_resume_from_their_checkpoint(t
     # scoring: shard 0 of 2 (two chunks of one batch each) killed after its first chunk (every
     # score stage depends on the SAE and the features, whichever its method reads)
     dvc(work, "repro", "--single-item", "identify")
-    chunks, out = work / ".resume/score-loss-shard-0-of-2", work / "scores/shards/loss/0.parquet"
-    kill_when(work, "score-shard@loss-0", lambda: len(list(chunks.glob("chunk-*.parquet"))) >= 1)
-    assert not out.exists() and "score-shard@loss-0" in stale(work)
-    log = dvc(work, "repro", "--single-item", "score-shard@loss-0", "-v")
+    chunks, out = work / ".resume/score-mixed-loss-shard-0-of-2", work / "scores/mixed/shards/loss/0.parquet"
+    kill_when(work, "score-shard@mixed-loss-0", lambda: len(list(chunks.glob("chunk-*.parquet"))) >= 1)
+    assert not out.exists() and "score-shard@mixed-loss-0" in stale(work)
+    log = dvc(work, "repro", "--single-item", "score-shard@mixed-loss-0", "-v")
     assert "chunks were already scored" in log, log[-3000:]
     resumed = out.read_bytes()
     assert not chunks.exists()
-    dvc(work, "repro", "--single-item", "--force", "score-shard@loss-0")
+    dvc(work, "repro", "--single-item", "--force", "score-shard@mixed-loss-0")
     assert out.read_bytes() == resumed

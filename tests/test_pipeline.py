@@ -1,6 +1,7 @@
 """Every stage end to end on the real default model (CI profile sizes): dvc repro through
-sae, identify, score, select, finetune and evaluate for every method, and the report; a
-second repro does nothing and a new ratio makes only select and what follows stale."""
+sae, identify, score, select, finetune and evaluate for every method on both pools (mixed
+and within-task), and the report; a second repro does nothing and a new ratio makes only
+select and what follows stale."""
 
 from __future__ import annotations
 
@@ -41,54 +42,65 @@ def test_igds_stages_end_to_end(tmp_path):
     assert 0.0 <= features["stability"]["jaccard_top_n"] <= 1.0
     assert "⟦" in (work / "features/cards.md").read_text()  # firing tokens are marked
 
-    pool = [json.loads(line) for line in (work / "data/pool.jsonl").read_text().splitlines()]
-    scores = pd.read_parquet(work / "scores/igds.parquet")
+    pools = {name: [json.loads(line) for line in (work / f"data/pools/{name}.jsonl").read_text().splitlines()]
+             for name in ("mixed", "within")}
+    pool = pools["mixed"]
+    scores = pd.read_parquet(work / "scores/mixed/igds.parquet")
     assert list(scores["id"]) == [r["id"] for r in pool] and scores["score"].notna().all()
-    metrics = json.loads((work / "results/metrics/score-igds.json").read_text())
+    metrics = json.loads((work / "results/metrics/mixed/score-igds.json").read_text())
     assert metrics["chosen_features"] == features["ranking"][:1] and 0.0 <= metrics["auroc_on_task"] <= 1.0
-    subset = [json.loads(line)["id"] for line in (work / "subsets/igds-0.5-s0.jsonl").read_text().splitlines()]
+    subset = [json.loads(line)["id"] for line in (work / "subsets/mixed/igds-0.5-s0.jsonl").read_text().splitlines()]
     assert len(subset) == (len(pool) + 1) // 2
     top = set(scores.sort_values("score", ascending=False)["id"][:len(subset) - 1])
     assert top <= set(subset)  # the subset is the top of the scores
-    select = json.loads((work / "results/metrics/select-igds-0.5-s0.json").read_text())
+    select = json.loads((work / "results/metrics/mixed/select-igds-0.5-s0.json").read_text())
     assert 0.0 <= select["on_task_recall"] <= 1.0
+    # the within-task pool: the target task only, its degraded share counted in every selection
+    within = json.loads((work / "results/metrics/within/select-igds-0.5-s0.json").read_text())
+    assert {r["task"] for r in pools["within"]} == {"number_sequence"} and within["degraded_share_pool"] == 0.25
+    within_ids = [r["id"] for r in pools["within"]]
+    assert list(pd.read_parquet(work / "scores/within/igds.parquet")["id"]) == within_ids
 
     methods = ["igds", "random", "loss", "ifd", "zip", "kcenter", "less"]
-    for method in methods + ["full"]:
-        m = json.loads((work / f"results/metrics/score-{method}.json").read_text())
-        assert m["wall_s"] >= 0 and m["peak_rss_bytes"] > 0, method
-    for method in methods:
-        assert (work / f"subsets/{method}-0.5-s0.jsonl").is_file(), method
+    for name in pools:
+        for method in methods + ["full"]:
+            m = json.loads((work / f"results/metrics/{name}/score-{method}.json").read_text())
+            assert m["wall_s"] >= 0 and m["peak_rss_bytes"] > 0, (name, method)
+        for method in methods:
+            assert (work / f"subsets/{name}/{method}-0.5-s0.jsonl").is_file(), (name, method)
 
     # fine-tuning: a LoRA adapter per run, trained on exactly the subset (full: the pool)
     runs = [f"{m}-0.5-s0" for m in methods] + ["full-s0"]
-    for run in runs:
-        train = json.loads((work / f"checkpoints/{run}/train.json").read_text())
-        assert (work / f"checkpoints/{run}/adapter_model.safetensors").is_file(), run
-        assert train["n_examples"] == (len(pool) if run == "full-s0" else len(subset)), run
-        assert train["n_steps"] > 0 and all(map(math.isfinite, train["loss"])), run
-    assert not (work / "checkpoints/.resume/igds-0.5-s0").exists()  # resume state removed on success
+    for name in pools:
+        for run in runs:
+            train = json.loads((work / f"checkpoints/{name}/{run}/train.json").read_text())
+            assert (work / f"checkpoints/{name}/{run}/adapter_model.safetensors").is_file(), run
+            assert train["n_examples"] == (len(pools[name]) if run == "full-s0" else len(subset)), run
+            assert train["n_steps"] > 0 and all(map(math.isfinite, train["loss"])), run
+            assert train["pool"] == name
+    assert not (work / "checkpoints/mixed/.resume/igds-0.5-s0").exists()  # resume state removed on success
 
     # evaluation through lm-eval: the same eval examples for every model, raw samples kept
     eval_ids = {json.loads(line)["id"] for line in (work / "data/eval.jsonl").read_text().splitlines()}
     base = json.loads((work / "results/eval/base/metrics.json").read_text())
-    for run in runs + ["base"]:
+    for run in [f"{name}/{r}" for name in pools for r in runs] + ["base"]:
         m = json.loads((work / f"results/eval/{run}/metrics.json").read_text())
         assert set(m["per_example"]["answer_loglik"]) == eval_ids, run
-        assert len(m["per_example"]["exact_match"]) == 4 and len(m["per_example"]["probe_loglik"]) > 0, run
+        assert len(m["per_example"]["exact_match"]) == 12 and len(m["per_example"]["probe_loglik"]) > 0, run
         assert m["metrics"]["answer_loglik"] < 0 and m["feature_activation"] >= 0, run
         assert (work / f"results/eval/{run}/samples.jsonl").stat().st_size > 0, run
         if run != "base":  # a fine-tuned model is not the base model
             assert m["metrics"]["answer_loglik"] != base["metrics"]["answer_loglik"], run
 
-    # the report: table, csv, metrics, plots
+    # the report: a table per pool, csv, metrics, plots
     table = (work / "results/table.md").read_text()
+    assert "### Pool: mixed" in table and "### Pool: within" in table and "| degraded share |" in table
     assert "| base |" in table and "igds" in table and "vs random" in table
     csv = pd.read_csv(work / "results/table.csv")
-    assert set(csv["method"]) == {"base", "full", *methods}
+    assert set(csv["method"]) == {"base", "full", *methods} and set(csv["pool"]) == set(pools)
     summary = json.loads((work / "results/metrics.json").read_text())
-    assert "igds-0.5" in summary and "amplification_r" in summary
-    assert "amplification_correlation" in json.loads((work / "results/report.json").read_text())
+    assert set(summary) == set(pools) and "igds-0.5" in summary["within"] and "amplification_r" in summary["mixed"]
+    assert "amplification_correlation" in json.loads((work / "results/report.json").read_text())["within"]
     for plot in ("forest", "ratio_sweep", "amplification"):
         assert (work / f"results/plots/{plot}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", plot
     shown = dvc(work, "metrics", "show")
@@ -98,14 +110,14 @@ def test_igds_stages_end_to_end(tmp_path):
 
     # every method ran as two shard stages + merge (configs/ci scoring.shards: [0, 1]); one that
     # cannot be sharded scored the whole pool in shard 0 and left shard 1 empty
-    assert len(pd.read_parquet(work / "scores/shards/less/0.parquet")) == len(pool)
-    assert len(pd.read_parquet(work / "scores/shards/less/1.parquet")) == 0
-    assert 0 < len(pd.read_parquet(work / "scores/shards/loss/1.parquet")) < len(pool)
+    assert len(pd.read_parquet(work / "scores/mixed/shards/less/0.parquet")) == len(pool)
+    assert len(pd.read_parquet(work / "scores/mixed/shards/less/1.parquet")) == 0
+    assert 0 < len(pd.read_parquet(work / "scores/mixed/shards/loss/1.parquet")) < len(pool)
     # IGDS's shards joined equal one process and
     # two data-parallel processes under accelerate (gloo on a CPU machine: `--cpu` would run
     # one process) give the same scores, bit for bit
-    merged = pd.read_parquet(work / "scores/igds.parquet")
-    common = ["--method", "igds", "--data", "data", "--sae", "sae", "--features", "features"]
+    merged = pd.read_parquet(work / "scores/mixed/igds.parquet")
+    common = ["--pool", "mixed", "--method", "igds", "--data", "data", "--sae", "sae", "--features", "features"]
     for name, launcher in (("one", [sys.executable, "-m"]),
                            ("two", ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "-m"])):
         proc = subprocess.run([*launcher, "pipelines.score", *common, "--out", str(tmp_path / f"scores-{name}"),
@@ -124,8 +136,9 @@ def test_igds_stages_end_to_end(tmp_path):
     for name, launcher in (("one", [sys.executable, "-m"]),
                            ("two", ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "-m"])):
         out = tmp_path / f"checkpoints-{name}"
-        proc = subprocess.run([*launcher, "pipelines.finetune", "--params", str(no_dropout), "--method", "igds",
-                               "--ratio", "0.5", "--seed", "0", "--out", str(out)], cwd=work, capture_output=True,
+        proc = subprocess.run([*launcher, "pipelines.finetune", "--params", str(no_dropout), "--pool", "mixed",
+                               "--method", "igds", "--ratio", "0.5", "--seed", "0", "--subsets", "subsets/mixed",
+                               "--out", str(out)], cwd=work, capture_output=True,
                               text=True)
         assert proc.returncode == 0, proc.stderr[-3000:]
         trained[name] = (json.loads((out / "igds-0.5-s0/train.json").read_text()),
@@ -141,5 +154,6 @@ def test_igds_stages_end_to_end(tmp_path):
     params = (work / "params.yaml").read_text().replace("ratios: [0.5]", "ratios: [0.25]")
     (work / "params.yaml").write_text(params)
     stale = set(json.loads(dvc(work, "status", "--json")))
-    expected = {f"{stage}@{m}-0.25-0" for m in methods for stage in ("select", "finetune", "evaluate")} | {"report"}
+    expected = {f"{stage}@{name}-{m}-0.25-0" for name in pools for m in methods
+                for stage in ("select", "finetune", "evaluate")} | {"report"}
     assert {s.split(":")[-1] for s in stale} == expected, sorted(stale)

@@ -24,13 +24,14 @@ def test_prepare_writes_the_splits_and_a_reconciled_report(tmp_path):
     out = tmp_path / "data"
     proc = run([sys.executable, "-m", "pipelines.prepare", "--params", str(CI_PARAMS), "--out", str(out)])
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in out.iterdir()) == [
-        "eval.jsonl", "general.jsonl", "pool.jsonl", "prior.jsonl", "probe.jsonl", "rejects.jsonl", "report.json"]
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [
+        "eval.jsonl", "general.jsonl", "pools", "pools/mixed.jsonl", "pools/within.jsonl", "prior.jsonl", "probe.jsonl",
+        "rejects.jsonl", "report.json"]
     report = json.loads((out / "report.json").read_text())
     n_rejects = len((out / "rejects.jsonl").read_text().splitlines())
     assert report["read"] == report["accepted"] + report["rejected"] and report["rejected"] == n_rejects
     ids = {}
-    for split in ("prior", "pool", "eval", "general", "probe"):
+    for split in ("prior", "pools/mixed", "eval", "general", "probe"):  # the pools may share examples
         rows = [json.loads(line) for line in (out / f"{split}.jsonl").read_text().splitlines()]
         assert len(rows) == report["splits"][split]["accepted"]
         assert all(set(r) == {"id", "instruction", "input", "output", "task", "source"} for r in rows)
@@ -39,7 +40,7 @@ def test_prepare_writes_the_splits_and_a_reconciled_report(tmp_path):
 
     again = tmp_path / "again"
     run([sys.executable, "-m", "pipelines.prepare", "--params", str(CI_PARAMS), "--out", str(again)])
-    for name in ("prior.jsonl", "pool.jsonl", "eval.jsonl", "general.jsonl", "probe.jsonl", "report.json"):
+    for name in ("prior.jsonl", "pools/mixed.jsonl", "pools/within.jsonl", "eval.jsonl", "general.jsonl", "probe.jsonl", "report.json"):
         assert (out / name).read_bytes() == (again / name).read_bytes(), name
 
 
@@ -58,7 +59,7 @@ def test_dvc_repro_prepare_then_nothing_to_do(tmp_path):
     work = project_copy(tmp_path / "clone", CI_PARAMS)
     first = run(["dvc", "repro", "prepare"], cwd=work)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert (work / "data" / "pool.jsonl").is_file() and (work / "dvc.lock").is_file()
+    assert (work / "data" / "pools" / "within.jsonl").is_file() and (work / "dvc.lock").is_file()
     second = run(["dvc", "repro", "prepare"], cwd=work)
     assert second.returncode == 0 and "didn't change, skipping" in second.stdout, second.stdout
     status = run(["dvc", "status", "prepare"], cwd=work)
@@ -76,13 +77,13 @@ def test_dvc_repro_prepare_follows_a_changed_pool_count(tmp_path):
         (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         proc = run(["dvc", "repro", "prepare"], cwd=work)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        return [json.loads(line) for line in (work / "data" / "pool.jsonl").read_text().splitlines()]
+        return [json.loads(line) for line in (work / "data" / "pools" / "mixed.jsonl").read_text().splitlines()]
 
     first = repro_with_pool(60)
     assert len(first) == 60
     changed = repro_with_pool(50)
-    assert len(changed) == 50 and sum(r["task"] == "gsm_symbolic" for r in changed) == 25
+    assert len(changed) == 50 and sum(r["task"] == "number_sequence" for r in changed) == 25
     lock = yaml.safe_load((work / "dvc.lock").read_text())
     assert lock["stages"]["prepare"]["params"]["params.yaml"]["data"]["splits"]["pool"]["n"] == 50
-    assert json.loads((work / "data" / "report.json").read_text())["splits"]["pool"]["accepted"] == 50
+    assert json.loads((work / "data" / "report.json").read_text())["splits"]["pools/mixed"]["accepted"] == 50
     assert repro_with_pool(60) == first  # back to 60: the run cache restores the first pool, as it should

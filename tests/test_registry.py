@@ -114,7 +114,7 @@ def test_checking_params_and_the_report_stage_need_no_torch(tmp_path):
         print(json.dumps([prepared, "torch" in sys.modules, "transformers" in sys.modules]))
     """)
     assert out == [False, False, False]
-    assert (tmp_path / "data" / "pool.jsonl").is_file()
+    assert (tmp_path / "data" / "pools" / "mixed.jsonl").is_file()
 
 
 def test_method_params_are_parsed_into_their_frozen_dataclasses():
@@ -195,7 +195,9 @@ def test_a_new_method_is_one_module_and_one_params_entry(tmp_path):
     proc = subprocess.run(["dvc", "stage", "list"], cwd=work, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     stages = {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
-    assert {"score-shard@toy-0", "score@toy", "select@toy-0.5-0", "finetune@toy-0.5-0", "evaluate@toy-0.5-0"} <= stages
+    assert {f"{stage}@{pool}-toy{tail}" for pool in ("mixed", "within") for stage, tail in
+            [("score-shard", "-0"), ("score", ""), ("select", "-0.5-0"), ("finetune", "-0.5-0"),
+             ("evaluate", "-0.5-0")]} <= stages
     out = _python("""
         import json
         from igds.config import load_params

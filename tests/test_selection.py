@@ -68,8 +68,8 @@ def _select(tmp_path, method: str, seed: int, scores) -> tuple[list[str], dict]:
     from tests.conftest import ROOT
 
     pool = [make_record(f"q{i}", "", f"a{i}", "t" if i % 2 else "u", "s") for i in range(40)]
-    (tmp_path / "data").mkdir(exist_ok=True)
-    (tmp_path / "data/pool.jsonl").write_text("".join(json.dumps(dataclasses.asdict(r)) + "\n" for r in pool))
+    (tmp_path / "data/pools").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "data/pools/mixed.jsonl").write_text("".join(json.dumps(dataclasses.asdict(r)) + "\n" for r in pool))
     (tmp_path / "scores").mkdir(exist_ok=True)
     frame = pd.DataFrame({"id": [r.id for r in pool], "score": scores})
     for j in range(3):  # k-center's cached embeddings

@@ -43,7 +43,8 @@ CI_PARAMS = ROOT / "configs" / "ci" / "params.yaml"
 # of the scoring model, the machinery ifd and kcenter share. Left out for time: less (LoRA
 # warm-up + per-example gradients, the costliest scorer), ifd, kcenter, zip (pure zlib).
 METHODS = ["igds", "random", "loss"]
-TAMPERED = "scores/igds.parquet"  # the remote object that the tamper tests overwrite
+POOLS = ["mixed", "within"]  # configs/ci's data.pools
+TAMPERED = "scores/mixed/igds.parquet"  # the remote object that the tamper tests overwrite
 
 ENV = {
     **os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "DVC_NO_ANALYTICS": "1",
@@ -119,19 +120,22 @@ VOLATILE = {"wall_s", "setup_wall_s", "wall_s_slowest_shard", "collect_wall_s", 
 VOLATILE_FILES = (
     "results/metrics/sae.json",  # DVC metrics (cache: false, kept in git): collect/train wall, RSS
     "results/metrics/identify.json",  # wall_s, peak_rss_bytes
-    "results/metrics/score-",  # score-<method>.json: wall_s, tokens_per_s, peak_rss_bytes
-    "results/metrics/select-",  # (none today; the same rule if they gain timing fields)
-    "results/metrics/shards/",  # <method>/<i>.json: a shard's wall time and RSS (cache: false)
+    *(f"results/metrics/{pool}/{kind}" for pool in POOLS for kind in (
+        "score-",  # score-<method>.json: wall_s, tokens_per_s, peak_rss_bytes
+        "select-",  # (none today; the same rule if they gain timing fields)
+        "shards/",  # <method>/<i>.json: a shard's wall time and RSS (cache: false)
+    )),
 )
 
 
 def test_two_independent_runs_are_byte_identical(runs):
     a, b = tracked(runs.a), tracked(runs.b)
     assert a.keys() == b.keys() and None not in a.values()
-    for expected in (["data/pool.jsonl", "data/prior.jsonl", "data/eval.jsonl", "data/general.jsonl",
+    for expected in (["data/pools/mixed.jsonl", "data/pools/within.jsonl", "data/prior.jsonl", "data/eval.jsonl", "data/general.jsonl",
                       "data/probe.jsonl", "data/rejects.jsonl", "data/report.json",
                       "sae/cfg.json", "features/features.json", "features/cards.md"]
-                     + [f"scores/{m}.parquet" for m in METHODS] + [f"subsets/{m}-0.5-s0.jsonl" for m in METHODS]):
+                     + [f"scores/{p}/{m}.parquet" for p in POOLS for m in METHODS]
+                     + [f"subsets/{p}/{m}-0.5-s0.jsonl" for p in POOLS for m in METHODS]):
         assert expected in a, expected
     weights = [k for k in a if k.startswith("sae/") and k.endswith(".safetensors")]
     assert weights and all(a[k] == b[k] for k in weights)
@@ -176,8 +180,9 @@ def test_a_new_finetune_seed_stales_only_its_own_runs(runs):
 
     after = edited_status(work, r"^  seeds: \[0\]$", "  seeds: [0, 1]")
     # a selection per training seed (a deterministic selector's is the same ids again)
-    new = {f"{stage}@{m}-0.5-1" for m in METHODS for stage in ("select", "finetune", "evaluate")}
-    assert set(after) - set(before) == new | {"finetune-full@1", "evaluate-full@1"}, sorted(set(after) - set(before))
+    new = {f"{stage}@{p}-{m}-0.5-1" for p in POOLS for m in METHODS for stage in ("select", "finetune", "evaluate")}
+    new |= {f"{stage}@{p}-1" for p in POOLS for stage in ("finetune-full", "evaluate-full")}
+    assert set(after) - set(before) == new, sorted(set(after) - set(before))
     assert not ran & set(after)  # prepare, sae, identify, score, seed 0's selections: untouched
     # seed 0's runs (never run here) and the report (never run either, so its entry already
     # says params.yaml is "new" and cannot show finetune.seeds changing) keep their entries
@@ -194,7 +199,8 @@ def test_the_random_baselines_own_seed_stales_only_random(runs):
     # status lists the stages whose params changed: random's scores (configs/ci: two shards) and
     # its per-seed draw (select reads methods.random); finetune and what follows rerun once the
     # subset file has changed (dvc repro), not before
-    random = {"score-shard@random-0", "score-shard@random-1", "score@random", "select@random-0.5-0"}
+    random = {name for p in POOLS for name in (f"score-shard@{p}-random-0", f"score-shard@{p}-random-1",
+                                               f"score@{p}-random", f"select@{p}-random-0.5-0")}
     assert ran & set(after) == random, sorted(ran & set(after))
     assert set(after) - set(before) == random
 
@@ -207,7 +213,7 @@ def test_the_global_seed_stales_every_stage_that_declares_it_from_prepare_on(run
     after = edited_status(work, r"^seed: 0$", "seed: 1")
     declares_seed = {s for s, st in ran.items() if "seed" in st.get("params", {}).get("params.yaml", {})}
     assert {"prepare", "sae"} <= declares_seed
-    assert {s for s in declares_seed if s.startswith("select@")} == {f"select@{m}-0.5-0" for m in METHODS}
+    assert {s for s in declares_seed if s.startswith("select@")} == {f"select@{p}-{m}-0.5-0" for p in POOLS for m in METHODS}
     assert set(ran) & set(after) == declares_seed, sorted(set(ran) & set(after))
 
 
@@ -260,8 +266,8 @@ def tamper(store: Path, dst: Path, oid: str) -> Path:
 
 def tampered_object(work: Path) -> tuple[str, set[str]]:
     """The md5 of TAMPERED, and every tracked file with that content: the store is content
-    addressed, so one object backs all of them (with one shard, scores/shards/<method>/0.parquet
-    is byte-identical to scores/<method>.parquet)."""
+    addressed, so one object backs all of them (with one shard, scores/<pool>/shards/<method>/0.parquet
+    is byte-identical to scores/<pool>/<method>.parquet)."""
     files = tracked(work)
     return files[TAMPERED], {f for f, md5 in files.items() if md5 == files[TAMPERED]}
 

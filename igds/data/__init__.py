@@ -2,7 +2,7 @@
 
 from igds.data.schema import REJECT_KINDS, DataError, Record, Reject, make_record, normalise, record_id
 from igds.data.sources import SplitData, read_source
-from igds.data.splits import PRIORITY, SPLITS, Prepared, build_splits, mix_pool, on_task_share, split_names
+from igds.data.splits import PRIORITY, SPLITS, Prepared, build_splits, mix_pool, on_task_share, pool_file, split_names
 
 __all__ = [
     "PRIORITY",
@@ -19,6 +19,7 @@ __all__ = [
     "mix_pool",
     "normalise",
     "on_task_share",
+    "pool_file",
     "read_source",
     "record_id",
 ]

@@ -30,13 +30,20 @@ PRIORITY = ("eval", "probe", "prior", "pool", "general")  # an id in several spl
 
 
 def split_names(cfg: DataConfig) -> tuple[str, ...]:
-    """The splits this config prepares, in file order."""
-    return SPLITS + tuple(n for n in OPTIONAL_SPLITS if getattr(cfg.splits, n) is not None)
+    """The files this config prepares (data/<name>.jsonl), in file order: the pool split is
+    one file per pool of data.pools, pools/<pool>."""
+    names = SPLITS + tuple(n for n in OPTIONAL_SPLITS if getattr(cfg.splits, n) is not None)
+    return tuple(x for n in names for x in ([pool_file(p) for p in cfg.pools] if n == "pool" else [n]))
+
+
+def pool_file(pool: str) -> str:
+    """A pool's prepared file, data/<pool_file>.jsonl."""
+    return f"pools/{pool}"
 
 
 @dataclass
 class Prepared:
-    splits: dict[str, list[Record]]
+    splits: dict[str, list[Record]]  # by file name (split_names)
     rejects: list[Reject]
     report: dict
 
@@ -53,27 +60,46 @@ def on_task_share(records: list[Record], target_task: str) -> float:
 
 
 def build_splits(cfg: DataConfig, seed: int) -> Prepared:
-    """Read every split's source in priority order, build the (mixed) pool, check the
-    composition, report."""
-    names = split_names(cfg)
+    """Read every split's source in priority order, build each pool of data.pools, check the
+    composition, report. The pools are alternatives (a run trains on one of them), so they may
+    share examples with each other, never with another split."""
     data: dict[str, SplitData] = {}
     held: dict[str, str] = {}  # id -> the split that keeps it
-    for name in sorted(names, key=PRIORITY.index):
+    for name in sorted(SPLITS + OPTIONAL_SPLITS, key=PRIORITY.index):
         source = getattr(cfg.splits, name)
-        if name == "pool" and cfg.mix is not None:
-            data[name] = _mixed_pool(cfg, source, seed, held)
-        else:
-            data[name] = _read(cfg, name, source, held, f"split '{name}' (data.splits.{name}.n = {source.n})")
-        if name == "pool" and cfg.degrade is not None:
-            _degrade_pool(cfg, data[name], held, seed)
-        held.update(dict.fromkeys((r.id for r in data[name].records), name))
-        log.info("%s: %d accepted, %d rejected from %s", name, len(data[name].records),
-                 len(data[name].rejects), source.describe())
+        if source is None:
+            continue
+        outside = dict(held)  # what the splits read before this one keep
+        for file in ([pool_file(p) for p in cfg.pools] if name == "pool" else [name]):
+            if file == pool_file("mixed") and cfg.mix is not None:
+                data[file] = _mixed_pool(cfg, source, seed, outside)
+            elif file == pool_file("within"):
+                data[file] = _read(cfg, "pool", source, outside, f"the within-task pool (data.splits.pool.n = "
+                                   f"{source.n}, all {cfg.target_task})")
+                _check_only_target(cfg, data[file])
+                if cfg.degrade is not None:
+                    _degrade_pool(cfg, data[file], outside, seed)
+            else:
+                data[file] = _read(cfg, name, source, outside, f"split '{name}' (data.splits.{name}.n = {source.n})")
+            held.update(dict.fromkeys((r.id for r in data[file].records), name))
+            log.info("%s: %d accepted, %d rejected from %s", file, len(data[file].records),
+                     len(data[file].rejects), source.describe())
+    names = split_names(cfg)
     for name in names:
         _check_not_empty(cfg, name, data[name])
-    _check_target_label(cfg, data["pool"])
+    for pool in cfg.pools:
+        _check_target_label(cfg, data[pool_file(pool)])
     rejects = [r for name in names for r in data[name].rejects]
     return Prepared({name: data[name].records for name in names}, rejects, _report(cfg, names, data))
+
+
+def _check_only_target(cfg: DataConfig, pool: SplitData) -> None:
+    """Every example of the within-task pool is of the target task."""
+    other = sorted({r.task for r in pool.records} - {cfg.target_task})
+    if other:
+        raise ConfigError(f"params.yaml: data.pools has 'within', but data.splits.pool ({cfg.splits.pool.describe()}) "
+                          f"holds tasks {other} besides data.target_task = {cfg.target_task!r}; the within-task pool "
+                          "is the target task only: give data.splits.pool the target task alone")
 
 
 def _read(cfg: DataConfig, split: str, source: SourceConfig, held: dict[str, str], asked: str,
@@ -117,7 +143,7 @@ def _mixed_pool(cfg: DataConfig, source: SourceConfig, seed: int, held: dict[str
 
 
 def _degrade_pool(cfg: DataConfig, pool: SplitData, held: dict[str, str], seed: int) -> None:
-    """Damage data.degrade.share of the pool's target-task examples in place (igds.data.degrade);
+    """Damage data.degrade.share of the within-task pool's examples in place (igds.data.degrade);
     a kind that cannot damage the task's solutions is a ConfigError, not a smaller share."""
     where = [i for i, r in enumerate(pool.records) if r.task == cfg.target_task]
     try:
@@ -150,7 +176,7 @@ def _check_not_empty(cfg: DataConfig, name: str, split: SplitData) -> None:
     first = f"; first: {split.rejects[0].message()}" if split.rejects else ""
     raise DataError(f"split '{name}' ({_describe(cfg, name)}) is empty after validation: {split.n_read} read, "
                     f"{len(split.rejects)} rejected ({kinds or 'none'}){first}; fix the records or point "
-                    f"data.splits.{name} at another source")
+                    f"data.splits.{'pool' if name.startswith('pools/') else name} at another source")
 
 
 def _report(cfg: DataConfig, names, data: dict[str, SplitData]) -> dict:
@@ -168,7 +194,7 @@ def _report(cfg: DataConfig, names, data: dict[str, SplitData]) -> dict:
                 "tasks": dict(sorted(Counter(r.task for r in data[name].records).items())),
                 **({"degraded": dict(sorted(Counter(k for r in data[name].records
                                                     if (k := degradation(r)) is not None).items()))}
-                   if name == "pool" and cfg.degrade is not None else {}),
+                   if name == pool_file("within") and cfg.degrade is not None else {}),
             }
             for name in names
         },
@@ -180,9 +206,9 @@ def _report(cfg: DataConfig, names, data: dict[str, SplitData]) -> dict:
 
 
 def _describe(cfg: DataConfig, name: str) -> str:
-    text = getattr(cfg.splits, name).describe()
-    if name == "pool" and cfg.mix is not None:
+    text = getattr(cfg.splits, "pool" if name.startswith("pools/") else name).describe()
+    if name == pool_file("mixed") and cfg.mix is not None:
         text += f" mixed with {cfg.mix.distractors.describe()} at on-task share {cfg.mix.on_task_share}"
-    if name == "pool" and cfg.degrade is not None:
+    if name == pool_file("within") and cfg.degrade is not None:
         text += f", {cfg.degrade.share:.0%} of its {cfg.target_task} examples degraded ({', '.join(cfg.degrade.kinds)})"
     return text
