@@ -416,7 +416,7 @@ def _notes(table: pd.DataFrame, *, n_boot: int, level: float) -> list[str]:
               "gen. at token limit: share of exact-match generations that stopped at max_gen_toks "
               "(truncated answers), mean over seeds."]
     if _shows_degraded(table):
-        notes += ["", "degraded kept: share of the selected examples that are degraded (data.degrade: a wrong "
+        notes += ["", "degraded share: share of the selected examples that are degraded (data.degrade: a wrong "
                   "answer, a dropped or shuffled reasoning line, truncation), mean over seeds; for full, the "
                   "pool's share. Shown for pools with degraded examples."]
     return notes

@@ -139,7 +139,7 @@ def test_every_defect_is_quarantined_with_file_line_and_reason(tmp_path, name):
     blank = [n for n, (k, _) in lines.items() if k == "blank"]
 
     # every good record arrives, in file order, normalised
-    rows = read_rows(out / "pool.jsonl")
+    rows = read_rows(out / "pools" / "mixed.jsonl")
     assert [(r["instruction"], r["input"], r["output"]) for r in rows] == good
     assert [r["id"] for r in rows] == [record_id(*g) for g in good]
     assert all(r["task"] == "pool" and r["source"] == f"jsonl:{pool}" for r in rows)
@@ -162,7 +162,7 @@ def test_every_defect_is_quarantined_with_file_line_and_reason(tmp_path, name):
 
     # read = accepted + rejected, per split and in total; blank lines are not read
     report = json.loads((out / "report.json").read_text())
-    s = report["splits"]["pool"]
+    s = report["splits"]["pools/mixed"]
     assert s["read"] == len(good) + len(bad) == len(POOL) - len(blank)
     assert s["accepted"] == len(good) and s["rejected"] == len(bad)
     assert s["rejected_by_kind"] == dict(Counter(kind for kind, _ in bad.values()))
@@ -234,13 +234,13 @@ def mixed_cfg(tmp_path: Path) -> DataConfig:
 
 def test_a_duplicate_across_the_mixed_pools_halves_is_kept_once_and_made_up_for(tmp_path):
     prepared = build_splits(mixed_cfg(tmp_path), seed=0)
-    pool = prepared.splits["pool"]
+    pool = prepared.splits["pools/mixed"]
     dup_id = record_id(ON_TASK[2]["question"], "", ON_TASK[2]["answer"])
     assert [r.id for r in pool].count(dup_id) == 1 and len(pool) == 8  # the 5th distractor takes its place
     assert Counter(r.task for r in pool) == {"on": 4, "off": 4}
     [reject] = [r for r in prepared.rejects if r.split == "pool"]
     assert reject.kind == "duplicate_id" and "within split 'pool'" in reject.reason
-    s = prepared.report["splits"]["pool"]
+    s = prepared.report["splits"]["pools/mixed"]
     assert s["read"] == 9 == s["accepted"] + s["rejected"] and s["rejected_by_kind"] == {"duplicate_id": 1}
 
 
@@ -248,7 +248,7 @@ def test_a_mixed_pool_duplicate_reject_names_the_dropped_copy(tmp_path):
     cfg = mixed_cfg(tmp_path)
     prepared = build_splits(cfg, seed=0)
     dup_id = record_id(ON_TASK[2]["question"], "", ON_TASK[2]["answer"])
-    [kept] = [r for r in prepared.splits["pool"] if r.id == dup_id]
+    [kept] = [r for r in prepared.splits["pools/mixed"] if r.id == dup_id]
     [reject] = [r for r in prepared.rejects if r.split == "pool"]
     assert kept.task == "on"  # the on-task copy is read first and stays
     assert (reject.location, reject.line) == (cfg.mix.distractors.path, 4)

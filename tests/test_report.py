@@ -179,7 +179,7 @@ def test_report_finds_the_planted_igds_gain(tmp_path):
     assert list(loss[loss["run"] == "mixed/igds-0.5-s0"]["step"]) == [1, 2, 3]
 
     md = (out / "table.md").read_text()
-    assert md.startswith("### Pool: mixed\n") and "degraded kept" not in md
+    assert md.startswith("### Pool: mixed\n") and "degraded share" not in md
     assert "percentile bootstrap, B = 300" in md and "Holm" in md and "| igds | 0.5 | 1 | 199 |" in md
     assert "sign-flip permutation test" in md and "10000 random sign flips" in md
     sweep = pd.read_csv(out / "plots/ratio_sweep.csv")
@@ -380,8 +380,8 @@ def test_each_pool_is_reported_with_its_own_gain_and_degraded_share(tmp_path):
     md = (out / "table.md").read_text()
     assert md.count("### Pool: ") == 2 and md.index("### Pool: mixed") < md.index("### Pool: within")
     mixed_md, within_md = md.split("### Pool: within")
-    assert "degraded kept" not in mixed_md.split("### How to read")[0]  # no degraded examples: no column
-    assert "| degraded kept |" in within_md and "| igds | 0.5 | 2 | 199 |" in within_md and "| 0.05 |" in within_md
+    assert "degraded share" not in mixed_md.split("### How to read")[0]  # no degraded examples: no column
+    assert "| degraded share |" in within_md and "| igds | 0.5 | 2 | 199 |" in within_md and "| 0.05 |" in within_md
     assert md.count("percentile bootstrap, B = 300") == 1  # how to read the tables: once, at the end
 
     forest = pd.read_csv(out / "plots/forest.csv")
