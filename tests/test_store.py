@@ -43,8 +43,8 @@ CI_PARAMS = ROOT / "configs" / "ci" / "params.yaml"
 # of the scoring model, the machinery ifd and kcenter share. Left out for time: less (LoRA
 # warm-up + per-example gradients, the costliest scorer), ifd, kcenter, zip (pure zlib).
 METHODS = ["igds", "random", "loss"]
-POOLS = ["mixed", "within"]  # configs/ci's data.pools
-TAMPERED = "scores/mixed/igds.parquet"  # the remote object that the tamper tests overwrite
+POOLS = ["within"]  # one pool keeps the test short (test_pipeline runs both)
+TAMPERED = "scores/within/igds.parquet"  # the remote object that the tamper tests overwrite
 
 ENV = {
     **os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "DVC_NO_ANALYTICS": "1",
@@ -99,7 +99,9 @@ def runs(tmp_path_factory):
     line = "methods: [igds, random, loss, ifd, zip, kcenter, less]"
     assert text.count(line) == 1, "configs/ci/params.yaml's select.methods changed: update this test"
     params = base / "params.yaml"
-    params.write_text(text.replace(line, f"methods: [{', '.join(METHODS)}]"))
+    pools = "pools: [mixed, within]"
+    assert text.count(pools) == 1, "configs/ci/params.yaml's data.pools changed: update this test"
+    params.write_text(text.replace(line, f"methods: [{', '.join(METHODS)}]").replace(pools, f"pools: {POOLS}"))
     copies, walls = {}, {}
     for name in ("a", "b"):
         work = project_copy(base / name, params)
@@ -131,7 +133,7 @@ VOLATILE_FILES = (
 def test_two_independent_runs_are_byte_identical(runs):
     a, b = tracked(runs.a), tracked(runs.b)
     assert a.keys() == b.keys() and None not in a.values()
-    for expected in (["data/pools/mixed.jsonl", "data/pools/within.jsonl", "data/prior.jsonl", "data/eval.jsonl", "data/general.jsonl",
+    for expected in (["data/pools/within.jsonl", "data/prior.jsonl", "data/eval.jsonl", "data/general.jsonl",
                       "data/probe.jsonl", "data/rejects.jsonl", "data/report.json",
                       "sae/cfg.json", "features/features.json", "features/cards.md"]
                      + [f"scores/{p}/{m}.parquet" for p in POOLS for m in METHODS]
