@@ -19,9 +19,16 @@ import yaml
 from igds import registry
 
 
-# tokens whose activations count: the response, the record's own text (prompt and response,
-# not the chat template's system prompt and role markers), or every token
-SCOPES = ("response", "content", "all")
+# tokens whose activations count: the response (its template tokens, e.g. the end-of-turn marker,
+# included), the response's own text (response_content: no template tokens), the record's own text
+# (content: prompt and response, not the chat template's system prompt and role markers), or every
+# token
+SCOPES = ("response", "response_content", "content", "all")
+# the scopes each scope's tokens include: a feature recalled on one scope fires only where a
+# scope that includes it looks (identify.scope must be inside methods.igds.scope)
+SCOPE_INCLUDES = {"all": frozenset(SCOPES), "response": frozenset({"response", "response_content"}),
+                  "content": frozenset({"content", "response_content"}),
+                  "response_content": frozenset({"response_content"})}
 # damage done to a share of a within-task pool's examples (igds.data.degrade)
 DEGRADE_KINDS = ("wrong_answer", "dropped_step", "shuffled_steps", "truncated")
 # candidate pools a run selects from, each through its own score/select/finetune/evaluate stages:
@@ -298,7 +305,7 @@ class SaeConfig:
 class IdentifyConfig:
     """IGDS steps 1-2: frequency recall and interventional filtering."""
 
-    scope: str = "response"  # tokens whose activations count: response | content | all
+    scope: str = "response_content"  # tokens whose activations count: response | response_content | content | all
     top_n: int = 16  # features recalled by frequency
     contrast: str = "diff"  # diff: freq_prior - freq_general; ratio: freq_prior / freq_general
     min_contrast: float = 0.2

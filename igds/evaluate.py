@@ -160,7 +160,9 @@ def write_tasks(out: Path, eval_records: Sequence[Record], probe_records: Sequen
 def run_lm_eval(model, tokenizer, task_dir: Path, tasks: Sequence[str], batch_size: int, max_len: int,
                 seed: int = 0) -> tuple[dict, dict, list[dict]]:
     """Evaluate `model` on the generated tasks with lm-eval, with the chat template; decoding
-    as each task's YAML says (greedy, its stops and budget: `generation_kwargs`).
+    as each task's YAML says (greedy, its stops and budget: `generation_kwargs`). The model
+    adapter is lm-eval's HFLM with log-likelihoods computed at the continuation positions only
+    (`igds.lm.ContinuationLM`).
 
     lm-eval is told whether to add a BOS token by the rule training tokenises with
     (`igds.tokens.tokenize_records`: when the tokenizer asks for one; lm-eval itself leaves
@@ -168,10 +170,11 @@ def run_lm_eval(model, tokenizer, task_dir: Path, tasks: Sequence[str], batch_si
     token sequences it was trained on. Returns (aggregate metric per name, {metric: {doc id:
     value}}, raw per-sample logs)."""
     from lm_eval import simple_evaluate  # noqa: PLC0415
-    from lm_eval.models.huggingface import HFLM  # noqa: PLC0415
     from lm_eval.tasks import TaskManager  # noqa: PLC0415
 
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_len,
+    from igds.lm import ContinuationLM  # noqa: PLC0415
+
+    lm = ContinuationLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_len,
               add_bos_token=bool(getattr(tokenizer, "add_bos_token", False)))
     results = simple_evaluate(
         model=lm, tasks=list(tasks), task_manager=TaskManager(include_path=str(task_dir), include_defaults=False),

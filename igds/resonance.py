@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from igds.config import POOLING, SCOPES, ConfigError, check, fail
+from igds.config import POOLING, SCOPE_INCLUDES, SCOPES, ConfigError, check, fail
 from igds.data import Record
 from igds.registry import SelectorResult, register
 
@@ -40,7 +40,7 @@ def resonant_score(acts, typical: Sequence[float], pooling: str = "max") -> np.n
 class IgdsParams:
     k: int = 1  # top-k causal features (the paper's default is 1)
     pooling: str = "max"  # over an example's tokens: max | mean
-    scope: str = "content"  # tokens that count: response | content (no chat-template tokens) | all
+    scope: str = "response_content"  # tokens that count: response | response_content | content | all
 
     def __post_init__(self) -> None:
         check(self.k > 0, "k", self.k, "a positive integer")
@@ -51,6 +51,12 @@ class IgdsParams:
         top_n = params.identify.top_n
         check(self.k <= top_n, "k", self.k, f"at most identify.top_n = {top_n} (features are ranked among the "
               "recalled ones)")
+        found = params.identify.scope
+        # a feature recalled on tokens this scope does not read (the template's end-of-turn marker,
+        # say) can be 0 on every scored token: every score ties and the selection is the tie-break
+        check(found in SCOPE_INCLUDES[self.scope], "scope", self.scope,
+              f"a scope that includes identify.scope = '{found}' (the tokens the features were found on): "
+              f"{', '.join(s for s in SCOPES if found in SCOPE_INCLUDES[s])}")
 
     def check_features(self, features: dict, source: str) -> None:
         n = len(features.get("ranking", []))

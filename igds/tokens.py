@@ -106,12 +106,13 @@ def collate(tok: Tokenized, index: Sequence[int], pad_id: int, scope: str,
             device: str | torch.device = "cpu") -> Batch:
     """The examples `index` of `tok`, right-padded. Position 0 (an attention sink with a huge
     residual norm in most models, and never a predicted token) is never in scope;
-    `scope='response'` keeps only answer tokens, `'content'` the record's own text (prompt
-    and response, without the chat template's system prompt and role markers)."""
+    `scope='response'` keeps only answer tokens (the template's end-of-turn marker included),
+    `'response_content'` the response's own text (no template tokens), `'content'` the record's
+    own text (prompt and response, without the chat template's system prompt and role markers)."""
     if scope not in SCOPES:
         raise ValueError(f"scope '{scope}' is not one of {SCOPES}")
-    if scope == "content" and tok.content is None:
-        raise ValueError("scope 'content' needs the content spans tokenize_records computes")
+    if scope in ("content", "response_content") and tok.content is None:
+        raise ValueError(f"scope '{scope}' needs the content spans tokenize_records computes")
     index = np.asarray(index)
     seq = max(len(tok.input_ids[i]) for i in index)
     input_ids = torch.full((len(index), seq), pad_id, dtype=torch.long)
@@ -121,9 +122,10 @@ def collate(tok: Tokenized, index: Sequence[int], pad_id: int, scope: str,
         n = len(tok.input_ids[i])
         input_ids[row, :n] = torch.tensor(tok.input_ids[i])
         attention[row, :n] = 1
-        if scope == "content":
+        if scope in ("content", "response_content"):
+            first = tok.response_start[i] if scope == "response_content" else 1
             for lo, hi in tok.content[i]:
-                scope_mask[row, max(lo, 1):hi] = True
+                scope_mask[row, max(lo, first, 1):hi] = True
         else:
             start = tok.response_start[i] if scope == "response" else 1
             scope_mask[row, max(start, 1):n] = True

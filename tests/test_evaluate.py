@@ -181,6 +181,8 @@ def test_lm_eval_scores_and_generates_from_the_token_ids_training_sees(tmp_path,
     do. The last case failed while lm-eval was left to the tokenizer's own default."""
     from lm_eval.models.huggingface import HFLM
 
+    from igds.lm import ContinuationLM
+
     tok, bos = _bos_char_tokenizer(template_writes_bos, add_bos_token)
     model = build_tiny_model()
     record = make_record("Add 40 and 2.", "", "#### 42", "task", "test")
@@ -189,11 +191,12 @@ def test_lm_eval_scores_and_generates_from_the_token_ids_training_sees(tmp_path,
     assert trained.input_ids[0][:len(start) + 1] == start + [tok.convert_tokens_to_ids("<|im_start|>")]
 
     seen = []
-    real_call, real_generate = HFLM._model_call, HFLM._model_generate
+    real_hidden, real_generate = ContinuationLM._hidden, HFLM._model_generate
 
-    def call(self, inps, *args, **kwargs):
-        seen.extend(("loglik", row) for row in inps.tolist())
-        return real_call(self, inps, *args, **kwargs)
+    def hidden(self, input_ids, attention_mask):
+        seen.extend(("loglik", [t for t, m in zip(row, m_row) if m]) for row, m_row in
+                    zip(input_ids.tolist(), attention_mask.tolist()))
+        return real_hidden(self, input_ids, attention_mask)
 
     def generate(self, context, max_length, stop, **kwargs):
         mask = kwargs.get("attention_mask")
@@ -201,7 +204,7 @@ def test_lm_eval_scores_and_generates_from_the_token_ids_training_sees(tmp_path,
                     zip(context.tolist(), mask.tolist()))
         return real_generate(self, context, max_length, stop, **kwargs)
 
-    monkeypatch.setattr(HFLM, "_model_call", call)
+    monkeypatch.setattr(ContinuationLM, "_hidden", hidden)
     monkeypatch.setattr(HFLM, "_model_generate", generate)
     names = write_tasks(tmp_path / "tasks", [record], [], tok, max_gen_toks=4)
     run_lm_eval(model, tok, tmp_path / "tasks", names, batch_size=1, max_len=256)
@@ -209,3 +212,25 @@ def test_lm_eval_scores_and_generates_from_the_token_ids_training_sees(tmp_path,
     prompt = trained.input_ids[0][:trained.response_start[0]]
     for kind, ids in seen:
         assert ids[:len(prompt)] == prompt, kind  # the same prompt tokens, one BOS
+
+
+def test_continuation_loglik_equals_lm_evals_own(monkeypatch):
+    """ContinuationLM (the LM head at continuation positions only) gives lm-eval HFLM's
+    (log-probability, is greedy) for every request: ragged lengths, one-token continuations, a
+    request cut from the left at max_length, and the caller's order."""
+    from lm_eval.models.huggingface import HFLM
+
+    from igds.lm import ContinuationLM
+
+    tok, model = build_char_tokenizer(), build_tiny_model()
+    enc = lambda text: tok(text, add_special_tokens=False).input_ids  # noqa: E731
+    pairs = [("abc", "d"), ("hello wor", "ld"), ("x", "yz yz"), ("a long context " * 4, "end"), ("q", "r")]
+    requests = [((c, t), enc(c), enc(t)) for c, t in pairs]
+    assert len(requests[3][1]) + len(requests[3][2]) > 40  # cut from the left below
+    for max_len in (256, 40):
+        ours = ContinuationLM(pretrained=model, tokenizer=tok, batch_size=2, max_length=max_len)
+        theirs = HFLM(pretrained=model, tokenizer=tok, batch_size=2, max_length=max_len)
+        got = ours._loglikelihood_tokens(requests, disable_tqdm=True)
+        want = theirs._loglikelihood_tokens(requests, disable_tqdm=True)
+        assert [g for _, g in got] == [g for _, g in want]
+        assert [v for v, _ in got] == pytest.approx([v for v, _ in want], abs=1e-4)

@@ -38,8 +38,10 @@ def test_content_scope_keeps_the_records_text_and_drops_the_template():
     t = tokenize_records(tok, [RECORD], 512)
     ids = t.input_ids[0]
     kept = {scope: tok.decode([i for i, m in zip(ids, collate(t, [0], 0, scope).scope_mask[0]) if m])
-            for scope in ("content", "response", "all")}
+            for scope in ("content", "response_content", "response", "all")}
     assert kept["content"] == RECORD.prompt + RECORD.output
+    assert kept["response_content"] == RECORD.output  # no end-of-turn marker, no prompt
+    assert kept["response"] != kept["response_content"] and "<|im_end|>" in kept["response"]
     assert SYSTEM not in kept["content"] and "assistant" not in kept["content"]
     assert kept["response"].startswith(RECORD.output) and SYSTEM in kept["all"]
 

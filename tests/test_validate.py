@@ -71,6 +71,22 @@ def test_a_bad_setting_is_one_line_naming_key_value_and_range(tmp_path, tiny_dir
     assert "\n" not in str(caught.value)
 
 
+def test_igds_scores_the_tokens_its_features_were_found_on(tmp_path, tiny_dir):
+    """Features recalled on the whole response (its end-of-turn marker included) and scored on
+    the content scope (no template tokens) tied every score in the 2026-12-03 default run."""
+    def edit(raw):
+        raw["identify"]["scope"] = "response"
+        raw["methods"]["igds"]["scope"] = "content"
+
+    with pytest.raises(ConfigError, match=r"methods.igds.scope = 'content' is not allowed; expected a scope that "
+                       r"includes identify.scope = 'response' .*: response, all"):
+        validate(params_with(tmp_path, tiny_dir, edit))
+    for found, scored in [("response", "all"), ("response_content", "content"), ("content", "content")]:
+        def ok(raw, found=found, scored=scored):
+            raw["identify"]["scope"], raw["methods"]["igds"]["scope"] = found, scored
+        validate(params_with(tmp_path, tiny_dir, ok))
+
+
 def write_sae_cfg(path, d_in, d_sae, hook="model.layers.2"):
     path.mkdir()
     (path / "cfg.json").write_text(json.dumps({"d_in": d_in, "d_sae": d_sae, "metadata": {"hook_name": hook}}))
