@@ -409,6 +409,10 @@ class FinetuneConfig:
     checkpoint_every: int = 10  # optimizer steps between resume checkpoints
     loss_chunk: int = 1024  # response tokens per chunk of LM-head logits in the loss (igds.head_loss)
     gradient_checkpointing: bool = False  # true: keep only each layer's input for the backward pass (recompute the rest)
+    # true: each step's common token prefix (the chat template's system prompt) runs once, not
+    # once per row (igds.prefix); same loss and gradients, except that LoRA dropout draws one
+    # mask for the prefix positions of the whole batch
+    share_prefix: bool = False
 
     def __post_init__(self) -> None:
         check(self.kind in FINETUNE_KINDS, "kind", self.kind, f"one of {FINETUNE_KINDS}")
@@ -423,6 +427,8 @@ class FinetuneConfig:
         check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
         check(len(self.target_modules) > 0, "target_modules", self.target_modules,
               "a non-empty list of module names, e.g. [q_proj, v_proj]")
+        check(not (self.share_prefix and self.gradient_checkpointing), "share_prefix", self.share_prefix,
+              "false with gradient_checkpointing: true (a checkpointed layer keeps no key/value cache to share)")
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from igds.config import ConfigError, FinetuneConfig
 from igds.data import Record
 from igds.head_loss import ResponseLoss
 from igds.lora import add_lora, linear_schedule, seeded
+from igds.prefix import common_prefix_len
 from igds.tokens import IGNORE, Tokenized, collate, tokenize_records
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,12 @@ def batch_schedule(lengths: Sequence[int], batch_size: int, epochs: int, rng: np
             batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
         steps += [batches[i] for i in rng.permutation(len(batches))]
     return steps
+
+
+def shared_prefix(tok: Tokenized, index: Sequence[int]) -> int:
+    """The tokens the examples `index` all begin with, up to the last one before any response
+    (whose prediction carries no loss): what a step can run once for the batch (igds.prefix)."""
+    return min(common_prefix_len([tok.input_ids[i] for i in index]), min(tok.response_start[i] for i in index) - 1)
 
 
 def step_batch(tok: Tokenized, index: Sequence[int], pad_id: int, device) -> dict[str, torch.Tensor]:
@@ -166,10 +173,11 @@ def finetune(model, tokenizer, records: list[Record], cfg: FinetuneConfig, seed:
         for step in bar:
             batch = step_batch(tok, steps[step], tokenizer.pad_token_id, device)
             n_items = response_items(batch)  # the whole step's, on every process
+            prefix = shared_prefix(tok, steps[step]) if cfg.share_prefix else 0
             if world > 1:
                 batch = _rank_slice(batch, rank, world)
             # summed over this process's response tokens / the step's: the step's mean when summed
-            loss = engine(batch["input_ids"], batch["attention_mask"], batch["labels"], max(n_items, 1))
+            loss = engine(batch["input_ids"], batch["attention_mask"], batch["labels"], max(n_items, 1), max(prefix, 0))
             optimizer.zero_grad(set_to_none=True)
             (loss * world).backward()  # DDP averages the processes' gradients
             if world > 1:

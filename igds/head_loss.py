@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from igds.prefix import causal_lm, last_hidden
 from igds.tokens import IGNORE
 
 
@@ -81,11 +82,6 @@ def head_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, target: torch
     return _HeadCrossEntropy.apply(hidden, weight, bias, target, int(chunk), softcap)
 
 
-def _causal_lm(model) -> nn.Module:
-    """The transformers causal LM inside `model` (a peft model wraps one)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
 class ResponseLoss(nn.Module):
     """`model`'s causal-LM loss at the labelled positions only: forward(input_ids,
     attention_mask, labels, num_items) -> summed cross-entropy of the tokens whose label is
@@ -101,10 +97,14 @@ class ResponseLoss(nn.Module):
         self.chunk = chunk
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
-                num_items: int) -> torch.Tensor:
-        lm = _causal_lm(self.model)
-        hidden = lm.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-        target = labels[:, 1:]
+                num_items: int, prefix_len: int = 0) -> torch.Tensor:
+        """`prefix_len`: the first tokens every row shares, run once for the batch (igds.prefix);
+        they and the token after them carry no loss."""
+        lm = causal_lm(self.model)
+        if prefix_len and bool((labels[:, :prefix_len + 1] != IGNORE).any()):
+            raise ValueError(f"a shared prefix of {prefix_len} tokens reaches a labelled token")
+        hidden = last_hidden(self.model, input_ids, attention_mask, prefix_len)  # positions prefix_len..
+        target = labels[:, prefix_len + 1:]  # hidden position prefix_len + j predicts token prefix_len + j + 1
         rows, pos = (target != IGNORE).nonzero(as_tuple=True)
         head = lm.get_output_embeddings()
         total = head_cross_entropy(hidden[:, :-1][rows, pos], head.weight, target[rows, pos],

@@ -1,11 +1,12 @@
 """lm-eval's HuggingFace model adapter with log-likelihoods computed at the continuation
-positions only.
+positions only, and the batch's common token prefix run once.
 
 lm-eval's `HFLM._loglikelihood_tokens` takes the log-softmax over the whole vocabulary at
 every position of every batch ([batch, seq, vocab] in float32: 32 x 90 x 49k = 0.6 GB for
 SmolLM2) and then keeps the few continuation positions. Here the decoder runs as usual, and
 only the hidden states that predict a continuation token go through the LM head (as
-`igds.loglik` and `igds.head_loss` do). Requests, tokenisation, truncation (from the left, to
+`igds.loglik` and `igds.head_loss` do); the chat template's start, the same in every request,
+runs once per batch (`igds.prefix`). Requests, tokenisation, truncation (from the left, to
 `max_length`), batching (longest first) and the returned (sum of log-probabilities, is
 greedy) pairs are lm-eval's; generation is lm-eval's own `generate_until`, unchanged.
 """
@@ -15,6 +16,8 @@ from __future__ import annotations
 import torch
 from lm_eval.models.huggingface import HFLM
 from tqdm.auto import tqdm
+
+from igds.prefix import common_prefix_len, last_hidden
 
 
 class ContinuationLM(HFLM):
@@ -43,13 +46,16 @@ class ContinuationLM(HFLM):
                 for row, x in enumerate(inputs):
                     ids[row, :len(x)] = torch.tensor(x)
                     mask[row, :len(x)] = 1
-                hidden = self._hidden(ids.to(self.device), mask.to(self.device))  # [batch, width, d]
+                # the chat template's common start runs once per batch (igds.prefix): up to the
+                # first position that predicts a continuation token
+                prefix = min(common_prefix_len(inputs), min(len(x) - len(requests[i][2]) for i, x in zip(chunk, inputs)))
+                hidden = self._hidden(ids.to(self.device), mask.to(self.device), prefix)  # [batch, width - prefix, d]
                 rows, positions, targets = [], [], []
                 for row, (i, x) in enumerate(zip(chunk, inputs)):
                     cont = requests[i][2]
                     # position t predicts token t + 1: the last len(cont) positions of the input
                     rows += [row] * len(cont)
-                    positions += range(len(x) - len(cont), len(x))
+                    positions += range(len(x) - len(cont) - prefix, len(x) - prefix)
                     targets += cont
                 logits = head(hidden[torch.tensor(rows), torch.tensor(positions)]).float()  # [n_cont_tokens, vocab]
                 if softcap:
@@ -69,7 +75,7 @@ class ContinuationLM(HFLM):
         bar.close()
         return out
 
-    def _hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The decoder's last hidden states [batch, seq, d] of right-padded inputs (no LM head)."""
-        return self.model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
-                                        use_cache=False).last_hidden_state
+    def _hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix_len: int = 0) -> torch.Tensor:
+        """The decoder's last hidden states [batch, seq - prefix_len, d] of right-padded inputs
+        (no LM head), the rows' common first `prefix_len` tokens run once."""
+        return last_hidden(self.model, input_ids, attention_mask, max(prefix_len, 0))

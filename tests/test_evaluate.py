@@ -193,10 +193,10 @@ def test_lm_eval_scores_and_generates_from_the_token_ids_training_sees(tmp_path,
     seen = []
     real_hidden, real_generate = ContinuationLM._hidden, HFLM._model_generate
 
-    def hidden(self, input_ids, attention_mask):
+    def hidden(self, input_ids, attention_mask, prefix_len=0):
         seen.extend(("loglik", [t for t, m in zip(row, m_row) if m]) for row, m_row in
                     zip(input_ids.tolist(), attention_mask.tolist()))
-        return real_hidden(self, input_ids, attention_mask)
+        return real_hidden(self, input_ids, attention_mask, prefix_len)
 
     def generate(self, context, max_length, stop, **kwargs):
         mask = kwargs.get("attention_mask")
@@ -224,7 +224,8 @@ def test_continuation_loglik_equals_lm_evals_own(monkeypatch):
 
     tok, model = build_char_tokenizer(), build_tiny_model()
     enc = lambda text: tok(text, add_special_tokens=False).input_ids  # noqa: E731
-    pairs = [("abc", "d"), ("hello wor", "ld"), ("x", "yz yz"), ("a long context " * 4, "end"), ("q", "r")]
+    pairs = [("abc", "d"), ("hello wor", "ld"), ("x", "yz yz"), ("a long context " * 4, "end"), ("q", "r"),
+             ("hello world", "!"), ("hello there", "?")]  # batched together: a shared prefix
     requests = [((c, t), enc(c), enc(t)) for c, t in pairs]
     assert len(requests[3][1]) + len(requests[3][2]) > 40  # cut from the left below
     for max_len in (256, 40):
