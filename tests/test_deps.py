@@ -1,6 +1,8 @@
 """Every stage's dvc.yaml deps cover its command's whole first-party import closure (read
 from the source), so a code change can never leave an output that `dvc status` calls up to
-date. A stage that picks its method by name (--method) also depends on that method's module."""
+date. A stage that picks its method by name (--method) also depends on that method's module.
+A stage's code deps are those of the code manifest it depends on (manifests/<kind>.json, the
+output of stage code-<kind>, which changes whenever one of its deps does)."""
 
 from __future__ import annotations
 
@@ -13,11 +15,38 @@ from tests.deps import closure, command_modules, uncovered
 
 
 def resolved_stages(root: Path) -> dict[str, tuple[str, list[str]]]:
-    """name -> (cmd, deps) of every stage dvc.yaml expands (foreach and matrix included)."""
+    """name -> (cmd, deps) of every stage dvc.yaml expands (foreach and matrix included), a
+    dep on a code manifest replaced by the deps of the stage that writes it."""
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
-        return {stage.addressing: (stage.cmd, [d.def_path for d in stage.deps]) for stage in repo.index.stages}
+        raw = {stage.addressing: (stage.cmd, [d.def_path for d in stage.deps]) for stage in repo.index.stages}
+        writers = {o.def_path: stage.addressing for stage in repo.index.stages for o in stage.outs}
+    return {name: (cmd, with_manifests(deps, raw, writers)) for name, (cmd, deps) in raw.items()}
+
+
+def with_manifests(deps: list[str], raw: dict, writers: dict[str, str]) -> list[str]:
+    out = []
+    for dep in deps:
+        out.append(dep)
+        if dep.startswith("manifests/"):
+            out += raw[writers[dep]][1]
+    return out
+
+
+def test_stages_of_a_kind_depend_on_one_code_manifest():
+    """No stage but a code-<kind> stage lists source files: dvc.lock stays small (DVC rewrites
+    it whole after every stage), and each manifest lists its kind's code once."""
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        for stage in repo.index.stages:
+            code = [d.def_path for d in stage.deps if d.def_path.startswith(("igds", "pipelines", "baselines"))]
+            if stage.addressing.startswith("code-"):
+                assert "pipelines/code.py" in code, stage.addressing
+            else:
+                assert code == [], (stage.addressing, code)
+                assert sum(d.def_path.startswith("manifests/") for d in stage.deps) == 1, stage.addressing
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +73,7 @@ def test_deps_cover_each_stage_command_import_closure(stages):
 
 def test_the_check_fails_when_a_stage_loses_one_imported_module(stages):
     cmd, deps = stages["identify"]
+    assert "manifests/identify.json" in deps
     files = closure(ROOT, command_modules(cmd))
     assert Path("igds/sae.py") in files and Path("igds/models/residual.py") in files
     assert uncovered(files, [d for d in deps if d != "igds/sae.py"]) == ["igds/sae.py"]
