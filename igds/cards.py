@@ -10,7 +10,7 @@ import torch
 from igds.data import Record
 from igds.models.residual import run_to_layer
 from igds.pooling import FeatureActivations
-from igds.tokens import Tokenized
+from igds.tokens import Tokenized, collate
 
 
 def token_activations(model, sae, ids: list[int], layer: int, feature: int) -> list[float]:
@@ -21,6 +21,15 @@ def token_activations(model, sae, ids: list[int], layer: int, feature: int) -> l
         acts = sae.encode(resid.to(sae.W_enc.dtype))[:, feature].float().cpu().tolist()
     acts[0] = 0.0
     return acts
+
+
+def scoped_token_activations(model, sae, tok: Tokenized, i: int, layer: int, feature: int, scope: str,
+                             pad_id: int = 0) -> list[float]:
+    """token_activations of example `i` of `tok`, 0 outside `scope` (the tokens the feature was
+    recalled on and is scored on: a card shows where it counts, not where else it fires)."""
+    acts = token_activations(model, sae, tok.input_ids[i], layer, feature)
+    mask = collate(tok, [i], pad_id, scope).scope_mask[0].tolist()
+    return [a if m else 0.0 for a, m in zip(acts, mask)]
 
 
 def render_snippet(tokenizer, ids: list[int], acts: list[float], window: int = 24) -> str:
@@ -36,12 +45,12 @@ def render_snippet(tokenizer, ids: list[int], acts: list[float], window: int = 2
 
 def feature_cards(model, tokenizer, sae, layer: int, pool: Sequence[Record], tok: Tokenized,
                   acts: FeatureActivations, features: Sequence[int], feature_info: dict[int, dict],
-                  n_examples: int) -> str:
+                  n_examples: int, scope: str = "all", pad_id: int = 0) -> str:
     """cards.md: one section per feature; `acts` holds the pool's pooled activations of
-    `features` (in that order)."""
+    `features` (in that order) over the `scope` tokens, and only those are marked."""
     lines = ["# Feature cards", "",
-             "Top activating pool examples for each chosen feature. Firing tokens are marked "
-             "⟦token|activation⟧; ⏎ is a newline.", ""]
+             f"Top activating pool examples for each chosen feature, on the `{scope}` tokens (identify.scope). "
+             "Firing tokens in that scope are marked ⟦token|activation⟧; ⏎ is a newline.", ""]
     for col, feature in enumerate(features):
         info = feature_info[feature]
         lines += [f"## Feature {feature} (rank {info.get('rank')})", "",
@@ -52,7 +61,7 @@ def feature_cards(model, tokenizer, sae, layer: int, pool: Sequence[Record], tok
         for i in top:
             if acts.max_act[i, col] <= 0:
                 break
-            token_acts = token_activations(model, sae, tok.input_ids[i], layer, feature)
+            token_acts = scoped_token_activations(model, sae, tok, i, layer, feature, scope, pad_id)
             lines.append(f"- `{pool[i].id}` ({pool[i].task}, max {acts.max_act[i, col]:.2f}): "
                          f"{render_snippet(tokenizer, tok.input_ids[i], token_acts)}")
         lines.append("")

@@ -48,7 +48,8 @@ class ContinuationLM(HFLM):
                     mask[row, :len(x)] = 1
                 # the chat template's common start runs once per batch (igds.prefix): up to the
                 # first position that predicts a continuation token
-                prefix = min(common_prefix_len(inputs), min(len(x) - len(requests[i][2]) for i, x in zip(chunk, inputs)))
+                first_scored = min(len(x) - len(requests[i][2]) for i, x in zip(chunk, inputs))
+                prefix = max(0, min(common_prefix_len(inputs), first_scored))
                 hidden = self._hidden(ids.to(self.device), mask.to(self.device), prefix)  # [batch, width - prefix, d]
                 rows, positions, targets = [], [], []
                 for row, (i, x) in enumerate(zip(chunk, inputs)):

@@ -62,10 +62,10 @@ def cards_markdown(params: Params, loaded, sae, pool: list, result: Identificati
     model, tokenizer, layer = loaded.model, loaded.tokenizer, params.sae.layer
     tok_pool = tokenize_records(tokenizer, pool, params.scoring.max_len)
     acts = pooled_feature_activations(model, sae, tok_pool, layer, params.scoring.batch_size,
-                                      tokenizer.pad_token_id, "all", features=chosen, desc="cards")
+                                      tokenizer.pad_token_id, params.identify.scope, features=chosen, desc="cards")
     info = {r.feature: r.to_dict() for r in result.records}
     return feature_cards(model, tokenizer, sae, layer, pool, tok_pool, acts, chosen, info,
-                         params.identify.card_examples)
+                         params.identify.card_examples, params.identify.scope, tokenizer.pad_token_id)
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
