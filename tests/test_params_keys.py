@@ -58,3 +58,33 @@ def test_dvc_analytics_are_off_in_the_repo_config():
     proc = subprocess.run(["dvc", "config", "--project", "core.analytics"], cwd=ROOT, capture_output=True, text=True,
                           env=subprocess_env(), check=False)
     assert proc.returncode == 0 and proc.stdout.strip() == "false", proc.stdout + proc.stderr
+
+
+def stage_param_keys() -> set[str]:
+    """Every fixed params key a dvc.yaml stage declares (interpolated ones like methods.${item.method} left out)."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    keys = set()
+    for stage in stages.values():
+        for entry in stage.get("do", stage).get("params", []):
+            if isinstance(entry, str) and "${" not in entry:
+                keys.add(entry)
+    return keys
+
+
+def has_key(raw: dict, dotted: str) -> bool:
+    node = raw
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+@pytest.mark.parametrize("profile", PROFILES, ids=lambda p: p.parent.name if p.parent != ROOT else "default")
+def test_every_profile_has_every_param_a_stage_declares(profile):
+    """DVC refuses to run a stage whose declared param is missing from params.yaml ('Parameters
+    ... are missing'): a profile copied to params.yaml must carry every declared key."""
+    keys = stage_param_keys()
+    assert "finetune.share_prefix" in keys and "seed" in keys
+    raw = yaml.safe_load(profile.read_text())
+    assert [k for k in sorted(keys) if not has_key(raw, k)] == []
