@@ -6,9 +6,10 @@ every position of every batch ([batch, seq, vocab] in float32: 32 x 90 x 49k = 0
 SmolLM2) and then keeps the few continuation positions. Here the decoder runs as usual, and
 only the hidden states that predict a continuation token go through the LM head (as
 `igds.loglik` and `igds.head_loss` do); the chat template's start, the same in every request,
-runs once per batch (`igds.prefix`). Requests, tokenisation, truncation (from the left, to
-`max_length`), batching (longest first) and the returned (sum of log-probabilities, is
-greedy) pairs are lm-eval's; generation is lm-eval's own `generate_until`, unchanged.
+runs once per batch (`igds.prefix`); the head step is `igds.loglik.token_logprobs`.
+Requests, tokenisation, truncation (from the left, to `max_length`), batching (longest
+first) and the returned (sum of log-probabilities, is greedy) pairs are lm-eval's;
+generation is lm-eval's own `generate_until`, unchanged.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from lm_eval.models.huggingface import HFLM
 from tqdm.auto import tqdm
 
+from igds.loglik import token_logprobs
 from igds.prefix import common_prefix_len, last_hidden
 
 
@@ -27,8 +29,6 @@ class ContinuationLM(HFLM):
         if self.backend != "causal":  # seq2seq: lm-eval's own path
             return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
         model = self.model
-        head = model.get_output_embeddings()
-        softcap = getattr(model.config, "final_logit_softcapping", None)
         batch_size = override_bs or (self.batch_size if isinstance(self.batch_size, int) else 16)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         # lm-eval's order: longest first (time estimates err high, an OOM shows at once)
@@ -58,13 +58,9 @@ class ContinuationLM(HFLM):
                     rows += [row] * len(cont)
                     positions += range(len(x) - len(cont) - prefix, len(x) - prefix)
                     targets += cont
-                logits = head(hidden[torch.tensor(rows), torch.tensor(positions)]).float()  # [n_cont_tokens, vocab]
-                if softcap:
-                    logits = softcap * torch.tanh(logits / softcap)
-                logp = torch.log_softmax(logits, -1)
-                target = torch.tensor(targets, device=logp.device)
-                token_logp = logp.gather(1, target[:, None])[:, 0].double().cpu()
-                hit = (logp.argmax(-1) == target).cpu()
+                target = torch.tensor(targets, device=hidden.device)
+                token_logp, hit = token_logprobs(model, hidden[torch.tensor(rows), torch.tensor(positions)], target)
+                token_logp, hit = token_logp.double().cpu(), hit.cpu()
                 start = 0
                 for i in chunk:
                     n = len(requests[i][2])

@@ -19,18 +19,24 @@ log = logging.getLogger(__name__)
 _EXACT_TOL = 1e-4
 
 
+def token_logprobs(model, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability of each target token, and whether it is the greedy one, from the hidden
+    states that predict it ([n, d] -> [n], [n]): only these rows go through the LM head, with
+    the model's final logit softcap (Gemma) if it has one; float32."""
+    logits = model.get_output_embeddings()(hidden).float()  # [n, vocab]
+    softcap = getattr(model.config, "final_logit_softcapping", None)
+    if softcap:
+        logits = softcap * torch.tanh(logits / softcap)
+    logp = torch.log_softmax(logits, -1)
+    return logp.gather(1, targets[:, None])[:, 0], logp.argmax(-1) == targets
+
+
 def _response_loglik(model, batch: Batch, hidden: torch.Tensor) -> torch.Tensor:
     """Mean log-likelihood per response token of each row, from the last hidden states [b, s, d].
     Only the response positions go through the LM head."""
-    head = model.get_output_embeddings()
-    softcap = getattr(model.config, "final_logit_softcapping", None)
     # token t is predicted from position t - 1
-    target = batch.scope_mask[:, 1:]
-    rows, pos = target.nonzero(as_tuple=True)
-    logits = head(hidden[:, :-1][rows, pos]).float()  # [n_response_tokens, vocab]
-    if softcap:
-        logits = softcap * torch.tanh(logits / softcap)
-    logp = torch.log_softmax(logits, -1).gather(1, batch.input_ids[:, 1:][rows, pos][:, None])[:, 0]
+    rows, pos = batch.scope_mask[:, 1:].nonzero(as_tuple=True)
+    logp, _ = token_logprobs(model, hidden[:, :-1][rows, pos], batch.input_ids[:, 1:][rows, pos])
     per_row = torch.zeros(len(batch.index), device=logp.device).index_add_(0, rows, logp)
     counts = torch.bincount(rows, minlength=len(batch.index)).clamp(min=1)
     return per_row / counts
