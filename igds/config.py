@@ -395,6 +395,10 @@ class FinetuneConfig:
     model: str | None = None  # the trained model; null: model.name (the paper trains the base model)
     kind: str = "lora"  # lora: the adapter is the artifact; full: every weight is trained and saved
     seeds: tuple[int, ...] = (0,)  # one fine-tune per seed (dvc.yaml's matrix reads this list)
+    # the selected methods that are fine-tuned and evaluated (each at every ratio and seed); the
+    # rest of select.methods are scored and selected only. null: every one of select.methods
+    # (dvc.yaml's matrices read this list, so a params.yaml names it)
+    methods: tuple[str, ...] | None = None
     epochs: int = 1
     lr: float = 2e-4
     batch_size: int = 8
@@ -418,6 +422,8 @@ class FinetuneConfig:
         check(self.kind in FINETUNE_KINDS, "kind", self.kind, f"one of {FINETUNE_KINDS}")
         check(len(self.seeds) > 0, "seeds", self.seeds, "a non-empty list of integers")
         check(len(set(self.seeds)) == len(self.seeds), "seeds", self.seeds, "distinct integers")
+        check(self.methods is None or (len(self.methods) > 0 and len(set(self.methods)) == len(self.methods)),
+              "methods", self.methods, "a non-empty list of distinct method names (of select.methods)")
         for key in ("epochs", "batch_size", "max_len", "lora_r", "checkpoint_every", "loss_chunk"):
             check(getattr(self, key) > 0, key, getattr(self, key), "a positive integer")
         for key in ("lr", "lora_alpha", "max_grad_norm"):
@@ -527,6 +533,12 @@ class Params:
                     why = "it is not a method"
                 raise ConfigError(f"params.yaml: select.methods[{i}] = {name!r} is not allowed; expected one of "
                                   f"{', '.join(selectable)} ({why})")
+        if self.finetune.methods is None:
+            object.__setattr__(self, "finetune", dataclasses.replace(self.finetune, methods=self.select.methods))
+        for i, name in enumerate(self.finetune.methods):
+            if name not in self.select.methods:
+                raise ConfigError(f"params.yaml: finetune.methods[{i}] = {name!r} is not selected; expected some of "
+                                  f"select.methods ({', '.join(self.select.methods)}): add it there, or drop it here")
         for name, method_params in self.methods.items():
             _method_hook(method_params, "check_with", f"methods.{name}", self)
 

@@ -30,6 +30,9 @@ def test_the_shipped_profiles_are_valid():
     ("data: {target_task: t, splits: {prior: {kind: reasoning_gym, tasks: [a], n: 0}}}",
      r"data.splits.prior.n = 0 is not allowed; expected a positive integer"),
     ("data: {target_task: t}", r"data is missing required key\(s\) splits"),
+    ("select: {methods: [igds, random]}\nfinetune: {methods: [igds, loss]}",
+     r"finetune.methods\[1\] = 'loss' is not selected; expected some of select.methods \(igds, random\)"),
+    ("finetune: {methods: []}", r"finetune.methods = \(\) is not allowed; expected a non-empty list"),
 ])
 def test_bad_values_name_key_value_and_allowed(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
@@ -47,3 +50,10 @@ def test_mix_share_range(tmp_path):
     base = (ROOT / "params.yaml").read_text()
     with pytest.raises(ConfigError, match=r"data.mix.on_task_share = 1.5 is not allowed; expected a share in \(0, 1\]"):
         load_params(write(tmp_path, base.replace("on_task_share: 0.5", "on_task_share: 1.5")))
+
+
+def test_fine_tuned_methods_default_to_the_selected_ones(tmp_path):
+    params = load_params(write(tmp_path, "select: {methods: [random, igds]}"))
+    assert params.finetune.methods == ("random", "igds")
+    params = load_params(write(tmp_path, "select: {methods: [random, igds]}\nfinetune: {methods: [igds]}"))
+    assert params.finetune.methods == ("igds",)

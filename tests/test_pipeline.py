@@ -1,6 +1,6 @@
 """Every stage end to end on the real default model (CI profile sizes): dvc repro through
-sae, identify, score, select, finetune and evaluate for every method on both pools (mixed
-and within-task), and the report; a second repro does nothing and a new ratio makes only
+sae, identify, score and select for every method on both pools (mixed and within-task),
+finetune and evaluate for finetune.methods (igds, random) and full, and the report; a second repro does nothing and a new ratio makes only
 select and what follows stale."""
 
 from __future__ import annotations
@@ -72,8 +72,13 @@ def test_igds_stages_end_to_end(tmp_path):
         for method in methods:
             assert (work / f"subsets/{name}/{method}-0.5-s0.jsonl").is_file(), (name, method)
 
-    # fine-tuning: a LoRA adapter per run, trained on exactly the subset (full: the pool)
-    runs = [f"{m}-0.5-s0" for m in methods] + ["full-s0"]
+    # fine-tuning: a LoRA adapter per run, trained on exactly the subset (full: the pool), for
+    # the methods of finetune.methods only (configs/ci: igds, random; the others stop at select)
+    trained = ["igds", "random"]
+    for name in pools:
+        assert sorted(p.name for p in (work / f"checkpoints/{name}").iterdir() if not p.name.startswith(".")) == sorted(
+            [f"{m}-0.5-s0" for m in trained] + ["full-s0"]), name
+    runs = [f"{m}-0.5-s0" for m in trained] + ["full-s0"]
     for name in pools:
         for run in runs:
             train = json.loads((work / f"checkpoints/{name}/{run}/train.json").read_text())
@@ -100,7 +105,7 @@ def test_igds_stages_end_to_end(tmp_path):
     assert "### Pool: mixed" in table and "### Pool: within" in table and "| degraded share |" in table
     assert "| base |" in table and "igds" in table and "vs random" in table
     csv = pd.read_csv(work / "results/table.csv")
-    assert set(csv["method"]) == {"base", "full", *methods} and set(csv["pool"]) == set(pools)
+    assert set(csv["method"]) == {"base", "full", *trained} and set(csv["pool"]) == set(pools)
     summary = json.loads((work / "results/metrics.json").read_text())
     assert set(summary) == set(pools) and "igds-0.5" in summary["within"] and "amplification_r" in summary["mixed"]
     assert "amplification_correlation" in json.loads((work / "results/report.json").read_text())["within"]
@@ -157,6 +162,7 @@ def test_igds_stages_end_to_end(tmp_path):
     params = (work / "params.yaml").read_text().replace("ratios: [0.5]", "ratios: [0.25]")
     (work / "params.yaml").write_text(params)
     stale = set(json.loads(dvc(work, "status", "--json")))
-    expected = {f"{stage}@{name}-{m}-0.25-0" for name in pools for m in methods
-                for stage in ("select", "finetune", "evaluate")} | {"report"}
+    expected = ({f"select@{name}-{m}-0.25-0" for name in pools for m in methods}
+                | {f"{stage}@{name}-{m}-0.25-0" for name in pools for m in trained for stage in ("finetune", "evaluate")}
+                | {"report"})
     assert {s.split(":")[-1] for s in stale} == expected, sorted(stale)

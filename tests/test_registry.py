@@ -185,10 +185,12 @@ class ToySelector:
 
 def test_a_new_method_is_one_module_and_one_params_entry(tmp_path):
     """In a copy of the project: baselines/toy.py and `toy: {sign: -1}` under methods: (and
-    in select.methods, to fine-tune it) are all it takes; dvc.yaml makes its stages."""
+    in select.methods to select by it, finetune.methods to train on it) are all it takes;
+    dvc.yaml makes its stages."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["methods"]["toy"] = {"sign": -1}
     raw["select"]["methods"].append("toy")
+    raw["finetune"]["methods"].append("toy")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     work = project_copy(tmp_path / "work", tmp_path / "params.yaml")
     (work / "baselines" / "toy.py").write_text(TOY)

@@ -43,6 +43,7 @@ CI_PARAMS = ROOT / "configs" / "ci" / "params.yaml"
 # of the scoring model, the machinery ifd and kcenter share. Left out for time: less (LoRA
 # warm-up + per-example gradients, the costliest scorer), ifd, kcenter, zip (pure zlib).
 METHODS = ["igds", "random", "loss"]
+TRAINED = ["igds", "random"]  # configs/ci's finetune.methods: selected and also fine-tuned
 POOLS = ["within"]  # one pool keeps the test short (test_pipeline runs both)
 TAMPERED = "scores/within/igds.parquet"  # the remote object that the tamper tests overwrite
 
@@ -101,6 +102,7 @@ def runs(tmp_path_factory):
     params = base / "params.yaml"
     pools = "pools: [mixed, within]"
     assert text.count(pools) == 1, "configs/ci/params.yaml's data.pools changed: update this test"
+    assert text.count(f"  methods: [{', '.join(TRAINED)}]") == 1, "configs/ci's finetune.methods changed: update this test"
     params.write_text(text.replace(line, f"methods: [{', '.join(METHODS)}]").replace(pools, f"pools: {POOLS}"))
     copies, walls = {}, {}
     for name in ("a", "b"):
@@ -182,7 +184,8 @@ def test_a_new_finetune_seed_stales_only_its_own_runs(runs):
 
     after = edited_status(work, r"^  seeds: \[0\]$", "  seeds: [0, 1]")
     # a selection per training seed (a deterministic selector's is the same ids again)
-    new = {f"{stage}@{p}-{m}-0.5-1" for p in POOLS for m in METHODS for stage in ("select", "finetune", "evaluate")}
+    new = {f"select@{p}-{m}-0.5-1" for p in POOLS for m in METHODS}
+    new |= {f"{stage}@{p}-{m}-0.5-1" for p in POOLS for m in TRAINED for stage in ("finetune", "evaluate")}
     new |= {f"{stage}@{p}-1" for p in POOLS for stage in ("finetune-full", "evaluate-full")}
     assert set(after) - set(before) == new, sorted(set(after) - set(before))
     assert not ran & set(after)  # prepare, sae, identify, score, seed 0's selections: untouched
