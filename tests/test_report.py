@@ -258,6 +258,10 @@ def test_the_report_reads_exactly_the_runs_params_ask_for(tmp_path):
     params = Params(select=SelectConfig(ratios=(0.25,), methods=("igds",)))
     with pytest.raises(DataError, match="mixed/igds-0.25-s0/metrics.json not found"):
         read_eval_runs(tmp_path / "eval" / "mixed", expected_runs(params))
+    # selected by loss too, fine-tuned on igds only: loss's runs are not asked for
+    params = Params(select=SelectConfig(ratios=(0.5,), methods=("igds", "loss")),
+                    finetune=FinetuneConfig(seeds=(0,), methods=("igds",)))
+    assert expected_runs(params) == ["full-s0", "igds-0.5-s0"]
 
 
 def test_p_values_are_not_the_bootstrap_floor():
