@@ -74,11 +74,11 @@ def test_igds_stages_end_to_end(tmp_path):
 
     # fine-tuning: a LoRA adapter per run, trained on exactly the subset (full: the pool), for
     # the methods of finetune.methods only (configs/ci: igds, random; the others stop at select)
-    trained = ["igds", "random"]
+    finetuned = ["igds", "random"]
     for name in pools:
         assert sorted(p.name for p in (work / f"checkpoints/{name}").iterdir() if not p.name.startswith(".")) == sorted(
-            [f"{m}-0.5-s0" for m in trained] + ["full-s0"]), name
-    runs = [f"{m}-0.5-s0" for m in trained] + ["full-s0"]
+            [f"{m}-0.5-s0" for m in finetuned] + ["full-s0"]), name
+    runs = [f"{m}-0.5-s0" for m in finetuned] + ["full-s0"]
     for name in pools:
         for run in runs:
             train = json.loads((work / f"checkpoints/{name}/{run}/train.json").read_text())
@@ -105,7 +105,7 @@ def test_igds_stages_end_to_end(tmp_path):
     assert "### Pool: mixed" in table and "### Pool: within" in table and "| degraded share |" in table
     assert "| base |" in table and "igds" in table and "vs random" in table
     csv = pd.read_csv(work / "results/table.csv")
-    assert set(csv["method"]) == {"base", "full", *trained} and set(csv["pool"]) == set(pools)
+    assert set(csv["method"]) == {"base", "full", *finetuned} and set(csv["pool"]) == set(pools)
     summary = json.loads((work / "results/metrics.json").read_text())
     assert set(summary) == set(pools) and "igds-0.5" in summary["within"] and "amplification_r" in summary["mixed"]
     assert "amplification_correlation" in json.loads((work / "results/report.json").read_text())["within"]
@@ -163,6 +163,6 @@ def test_igds_stages_end_to_end(tmp_path):
     (work / "params.yaml").write_text(params)
     stale = set(json.loads(dvc(work, "status", "--json")))
     expected = ({f"select@{name}-{m}-0.25-0" for name in pools for m in methods}
-                | {f"{stage}@{name}-{m}-0.25-0" for name in pools for m in trained for stage in ("finetune", "evaluate")}
+                | {f"{stage}@{name}-{m}-0.25-0" for name in pools for m in finetuned for stage in ("finetune", "evaluate")}
                 | {"report"})
     assert {s.split(":")[-1] for s in stale} == expected, sorted(stale)
