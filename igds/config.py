@@ -533,14 +533,18 @@ class Params:
                     why = "it is not a method"
                 raise ConfigError(f"params.yaml: select.methods[{i}] = {name!r} is not allowed; expected one of "
                                   f"{', '.join(selectable)} ({why})")
-        if self.finetune.methods is None:
-            object.__setattr__(self, "finetune", dataclasses.replace(self.finetune, methods=self.select.methods))
-        for i, name in enumerate(self.finetune.methods):
+        for i, name in enumerate(self.finetuned_methods):
             if name not in self.select.methods:
                 raise ConfigError(f"params.yaml: finetune.methods[{i}] = {name!r} is not selected; expected some of "
                                   f"select.methods ({', '.join(self.select.methods)}): add it there, or drop it here")
         for name, method_params in self.methods.items():
             _method_hook(method_params, "check_with", f"methods.{name}", self)
+
+    @property
+    def finetuned_methods(self) -> tuple[str, ...]:
+        """The selected methods that are fine-tuned and evaluated: finetune.methods, or every
+        one of select.methods when it is null."""
+        return self.select.methods if self.finetune.methods is None else self.finetune.methods
 
     def check_model(self, n_layers: int, d_model: int) -> None:
         """What the model's config decides: sae.layer and every method's layer settings."""

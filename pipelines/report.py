@@ -43,11 +43,12 @@ def pools(params: Params) -> tuple[str, ...]:
 
 def expected_runs(params: Params) -> list[str]:
     """The runs params.yaml asks for in each pool, named as dvc.yaml's stages write them
-    (results/eval/<pool>/<run>): full-s<seed>, <method>-<ratio>-s<seed> for finetune.methods. Evaluations left on
-    disk by other params are not reported. The untouched model (read_base) is every pool's."""
+    (results/eval/<pool>/<run>): full-s<seed>, <method>-<ratio>-s<seed> for the fine-tuned
+    methods. Evaluations left on disk by other params are not reported. The untouched model
+    (read_base) is every pool's."""
     seeds = params.finetune.seeds
     return ([f"full-s{s}" for s in seeds]
-            + [f"{m}-{r}-s{s}" for m in params.finetune.methods for r in params.select.ratios for s in seeds])
+            + [f"{m}-{r}-s{s}" for m in params.finetuned_methods for r in params.select.ratios for s in seeds])
 
 
 def _parse(path: Path) -> EvalRun:

@@ -54,6 +54,6 @@ def test_mix_share_range(tmp_path):
 
 def test_fine_tuned_methods_default_to_the_selected_ones(tmp_path):
     params = load_params(write(tmp_path, "select: {methods: [random, igds]}"))
-    assert params.finetune.methods == ("random", "igds")
+    assert params.finetuned_methods == ("random", "igds")
     params = load_params(write(tmp_path, "select: {methods: [random, igds]}\nfinetune: {methods: [igds]}"))
-    assert params.finetune.methods == ("igds",)
+    assert params.finetuned_methods == ("igds",)

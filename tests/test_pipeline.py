@@ -1,7 +1,7 @@
 """Every stage end to end on the real default model (CI profile sizes): dvc repro through
 sae, identify, score and select for every method on both pools (mixed and within-task),
-finetune and evaluate for finetune.methods (igds, random) and full, and the report; a second repro does nothing and a new ratio makes only
-select and what follows stale."""
+finetune and evaluate for finetune.methods (igds, random) and full, and the report; a second
+repro does nothing and a new ratio makes only select and what follows stale."""
 
 from __future__ import annotations
 
