@@ -52,7 +52,8 @@ from igds.features import identify
 from igds.models.loading import LoadedModel
 from igds.models.residual import run_to_layer
 from igds.pooling import pooled_feature_activations
-from igds.registry import Selector, build_selector
+from igds.registry import Selector
+from igds.resonance import chosen_features
 from igds.sae import encode_columns, load_sae, save_sae
 from igds.scoring import score_pool
 from igds.selection_metrics import auroc
@@ -81,7 +82,7 @@ class Bench:
 
     def artifacts(self, method: str, sae: Path | None = None, features: Path | None = None) -> dict[str, Path]:
         """The artifact folders `method` declares it needs, as the score stage passes them."""
-        return needed_artifacts(method, sae or self.sae, features or self.features)
+        return needed_artifacts(self.params, method, sae or self.sae, features or self.features)
 
     def context(self, method: str, sae: Path | None = None, features: Path | None = None) -> ScoringContext:
         """The score stage's context for `method`, with the already loaded model."""
@@ -89,7 +90,7 @@ class Bench:
                                loader=lambda: self.loaded)
 
     def selector(self, name: str) -> Selector:
-        return build_selector(name, self.params.methods.get(name))
+        return self.params.methods.build(name)
 
     def labels(self, pool: list[Record]) -> np.ndarray:
         return np.array([r.task == self.params.data.target_task for r in pool])
@@ -139,7 +140,7 @@ def throughput(b: Bench, repeats: int) -> ThroughputResult:
     cfg = b.params.scoring
     params = b.selector("igds").params
     features = read_json(Path(b.features) / "features.json")
-    layer, chosen = features["layer"], features["ranking"][:params.k]
+    layer, chosen = features["layer"], chosen_features(features, params.k, params.features)
     pad = tokenizer.pad_token_id
     sae = load_sae(b.sae, b.params.model.device)
     tok = tokenize_records(tokenizer, b.pool, cfg.max_len)

@@ -470,7 +470,26 @@ class ReportConfig:
 
 class MethodParams(dict):
     """params.yaml `methods:`: method name -> that method's frozen params object (its own
-    dataclass, found through igds.registry); dvc.yaml's score stages iterate over its keys."""
+    dataclass, found through igds.registry); dvc.yaml's score stages iterate over its keys.
+
+    A name is a registered selector, or any label whose mapping names one with `method:`
+    (`igds_k3: {method: igds, k: 3}`): variants of one selector in one run, each its own
+    row of the table. `kinds` maps every name to its selector."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.kinds: dict[str, str] = {}
+
+    def kind(self, name: str) -> str:
+        """The registered selector that method `name` runs (the name itself unless `method:` says)."""
+        return self.kinds.get(name, name)
+
+    def selector_class(self, name: str) -> type:
+        return registry.selector_class(self.kind(name))
+
+    def build(self, name: str) -> Any:
+        """An instance of method `name`'s selector with its params."""
+        return registry.build_selector(self.kind(name), self[name])
 
 
 def parse_methods(raw: Any, where: str = "methods") -> MethodParams:
@@ -480,11 +499,21 @@ def parse_methods(raw: Any, where: str = "methods") -> MethodParams:
         fail(where, raw, "a mapping of method name -> its params")
     out = MethodParams()
     for name, value in raw.items():
+        value = {} if value is None else value
+        kind = value.get("method", name) if isinstance(value, dict) else name
+        if not isinstance(kind, str):
+            raise ConfigError(f"params.yaml: {where}.{name}.method = {kind!r} is not allowed; expected the name of "
+                              f"a registered selector ({', '.join(registry.available())})")
         try:
-            cls = registry.selector_class(name)
+            cls = registry.selector_class(kind)
         except registry.UnknownMethod as e:
-            raise ConfigError(f"params.yaml: {where}.{name}: {e}") from None
+            key = f"{where}.{name}" + (".method" if kind != name else "")
+            hint = "" if kind != name else " (a variant names its selector: `" + name + ": {method: igds, k: 3}`)"
+            raise ConfigError(f"params.yaml: {key}: {e}{hint}") from None
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k != "method"}
         out[name] = from_dict(cls.Params, value, f"{where}.{name}")
+        out.kinds[name] = kind
     return out
 
 
@@ -522,7 +551,7 @@ class Params:
     methods: MethodParams = field(default_factory=lambda: parse_methods({name: {} for name in registry.METHODS}))
 
     def __post_init__(self) -> None:
-        selectable = sorted(n for n in self.methods if not registry.selector_class(n).keeps_all)
+        selectable = sorted(n for n in self.methods if not self.methods.selector_class(n).keeps_all)
         for i, name in enumerate(self.select.methods):
             if name not in selectable:
                 if name in self.methods:
@@ -530,7 +559,7 @@ class Params:
                 elif name in registry.available():
                     why = f"add `{name}: {{}}` under methods: (its score stage comes from there)"
                 else:
-                    why = "it is not a method"
+                    why = "it is not under methods: (a variant is declared there: `igds_k3: {method: igds, k: 3}`)"
                 raise ConfigError(f"params.yaml: select.methods[{i}] = {name!r} is not allowed; expected one of "
                                   f"{', '.join(selectable)} ({why})")
         for i, name in enumerate(self.finetuned_methods):

@@ -164,5 +164,7 @@ def build_selector(name: str, params: Any = None) -> Selector:
 
 
 def needing(methods: Mapping[str, Any], artifact: str) -> list[str]:
-    """The methods of `methods` (names in params order) whose selector needs `artifact`."""
-    return [name for name in methods if artifact in selector_class(name).needs]
+    """The methods of `methods` (names in params order) whose selector needs `artifact`
+    (a name's selector is `methods.kind(name)` where the mapping has variants, igds.config.MethodParams)."""
+    kind = getattr(methods, "kind", lambda name: name)
+    return [name for name in methods if artifact in selector_class(kind(name)).needs]

@@ -18,9 +18,21 @@ from igds.data import Record
 from igds.registry import SelectorResult, register
 
 
-def chosen_features(features: dict, k: int) -> list[int]:
-    """The top-k causal features of a features.json document, in rank order."""
-    return list(features["ranking"][:k])
+FEATURE_ORDERS = ("causal", "recall")
+
+
+def ranked_features(features: dict, order: str = "causal") -> list[int]:
+    """A features.json document's features in IGDS's order: `causal` is the ranking after the
+    interventional filter (steps 1-2); `recall` is frequency recall's contrast order over every
+    recalled feature, no causal filter (the paper's no-filter ablation)."""
+    if order == "recall":
+        return [f["feature"] for f in features["features"]]
+    return list(features["ranking"])
+
+
+def chosen_features(features: dict, k: int, order: str = "causal") -> list[int]:
+    """The top-k features of a features.json document in `order` (ranked_features)."""
+    return ranked_features(features, order)[:k]
 
 
 def resonant_score(acts, typical: Sequence[float], pooling: str = "max") -> np.ndarray:
@@ -41,9 +53,11 @@ class IgdsParams:
     k: int = 1  # top-k causal features (the paper's default is 1)
     pooling: str = "max"  # over an example's tokens: max | mean
     scope: str = "response_content"  # tokens that count: response | response_content | content | all
+    features: str = "causal"  # causal: the interventional filter's ranking | recall: contrast order, no filter (ablation)
 
     def __post_init__(self) -> None:
         check(self.k > 0, "k", self.k, "a positive integer")
+        check(self.features in FEATURE_ORDERS, "features", self.features, f"one of {FEATURE_ORDERS}")
         check(self.pooling in POOLING, "pooling", self.pooling, f"one of {POOLING}")
         check(self.scope in SCOPES, "scope", self.scope, f"one of {SCOPES}")
 
@@ -59,9 +73,10 @@ class IgdsParams:
               f"{', '.join(s for s in SCOPES if found in SCOPE_INCLUDES[s])}")
 
     def check_features(self, features: dict, source: str) -> None:
-        n = len(features.get("ranking", []))
+        n = len(ranked_features({"ranking": [], "features": [], **features}, self.features))
         if self.k > n:
-            fail("k", self.k, f"at most the {n} feature(s) identification kept ({source}); "
+            kept = "kept" if self.features == "causal" else "recalled"
+            fail("k", self.k, f"at most the {n} feature(s) identification {kept} ({source}); "
                  "or relax identify.min_effect / identify.min_contrast")
 
 
@@ -83,10 +98,12 @@ class IgdsSelector:
 
         p = self.params
         features = read_json(ctx.artifact("features") / "features.json")
-        if len(features["ranking"]) < p.k:
-            raise ConfigError(f"params.yaml: methods.igds.k = {p.k} but identification kept {len(features['ranking'])} "
-                              "feature(s); lower k, or relax identify.min_effect / identify.min_contrast")
-        chosen = chosen_features(features, p.k)
+        ranked = ranked_features(features, p.features)
+        if len(ranked) < p.k:
+            raise ConfigError(f"params.yaml: methods.igds.k = {p.k} but identification kept {len(ranked)} "
+                              f"feature(s) in {p.features} order; lower k, or relax identify.min_effect / "
+                              "identify.min_contrast")
+        chosen = ranked[:p.k]
         by_id = {f["feature"]: f for f in features["features"]}
         loaded = ctx.model()
         sae = load_sae(ctx.artifact("sae"), ctx.device)
@@ -97,7 +114,7 @@ class IgdsSelector:
         for j, f in enumerate(chosen):
             extras[f"f{f}_max"] = acts.max_act[:, j].numpy()
             extras[f"f{f}_mean"] = acts.mean_act[:, j].numpy()
-        info = {"chosen_features": chosen, "k": p.k, "pooling": p.pooling, "scope": p.scope,
+        info = {"chosen_features": chosen, "k": p.k, "features": p.features, "pooling": p.pooling, "scope": p.scope,
                 "n_tokens": int(tok.n_tokens)}
         return SelectorResult(resonant_score(acts, [by_id[f]["mean_when_active"] for f in chosen], p.pooling),
                               info, extras)

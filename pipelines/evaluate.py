@@ -28,12 +28,15 @@ log = logging.getLogger("evaluate")
 
 
 def amplification_settings(params: Params) -> tuple[str, object] | None:
-    """(method, its params) whose features the feature activation measures: the method that
-    reads features/ (IGDS); None when no method does."""
+    """(method, its params) whose features the feature activation measures: `igds` when it
+    reads features/, else the one method that does; None when no method does. Variants of
+    IGDS (`igds_k3: {method: igds, k: 3}`) are measured through `igds`'s choice."""
     readers = needing(params.methods, "features")
+    if "igds" in readers:
+        return "igds", params.methods["igds"]
     if len(readers) > 1:
         raise ConfigError(f"params.yaml: methods {readers} all read features/; feature amplification measures "
-                          "one method's features")
+                          "one method's features (name one of them `igds`)")
     return (readers[0], params.methods[readers[0]]) if readers else None
 
 
@@ -84,7 +87,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
 
             _, method_params = settings
             features = read_json(args.features / "features.json")
-            chosen, layer = chosen_features(features, method_params.k), features["layer"]
+            chosen, layer = chosen_features(features, method_params.k, method_params.features), features["layer"]
             sae = load_sae(args.sae, params.model.device)
             if sae.cfg.d_in != model.config.hidden_size:
                 log.warning("the SAE reads d_model %d but %s has %d: no feature activation", sae.cfg.d_in,

@@ -32,12 +32,14 @@ def run_name(method: str, ratio: str | None, seed: int) -> str:
     return f"{method}-s{seed}" if ratio is None else f"{method}-{ratio}-s{seed}"
 
 
-def training_records(method: str, ratio: str | None, data: Path, subsets: Path, seed: int = 0, pool: str = "mixed"):
+def training_records(method: str, ratio: str | None, data: Path, subsets: Path, seed: int = 0, pool: str = "mixed",
+                     kind: str | None = None):
     """The examples to train on: the ids of training seed `seed`'s subset looked up in the
-    pool; without a ratio (a method that keeps everything, e.g. full) the whole pool."""
+    pool; without a ratio (a method that keeps everything, e.g. full) the whole pool.
+    `kind`: the method's registered selector (params.methods.kind), when its name is a variant's."""
     pool_name, pool = pool, read_pool(data, pool)
     if ratio is None:
-        if not selector_class(method).keeps_all:
+        if not selector_class(kind or method).keeps_all:
             raise ConfigError(f"finetune: method '{method}' needs --ratio (only a method that keeps the whole "
                               "pool trains without a selection)")
         return pool
@@ -59,7 +61,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
         parse_ratio(args.ratio)
     name = run_name(args.method, args.ratio, args.seed)
     records = training_records(method_arg(params, args.method), args.ratio, args.data, args.subsets, args.seed,
-                               pool_arg(params, args.pool))
+                               pool_arg(params, args.pool), kind=params.methods.kind(args.method))
     model_name = cfg.model or params.model.name
     loaded = load_model(model_name, params.model.device, params.model.dtype)
     state_dir = args.out / ".resume" / name

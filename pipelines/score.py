@@ -29,7 +29,6 @@ from igds.artifacts import read_json, write_json, write_parquet
 from igds.config import ConfigError, Params
 from igds.context import ScoringContext
 from igds.data import DataError
-from igds.registry import build_selector, selector_class
 from igds.scoring import merge_info, merge_shards, score_pool
 from igds.selection_metrics import auroc, n_tied
 from pipelines.common import distributed, main, method_arg
@@ -38,22 +37,22 @@ from pipelines.io import peak_rss_bytes, pool_arg, read_pool, read_split, timed
 log = logging.getLogger("score")
 
 
-def needed_artifacts(method: str, sae: Path | None, features: Path | None) -> dict[str, Path]:
+def needed_artifacts(params: Params, method: str, sae: Path | None, features: Path | None) -> dict[str, Path]:
     """Of the artifact directories the stage is given, those the method's selector declares it needs."""
     given = {"sae": sae, "features": features}
-    return {name: Path(given[name]) for name in selector_class(method).needs
+    return {name: Path(given[name]) for name in params.methods.selector_class(method).needs
             if name in given and given[name] is not None}
 
 
-def _artifacts(method: str, args: argparse.Namespace) -> dict[str, Path]:
-    return needed_artifacts(method, args.sae, args.features)
+def _artifacts(params: Params, method: str, args: argparse.Namespace) -> dict[str, Path]:
+    return needed_artifacts(params, method, args.sae, args.features)
 
 
 def scoring_context(params: Params, method: str, data: Path, artifacts: dict[str, Path],
                     loader=None) -> ScoringContext:
     """The context the score stage gives method `method`: the scoring model and batch shape of
     params.yaml, the prior split as target examples if the method needs them, its artifacts."""
-    needs = selector_class(method).needs
+    needs = params.methods.selector_class(method).needs
     return ScoringContext(
         seed=params.seed, target=read_split(data / "prior.jsonl") if "target" in needs else [],
         model_name=params.model.name, device=params.model.device, dtype=params.model.dtype,
@@ -67,11 +66,11 @@ def _fingerprint(params: Params, method: str, pool, args: argparse.Namespace) ->
                        params.seed, dataclasses.asdict(params.model), [r.id for r in pool]],
                       sort_keys=True, default=str)
     h = hashlib.sha256(blob.encode())
-    for name, directory in sorted(_artifacts(method, args).items()):
+    for name, directory in sorted(_artifacts(params, method, args).items()):
         for file in sorted(p for p in Path(directory).rglob("*") if p.is_file()):
             h.update(f"{name}/{file.relative_to(directory)}".encode())
             h.update(file.read_bytes())
-    if "target" in selector_class(method).needs:
+    if "target" in params.methods.selector_class(method).needs:
         h.update(json.dumps([r.id for r in read_split(args.data / "prior.jsonl")]).encode())
     return h.hexdigest()[:16]
 
@@ -101,9 +100,9 @@ def run(params: Params, args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.merge:
         return _merge(params, args, pool)
-    selector = build_selector(method, params.methods[method])
+    selector = params.methods.build(method)
     shard, dist = _shard(params, args, selector)
-    ctx = scoring_context(params, method, args.data, _artifacts(method, args))
+    ctx = scoring_context(params, method, args.data, _artifacts(params, method, args))
     fingerprint = _fingerprint(params, method, pool, args)
     state_dir = args.resume / (f"score-{args.pool}-{method}" + (f"-shard-{shard[0]}-of-{shard[1]}" if shard[1] > 1 else ""))
     info: dict = {"method": method, "pool": args.pool, "n_pool": len(pool)}
@@ -213,7 +212,7 @@ def _args(parser: argparse.ArgumentParser) -> None:
 
 
 def _reads(params: Params, args: argparse.Namespace) -> dict[str, Path]:
-    return _artifacts(args.method, args) if args.method in params.methods else {}
+    return _artifacts(params, args.method, args) if args.method in params.methods else {}
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import pandas as pd
 from igds.artifacts import write_json, write_jsonl
 from igds.config import ConfigError, Params, parse_ratio
 from igds.data import DataError
-from igds.registry import build_selector, selector_class
 from igds.selection import select_top
 from igds.selection_metrics import degraded_kept, on_task_recall
 from pipelines.common import main, method_arg
@@ -30,7 +29,7 @@ log = logging.getLogger("select")
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
-    if selector_class(method_arg(params, args.method)).keeps_all:
+    if params.methods.selector_class(method_arg(params, args.method)).keeps_all:
         raise ConfigError(f"select: method '{args.method}' keeps the whole pool; it has no selection to make "
                           "(finetune trains it on the pool)")
     ratio = parse_ratio(args.ratio)
@@ -41,7 +40,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
     pool = read_pool(args.data, pool_arg(params, args.pool))
     if list(scores["id"]) != [r.id for r in pool]:
         raise DataError(f"{path} does not score pool {args.pool!r} (ids differ); rerun score@{args.pool}-{args.method}")
-    selector = build_selector(method_arg(params, args.method), params.methods.get(args.method))
+    selector = params.methods.build(method_arg(params, args.method))
     per_seed = selector.randomness == "per_seed"
     values = selector.draw(scores, params.seed, args.seed) if per_seed else scores["score"].to_numpy()
     kept = select_top(list(scores["id"]), values, ratio, params.seed)

@@ -307,7 +307,8 @@ def test_run_orders_the_parts_records_a_failed_one_and_resumes_the_finished_ones
     assert result.selection == planted_selection()
     assert result.config.setup["artifacts_from"] == "e2e (made by this run)"
     assert result.break_even.n_break_even == 50  # 100 s fixed / (11 - 1 s over the 5 examples: 2 s each)
-    assert result.config.methods_params["igds"] == {"k": 1, "pooling": "max", "scope": "response_content"}
+    assert result.config.methods_params["igds"] == {"k": 1, "pooling": "max", "scope": "response_content",
+                                                      "features": "causal"}
     assert set(read_json(partial_path(tmp_path / "bench.json"))["parts_cpu"]) == {"e2e", "throughput", "selection"}
 
     calls.clear()

@@ -11,6 +11,8 @@ import pytest
 import yaml
 
 from igds.config import ConfigError, load_params
+from igds.registry import needing
+from igds.resonance import IgdsParams, chosen_features
 from igds.validate import validate
 from tests.conftest import ROOT, build_char_tokenizer, build_tiny_model
 
@@ -50,7 +52,7 @@ def test_the_default_params_pass(tmp_path, tiny_dir):
 
 @pytest.mark.parametrize("key, value, message", [
     ("select.methods", ["igds", "bogus"], r"select.methods\[1\] = 'bogus' is not allowed; expected one of .*igds.*"
-     r"\(it is not a method\)"),
+     r"\(it is not under methods: \(a variant is declared there"),
     ("select.methods", ["igds", "full"], r"select.methods\[1\] = 'full' is not allowed; .*keeps the whole pool"),
     ("methods.bogus", {}, r"methods.bogus: unknown method 'bogus'; available: .*igds"),
     ("methods.zip", {"k1": 0}, r"methods.zip.k1 = 0 is not allowed"),
@@ -115,6 +117,48 @@ def test_k_larger_than_the_kept_features(tmp_path, tiny_dir):
     validate(params, features_dir=features)
 
 
+def test_a_variant_of_a_selector_is_a_method_of_its_own(tmp_path, tiny_dir):
+    """`igds_k3: {method: igds, k: 3}`: one selector's variants in one run (configs/cpu-bench's
+    k and no-filter ablations), each named, validated and built with its own params."""
+    def edit(raw):
+        raw["methods"]["igds_k3"] = {"method": "igds", "k": 3}
+        raw["methods"]["igds_recall"] = {"method": "igds", "features": "recall"}
+        raw["select"]["methods"] = ["igds", "igds_k3", "igds_recall", "random"]
+        raw["finetune"]["methods"] = ["igds_k3", "random"]
+
+    params = params_with(tmp_path, tiny_dir, edit)
+    assert params.methods.kind("igds_k3") == params.methods.kind("igds_recall") == "igds"
+    assert params.methods.kind("random") == "random"
+    k3 = params.methods.build("igds_k3")
+    assert type(k3).__name__ == "IgdsSelector" and (k3.params.k, k3.params.features) == (3, "causal")
+    assert params.methods.build("igds_recall").params.features == "recall"
+    assert needing(params.methods, "features") == ["igds", "igds_k3", "igds_recall"]
+    features = tmp_path / "features"
+    features.mkdir()
+    (features / "features.json").write_text(json.dumps({"ranking": [5, 9], "features": [{"feature": f} for f in
+                                                                                        (9, 2, 5, 7)]}))
+    with pytest.raises(ConfigError, match=r"methods.igds_k3.k = 3 is not allowed; expected at most the 2 feature"):
+        validate(params, features_dir=features)
+    with pytest.raises(ConfigError, match=r"^params.yaml: methods.igds_x.method: unknown method 'igdz'"):
+        params_with(tmp_path, tiny_dir, set_key("methods.igds_x", {"method": "igdz"}))
+    with pytest.raises(ConfigError, match=r"methods.igds_x.features = 'all' is not allowed; expected one of"):
+        params_with(tmp_path, tiny_dir, set_key("methods.igds_x", {"method": "igds", "features": "all"}))
+
+
+def test_the_no_filter_ablation_takes_features_in_recall_order():
+    """features.json's `features` are frequency recall's contrast order; `ranking` is the causal
+    filter's; a recall-order k may reach features the filter dropped."""
+    doc = {"ranking": [5, 9], "features": [{"feature": f} for f in (9, 2, 5, 7)]}
+    assert chosen_features(doc, 1) == [5] and chosen_features(doc, 2, "causal") == [5, 9]
+    assert chosen_features(doc, 1, "recall") == [9] and chosen_features(doc, 3, "recall") == [9, 2, 5]
+    IgdsParams(k=4, features="recall").check_features(doc, "features.json")
+    with pytest.raises(ConfigError, match=r"k = 3 is not allowed; expected at most the 2 feature\(s\) identification kept"):
+        try:
+            IgdsParams(k=3).check_features(doc, "features.json")
+        except Exception as e:  # the hook raises the key relative to the method; validate makes it absolute
+            raise ConfigError(str(e)) from None
+
+
 def test_a_stage_stops_with_one_line_and_exit_2_before_any_work(tmp_path):
     raw = yaml.safe_load((ROOT / "configs/ci/params.yaml").read_text())
     raw["select"]["methods"] = ["igds", "lesss"]
@@ -127,5 +171,6 @@ def test_a_stage_stops_with_one_line_and_exit_2_before_any_work(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert lines == ["select: error: params.yaml: select.methods[1] = 'lesss' is not allowed; expected one of "
-                     "ifd, igds, kcenter, less, loss, random, zip (it is not a method)"], proc.stderr
+                     "ifd, igds, kcenter, less, loss, random, zip (it is not under methods: (a variant is "
+                     "declared there: `igds_k3: {method: igds, k: 3}`))"], proc.stderr
     assert not (tmp_path / "subsets").exists()
