@@ -22,6 +22,7 @@ import numpy as np
 
 from igds.config import ConfigError, check, fail
 from igds.data import Record
+from igds.diversity import kcenter_order
 from igds.registry import SelectorResult, register
 from igds.selection import scores_from_order
 
@@ -47,29 +48,6 @@ class KCenterParams:
 
     def resolved_layer(self, n_layers: int) -> int:
         return self.layer if self.layer >= 0 else n_layers + self.layer
-
-
-def kcenter_order(x: np.ndarray, first: int, max_select: int | None = None) -> np.ndarray:
-    """k-center greedy order over the rows of x [n, d]: a permutation of range(n) whose first
-    min(max_select, n) entries are the centers in the order chosen; the rest follow by
-    descending distance to their nearest center. Ties go to the lowest index.
-
-    A running min-distance vector keeps this O(n * m * d) time and O(n) extra memory.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    n = len(x)
-    m = n if max_select is None else min(max_select, n)
-    min_sq_dist = np.full(n, np.inf)  # squared distance to the nearest chosen center
-    order = np.empty(n, dtype=np.int64)
-    center = first
-    for pos in range(m):
-        order[pos] = center
-        np.minimum(min_sq_dist, ((x - x[center]) ** 2).sum(1), out=min_sq_dist)
-        min_sq_dist[center] = -np.inf  # a center never comes back (min keeps it at -inf)
-        center = int(np.argmax(min_sq_dist))
-    rest = np.flatnonzero(min_sq_dist > -np.inf) if m < n else np.empty(0, dtype=np.int64)
-    order[m:] = rest[np.argsort(-min_sq_dist[rest], kind="stable")]
-    return order
 
 
 @register("kcenter", KCenterParams)

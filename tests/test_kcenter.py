@@ -6,11 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from baselines.kcenter import KCenterParams, KCenterSelector, kcenter_order
+from baselines.kcenter import KCenterParams, KCenterSelector
 from igds.config import ConfigError
-from igds.data import make_record
-from igds.models.loading import LoadedModel
 from igds.context import ScoringContext
+from igds.data import make_record
+from igds.diversity import kcenter_order
+from igds.models.loading import LoadedModel
 from igds.pooling import mean_pooled_hidden
 from igds.tokens import tokenize_records
 from tests.conftest import build_char_tokenizer, build_tiny_model

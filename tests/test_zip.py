@@ -7,10 +7,11 @@ import zlib
 import numpy as np
 import pytest
 
-from baselines.zip import CompressedPrefix, ZipParams, ZipSelector, example_bytes, zip_order
+from baselines.zip import ZipParams, ZipSelector
 from igds.config import ConfigError, from_dict
-from igds.data import make_record
 from igds.context import ScoringContext
+from igds.data import make_record
+from igds.diversity import CompressedPrefix, example_bytes, zip_order
 from igds.selection import select_top
 
 N_DISTINCT, N_DUPLICATES = 60, 30
