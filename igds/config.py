@@ -79,6 +79,8 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         return tuple(_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value))
     if tp is MethodParams:
         return parse_methods(value, key)
+    if tp is RecipeParams:
+        return parse_recipes(value, key)
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, key)
     if tp is dict:
@@ -214,6 +216,7 @@ class SplitsConfig:
     eval: SourceConfig
     general: SourceConfig
     probe: SourceConfig | None = None  # held-out non-target tasks: the forgetting check of evaluate
+    val: SourceConfig | None = None  # the target task for recipe search's objective: disjoint from eval, never it
 
 
 @dataclass(frozen=True)
@@ -517,6 +520,28 @@ def parse_methods(raw: Any, where: str = "methods") -> MethodParams:
     return out
 
 
+class RecipeParams(dict):
+    """params.yaml `recipes:`: recipe name -> its raw {process: [...]} mapping; dvc.yaml's recipe
+    stages iterate over its keys, and finetune.methods may name them like selected methods.
+    igds.recipes.parse_recipes parses and checks them where they are used (the recipe and
+    search stages), so no other stage's code depends on the recipes' module."""
+
+
+def parse_recipes(raw: Any, where: str = "recipes") -> RecipeParams:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        fail(where, raw, "a mapping of recipe name -> {process: [...]}")
+    out = RecipeParams()
+    for name, value in raw.items():
+        check(isinstance(name, str) and name.replace("_", "").isalnum(), where, name,
+              "recipe names of letters, digits and _ (they name stages and files)")
+        check(isinstance(value, dict) and isinstance(value.get("process"), list), f"{where}.{name}", value,
+              "a mapping with a `process:` list of `- operator: {params}` steps (igds.recipes)")
+        out[name] = value
+    return out
+
+
 def method_params(name: str, raw: Any = None) -> Any:
     """The params object of method `name` from its params.yaml mapping (None: the defaults)."""
     return parse_methods({name: raw})[name]
@@ -549,6 +574,9 @@ class Params:
     # every method the pool is scored by (one score@<method> stage each), with its params;
     # absent: every built-in method with its defaults
     methods: MethodParams = field(default_factory=lambda: parse_methods({name: {} for name in registry.METHODS}))
+    # data recipes (igds.recipes), each materialised into a subset per pool, ratio and seed by
+    # recipe@<pool>-<name>-<ratio>-<seed>, from the cached signals of every method above
+    recipes: RecipeParams = field(default_factory=RecipeParams)
 
     def __post_init__(self) -> None:
         selectable = sorted(n for n in self.methods if not self.methods.selector_class(n).keeps_all)
@@ -562,18 +590,23 @@ class Params:
                     why = "it is not under methods: (a variant is declared there: `igds_k3: {method: igds, k: 3}`)"
                 raise ConfigError(f"params.yaml: select.methods[{i}] = {name!r} is not allowed; expected one of "
                                   f"{', '.join(selectable)} ({why})")
+        for name in self.recipes:
+            if name in self.methods or name in ("full", "base"):
+                raise ConfigError(f"params.yaml: recipes.{name}: the name is a method's; recipes and methods name "
+                                  "the same subsets/ files, so give the recipe another name")
+        subsets = (*self.select.methods, *self.recipes)
         for i, name in enumerate(self.finetuned_methods):
-            if name not in self.select.methods:
+            if name not in subsets:
                 raise ConfigError(f"params.yaml: finetune.methods[{i}] = {name!r} is not selected; expected some of "
-                                  f"select.methods ({', '.join(self.select.methods)}): add it there, or drop it here")
+                                  f"select.methods or recipes ({', '.join(subsets)}): add it there, or drop it here")
         for name, method_params in self.methods.items():
             _method_hook(method_params, "check_with", f"methods.{name}", self)
 
     @property
     def finetuned_methods(self) -> tuple[str, ...]:
-        """The selected methods that are fine-tuned and evaluated: finetune.methods, or every
-        one of select.methods when it is null."""
-        return self.select.methods if self.finetune.methods is None else self.finetune.methods
+        """The selected methods and recipes that are fine-tuned and evaluated: finetune.methods,
+        or every one of select.methods and recipes when it is null."""
+        return (*self.select.methods, *self.recipes) if self.finetune.methods is None else self.finetune.methods
 
     def check_model(self, n_layers: int, d_model: int) -> None:
         """What the model's config decides: sae.layer and every method's layer settings."""

@@ -36,6 +36,12 @@ class FeatureActivations:
     def mean_when_active(self) -> torch.Tensor:  # [d_sae]
         return self.active_sum / self.active_count.clamp(min=1)
 
+    def columns(self, positions: Sequence[int]) -> FeatureActivations:
+        """These activations restricted to the columns at `positions` (in that order)."""
+        j = torch.as_tensor(list(positions), dtype=torch.long)
+        return FeatureActivations(self.max_act[:, j], self.mean_act[:, j], self.n_tokens, self.active_sum[j],
+                                  self.active_count[j])
+
     def pooled(self, pooling: str) -> torch.Tensor:
         """[n_examples, d_sae] the max or the mean over each example's tokens."""
         if pooling not in POOLING:

@@ -48,7 +48,7 @@ FEATURE_PREFIX = "a"  # IGDS keeps feature f's pooled activation over every reca
 HIDDEN_PREFIX = "h"  # k-center keeps its embedding as columns h0..h<d-1>
 
 
-class RecipeError(ValueError):
+class RecipeError(ConfigError):
     """A recipe that cannot be materialised on these signals (a step emptied the subset, say)."""
 
 
@@ -469,6 +469,29 @@ def parse_recipe(raw: Any, where: str = "recipe") -> Recipe:
     return Recipe(tuple(steps), where)
 
 
+def signal_sources(params) -> tuple[set[str], dict[str, str]]:
+    """What recipes can read under `params` (igds.config.Params): the scalar signals (every
+    method's score by its name, and `length`) and the vector spaces with the method providing
+    each (hidden: k-center's embeddings; features: IGDS's pooled feature activations)."""
+    spaces: dict[str, str] = {}
+    for name in params.methods:
+        space = {"kcenter": "hidden", "igds": "features"}.get(params.methods.kind(name))
+        if space and space not in spaces:
+            spaces[space] = name
+    return {*params.methods, LENGTH}, spaces
+
+
+def parse_recipes(params) -> dict[str, Recipe]:
+    """Every recipe of params.yaml `recipes:` parsed and checked against the signals the
+    methods provide; a problem is one line naming the recipe's step."""
+    available, spaces = signal_sources(params)
+    out = {}
+    for name, raw in params.recipes.items():
+        out[name] = parse_recipe(raw, f"recipes.{name}")
+        check_signals(out[name], available, spaces)
+    return out
+
+
 def check_signals(recipe: Recipe, available: set[str], spaces: Mapping[str, str]) -> None:
     """Every signal the recipe reads is provided: `available` scalar signals (method names and
     `length`); `spaces` maps a space to the method that provides it."""
@@ -512,6 +535,28 @@ def materialise(recipe: Recipe, signals: Signals, final_n: int, seed: int, run_s
     if len(idx) != final_n:  # fill guarantees it; a guard against an operator's bug
         raise RecipeError(f"{recipe.where}: ended with {len(idx)} examples, not the final size {final_n}")
     return Materialised([signals.ids[i] for i in idx], trace)
+
+
+def signals_from_scores(pool: Sequence, frames: Mapping[str, Any], spaces: Mapping[str, str]) -> Signals:
+    """The Signals of `pool` (records) from the score stages' frames (method name -> the frame of
+    scores/<pool>/<method>.parquet: id, score, extras); `spaces` maps a space to the method whose
+    frame holds it (signal_sources): hidden = k-center's h<j> columns, features =
+    IGDS's a<f> columns."""
+    ids = [r.id for r in pool]
+    values = {}
+    for name, frame in frames.items():
+        if list(frame["id"]) != ids:
+            raise RecipeError(f"the scores of {name!r} are not of this pool (ids differ); rerun its score stage")
+        values[name] = frame["score"].to_numpy(dtype=float)
+    texts = [f"{r.prompt}\n\n{r.output}" for r in pool]
+    values[LENGTH] = np.array([len(t) for t in texts], dtype=float)
+    prefixes = {"hidden": HIDDEN_PREFIX, "features": FEATURE_PREFIX}
+    vectors = {}
+    for space, name in spaces.items():
+        cols = [c for c in frames[name].columns if re.fullmatch(rf"{prefixes[space]}\d+", c)]
+        if cols:
+            vectors[space] = frames[name][cols].to_numpy(dtype=float)
+    return Signals(ids, values, vectors, texts)
 
 
 def subset_key(ids: Sequence[str]) -> str:

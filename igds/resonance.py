@@ -104,16 +104,26 @@ class IgdsSelector:
                               f"feature(s) in {p.features} order; lower k, or relax identify.min_effect / "
                               "identify.min_contrast")
         chosen = ranked[:p.k]
+        # every recalled feature in the same pass (the chosen ones first): their pooled
+        # activations are the recipes' `features` space (igds.recipes); the chosen columns are
+        # the same numbers either way (the SAE encodes every feature of a token it encodes)
+        recalled = [f["feature"] for f in features["features"]]
+        columns = chosen + [f for f in recalled if f not in chosen]
         by_id = {f["feature"]: f for f in features["features"]}
         loaded = ctx.model()
         sae = load_sae(ctx.artifact("sae"), ctx.device)
         tok = ctx.tokenized(pool)
-        acts = pooled_feature_activations(loaded.model, sae, tok, features["layer"], ctx.batch_size,
-                                          loaded.tokenizer.pad_token_id, p.scope, features=chosen, desc="scoring")
+        everything = pooled_feature_activations(loaded.model, sae, tok, features["layer"], ctx.batch_size,
+                                                loaded.tokenizer.pad_token_id, p.scope, features=columns,
+                                                desc="scoring")
+        acts = everything.columns(range(len(chosen)))
         extras = {}
         for j, f in enumerate(chosen):
             extras[f"f{f}_max"] = acts.max_act[:, j].numpy()
             extras[f"f{f}_mean"] = acts.mean_act[:, j].numpy()
+        recalled_pooled = everything.pooled(p.pooling)
+        for j, f in enumerate(columns):
+            extras[f"a{f}"] = recalled_pooled[:, j].numpy()
         info = {"chosen_features": chosen, "k": p.k, "features": p.features, "pooling": p.pooling, "scope": p.scope,
                 "n_tokens": int(tok.n_tokens)}
         return SelectorResult(resonant_score(acts, [by_id[f]["mean_when_active"] for f in chosen], p.pooling),

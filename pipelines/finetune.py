@@ -36,10 +36,11 @@ def training_records(method: str, ratio: str | None, data: Path, subsets: Path, 
                      kind: str | None = None):
     """The examples to train on: the ids of training seed `seed`'s subset looked up in the
     pool; without a ratio (a method that keeps everything, e.g. full) the whole pool.
-    `kind`: the method's registered selector (params.methods.kind), when its name is a variant's."""
+    `kind`: the method's registered selector (params.methods.kind), when its name is a variant's;
+    "recipe" for a recipe of params.yaml `recipes:` (its subset is the recipe stage's)."""
     pool_name, pool = pool, read_pool(data, pool)
     if ratio is None:
-        if not selector_class(kind or method).keeps_all:
+        if kind == "recipe" or not selector_class(kind or method).keeps_all:
             raise ConfigError(f"finetune: method '{method}' needs --ratio (only a method that keeps the whole "
                               "pool trains without a selection)")
         return pool
@@ -60,8 +61,9 @@ def run(params: Params, args: argparse.Namespace) -> None:
     if args.ratio is not None:
         parse_ratio(args.ratio)
     name = run_name(args.method, args.ratio, args.seed)
-    records = training_records(method_arg(params, args.method), args.ratio, args.data, args.subsets, args.seed,
-                               pool_arg(params, args.pool), kind=params.methods.kind(args.method))
+    method = args.method if args.method in params.recipes else method_arg(params, args.method)
+    records = training_records(method, args.ratio, args.data, args.subsets, args.seed, pool_arg(params, args.pool),
+                               kind=params.methods.kind(method) if method in params.methods else "recipe")
     model_name = cfg.model or params.model.name
     loaded = load_model(model_name, params.model.device, params.model.dtype)
     state_dir = args.out / ".resume" / name

@@ -1,4 +1,4 @@
-"""prepare stage: data/{prior,pool,eval,general}.jsonl (+ probe.jsonl when configured), data/rejects.jsonl, data/report.json."""
+"""prepare stage: data/{prior,pool,eval,general}.jsonl (+ probe.jsonl, val.jsonl: empty unless configured), data/rejects.jsonl, data/report.json."""
 
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ def run(params: Params, args: argparse.Namespace) -> None:
     with atomic_dir(args.out) as tmp:
         for name in prepared.splits:
             write_jsonl(tmp / f"{name}.jsonl", (r.to_dict() for r in prepared.splits[name]))
-        if "probe" not in prepared.splits:  # always present, so evaluate can depend on it
-            write_jsonl(tmp / "probe.jsonl", [])
+        for optional in ("probe", "val"):  # always present, so the stages reading them can depend on them
+            if optional not in prepared.splits:
+                write_jsonl(tmp / f"{optional}.jsonl", [])
         write_jsonl(tmp / "rejects.jsonl", (r.to_dict() for r in prepared.rejects))
         write_json(tmp / "report.json", prepared.report)
     report = prepared.report

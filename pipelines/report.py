@@ -175,7 +175,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
         rng = np.random.default_rng(params.seed)  # per pool: a pool's table does not depend on the others
         tables[pool] = build_table(runs, read_selections(args.metrics / pool, runs), rng, cfg.n_boot,
                                    n_perm=cfg.n_perm, level=cfg.level, task_metric=cfg.task_metric,
-                                   methods=list(params.methods))
+                                   methods=[*params.methods, *params.recipes])
         points[pool] = amplification_points(runs, cfg.task_metric)
         corrs[pool] = correlation(points[pool]["feature_amplification"], points[pool]["task_gain"])
         losses[pool] = train_loss_long(runs)

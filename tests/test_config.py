@@ -31,7 +31,7 @@ def test_the_shipped_profiles_are_valid():
      r"data.splits.prior.n = 0 is not allowed; expected a positive integer"),
     ("data: {target_task: t}", r"data is missing required key\(s\) splits"),
     ("select: {methods: [igds, random]}\nfinetune: {methods: [igds, loss]}",
-     r"finetune.methods\[1\] = 'loss' is not selected; expected some of select.methods \(igds, random\)"),
+     r"finetune.methods\[1\] = 'loss' is not selected; expected some of select.methods or recipes \(igds, random\)"),
     ("finetune: {methods: []}", r"finetune.methods = \(\) is not allowed; expected a non-empty list"),
 ])
 def test_bad_values_name_key_value_and_allowed(tmp_path, text, message):

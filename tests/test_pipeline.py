@@ -71,6 +71,11 @@ def test_igds_stages_end_to_end(tmp_path):
             assert m["wall_s"] >= 0 and m["peak_rss_bytes"] > 0, (name, method)
         for method in methods:
             assert (work / f"subsets/{name}/{method}-0.5-s0.jsonl").is_file(), (name, method)
+        # configs/ci's recipe (igds.recipes) over the methods' cached scores, IGDS's feature
+        # activations and k-center's hidden states: materialised at the ratio's size, not trained
+        recipe = json.loads((work / f"results/metrics/{name}/select-filtered-0.5-s0.json").read_text())
+        assert recipe["n_selected"] == (len(pools[name]) + 1) // 2, name
+        assert [t["operator"] for t in recipe["trace"]] == ["score_filter", "semdedup", "dedup", "mix", "fill"], name
 
     # fine-tuning: a LoRA adapter per run, trained on exactly the subset (full: the pool), for
     # the methods of finetune.methods only (configs/ci: igds, random; the others stop at select)

@@ -26,12 +26,12 @@ def test_prepare_writes_the_splits_and_a_reconciled_report(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [
         "eval.jsonl", "general.jsonl", "pools", "pools/mixed.jsonl", "pools/within.jsonl", "prior.jsonl", "probe.jsonl",
-        "rejects.jsonl", "report.json"]
+        "rejects.jsonl", "report.json", "val.jsonl"]
     report = json.loads((out / "report.json").read_text())
     n_rejects = len((out / "rejects.jsonl").read_text().splitlines())
     assert report["read"] == report["accepted"] + report["rejected"] and report["rejected"] == n_rejects
     ids = {}
-    for split in ("prior", "pools/mixed", "eval", "general", "probe"):  # the pools may share examples
+    for split in ("prior", "pools/mixed", "eval", "general", "probe", "val"):  # the pools may share examples
         rows = [json.loads(line) for line in (out / f"{split}.jsonl").read_text().splitlines()]
         assert len(rows) == report["splits"][split]["accepted"]
         assert all(set(r) == {"id", "instruction", "input", "output", "task", "source"} for r in rows)
@@ -40,7 +40,8 @@ def test_prepare_writes_the_splits_and_a_reconciled_report(tmp_path):
 
     again = tmp_path / "again"
     run([sys.executable, "-m", "pipelines.prepare", "--params", str(CI_PARAMS), "--out", str(again)])
-    for name in ("prior.jsonl", "pools/mixed.jsonl", "pools/within.jsonl", "eval.jsonl", "general.jsonl", "probe.jsonl", "report.json"):
+    for name in ("prior.jsonl", "pools/mixed.jsonl", "pools/within.jsonl", "eval.jsonl", "general.jsonl", "probe.jsonl", "val.jsonl",
+                 "report.json"):
         assert (out / name).read_bytes() == (again / name).read_bytes(), name
 
 

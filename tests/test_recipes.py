@@ -170,3 +170,62 @@ def test_signals_a_recipe_reads_must_be_provided():
     with pytest.raises(ConfigError, match=r"recipes.t.process\[1\].fill.signal = 'ifd' is not allowed"):
         check_signals(recipe, {"igds", "length"}, {"features": "igds"})
     check_signals(recipe, {"igds", "ifd", "length"}, {"features": "igds"})
+
+
+def test_the_recipe_stage_writes_a_subset_finetune_takes_like_a_selection(tmp_path):
+    """pipelines.recipe over planted score files: IGDS's scores and feature activations,
+    k-center's hidden states, loss; the subset has the ratio's size and the select stage's file
+    names, and its metrics carry the trace and the select stage's fields."""
+    import dataclasses
+    import json
+    import math
+    import subprocess
+    import sys
+
+    import pandas as pd
+    import yaml
+
+    from igds.artifacts import write_jsonl
+    from pipelines.finetune import training_records
+    from tests.conftest import ROOT, task
+
+    pool = [task(i) for i in range(30)]
+    data, scores = tmp_path / "data", tmp_path / "scores"
+    write_jsonl(data / "pools" / "within.jsonl", (dataclasses.asdict(r) for r in pool))
+    rng = np.random.default_rng(0)
+    ids = [r.id for r in pool]
+    scores.mkdir()
+    igds = pd.DataFrame({"id": ids, "score": np.arange(30.0)})
+    for f in (7, 3, 11, 40, 2, 9, 5, 60):
+        igds[f"a{f}"] = rng.random(30)
+    igds.to_parquet(scores / "igds.parquet")
+    kcenter = pd.DataFrame({"id": ids, "score": rng.random(30), **{f"h{j}": rng.normal(size=30) for j in range(4)}})
+    kcenter.to_parquet(scores / "kcenter.parquet")
+    pd.DataFrame({"id": ids, "score": rng.random(30)}).to_parquet(scores / "loss.parquet")
+    raw = yaml.safe_load((ROOT / "configs/ci/params.yaml").read_text())
+    raw["data"]["pools"] = ["within"]
+    raw["recipes"] = {"planted": {"process": [
+        {"score_filter": {"signal": "igds", "share": 0.5}}, {"semdedup": {"space": "features", "threshold": 0.999}},
+        {"mix": {"space": "hidden", "clusters": 2, "share": 0.9}}, {"fill": {"signal": "loss"}}]}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    out, metrics = tmp_path / "subsets", tmp_path / "metrics"
+    cmd = [sys.executable, "-m", "pipelines.recipe", "--params", str(tmp_path / "params.yaml"), "--pool", "within",
+           "--recipe", "planted", "--ratio", "0.4", "--seed", "1", "--data", str(data), "--scores", str(scores),
+           "--out", str(out), "--metrics", str(metrics)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    kept = [json.loads(line)["id"] for line in (out / "planted-0.4-s1.jsonl").read_text().splitlines()]
+    assert len(kept) == math.ceil(0.4 * 30) and len(set(kept)) == len(kept)
+    top = set(ids[15:])  # the share-0.5 filter kept IGDS's top half; fill cut within it
+    assert set(kept) <= top
+    m = json.loads((metrics / "select-planted-0.4-s1.json").read_text())
+    assert [t["operator"] for t in m["trace"]] == ["score_filter", "semdedup", "mix", "fill"]
+    assert m["trace"][0]["n_out"] == 15 and m["n_selected"] == 12 and m["recipe"]["process"][0]["score_filter"]["share"] == 0.5
+    assert [r.id for r in training_records("planted", "0.4", data, out, seed=1, pool="within", kind="recipe")] == kept
+    # a signal no method provides is refused before any work, naming the step
+    raw["recipes"]["planted"]["process"][-1] = {"fill": {"signal": "lesss"}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "recipe: error: params.yaml: recipes.planted.process[3].fill.signal = 'lesss' is not allowed; expected a "
+        "signal of the pool: one of " + ", ".join(sorted({*raw["methods"], "length"}))], proc.stderr

@@ -1,4 +1,4 @@
-"""The splits (prior, pool, eval, general, and the optional probe), the mixed pool, and their
+"""The splits (prior, pool, eval, general, and the optional probe and val), the mixed pool, and their
 disjointness.
 
 No example is in two splits: ids are content hashes, and the splits are read in priority
@@ -25,8 +25,10 @@ from igds.data.sources import DataError, SplitData, read_source
 log = logging.getLogger(__name__)
 
 SPLITS = ("prior", "pool", "eval", "general")  # always present
-OPTIONAL_SPLITS = ("probe",)  # held-out non-target tasks for evaluation, when configured
-PRIORITY = ("eval", "probe", "prior", "pool", "general")  # an id in several splits stays in the first
+# probe: held-out non-target tasks for evaluation; val: the target task for recipe search's
+# objective (igds.search), never eval; each when configured
+OPTIONAL_SPLITS = ("probe", "val")
+PRIORITY = ("eval", "val", "probe", "prior", "pool", "general")  # an id in several splits stays in the first
 
 
 def split_names(cfg: DataConfig) -> tuple[str, ...]:
