@@ -456,6 +456,52 @@ class EvaluateConfig:
               "a positive integer or null (all)")
 
 
+SEARCH_SOLVERS = ("random", "tpe", "gp", "local")  # igds.search.SOLVERS (not imported: config stays light)
+PROXY_METRICS = ("answer_loglik",)
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """Recipe search's objective: a LoRA fine-tune of the subset with finetune's settings but
+    `epochs`, scored on data/val.jsonl (never eval) by `metric`."""
+
+    epochs: int = 1
+    metric: str = "answer_loglik"  # mean log-likelihood per answer token of the val examples
+    seed: int = 0  # the proxy fine-tune's seed (the same for every subset: a paired comparison)
+
+    def __post_init__(self) -> None:
+        check(self.epochs >= 1, "epochs", self.epochs, "a positive integer")
+        check(self.metric in PROXY_METRICS, "metric", self.metric, f"one of {PROXY_METRICS}")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Recipe search (igds.search): recipe-search@<pool>-<solver>-<seed>, one per pool of
+    `pools`, solver and search seed; each spends `budget` proxy fine-tunes of distinct subsets."""
+
+    solvers: tuple[str, ...] = ()  # of random, tpe, gp, local; empty: no search stages
+    seeds: tuple[int, ...] = (0,)
+    pools: tuple[str, ...] = ()  # of data.pools
+    budget: int = 12  # proxy fine-tunes per search, warm-up included
+    warmup: int = 3  # probes in retention zones, the same for every solver and seed
+    patience: int = 4  # local: evaluations without improvement before a reseeding probe
+    candidates: int = 24  # local: edits materialised and ranked by the surrogate per step
+    beta: float = 4.0  # local: UCB = mean + sqrt(beta) x sd
+    ratio: float = 0.5  # the final size: ceil(ratio x pool), as select's
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+
+    def __post_init__(self) -> None:
+        for i, solver in enumerate(self.solvers):
+            check(solver in SEARCH_SOLVERS, f"solvers[{i}]", solver, f"one of {SEARCH_SOLVERS}")
+        check(len(set(self.solvers)) == len(self.solvers), "solvers", list(self.solvers), "distinct solvers")
+        check(len(set(self.seeds)) == len(self.seeds), "seeds", list(self.seeds), "distinct seeds")
+        check(self.budget >= 1, "budget", self.budget, "a positive integer")
+        check(1 <= self.warmup <= self.budget, "warmup", self.warmup, f"an integer in [1, budget = {self.budget}]")
+        check(self.patience >= 1 and self.candidates >= 1, "patience", self.patience, "a positive integer")
+        check(self.beta >= 0, "beta", self.beta, "a non-negative number")
+        check(0.0 < self.ratio < 1.0, "ratio", self.ratio, "a share in (0, 1)")
+
+
 @dataclass(frozen=True)
 class ReportConfig:
     """The report's statistics: percentile bootstrap CIs, paired sign-flip permutation tests."""
@@ -571,6 +617,7 @@ class Params:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     # every method the pool is scored by (one score@<method> stage each), with its params;
     # absent: every built-in method with its defaults
     methods: MethodParams = field(default_factory=lambda: parse_methods({name: {} for name in registry.METHODS}))
@@ -590,6 +637,9 @@ class Params:
                     why = "it is not under methods: (a variant is declared there: `igds_k3: {method: igds, k: 3}`)"
                 raise ConfigError(f"params.yaml: select.methods[{i}] = {name!r} is not allowed; expected one of "
                                   f"{', '.join(selectable)} ({why})")
+        pools = self.data.pools if self.data is not None else ("mixed",)
+        for i, pool in enumerate(self.search.pools):
+            check(pool in pools, f"search.pools[{i}]", pool, f"one of data.pools ({', '.join(pools)})")
         for name in self.recipes:
             if name in self.methods or name in ("full", "base"):
                 raise ConfigError(f"params.yaml: recipes.{name}: the name is a method's; recipes and methods name "

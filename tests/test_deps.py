@@ -86,3 +86,18 @@ def test_a_score_stage_depends_on_its_method_module(stages):
     files = closure(ROOT, command_modules(cmd))
     assert {Path("baselines/less.py"), Path("igds/gradients.py"), Path("igds/lora.py")} <= files
     assert uncovered(files, deps) == []
+
+
+def test_the_ci_profiles_search_and_recipe_stages_cover_their_closure(tmp_path):
+    """The default profile runs no recipe search: resolve configs/ci's stages to check them too."""
+    import shutil
+    import subprocess
+
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    shutil.copy(ROOT / "configs" / "ci" / "params.yaml", tmp_path / "params.yaml")
+    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    stages = {name.split(":")[-1]: v for name, v in resolved_stages(tmp_path).items()}  # addressed from another cwd
+    checked = {n: v for n, v in stages.items() if n.startswith(("recipe-search@", "recipe@"))}
+    assert any(n.startswith("recipe-search@") for n in checked) and any(n.startswith("recipe@") for n in checked)
+    for name, (cmd, deps) in checked.items():
+        assert uncovered(closure(ROOT, command_modules(cmd)), deps) == [], name
