@@ -204,6 +204,7 @@ def test_the_recipe_stage_writes_a_subset_finetune_takes_like_a_selection(tmp_pa
     pd.DataFrame({"id": ids, "score": rng.random(30)}).to_parquet(scores / "loss.parquet")
     raw = yaml.safe_load((ROOT / "configs/ci/params.yaml").read_text())
     raw["data"]["pools"] = ["within"]
+    raw["search"]["pools"] = []  # configs/ci searches the mixed pool
     raw["recipes"] = {"planted": {"process": [
         {"score_filter": {"signal": "igds", "share": 0.5}}, {"semdedup": {"space": "features", "threshold": 0.999}},
         {"mix": {"space": "hidden", "clusters": 2, "share": 0.9}}, {"fill": {"signal": "loss"}}]}}
