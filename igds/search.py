@@ -14,8 +14,8 @@ warm-up probes and the same budget:
 - `tpe`: Optuna's TPESampler (multivariate);
 - `gp`: Optuna's GPSampler;
 - `local`: AutoSelection's loop with programmatic edits in place of the LLM: from the best
-  recipe so far, `candidates` local edits (toggle an operator, nudge a param, change a signal,
-  swap two adjacent operators), each materialised; a BoTorch GP over the recipe's encoding and
+  recipe so far, `candidates` local edits (toggle an operator, nudge a param, change a signal
+  or another categorical), each materialised; a BoTorch GP over the recipe's encoding and
   the realised subset's state (size before fill, signal means, drift of SAE activation rates,
   overlap with evaluated subsets) picks the edit with the best upper confidence bound;
   after `patience` evaluations without improvement a fresh warm-up-style probe is evaluated
@@ -24,6 +24,9 @@ warm-up probes and the same budget:
 Warm-up (every solver): `warmup` probes in retention zones relative to the final size (the
 filters cut the pool to a target share t of it, t drawn from a zone of multiples of the ratio;
 `fill` then cuts to the ratio), AutoSelection's zones made relative to the final size.
+
+Not yet: edits of the operators' order (every solver keeps the canonical order, so the four
+search the same space; the recipe stage runs any order).
 
 Every step is a function of the history (the study's finished trials) and a seed derived from
 (search seed, step): samplers are rebuilt per step, so a search killed mid-way and resumed from
