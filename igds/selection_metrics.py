@@ -35,6 +35,16 @@ def degraded_kept(pool: Sequence[Record], selected: Sequence[str]) -> dict:
             "degraded_kept_by_kind": {k: round(in_kept[k] / n, 6) for k, n in sorted(in_pool.items())}}
 
 
+def selection_summary(pool: Sequence[Record], kept: Sequence[str], target_task: str | None) -> dict:
+    """What the select and recipe stages record of a subset: sizes, on-task recall and share,
+    and on a within-task pool the degraded share kept (degraded_kept)."""
+    on_task = {r.id for r in pool if target_task is not None and r.task == target_task}
+    return {"n_pool": len(pool), "n_selected": len(kept),
+            "on_task_recall": round(on_task_recall(kept, on_task), 6),
+            "on_task_share_selected": round(len(set(kept) & on_task) / len(kept), 6) if kept else float("nan"),
+            **degraded_kept(pool, kept)}
+
+
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     """Probability that a random on-task example outscores a random off-task one (ties 1/2):
     the Mann-Whitney U of the on-task scores over n_pos * n_neg, from average ranks."""

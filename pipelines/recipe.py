@@ -20,7 +20,7 @@ from igds.artifacts import write_json, write_jsonl
 from igds.config import ConfigError, Params, parse_ratio
 from igds.data import DataError
 from igds.recipes import materialise, parse_recipes, signal_sources, signals_from_scores, subset_key
-from igds.selection_metrics import degraded_kept, on_task_recall
+from igds.selection_metrics import selection_summary
 from pipelines.common import main
 from pipelines.io import pool_arg, read_pool, timed
 
@@ -53,15 +53,12 @@ def run(params: Params, args: argparse.Namespace) -> None:
         signals = read_signals(params, args.scores, pool, recipe.signals())
         result = materialise(recipe, signals, math.ceil(ratio * len(pool)), params.seed, args.seed)
     kept = result.ids
-    on_task = {r.id for r in pool if params.data is not None and r.task == params.data.target_task}
     name = f"{args.recipe}-{args.ratio}-s{args.seed}"  # the file name carries the ratio as dvc.yaml spells it
     write_jsonl(args.out / f"{name}.jsonl", ({"id": i} for i in kept))
     metrics = {"method": args.recipe, "recipe": recipe.as_dict(), "pool": args.pool, "ratio": ratio,
                "seed": args.seed, "selection_seed": args.seed, "selection_randomness": "per_seed",
-               "n_pool": len(pool), "n_selected": len(kept), "subset_key": subset_key(kept), "trace": result.trace,
-               "on_task_recall": round(on_task_recall(kept, on_task), 6),
-               "on_task_share_selected": round(len(set(kept) & on_task) / len(kept), 6),
-               **degraded_kept(pool, kept), **info}
+               "subset_key": subset_key(kept), "trace": result.trace,
+               **selection_summary(pool, kept, params.data.target_task if params.data is not None else None), **info}
     write_json(args.metrics / f"select-{name}.json", metrics)
     log.info("%s @ %g seed %d: kept %d of %d (%s); on-task recall %.3f", args.recipe, ratio, args.seed, len(kept),
              len(pool), " -> ".join(str(t["n_out"]) for t in result.trace), metrics["on_task_recall"])

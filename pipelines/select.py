@@ -21,7 +21,7 @@ from igds.artifacts import write_json, write_jsonl
 from igds.config import ConfigError, Params, parse_ratio
 from igds.data import DataError
 from igds.selection import select_top
-from igds.selection_metrics import degraded_kept, on_task_recall
+from igds.selection_metrics import selection_summary
 from pipelines.common import main, method_arg
 from pipelines.io import pool_arg, read_pool
 
@@ -44,17 +44,13 @@ def run(params: Params, args: argparse.Namespace) -> None:
     per_seed = selector.randomness == "per_seed"
     values = selector.draw(scores, params.seed, args.seed) if per_seed else scores["score"].to_numpy()
     kept = select_top(list(scores["id"]), values, ratio, params.seed)
-    on_task = {r.id for r in pool if params.data is not None and r.task == params.data.target_task}
     # the file name carries the ratio as dvc.yaml spells it
     name = f"{args.method}-{args.ratio}-s{args.seed}"
     write_jsonl(args.out / f"{name}.jsonl", ({"id": i} for i in kept))
     metrics = {"method": args.method, "pool": args.pool, "ratio": ratio, "seed": args.seed,
                "selection_seed": args.seed if per_seed else None,
                "selection_randomness": selector.randomness or "none",
-               "n_pool": len(pool), "n_selected": len(kept),
-               "on_task_recall": round(on_task_recall(kept, on_task), 6),
-               "on_task_share_selected": round(len(set(kept) & on_task) / len(kept), 6),
-               **degraded_kept(pool, kept)}
+               **selection_summary(pool, kept, params.data.target_task if params.data is not None else None)}
     write_json(args.metrics / f"select-{name}.json", metrics)
     log.info("%s @ %g seed %d: kept %d of %d; on-task recall %.3f", args.method, ratio, args.seed, len(kept),
              len(pool), metrics["on_task_recall"])
