@@ -169,5 +169,6 @@ def test_igds_stages_end_to_end(tmp_path):
     stale = set(json.loads(dvc(work, "status", "--json")))
     expected = ({f"select@{name}-{m}-0.25-0" for name in pools for m in methods}
                 | {f"{stage}@{name}-{m}-0.25-0" for name in pools for m in finetuned for stage in ("finetune", "evaluate")}
-                | {"report"})
+                | {f"recipe@{name}-filtered-0.25-0" for name in pools}  # the recipe is materialised per ratio
+                | {"report"})  # the recipe search has its own ratio (search.ratio): not stale
     assert {s.split(":")[-1] for s in stale} == expected, sorted(stale)

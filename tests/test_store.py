@@ -103,7 +103,10 @@ def runs(tmp_path_factory):
     pools = "pools: [mixed, within]"
     assert text.count(pools) == 1, "configs/ci/params.yaml's data.pools changed: update this test"
     assert text.count(f"  methods: [{', '.join(TRAINED)}]") == 1, "configs/ci's finetune.methods changed: update this test"
-    params.write_text(text.replace(line, f"methods: [{', '.join(METHODS)}]").replace(pools, f"pools: {POOLS}"))
+    search = "  pools: [mixed]  # the recipe search's pool"
+    assert text.count(search) == 1, "configs/ci/params.yaml's search.pools changed: update this test"
+    params.write_text(text.replace(line, f"methods: [{', '.join(METHODS)}]").replace(pools, f"pools: {POOLS}")
+                      .replace(search, "  pools: []  # no recipe search in this test"))
     copies, walls = {}, {}
     for name in ("a", "b"):
         work = project_copy(base / name, params)
