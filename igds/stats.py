@@ -260,3 +260,63 @@ def correlation(x, y) -> Correlation:
     spearman = stats.spearmanr(x, y)
     return Correlation(float(pearson.statistic), float(pearson.pvalue),
                        float(spearman.statistic), float(spearman.pvalue), n)
+
+
+@dataclass(frozen=True)
+class ProxyAgreement:
+    """How well a cheap proxy ranks recipes the way full-fidelity training does (recipe search)."""
+
+    rho: float  # Spearman rho: proxy vs the full-fidelity mean over seeds, across recipes
+    lo: float  # percentile bootstrap CI over recipes
+    hi: float
+    ceiling: float  # noise ceiling: rho between the means of two halves of the seeds (mean over splits)
+    ceiling_lo: float
+    ceiling_hi: float
+    n_recipes: int
+    n_seeds: int
+
+
+def _seed_splits(n_seeds: int) -> list[tuple[list[int], list[int]]]:
+    """Every split of the seeds into two halves as equal as possible (each split once)."""
+    from itertools import combinations  # noqa: PLC0415
+
+    half = n_seeds // 2
+    seen, out = set(), []
+    for a in combinations(range(n_seeds), half):
+        b = tuple(i for i in range(n_seeds) if i not in a)
+        if (b, a) not in seen:
+            seen.add((a, b))
+            out.append((list(a), list(b)))
+    return out
+
+
+def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman rho of each row pair of x, y [n_draws, n] (average ranks for ties)."""
+    rx, ry = stats.rankdata(x, axis=1), stats.rankdata(y, axis=1)
+    rx -= rx.mean(1, keepdims=True)
+    ry -= ry.mean(1, keepdims=True)
+    den = np.sqrt((rx ** 2).sum(1) * (ry ** 2).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (rx * ry).sum(1) / den, np.nan)
+
+
+def proxy_agreement(proxy, full, rng: np.random.Generator, n_boot: int = 2000, level: float = 0.95) -> ProxyAgreement:
+    """Spearman rho between a proxy's value of each recipe (`proxy` [n_recipes]) and its
+    full-fidelity value (`full` [n_recipes, n_seeds], averaged over seeds), with a percentile
+    bootstrap CI over recipes; beside it the noise ceiling, the rho full fidelity reaches
+    against itself: between the mean of one half of the seeds and the other's, averaged over
+    the splits (with 3 seeds, 1 against 2), resampled over recipes the same way."""
+    proxy, full = np.asarray(proxy, dtype=float), np.asarray(full, dtype=float)
+    if full.ndim != 2 or full.shape[0] != len(proxy):
+        raise ValueError(f"full must be [n_recipes = {len(proxy)}, n_seeds], got shape {full.shape}")
+    n, n_seeds = full.shape
+    if n < 3 or n_seeds < 2:
+        raise ValueError(f"proxy_agreement needs >= 3 recipes and >= 2 seeds; got {n} and {n_seeds}")
+    idx = np.concatenate([np.arange(n)[None], rng.integers(0, n, size=(n_boot, n))])  # row 0: the data as is
+    mean = full.mean(1)
+    rho = _spearman_rows(proxy[idx], mean[idx])
+    halves = [_spearman_rows(full[:, a].mean(1)[idx], full[:, b].mean(1)[idx]) for a, b in _seed_splits(n_seeds)]
+    ceiling = np.nanmean(np.stack(halves), axis=0)
+    (lo, hi), (c_lo, c_hi) = _percentiles(rho[1:][np.isfinite(rho[1:])], level), \
+        _percentiles(ceiling[1:][np.isfinite(ceiling[1:])], level)
+    return ProxyAgreement(float(rho[0]), lo, hi, float(ceiling[0]), c_lo, c_hi, n, n_seeds)

@@ -188,3 +188,26 @@ def test_correlation_is_nan_when_undefined():
     assert math.isnan(correlation([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]).pearson_r)
     dropped = correlation([1.0, 2.0, math.nan, 3.0], [1.0, 2.5, 0.0, 3.5])
     assert dropped.n == 3 and dropped.pearson_r > 0.9
+
+
+def test_proxy_agreement_finds_a_proxy_that_ranks_recipes_and_one_that_does_not():
+    """Recipe search's proxy check: 16 recipes with a planted true value, 3 full-fidelity seeds
+    with small noise; a proxy tracking the truth has a rho near the noise ceiling with a CI
+    above 0, a proxy of noise has a CI across 0, and noisier seeds lower the ceiling."""
+    from igds.stats import proxy_agreement
+
+    rng = np.random.default_rng(0)
+    truth = np.linspace(0.0, 1.0, 16)
+    full = truth[:, None] + rng.normal(scale=0.05, size=(16, 3))
+    proxy = truth + rng.normal(scale=0.05, size=16)
+    good = proxy_agreement(proxy, full, np.random.default_rng(1), n_boot=1000)
+    assert good.rho == pytest.approx(stats.spearmanr(proxy, full.mean(1)).statistic)
+    assert good.rho > 0.8 and good.lo > 0.5 and good.n_recipes == 16 and good.n_seeds == 3
+    assert good.ceiling > 0.9 and good.ceiling_lo <= good.ceiling <= good.ceiling_hi
+    noise = proxy_agreement(rng.normal(size=16), full, np.random.default_rng(1), n_boot=1000)
+    assert noise.lo < 0 < noise.hi
+    noisy = proxy_agreement(truth, truth[:, None] + rng.normal(scale=1.0, size=(16, 3)), np.random.default_rng(1),
+                            n_boot=1000)
+    assert noisy.ceiling < good.ceiling
+    with pytest.raises(ValueError, match=">= 2 seeds"):
+        proxy_agreement(truth, full[:, :1], rng)
