@@ -400,7 +400,7 @@ def run_search(study, settings: SearchSettings, space: Space, signals: Signals, 
             p = warmup_params(space, final_n / len(signals.ids), len(evaluated), np.random.default_rng(
                 step_seed(data_seed, step, "warmup")))  # a probe that repeats a subset is redrawn
         elif settings.solver == "local":
-            p = _local_proposal(list(evaluated.values()), space, signals, final_n, settings, rng)
+            p = _local_proposal(list(evaluated.values()), space, signals, final_n, settings, rng, data_seed)
         if p is None:
             study.sampler = _sampler(settings, step)
             trial = study.ask()
@@ -444,7 +444,7 @@ def _finish(study, trial, space: Space, p: dict, value: float | None, attrs: dic
 
 
 def _local_proposal(done: list[Evaluated], space: Space, signals: Signals, final_n: int,
-                    settings: SearchSettings, rng: np.random.Generator) -> dict | None:
+                    settings: SearchSettings, rng: np.random.Generator, data_seed: int) -> dict | None:
     """The local solver's next point: a reseeding probe after `patience` evaluations without
     improvement, else the best-UCB edit of the incumbent among those with a new subset."""
     values = [h.value for h in done]
@@ -458,7 +458,7 @@ def _local_proposal(done: list[Evaluated], space: Space, signals: Signals, final
     cands, xs, keys = [], [], set()
     for q in local_edits(incumbent, space, settings.candidates, rng):
         try:
-            result = materialise(recipe_from_params(q, space), signals, final_n, 0)
+            result = materialise(recipe_from_params(q, space), signals, final_n, data_seed)
         except RecipeError:
             continue
         key = subset_key(result.ids)

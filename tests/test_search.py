@@ -111,3 +111,22 @@ def test_every_point_of_the_space_is_a_valid_recipe(planted):
         assert len(materialise(recipe, sig, FINAL, 0).ids) == FINAL
         assert parse_recipe(recipe.as_dict(), "r").steps == recipe.steps
         sampled.tell(trial, 0.0)
+
+
+def test_every_subset_is_materialised_with_the_searchs_data_seed(planted, monkeypatch):
+    """The local solver's candidates must be the subsets the search evaluates: materialised with
+    the same data seed (a stochastic operator draws from it), or their keys and states are another
+    subset's."""
+    import igds.search
+
+    sig, value, _ = planted
+    seeds = []
+
+    def recording(recipe, signals, final_n, seed, run_seed=0):
+        seeds.append(seed)
+        return materialise(recipe, signals, final_n, seed, run_seed)
+
+    monkeypatch.setattr(igds.search, "materialise", recording)
+    run_search(study(), SearchSettings("local", seed=0, budget=5, warmup=2), SPACE, sig, FINAL, Objective(value),
+               data_seed=7, progress=False)
+    assert len(seeds) > 5 and set(seeds) == {7}
