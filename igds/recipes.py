@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from igds.config import ConfigError, check, fail, from_dict
-from igds.selection import tie_key
+from igds.selection import ranking
 
 LENGTH = "length"  # the built-in signal: characters of prompt + response
 SPACES = ("hidden", "features")  # vector spaces: k-center's hidden states, IGDS's feature activations
@@ -92,13 +92,9 @@ class Context:
     rng: np.random.Generator  # seeded by (seed, training seed): mix's and diversify's draws
 
     def order(self, idx: np.ndarray, values: np.ndarray, descending: bool = True) -> np.ndarray:
-        """`idx` sorted by `values` (NaN last), ties by the seeded hash of the id."""
-        ids = self.signals.ids
-        sign = -1.0 if descending else 1.0
-        key = sorted(range(len(idx)), key=lambda j: (
-            math.isnan(values[j]), sign * values[j] if not math.isnan(values[j]) else 0.0,
-            tie_key(self.seed, ids[idx[j]])))
-        return idx[np.asarray(key, dtype=np.int64)] if len(key) else idx
+        """`idx` sorted by `values` (NaN last), ties by the seeded hash of the id (igds.selection.ranking)."""
+        order = ranking([self.signals.ids[i] for i in idx], values, self.seed, descending)
+        return idx[np.asarray(order, dtype=np.int64)] if order else idx
 
 
 def _n_keep(share: float, n: int) -> int:

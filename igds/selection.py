@@ -25,10 +25,16 @@ def select_top(ids: Sequence[str], scores: np.ndarray, ratio: float, seed: int) 
     if len(ids) != len(scores):
         raise ValueError(f"{len(ids)} ids but {len(scores)} scores")
     n_keep = math.ceil(ratio * len(ids))
+    return [ids[i] for i in ranking(ids, scores, seed)[:n_keep]]
+
+
+def ranking(ids: Sequence[str], scores, seed: int, descending: bool = True) -> list[int]:
+    """Positions of `ids` by score (highest first, or lowest with descending=False), NaN last,
+    ties broken by the seeded hash of the id: the order select_top and the recipes keep by."""
     scores = np.asarray(scores, dtype=float)
-    order = sorted(range(len(ids)), key=lambda i: (
-        math.isnan(scores[i]), -scores[i] if not math.isnan(scores[i]) else 0.0, tie_key(seed, ids[i])))
-    return [ids[i] for i in order[:n_keep]]
+    sign = -1.0 if descending else 1.0
+    return sorted(range(len(ids)), key=lambda i: (
+        math.isnan(scores[i]), sign * scores[i] if not math.isnan(scores[i]) else 0.0, tie_key(seed, ids[i])))
 
 
 def scores_from_order(order: Sequence[int], n: int) -> np.ndarray:
