@@ -185,35 +185,32 @@ def subset_state(ids: Sequence[str], pre_fill: int, signals: Signals, evaluated:
 
 
 def encode(p: dict, space: Space) -> np.ndarray:
-    """A recipe's flat params as numbers in [0, 1]: each operator's flag then its params
-    (categoricals one-hot), in a fixed layout."""
+    """A recipe's flat params as numbers in [0, 1], in the order `suggest` draws them:
+    categoricals (the operators' on/off flags among them) one-hot, numbers scaled to their
+    range (log-scaled where it is log)."""
+    import optuna  # noqa: PLC0415
+
     out = []
-    for op in space.operators():
-        out.append(float(bool(p.get(op))))
-    s = list(space.signals)
-    onehot = lambda value, options: [float(value == o) for o in options]  # noqa: E731
-    out += onehot(p["score_filter.signal"], s) + [float(p["score_filter.keep"] == "top"), p["score_filter.share"]]
-    if "fuse" in space.operators():
-        out += onehot(p["fuse.signals"], _pairs(s))
-        out += [float(p["fuse.how"] == "rank"), p["fuse.weight"], p["fuse.share"]]
-    out += [p["length_band.lo"] / 0.3, (p["length_band.hi"] - 0.7) / 0.3, (p["dedup.threshold"] - 0.5) / 0.45]
-    if space.spaces:
-        out += onehot(p["semdedup.space"], space.spaces) + [(p["semdedup.threshold"] - 0.8) / 0.19]
-        out += onehot(p["mix.space"], space.spaces) + [(p["mix.clusters"] - 2) / 14,
-                                                        math.log(p["mix.temperature"] / 0.5) / math.log(20),
-                                                        p["mix.share"]]
-    out += [float(p["diversify.method"] == "kcenter"), p["diversify.share"]] + onehot(p["fill.signal"], s)
+    for name, dist in distributions(space, p).items():
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            out += [float(p[name] == choice) for choice in dist.choices]
+        elif dist.log:
+            out.append(math.log(p[name] / dist.low) / math.log(dist.high / dist.low))
+        else:
+            out.append((p[name] - dist.low) / (dist.high - dist.low))
     return np.asarray(out, dtype=float)
 
 
 def local_edits(p: dict, space: Space, n: int, rng: np.random.Generator) -> list[dict]:
     """`n` edits of `p`: toggle an operator, nudge a numeric param by up to +-0.15 of its range,
     or change a categorical (a signal, a keep side, a space); at least one operator stays on."""
+    import optuna  # noqa: PLC0415
+
     ops = list(space.operators())
-    numeric = {k: v for k, v in _RANGES.items() if k in p}
-    categorical = [k for k in p if k not in numeric and "." in k]
-    probe = _Probe(p)
-    suggest(probe, space)  # the options of every categorical
+    dists = distributions(space, p)
+    numeric = {k: (d.low, d.high, isinstance(d, optuna.distributions.IntDistribution)) for k, d in dists.items()
+               if not isinstance(d, optuna.distributions.CategoricalDistribution)}
+    categorical = [k for k in dists if k not in numeric and k not in ops]  # flags are toggled, not switched
     out = []
     for _ in range(n):
         q = dict(p)
@@ -230,29 +227,20 @@ def local_edits(p: dict, space: Space, n: int, rng: np.random.Generator) -> list
             q[key] = int(round(min(hi, max(lo, value)))) if is_int else float(min(hi, max(lo, value)))
         else:
             key = sorted(categorical)[int(rng.integers(len(categorical)))]
-            options = [o for o in probe.options[key] if o != q[key]]
+            options = [o for o in dists[key].choices if o != q[key]]
             if options:
                 q[key] = options[int(rng.integers(len(options)))]
         out.append(q)
     return out
 
 
-_RANGES = {"score_filter.share": (*SHARE_RANGE, False), "fuse.weight": (0.0, 1.0, False),
-           "fuse.share": (*SHARE_RANGE, False), "length_band.lo": (0.0, 0.3, False),
-           "length_band.hi": (0.7, 1.0, False), "dedup.threshold": (0.5, 0.95, False),
-           "semdedup.threshold": (0.8, 0.99, False), "mix.clusters": (2, 16, True),
-           "mix.temperature": (0.5, 10.0, False), "mix.share": (*SHARE_RANGE, False),
-           "diversify.share": (*SHARE_RANGE, False)}
-
-
 class _Probe:
-    """A stand-in for an Optuna trial that records each categorical's options and returns p's values."""
+    """A stand-in for an Optuna trial that returns p's values (distributions records what is asked)."""
 
     def __init__(self, p: dict):
-        self.p, self.options = p, {}
+        self.p = p
 
     def suggest_categorical(self, name, choices):
-        self.options[name] = list(choices)
         return self.p[name] if name in self.p else choices[0]
 
     def suggest_float(self, name, lo, hi, log=False):
