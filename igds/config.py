@@ -456,6 +456,13 @@ class EvaluateConfig:
               "a positive integer or null (all)")
 
 
+FINALIST_PREFIX = "search_"  # a search's finalist is method search_<solver>_s<seed> (Params.finalists)
+
+
+def finalist_name(solver: str, seed: int) -> str:
+    return f"{FINALIST_PREFIX}{solver}_s{seed}"
+
+
 SEARCH_SOLVERS = ("random", "tpe", "gp", "local")  # igds.search.SOLVERS (not imported: config stays light)
 PROXY_METRICS = ("answer_loglik",)
 
@@ -475,6 +482,24 @@ class ProxyConfig:
 
 
 @dataclass(frozen=True)
+class CheckConfig:
+    """The proxy's validation (proxy-check@<pool>): `recipes` recipes drawn from the search space
+    with `seed` (the warm-up's zones, then the random solver's draws), each scored by the proxy
+    and fine-tuned at full fidelity (finetune's settings) with every one of `seeds`, scored on
+    data/val.jsonl; Spearman rho of proxy vs full beside the noise ceiling between seed halves."""
+
+    recipes: int = 0  # 0: no check; the issue's test asks for >= 12
+    seeds: tuple[int, ...] = (0, 1)  # full-fidelity training seeds (>= 2: the noise ceiling splits them)
+    seed: int = 0  # the recipes' draw
+
+    def __post_init__(self) -> None:
+        check(self.recipes == 0 or self.recipes >= 3, "recipes", self.recipes,
+              "0 (no check) or an integer >= 3 (a rank correlation needs recipes to rank)")
+        check(len(self.seeds) >= 2 and len(set(self.seeds)) == len(self.seeds), "seeds", list(self.seeds),
+              ">= 2 distinct training seeds (the noise ceiling compares halves of them)")
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     """Recipe search (igds.search): recipe-search@<pool>-<solver>-<seed>, one per pool of
     `pools`, solver and search seed; each spends `budget` proxy fine-tunes of distinct subsets."""
@@ -489,6 +514,7 @@ class SearchConfig:
     beta: float = 4.0  # local: UCB = mean + sqrt(beta) x sd
     ratio: float = 0.5  # the final size: ceil(ratio x pool), as select's
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    check: CheckConfig = field(default_factory=CheckConfig)
 
     def __post_init__(self) -> None:
         for i, solver in enumerate(self.solvers):
@@ -640,10 +666,16 @@ class Params:
         pools = self.data.pools if self.data is not None else ("mixed",)
         for i, pool in enumerate(self.search.pools):
             check(pool in pools, f"search.pools[{i}]", pool, f"one of data.pools ({', '.join(pools)})")
+        if self.search.pools and (self.search.solvers or self.search.check.recipes):
+            ratios = [i for i, r in enumerate(self.select.ratios) if abs(r - self.search.ratio) < 1e-9]
+            check(bool(ratios), "search.ratio", self.search.ratio,
+                  f"one of select.ratios {list(self.select.ratios)} (the recipe table compares the searches' "
+                  "finalists with every single selector at the same final size)")
         for name in self.recipes:
-            if name in self.methods or name in ("full", "base"):
-                raise ConfigError(f"params.yaml: recipes.{name}: the name is a method's; recipes and methods name "
-                                  "the same subsets/ files, so give the recipe another name")
+            if name.startswith(FINALIST_PREFIX) or name in self.methods or name in ("full", "base"):
+                raise ConfigError(f"params.yaml: recipes.{name}: the name is a method's or a search finalist's "
+                                  f"({FINALIST_PREFIX}<solver>_s<seed>); recipes, methods and finalists name the same "
+                                  "subsets/ files, so give the recipe another name")
         subsets = (*self.select.methods, *self.recipes)
         for i, name in enumerate(self.finetuned_methods):
             if name not in subsets:
@@ -657,6 +689,12 @@ class Params:
         """The selected methods and recipes that are fine-tuned and evaluated: finetune.methods,
         or every one of select.methods and recipes when it is null."""
         return (*self.select.methods, *self.recipes) if self.finetune.methods is None else self.finetune.methods
+
+    @property
+    def finalists(self) -> dict[str, tuple[str, int]]:
+        """The searches' best recipes retrained at full fidelity: name -> (solver, search seed);
+        the name is the method name of their subsets, checkpoints and eval runs."""
+        return {finalist_name(s, k): (s, k) for s in self.search.solvers for k in self.search.seeds}
 
     def check_model(self, n_layers: int, d_model: int) -> None:
         """What the model's config decides: sae.layer and every method's layer settings."""

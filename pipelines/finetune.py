@@ -61,9 +61,10 @@ def run(params: Params, args: argparse.Namespace) -> None:
     if args.ratio is not None:
         parse_ratio(args.ratio)
     name = run_name(args.method, args.ratio, args.seed)
-    method = args.method if args.method in params.recipes else method_arg(params, args.method)
+    subset_made = args.method in params.recipes or args.method in params.finalists  # by recipe@ or finalist@
+    method = args.method if subset_made else method_arg(params, args.method)
     records = training_records(method, args.ratio, args.data, args.subsets, args.seed, pool_arg(params, args.pool),
-                               kind=params.methods.kind(method) if method in params.methods else "recipe")
+                               kind="recipe" if subset_made else params.methods.kind(method))
     model_name = cfg.model or params.model.name
     loaded = load_model(model_name, params.model.device, params.model.dtype)
     state_dir = args.out / ".resume" / name
