@@ -148,3 +148,29 @@ def plot_amplification(points: Mapping[str, pd.DataFrame], correlations: Mapping
     if any(len(frame) for frame in points.values()):
         ax.legend(fontsize=7)
     _save(fig, path)
+
+
+def plot_best_so_far(curves: Mapping[str, pd.DataFrame], path: str | Path, metric: str = "proxy") -> None:
+    """A panel per searched pool: each solver's best proxy value so far against the proxy
+    fine-tunes spent, the median over its search seeds with the range (min to max) shaded;
+    the best single selector's value (after its own proxy fine-tunes) as a dashed line."""
+    fig, grid = _figure(1, max(1, len(curves)), panel_w=5.0, panel_h=3.6)
+    for ax, (pool, long) in zip(grid[0], curves.items()):
+        solvers = [s for s in dict.fromkeys(long["solver"]) if s != "single"]
+        colors = {s: f"C{i % 10}" for i, s in enumerate(solvers)}
+        for solver in solvers:
+            wide = long[long["solver"] == solver].pivot_table(index="evaluation", columns="seed",
+                                                              values="best_so_far")
+            x = wide.index.to_numpy()
+            ax.plot(x, wide.median(axis=1).to_numpy(), color=colors[solver], label=f"{solver} (n={wide.shape[1]})")
+            ax.fill_between(x, wide.min(axis=1).to_numpy(), wide.max(axis=1).to_numpy(), color=colors[solver],
+                            alpha=0.15)
+        single = long[long["solver"] == "single"]
+        if len(single):
+            ax.axhline(float(single["best_so_far"].max()), color="0.3", ls="--", lw=1,
+                       label=f"best single selector ({len(single)} fine-tunes)")
+        ax.set_xlabel("proxy fine-tunes")
+        ax.set_ylabel(f"best {metric} on val so far")
+        ax.set_title(f"pool {pool}: recipe search")
+        ax.legend(fontsize=7)
+    _save(fig, path)

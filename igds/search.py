@@ -25,6 +25,9 @@ Warm-up (every solver): `warmup` probes in retention zones relative to the final
 filters cut the pool to a target share t of it, t drawn from a zone of multiples of the ratio;
 `fill` then cuts to the ratio), AutoSelection's zones made relative to the final size.
 
+Beside the solvers: `fixed_recipes`, the recipes the proxy is validated on (proxy-check), and
+the single selectors' own subsets (recipe-search-single: the best single selector on val).
+
 Not yet: edits of the operators' order (every solver keeps the canonical order, so the four
 search the same space; the recipe stage runs any order).
 
@@ -461,3 +464,36 @@ def _local_proposal(done: list[Evaluated], space: Space, signals: Signals, final
     hist_x = [np.concatenate([encode(h.params, space), subset_state(
         h.ids, h.pre_fill, signals, [e for e in evaluated_sets if e != set(h.ids)], final_n)]) for h in done]
     return cands[ucb_pick(np.asarray(hist_x), np.asarray(values), np.asarray(xs), settings.beta)]
+
+
+def fixed_recipes(space: Space, signals: Signals, final_n: int, n: int, seed: int,
+                  data_seed: int = 0) -> list[tuple[dict, list[str]]]:
+    """`n` recipes of the space with distinct subsets, a function of `seed` alone: the warm-up's
+    probes (one per retention zone), then Optuna RandomSampler draws; a recipe that empties the
+    subset or repeats one is drawn again. Returns (recipe in params.yaml form, its ids) each,
+    materialised as the searches materialise (data_seed). The proxy-check's recipes: spread over
+    the space as the searches' first proposals are, so the check covers what the solvers compare."""
+    import optuna  # noqa: PLC0415
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=step_seed(seed, 0, "check")))
+    out, keys, step = [], set(), 0
+    while len(out) < n:
+        if step >= 50 * n:
+            raise RecipeError(f"proxy check: only {len(out)} of {n} recipes with distinct subsets in {step} draws; "
+                              "ask for fewer recipes (search.check.recipes)")
+        if step < len(ZONES):
+            p = warmup_params(space, final_n / len(signals.ids), step,
+                              np.random.default_rng(step_seed(seed, step, "check-warmup")))
+        else:
+            p = suggest(study.ask(), space)
+        step += 1
+        recipe = recipe_from_params(p, space, "search.check")
+        try:
+            ids = materialise(recipe, signals, final_n, data_seed).ids
+        except RecipeError:
+            continue
+        if (key := subset_key(ids)) not in keys:
+            keys.add(key)
+            out.append((recipe.as_dict(), ids))
+    return out

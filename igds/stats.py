@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -300,6 +301,13 @@ def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.where(den > 0, (rx * ry).sum(1) / den, np.nan)
 
 
+def _finite_percentiles(draws: np.ndarray, level: float) -> tuple[float, float]:
+    """The percentile interval of the finite draws; NaN when none is (a rank correlation of a
+    constant, e.g. every recipe at exact match 0, is undefined)."""
+    finite = draws[np.isfinite(draws)]
+    return _percentiles(finite, level) if len(finite) else (math.nan, math.nan)
+
+
 def proxy_agreement(proxy, full, rng: np.random.Generator, n_boot: int = 2000, level: float = 0.95) -> ProxyAgreement:
     """Spearman rho between a proxy's value of each recipe (`proxy` [n_recipes]) and its
     full-fidelity value (`full` [n_recipes, n_seeds], averaged over seeds), with a percentile
@@ -316,7 +324,8 @@ def proxy_agreement(proxy, full, rng: np.random.Generator, n_boot: int = 2000, l
     mean = full.mean(1)
     rho = _spearman_rows(proxy[idx], mean[idx])
     halves = [_spearman_rows(full[:, a].mean(1)[idx], full[:, b].mean(1)[idx]) for a, b in _seed_splits(n_seeds)]
-    ceiling = np.nanmean(np.stack(halves), axis=0)
-    (lo, hi), (c_lo, c_hi) = _percentiles(rho[1:][np.isfinite(rho[1:])], level), \
-        _percentiles(ceiling[1:][np.isfinite(ceiling[1:])], level)
+    with warnings.catch_warnings():  # a draw whose every split is undefined stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ceiling = np.nanmean(np.stack(halves), axis=0)
+    (lo, hi), (c_lo, c_hi) = _finite_percentiles(rho[1:], level), _finite_percentiles(ceiling[1:], level)
     return ProxyAgreement(float(rho[0]), lo, hi, float(ceiling[0]), c_lo, c_hi, n, n_seeds)

@@ -3,7 +3,9 @@ results/eval/<pool>/<run>/metrics.json -> results/table.{md,csv} (a section / a 
 per pool), the headline results/metrics.json (DVC metrics) and the whole report as data in
 results/report.json (both {pool: ...}), and results/plots/: the data of the DVC plots
 (forest.csv, ratio_sweep.csv, train_loss.csv, with a `pool` column) and the PNGs the README
-shows (forest, ratio sweep, amplification), every pool in each."""
+shows (forest, ratio sweep, amplification), every pool in each. With a recipe search
+(search.solvers, search.pools): results/recipes.{md,csv}, the recipe table on eval with the
+proxy's validation first (igds.recipe_table), and results/plots/best_so_far.{csv,png}."""
 
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ import numpy as np
 from igds.artifacts import atomic_file, read_json, write_json
 from igds.config import ConfigError, Params
 from igds.data import DataError
-from igds.plots import plot_amplification, plot_forest, plot_ratio_sweep
+from igds.plots import plot_amplification, plot_best_so_far, plot_forest, plot_ratio_sweep
+from igds.recipe_table import best_so_far_long, build_recipe_table, render_recipe_markdown, search_rows
 from igds.report import (EvalRun, SelectionInfo, amplification_points, build_table, by_pool, differences_long,
                          finite_mean, headline_metrics, parse_eval_run, ratio_sweep_long, render_pools_markdown,
                          report_document, train_loss_long)
@@ -163,15 +166,58 @@ def read_selections(metrics_dir: Path, runs: list[EvalRun]) -> dict[tuple[str, f
             for key, info in selection.items()}
 
 
+def read_search_metrics(params: Params, metrics_dir: Path) -> tuple[list[dict], dict, dict | None]:
+    """A searched pool's search-<solver>-s<seed>.json (each must exist), search-single.json and
+    proxy-check.json (None when absent)."""
+    def need(name: str, stage: str) -> dict:
+        path = metrics_dir / name
+        if not path.is_file():
+            raise DataError(f"{path} not found; run `dvc repro {stage}`")
+        return _read(path, f"rerun `dvc repro {stage}`")
+
+    pool = metrics_dir.name
+    searches = [need(f"search-{s}-s{k}.json", f"recipe-search@{pool}-{s}-{k}")
+                for s in params.search.solvers for k in params.search.seeds]
+    check = metrics_dir / "proxy-check.json"
+    return (searches, need("search-single.json", f"recipe-search-single@{pool}"),
+            _read(check, f"rerun `dvc repro proxy-check@{pool}`") if check.is_file() else None)
+
+
+def write_recipe_section(params: Params, args: argparse.Namespace, bases: dict[str, EvalRun]) -> None:
+    """results/recipes.{md,csv} (the recipe table of every pool of search.pools, the proxy's
+    validation first) and results/plots/best_so_far.{csv,png}; a note when nothing was searched."""
+    cfg, ratio = params.report, params.search.ratio
+    tables, checks, curves = {}, {}, {}
+    singles = [m for m in params.finetuned_methods if m in params.select.methods]
+    if params.search.solvers or params.search.check.recipes:
+        for pool in params.search.pools:
+            names = ([f"full-s{s}" for s in params.finetune.seeds]
+                     + [f"{m}-{ratio:g}-s{s}" for m in [*singles, *params.finalists] for s in params.finetune.seeds])
+            runs = [bases[pool], *read_eval_runs(args.eval / pool, names)]
+            searches, single, checks[pool] = read_search_metrics(params, args.metrics / pool)
+            rows = search_rows(runs, singles, ratio, params.finalists, searches, single)
+            tables[pool] = build_recipe_table(rows, cfg.task_metric, np.random.default_rng(params.seed), cfg.n_boot,
+                                              cfg.n_perm, cfg.level)
+            curves[pool] = best_so_far_long(searches, single)
+    with atomic_file(args.out / "recipes.md") as f:
+        f.write(render_recipe_markdown(tables, checks, cfg.task_metric, cfg.level))
+    with atomic_file(args.out / "recipes.csv") as f:
+        by_pool(tables).to_csv(f, index=False) if tables else f.write("pool\n")
+    with atomic_file(args.out / "plots" / "best_so_far.csv") as f:
+        by_pool(curves).to_csv(f, index=False) if curves else f.write("pool,solver,seed,evaluation,best_so_far\n")
+    plot_best_so_far(curves, args.out / "plots" / "best_so_far.png", params.search.proxy.metric)
+
+
 def run(params: Params, args: argparse.Namespace) -> None:
     cfg = params.report
     base = read_base(args.eval)
     if cfg.task_metric not in base.per_example:
         raise ConfigError(f"params.yaml: report.task_metric = {cfg.task_metric!r} is not an eval metric; "
                           f"expected one of {sorted(base.per_example)}")
-    tables, points, corrs, losses = {}, {}, {}, {}
+    tables, points, corrs, losses, all_runs = {}, {}, {}, {}, {}
     for pool in pools(params):
         runs = [base, *read_eval_runs(args.eval / pool, expected_runs(params) if args.only_params_runs else None)]
+        all_runs[pool] = runs
         rng = np.random.default_rng(params.seed)  # per pool: a pool's table does not depend on the others
         tables[pool] = build_table(runs, read_selections(args.metrics / pool, runs), rng, cfg.n_boot,
                                    n_perm=cfg.n_perm, level=cfg.level, task_metric=cfg.task_metric,
@@ -197,6 +243,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
                                            "row"))):
         with atomic_file(plots / f"{name}.csv") as f:
             frame.to_csv(f, index=False)
+    write_recipe_section(params, args, {p: next(r for r in all_runs[p] if r.method == "base") for p in all_runs})
     plot_forest(tables, plots / "forest.png")
     plot_ratio_sweep(tables, plots / "ratio_sweep.png")
     plot_amplification(points, corrs, plots / "amplification.png", task_metric=cfg.task_metric)

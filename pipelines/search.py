@@ -5,9 +5,14 @@ scored on data/val.jsonl (never eval). Writes search/<pool>/<solver>-s<seed>/:
   search resumes where it stopped: run the stage again);
 - evaluated.jsonl: every evaluated subset in order (step, proxy value, subset key, recipe, the
   best value so far: the best-so-far curve);
-- best.yaml: the best recipe in params.yaml's form (paste it under `recipes:` to retrain it
-  at full fidelity through finetune/evaluate/report);
-- summary.json: budget spent, proposals made, reused subsets, best value, wall time.
+- best.yaml: the best recipe in params.yaml's form (finalist@<pool>-<solver>-<search seed>-<seed>
+  materialises it per training seed; finetune/evaluate then retrain it at full fidelity);
+- summary.json: budget spent, proposals made, reused subsets, best value and subset, wall time;
+and results/metrics/<pool>/search-<solver>-s<seed>.json, the summary with the best-so-far curve.
+
+`--solver single` (stage recipe-search-single@<pool>, search/<pool>/single): the proxy of every
+fine-tuned single selector's own subset at search.ratio; the best of them is the best single
+selector chosen on val, and its proxy fine-tunes count against it in the recipe table.
 
 The base model is loaded once; each proxy fine-tunes a copy with finetune's settings but
 search.proxy.epochs and seed search.proxy.seed (the same for every subset, so subsets are
@@ -112,18 +117,89 @@ def open_study(out: Path, key: str):
     return optuna.create_study(study_name="search", storage=storage, direction="maximize", load_if_exists=True)
 
 
+def _write_results(args: argparse.Namespace, evaluated: list[dict], best: dict, summary: dict) -> None:
+    """evaluated.jsonl (with the best-so-far curve), best.yaml and summary.json in the search's
+    folder, and summary.json's fields plus the curve as results/metrics/<pool>/search-<name>.json
+    (git-tracked: the report's recipe table and best-so-far plot read it)."""
+    best_so_far = np.maximum.accumulate([e["value"] for e in evaluated]).tolist()
+    rows = [{"evaluation": i, **e, "best_so_far": b} for i, (e, b) in enumerate(zip(evaluated, best_so_far))]
+    write_jsonl(args.out / "evaluated.jsonl", ({k: v for k, v in r.items() if k != "ids"} for r in rows))
+    header = (f"# {summary['pool']} {summary['solver']} seed {summary['seed']}: best {summary['metric']} "
+              f"{best['value']:.6g} of {len(evaluated)} proxy fine-tunes\n# subset {best['key']}\n")
+    text = header + yaml.safe_dump(best["recipe"], sort_keys=False)
+    (args.out / "best.yaml.tmp").write_text(text)
+    (args.out / "best.yaml.tmp").replace(args.out / "best.yaml")
+    summary = {**summary, "fine_tunes": len(evaluated), "best_value": best["value"], "best_key": best["key"],
+               "best_recipe": best["recipe"], "best_ids": best["ids"]}
+    write_json(args.out / "summary.json", summary)
+    name = "single" if summary["solver"] == "single" else f"{summary['solver']}-s{summary['seed']}"
+    write_json(args.metrics / f"search-{name}.json", {**{k: v for k, v in summary.items() if k != "best_ids"},
+                                                       "best_so_far": best_so_far,
+                                                       "values": [e["value"] for e in evaluated]})
+
+
+def run_single(params: Params, args: argparse.Namespace, pool: list, val: list) -> None:
+    """recipe-search-single@<pool>: the proxy of each fine-tuned single selector's own subset at
+    search.ratio (its select stage's selection, drawn for training seed search.proxy.seed); the
+    best is the best single selector chosen on val, and these are the fine-tunes it cost."""
+    import optuna  # noqa: PLC0415
+
+    from igds.recipes import subset_key  # noqa: PLC0415
+    from pipelines.select import selection  # noqa: PLC0415
+
+    cfg = params.search
+    methods = [m for m in params.finetuned_methods if m in params.select.methods]
+    subsets = {m: selection(params, m, args.scores, args.pool, pool, cfg.ratio, cfg.proxy.seed)[0] for m in methods}
+    study = open_study(args.out, single_fingerprint(params, subsets))
+    done = {t.params["method"]: t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
+    t0 = time.perf_counter()
+    todo = [m for m in methods if m not in done]
+    if todo:
+        objective = proxy_objective(params, pool, val)
+        for m in todo:
+            value = objective(subsets[m])
+            done[m] = optuna.trial.create_trial(
+                params={"method": m}, distributions={"method": optuna.distributions.CategoricalDistribution(methods)},
+                value=value, user_attrs={"key": subset_key(subsets[m])})
+            study.add_trial(done[m])
+            log.info("%s: single selector %s: %s %.4f", args.pool, m, cfg.proxy.metric, value)
+    evaluated = [{"value": done[m].value, "key": subset_key(subsets[m]), "method": m,
+                  "recipe": {"method": m}, "ids": subsets[m]} for m in methods]
+    best = max(evaluated, key=lambda e: e["value"])
+    _write_results(args, evaluated, best, {
+        "pool": args.pool, "solver": "single", "seed": None, "budget": len(methods), "proposals": len(methods),
+        "reused": 0, "best_method": best["method"], "methods": methods, "metric": cfg.proxy.metric,
+        "final_n": math.ceil(cfg.ratio * len(pool)), "wall_s_this_process": round(time.perf_counter() - t0, 3)})
+    log.info("%s: best single selector on val: %s (%s %.4f, %d fine-tunes)", args.pool, best["method"],
+             cfg.proxy.metric, best["value"], len(methods))
+
+
+def single_fingerprint(params: Params, subsets: dict) -> str:
+    from igds.recipes import subset_key  # noqa: PLC0415
+
+    trained = {k: v for k, v in dataclasses.asdict(params.finetune).items()
+               if k not in ("seeds", "methods", "epochs", "checkpoint_every")}
+    blob = json.dumps(["single", dataclasses.asdict(params.search.proxy), trained, dataclasses.asdict(params.model),
+                       {m: subset_key(ids) for m, ids in subsets.items()}], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def run(params: Params, args: argparse.Namespace) -> None:
     from igds.search import SearchSettings, run_search  # noqa: PLC0415
 
     cfg = params.search
-    if args.solver not in cfg.solvers or args.seed not in cfg.seeds or args.pool not in cfg.pools:
+    if args.pool not in cfg.pools or (args.solver != "single" and (args.solver not in cfg.solvers
+                                                                   or args.seed not in cfg.seeds)):
         raise ConfigError(f"--pool {args.pool} --solver {args.solver} --seed {args.seed} is not a search of params.yaml "
-                          f"(search.pools {list(cfg.pools)}, solvers {list(cfg.solvers)}, seeds {list(cfg.seeds)})")
+                          f"(search.pools {list(cfg.pools)}, solvers {list(cfg.solvers)} or single, "
+                          f"seeds {list(cfg.seeds)})")
     pool = read_pool(args.data, pool_arg(params, args.pool))
     val = read_split(args.data / "val.jsonl")
     if not val:
         raise DataError(f"{args.data / 'val.jsonl'} is empty: recipe search needs data.splits.val (the target "
                         "task, disjoint from eval) for its objective")
+    if args.solver == "single":
+        return run_single(params, args, pool, val)
     space = search_space(params)
     signals = read_signals(params, args.scores, pool, set(space.signals) | {f"space:{s}" for s in space.spaces})
     final_n = math.ceil(cfg.ratio * len(pool))
@@ -132,32 +208,27 @@ def run(params: Params, args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     evaluated = run_search(study, settings, space, signals, final_n, proxy_objective(params, pool, val),
                            data_seed=params.seed)
-    best_so_far = np.maximum.accumulate([e.value for e in evaluated]).tolist() if evaluated else []
-    write_jsonl(args.out / "evaluated.jsonl", (
-        {"evaluation": i, "value": e.value, "best_so_far": b, "key": e.key, "pre_fill": e.pre_fill,
-         "recipe": e.recipe} for i, (e, b) in enumerate(zip(evaluated, best_so_far))))
-    best = max(evaluated, key=lambda e: e.value)
-    text = yaml.safe_dump({"process": best.recipe["process"]}, sort_keys=False)
-    (args.out / "best.yaml.tmp").write_text(text)
-    (args.out / "best.yaml.tmp").replace(args.out / "best.yaml")
+    rows = [{"value": e.value, "key": e.key, "pre_fill": e.pre_fill, "recipe": e.recipe, "ids": e.ids}
+            for e in evaluated]
+    best = max(rows, key=lambda e: e["value"])
     trials = study.trials
-    write_json(args.out / "summary.json", {
-        "pool": args.pool, "solver": args.solver, "seed": args.seed, "budget": cfg.budget,
-        "evaluated": len(evaluated), "proposals": len(trials),
-        "reused": sum(bool(t.user_attrs.get("reused")) for t in trials),
-        "best_value": best.value, "best_key": best.key, "metric": cfg.proxy.metric, "final_n": final_n,
-        "wall_s_this_process": round(time.perf_counter() - t0, 3)})
+    _write_results(args, rows, best, {
+        "pool": args.pool, "solver": args.solver, "seed": args.seed, "budget": cfg.budget, "proposals": len(trials),
+        "reused": sum(bool(t.user_attrs.get("reused")) for t in trials), "metric": cfg.proxy.metric,
+        "final_n": final_n, "wall_s_this_process": round(time.perf_counter() - t0, 3)})
     log.info("%s-%s seed %d: best %s %.4f after %d fine-tunes (%d proposals)", args.pool, args.solver, args.seed,
-             cfg.proxy.metric, best.value, len(evaluated), len(trials))
+             cfg.proxy.metric, best["value"], len(evaluated), len(trials))
 
 
 def _args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pool", required=True)
-    parser.add_argument("--solver", required=True)
-    parser.add_argument("--seed", type=int, required=True, help="the search seed")
+    parser.add_argument("--solver", required=True, help="one of search.solvers, or single (the single selectors)")
+    parser.add_argument("--seed", type=int, default=0, help="the search seed (single: ignored)")
     parser.add_argument("--data", type=Path, default=Path("data"))
     parser.add_argument("--scores", type=Path, default=Path("scores"))
-    parser.add_argument("--out", type=Path, required=True, help="search/<pool>/<solver>-s<seed>")
+    parser.add_argument("--out", type=Path, required=True, help="search/<pool>/<solver>-s<seed> (single: search/<pool>/single)")
+    parser.add_argument("--metrics", type=Path, default=Path("results/metrics"),
+                        help="results/metrics/<pool>: search-<solver>-s<seed>.json (single: search-single.json)")
 
 
 if __name__ == "__main__":

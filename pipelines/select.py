@@ -28,22 +28,30 @@ from pipelines.io import pool_arg, read_pool
 log = logging.getLogger("select")
 
 
+def selection(params: Params, method: str, scores_dir: Path, pool_name: str, pool: list, ratio: float,
+              run_seed: int):
+    """(kept ids, the selector): method's top ceil(ratio x pool) by its cached scores, redrawn
+    for training seed `run_seed` when its randomness is per seed."""
+    path = scores_dir / f"{method}.parquet"
+    if not path.is_file():
+        raise DataError(f"{path} not found; run `dvc repro score@{pool_name}-{method}` first")
+    scores = pd.read_parquet(path)
+    if list(scores["id"]) != [r.id for r in pool]:
+        raise DataError(f"{path} does not score pool {pool_name!r} (ids differ); rerun score@{pool_name}-{method}")
+    selector = params.methods.build(method_arg(params, method))
+    values = selector.draw(scores, params.seed, run_seed) if selector.randomness == "per_seed" else \
+        scores["score"].to_numpy()
+    return select_top(list(scores["id"]), values, ratio, params.seed), selector
+
+
 def run(params: Params, args: argparse.Namespace) -> None:
     if params.methods.selector_class(method_arg(params, args.method)).keeps_all:
         raise ConfigError(f"select: method '{args.method}' keeps the whole pool; it has no selection to make "
                           "(finetune trains it on the pool)")
     ratio = parse_ratio(args.ratio)
-    path = args.scores / f"{args.method}.parquet"
-    if not path.is_file():
-        raise DataError(f"{path} not found; run `dvc repro score@{args.pool}-{args.method}` first")
-    scores = pd.read_parquet(path)
     pool = read_pool(args.data, pool_arg(params, args.pool))
-    if list(scores["id"]) != [r.id for r in pool]:
-        raise DataError(f"{path} does not score pool {args.pool!r} (ids differ); rerun score@{args.pool}-{args.method}")
-    selector = params.methods.build(method_arg(params, args.method))
+    kept, selector = selection(params, args.method, args.scores, args.pool, pool, ratio, args.seed)
     per_seed = selector.randomness == "per_seed"
-    values = selector.draw(scores, params.seed, args.seed) if per_seed else scores["score"].to_numpy()
-    kept = select_top(list(scores["id"]), values, ratio, params.seed)
     # the file name carries the ratio as dvc.yaml spells it
     name = f"{args.method}-{args.ratio}-s{args.seed}"
     write_jsonl(args.out / f"{name}.jsonl", ({"id": i} for i in kept))

@@ -130,3 +130,23 @@ def test_every_subset_is_materialised_with_the_searchs_data_seed(planted, monkey
     run_search(study(), SearchSettings("local", seed=0, budget=5, warmup=2), SPACE, sig, FINAL, Objective(value),
                data_seed=7, progress=False)
     assert len(seeds) > 5 and set(seeds) == {7}
+
+
+def test_fixed_recipes_are_distinct_reproducible_and_span_the_zones(planted):
+    """The proxy check's recipes: n distinct subsets, the same for the same seed, other ones
+    for another seed; the first three are the warm-up's zone probes."""
+    from igds.search import ZONES, fixed_recipes
+
+    signals, space, final_n = planted[0], SPACE, FINAL
+    first = fixed_recipes(space, signals, final_n, 12, seed=0)
+    assert len(first) == 12 and len({subset_key(ids) for _, ids in first}) == 12
+    assert all(len(ids) == final_n for _, ids in first)
+    assert first == fixed_recipes(space, signals, final_n, 12, seed=0)
+    assert [ids for _, ids in first] != [ids for _, ids in fixed_recipes(space, signals, final_n, 12, seed=1)]
+    for recipe, ids in first:  # each replays from its params.yaml form
+        assert materialise(parse_recipe(recipe), signals, final_n, 0).ids == ids
+    assert len(ZONES) == 3
+    from igds.recipes import RecipeError
+
+    with pytest.raises(RecipeError, match="distinct subsets"):
+        fixed_recipes(space, signals, final_n=len(signals.ids), n=3, seed=0)  # every recipe keeps the whole pool

@@ -211,3 +211,13 @@ def test_proxy_agreement_finds_a_proxy_that_ranks_recipes_and_one_that_does_not(
     assert noisy.ceiling < good.ceiling
     with pytest.raises(ValueError, match=">= 2 seeds"):
         proxy_agreement(truth, full[:, :1], rng)
+
+
+def test_proxy_agreement_of_a_constant_full_fidelity_is_undefined_not_a_crash():
+    """Every recipe at the same full-fidelity value (e.g. exact match 0 on a weak model): no
+    ranking to agree with, so rho, its CI and the ceiling are NaN."""
+    from igds.stats import proxy_agreement
+
+    a = proxy_agreement(np.linspace(0, 1, 5), np.zeros((5, 2)), np.random.default_rng(0), n_boot=200)
+    assert all(math.isnan(v) for v in (a.rho, a.lo, a.hi, a.ceiling, a.ceiling_lo, a.ceiling_hi))
+    assert (a.n_recipes, a.n_seeds) == (5, 2)
