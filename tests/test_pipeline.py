@@ -80,9 +80,10 @@ def test_igds_stages_end_to_end(tmp_path):
     # fine-tuning: a LoRA adapter per run, trained on exactly the subset (full: the pool), for
     # the methods of finetune.methods only (configs/ci: igds, random; the others stop at select)
     finetuned = ["igds", "random"]
+    finalists = ["search_random_s0", "search_local_s0"]  # the searches' best recipes, on the mixed pool only
     for name in pools:
         assert sorted(p.name for p in (work / f"checkpoints/{name}").iterdir() if not p.name.startswith(".")) == sorted(
-            [f"{m}-0.5-s0" for m in finetuned] + ["full-s0"]), name
+            [f"{m}-0.5-s0" for m in finetuned + (finalists if name == "mixed" else [])] + ["full-s0"]), name
     runs = [f"{m}-0.5-s0" for m in finetuned] + ["full-s0"]
     for name in pools:
         for run in runs:
@@ -116,6 +117,21 @@ def test_igds_stages_end_to_end(tmp_path):
     assert "amplification_correlation" in json.loads((work / "results/report.json").read_text())["within"]
     for plot in ("forest", "ratio_sweep", "amplification"):
         assert (work / f"results/plots/{plot}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", plot
+    # the recipe search (configs/ci: random and local, 3 proxy fine-tunes each, on the mixed pool): the single
+    # selectors' pick on val, each search's best recipe replayed by its finalist and retrained, the recipe table
+    single = json.loads((work / "results/metrics/mixed/search-single.json").read_text())
+    assert single["methods"] == finetuned and single["best_method"] in finetuned and single["fine_tunes"] == 2
+    for solver in ("random", "local"):
+        search = json.loads((work / f"results/metrics/mixed/search-{solver}-s0.json").read_text())
+        assert search["fine_tunes"] == 3 and len(search["best_so_far"]) == 3, solver
+        finalist = json.loads((work / f"results/metrics/mixed/select-search_{solver}_s0-0.5-s0.json").read_text())
+        assert finalist["searched_key"] == search["best_key"] and finalist["n_selected"] == (len(pool) + 1) // 2
+        m = json.loads((work / f"results/eval/mixed/search_{solver}_s0-0.5-s0/metrics.json").read_text())
+        assert set(m["per_example"]["answer_loglik"]) == eval_ids, solver
+    recipes = (work / "results/recipes.md").read_text()
+    assert recipes.startswith("### Pool: mixed") and "The proxy is not validated" in recipes
+    assert "| search: local | 1 (1 search seeds x 1 training seeds) |" in recipes and "best single on val" in recipes
+    assert (work / "results/plots/best_so_far.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     shown = dvc(work, "metrics", "show")
     assert "results/metrics.json" in shown and "results/metrics/" not in shown  # stage metrics are data
     plots = json.loads(dvc(work, "plots", "show", "--json", "--split"))
