@@ -33,13 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
-from igds.artifacts import write_json
+from igds.artifacts import atomic_file, write_json
 from igds.config import ConfigError, Params
 from igds.data import DataError
 from pipelines.common import main
 from pipelines.io import pool_arg, read_pool, read_split
 from pipelines.recipe import read_signals
-from pipelines.search import proxy_objective, search_space
+from pipelines.search import proxy_objective, search_space, set_aside_if_stale
 
 log = logging.getLogger("check")
 
@@ -59,16 +59,16 @@ def check_key(params: Params, recipes: list[tuple[dict, list[str]]]) -> str:
 def read_progress(out: Path, key: str) -> dict[tuple, dict]:
     """(recipe, kind, seed) -> its finished line; a file of other settings is set aside, and a
     last line cut short by a kill is dropped."""
-    out.mkdir(parents=True, exist_ok=True)
-    progress, stamp = out / "progress.jsonl", out / "check.key"
-    if progress.exists() and (not stamp.exists() or stamp.read_text().strip() != key):
-        aside = progress.with_name(f"progress.{int(time.time())}.stale.jsonl")
-        progress.rename(aside)
-        log.warning("%s was made with other settings; moved to %s, starting afresh", progress, aside.name)
-    stamp.write_text(key + "\n")
+    progress = out / "progress.jsonl"
+    set_aside_if_stale(progress, out / "check.key", key)
     done = {}
     if progress.exists():
-        for line in progress.read_text(encoding="utf-8").splitlines():
+        text = progress.read_text(encoding="utf-8")
+        if text and not text.endswith("\n"):  # cut short by a kill: drop the partial line before appending
+            text = text[:text.rfind("\n") + 1]
+            with atomic_file(progress) as f:
+                f.write(text)
+        for line in text.splitlines():
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:

@@ -100,19 +100,26 @@ def fingerprint(params: Params, solver: str, seed: int, space, signals, final_n:
     return h.hexdigest()[:16]
 
 
+def set_aside_if_stale(path: Path, stamp: Path, key: str) -> None:
+    """Progress kept across runs (`path`) is resumed only if `stamp` holds `key`, the settings
+    it was made with; otherwise it is renamed <stem>.<time>.stale<suffix> (kept, never deleted)
+    and the run starts afresh. Then `stamp` holds `key`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and (not stamp.exists() or stamp.read_text().strip() != key):
+        aside = path.with_name(f"{path.stem}.{int(time.time())}.stale{path.suffix}")
+        path.rename(aside)
+        log.warning("%s was made with other settings; moved to %s, starting afresh", path, aside.name)
+    stamp.write_text(key + "\n")
+
+
 def open_study(out: Path, key: str):
     """The study in out/study.journal; a journal of other settings is moved aside first."""
     import optuna  # noqa: PLC0415
     from optuna.storages import JournalStorage  # noqa: PLC0415
     from optuna.storages.journal import JournalFileBackend  # noqa: PLC0415
 
-    out.mkdir(parents=True, exist_ok=True)
-    journal, stamp = out / "study.journal", out / "study.key"
-    if journal.exists() and (not stamp.exists() or stamp.read_text().strip() != key):
-        aside = journal.with_name(f"study.{int(time.time())}.stale.journal")
-        journal.rename(aside)
-        log.warning("%s was made with other settings; moved to %s, starting afresh", journal, aside.name)
-    stamp.write_text(key + "\n")
+    journal = out / "study.journal"
+    set_aside_if_stale(journal, out / "study.key", key)
     storage = JournalStorage(JournalFileBackend(str(journal)))
     return optuna.create_study(study_name="search", storage=storage, direction="maximize", load_if_exists=True)
 

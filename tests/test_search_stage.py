@@ -173,3 +173,24 @@ def test_the_proxy_check_scores_fixed_recipes_by_proxy_and_full_fidelity(project
     # a rerun finds every unit done: nothing is trained again
     proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True)
     assert proc.returncode == 0 and (out / "progress.jsonl").read_text().splitlines() == lines
+
+
+def test_progress_of_other_settings_is_set_aside_and_a_line_cut_short_is_dropped(tmp_path):
+    """The proxy check's resume file: lines of the same settings are kept, a last line cut
+    short by a kill is dropped; progress made with other settings is renamed, not deleted."""
+    from pipelines.check import append, read_progress
+
+    out = tmp_path / "check"
+    assert read_progress(out, "k1") == {}
+    append(out / "progress.jsonl", {"recipe": 0, "kind": "proxy", "seed": None, "values": {"m": -1.0}})
+    append(out / "progress.jsonl", {"recipe": 0, "kind": "full", "seed": 0, "values": {"m": 0.5}})
+    with (out / "progress.jsonl").open("a") as f:
+        f.write('{"recipe": 1, "kind": "pro')  # SIGKILL mid-write
+    done = read_progress(out, "k1")
+    assert set(done) == {(0, "proxy", None), (0, "full", 0)} and done[0, "full", 0]["values"] == {"m": 0.5}
+    append(out / "progress.jsonl", {"recipe": 1, "kind": "proxy", "seed": None, "values": {"m": -2.0}})
+    assert set(read_progress(out, "k1")) == {(0, "proxy", None), (0, "full", 0), (1, "proxy", None)}
+    assert read_progress(out, "k2") == {}
+    assert [p.name.startswith("progress.") and p.name.endswith(".stale.jsonl") for p in out.iterdir()
+            if p.name not in ("check.key",)] == [True]
+    assert (out / "check.key").read_text().strip() == "k2"
