@@ -126,6 +126,7 @@ def test_igds_stages_end_to_end(tmp_path):
         assert search["fine_tunes"] == 3 and len(search["best_so_far"]) == 3, solver
         finalist = json.loads((work / f"results/metrics/mixed/select-search_{solver}_s0-0.5-s0.json").read_text())
         assert finalist["searched_key"] == search["best_key"] and finalist["n_selected"] == (len(pool) + 1) // 2
+        assert finalist["same_as_searched"] is True  # training seed 0 replays the searched subset, id for id
         m = json.loads((work / f"results/eval/mixed/search_{solver}_s0-0.5-s0/metrics.json").read_text())
         assert set(m["per_example"]["answer_loglik"]) == eval_ids, solver
     recipes = (work / "results/recipes.md").read_text()
