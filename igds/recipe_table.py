@@ -116,9 +116,16 @@ def proxy_verdict(check: dict | None) -> str:
     if not check or not check.get("recipes"):
         return "The proxy is not validated in this run (search.check.recipes is 0)."
     a = check["agreement"][check["task_metric"]]
-    ranks = a["lo"] is not None and a["lo"] > 0
-    head = ("The proxy ranks recipes" if ranks else
-            "The proxy does not rank recipes (its rank correlation's CI includes 0 or lies below it)")
+    if a["rho"] is None or a["lo"] is None:
+        head = "The proxy does not rank recipes (full fidelity gives every recipe the same value: no ranking)"
+    elif a["lo"] > 0:
+        head = "The proxy ranks recipes"
+    elif a["hi"] < 0:
+        head = ("The proxy does not rank recipes: it ranks them in reverse (its rank correlation with full "
+                "fidelity is negative, CI below 0), so a search that maximises it moves away from what full "
+                "fidelity rewards")
+    else:
+        head = "The proxy does not rank recipes (its rank correlation's CI includes 0)"
     return (f"{head}: Spearman rho between the proxy ({check['proxy_metric']} on val after the proxy fine-tune) "
             f"and full fidelity ({check['task_metric']} on val, mean of {len(check['seeds'])} seeds) over "
             f"{check['recipes']} recipes is {_fmt(a['rho'], 2)} [{_fmt(a['lo'], 2)}, {_fmt(a['hi'], 2)}]; "

@@ -70,7 +70,13 @@ def test_the_proxys_verdict_leads_and_says_when_it_does_not_rank(planted):
         return {"recipes": 12, "seeds": [0, 1], "task_metric": "exact_match", "proxy_metric": "answer_loglik",
                 "agreement": {"exact_match": a, "answer_loglik": a}}
 
-    assert proxy_verdict(check(-0.2)).startswith("The proxy does not rank recipes")
+    assert proxy_verdict(check(-0.2)).startswith("The proxy does not rank recipes (its rank correlation's CI")
+    reverse = check(-0.9)
+    reverse["agreement"]["exact_match"].update(rho=-0.66, hi=-0.13)
+    assert proxy_verdict(reverse).startswith("The proxy does not rank recipes: it ranks them in reverse")
+    undefined = check(0.0)
+    undefined["agreement"]["exact_match"].update(rho=None, lo=None, hi=None)
+    assert "no ranking" in proxy_verdict(undefined)
     assert proxy_verdict(check(0.1)).startswith("The proxy ranks recipes")
     assert proxy_verdict(None).startswith("The proxy is not validated")
     text = render_recipe_markdown({"within": table}, {"within": check(-0.2)}, "exact_match", 0.95)
