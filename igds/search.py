@@ -6,16 +6,17 @@ gets the objective (a proxy fine-tune scored on the val split, never on eval; th
 passes it in). A subset already evaluated (same ids: igds.recipes.subset_key) reuses its value
 and spends nothing, so no subset is fine-tuned twice.
 
-The space: every operator of `SPACE_OPERATORS` in a canonical order, each on or off, with its
-params always drawn (a fixed-dimension space: the flags decide what runs, as AutoSelection's
-encoding [enabled, param] does), then `fill` by a signal. Solvers, on the same space, the same
+The space: every operator of `SPACE_OPERATORS`, each on or off, with its params and a priority
+in [0, 1] always drawn (a fixed-dimension space: the flags decide what runs, as AutoSelection's
+encoding [enabled, param] does; the enabled operators run by ascending priority, a random-key
+encoding of their order that every sampler can search), then `fill` by a signal. Solvers, on the same space, the same
 warm-up probes and the same budget:
 - `random`: Optuna's RandomSampler;
 - `tpe`: Optuna's TPESampler (multivariate);
 - `gp`: Optuna's GPSampler;
 - `local`: AutoSelection's loop with programmatic edits in place of the LLM: from the best
   recipe so far, `candidates` local edits (toggle an operator, nudge a param, change a signal
-  or another categorical), each materialised; a BoTorch GP over the recipe's encoding and
+  or another categorical, swap two operators' places in the order), each materialised; a BoTorch GP over the recipe's encoding and
   the realised subset's state (size before fill, signal means, drift of SAE activation rates,
   overlap with evaluated subsets) picks the edit with the best upper confidence bound;
   after `patience` evaluations without improvement a fresh warm-up-style probe is evaluated
@@ -23,13 +24,11 @@ warm-up probes and the same budget:
 
 Warm-up (every solver): `warmup` probes in retention zones relative to the final size (the
 filters cut the pool to a target share t of it, t drawn from a zone of multiples of the ratio;
-`fill` then cuts to the ratio), AutoSelection's zones made relative to the final size.
+`fill` then cuts to the ratio), AutoSelection's zones made relative to the final size; the
+probes keep the canonical order.
 
 Beside the solvers: `fixed_recipes`, the recipes the proxy is validated on (proxy-check), and
 the single selectors' own subsets (recipe-search-single: the best single selector on val).
-
-Not yet: edits of the operators' order (every solver keeps the canonical order, so the four
-search the same space; the recipe stage runs any order).
 
 Every step is a function of the history (the study's finished trials) and a seed derived from
 (search seed, step): samplers are rebuilt per step, so a search killed mid-way and resumed from
@@ -52,7 +51,7 @@ from igds.recipes import OPERATORS, Recipe, RecipeError, Signals, Step, material
 log = logging.getLogger(__name__)
 
 SOLVERS = ("random", "tpe", "gp", "local")
-# the operators the search switches on and off, in the canonical order of the Optuna solvers
+# the operators the search switches on and off, in the canonical order (the warm-up's; ties of priority)
 SPACE_OPERATORS = ("score_filter", "fuse", "length_band", "dedup", "semdedup", "mix", "diversify")
 ZONES = ((1.0, 1.3), (1.3, 1.7), (1.7, 2.2))  # pre-fill retention as multiples of the final share
 SHARE_RANGE = (0.3, 1.0)
@@ -104,15 +103,30 @@ def suggest(trial, space: Space) -> dict:
         "diversify.method", ["kcenter", "zip"] if "hidden" in space.spaces else ["zip"])
     p["diversify.share"] = trial.suggest_float("diversify.share", *SHARE_RANGE)
     p["fill.signal"] = trial.suggest_categorical("fill.signal", list(s))
+    for op in space.operators():  # the order: enabled operators run by ascending priority (a random-key encoding)
+        p[f"{op}.at"] = trial.suggest_float(f"{op}.at", 0.0, 1.0)
     return p
 
 
+def canonical_priorities(space: Space) -> dict:
+    """Priorities that keep the canonical order (SPACE_OPERATORS'), evenly spaced in [0, 1]."""
+    ops = space.operators()
+    return {f"{op}.at": i / max(1, len(ops) - 1) for i, op in enumerate(ops)}
+
+
+def operator_order(p: dict, space: Space) -> list[str]:
+    """The enabled operators in the order they run: by priority `<op>.at`, ties (and a point
+    without priorities) in the canonical order."""
+    ops = space.operators()
+    canonical = canonical_priorities(space)
+    return sorted((op for op in ops if p.get(op)), key=lambda op: (p.get(f"{op}.at", canonical[f"{op}.at"]),
+                                                                  ops.index(op)))
+
+
 def recipe_from_params(p: dict, space: Space, where: str = "search") -> Recipe:
-    """The recipe a flat param dict describes (operators on, in canonical order, then fill)."""
+    """The recipe a flat param dict describes (the operators on, in their priorities' order, then fill)."""
     steps = []
-    for op in space.operators():
-        if not p.get(op):
-            continue
+    for op in operator_order(p, space):
         if op == "score_filter":
             params = {"signal": p["score_filter.signal"], "keep": p["score_filter.keep"],
                       "share": p["score_filter.share"]}
@@ -145,6 +159,7 @@ def warmup_params(space: Space, ratio: float, index: int, rng: np.random.Generat
     share = float(np.clip(target ** (1.0 / len(chosen)), *SHARE_RANGE))
     s = list(space.signals)
     p = {op: op in chosen for op in space.operators()}
+    p.update(canonical_priorities(space))
     p.update({"score_filter.signal": s[int(rng.integers(len(s)))], "score_filter.keep": "top",
               "score_filter.share": share, "length_band.lo": 0.0, "length_band.hi": 1.0, "dedup.threshold": 0.8,
               "diversify.method": "kcenter" if "hidden" in space.spaces else "zip", "diversify.share": share,
@@ -205,8 +220,10 @@ def encode(p: dict, space: Space) -> np.ndarray:
 
 
 def local_edits(p: dict, space: Space, n: int, rng: np.random.Generator) -> list[dict]:
-    """`n` edits of `p`: toggle an operator, nudge a numeric param by up to +-0.15 of its range,
-    or change a categorical (a signal, a keep side, a space); at least one operator stays on."""
+    """`n` edits of `p`: toggle an operator, nudge a numeric param by up to +-0.15 of its range
+    (an operator's priority among them: a small move in the order), change a categorical (a
+    signal, a keep side, a space), or swap two enabled operators' places in the order; at
+    least one operator stays on."""
     import optuna  # noqa: PLC0415
 
     ops = list(space.operators())
@@ -217,7 +234,8 @@ def local_edits(p: dict, space: Space, n: int, rng: np.random.Generator) -> list
     out = []
     for _ in range(n):
         q = dict(p)
-        move = rng.choice(["toggle", "nudge", "switch"])
+        on = [o for o in ops if q[o]]
+        move = rng.choice(["toggle", "nudge", "switch", "swap"] if len(on) >= 2 else ["toggle", "nudge", "switch"])
         if move == "toggle":
             op = ops[int(rng.integers(len(ops)))]
             q[op] = not q[op]
@@ -228,6 +246,9 @@ def local_edits(p: dict, space: Space, n: int, rng: np.random.Generator) -> list
             lo, hi, is_int = numeric[key]
             value = q[key] + rng.uniform(-0.15, 0.15) * (hi - lo)
             q[key] = int(round(min(hi, max(lo, value)))) if is_int else float(min(hi, max(lo, value)))
+        elif move == "swap":  # two enabled operators trade places in the order
+            a, b = (on[int(i)] for i in rng.choice(len(on), size=2, replace=False))
+            q[f"{a}.at"], q[f"{b}.at"] = q[f"{b}.at"], q[f"{a}.at"]
         else:
             key = sorted(categorical)[int(rng.integers(len(categorical)))]
             options = [o for o in dists[key].choices if o != q[key]]

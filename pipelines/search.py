@@ -86,12 +86,16 @@ def proxy_objective(params: Params, pool: list, val: list):
 
 
 def fingerprint(params: Params, solver: str, seed: int, space, signals, final_n: int) -> str:
-    """What a journal must match to be resumed: the search settings, model, fine-tune, space and signals."""
+    """What a journal must match to be resumed: the search settings, model, fine-tune, space (with
+    every param's distribution: a journal of another parametrisation is never resumed) and signals."""
+    from igds.search import distributions  # noqa: PLC0415
+
     trained = {k: v for k, v in dataclasses.asdict(params.finetune).items()
                if k not in ("seeds", "methods", "epochs", "checkpoint_every")}  # the proxy's settings
     blob = json.dumps([solver, seed, dataclasses.asdict(params.search), trained,
                        dataclasses.asdict(params.model), params.seed, dataclasses.asdict(space), final_n,
-                       signals.ids], sort_keys=True, default=str)
+                       signals.ids, [f"{k}: {d!r}" for k, d in distributions(space, {}).items()]],
+                      sort_keys=True, default=str)
     h = hashlib.sha256(blob.encode())
     for name in sorted(signals.values):
         h.update(name.encode() + np.ascontiguousarray(signals.values[name]).tobytes())

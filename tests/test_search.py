@@ -150,3 +150,32 @@ def test_fixed_recipes_are_distinct_reproducible_and_span_the_zones(planted):
 
     with pytest.raises(RecipeError, match="distinct subsets"):
         fixed_recipes(space, signals, final_n=len(signals.ids), n=3, seed=0)  # every recipe keeps the whole pool
+
+
+def test_the_operators_order_is_searched_and_a_swap_edit_reorders_them(planted):
+    """The space orders the enabled operators by their priorities: sampled points reach orders
+    other than the canonical one, the warm-up keeps the canonical order, and the local solver's
+    swap edit trades two enabled operators' places (same operators, other order)."""
+    from igds.search import SPACE_OPERATORS, local_edits, operator_order, warmup_params
+
+    sig, _, _ = planted
+    sampled = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    orders = set()
+    for _ in range(30):
+        p = suggest(sampled.ask(), SPACE)
+        steps = [s.operator for s in recipe_from_params(p, SPACE).steps]
+        assert steps[:-1] == operator_order(p, SPACE) and steps[-1] == "fill"
+        orders.add(tuple(steps))
+    canonical = [tuple(o for o in SPACE_OPERATORS if o in order) for order in orders]
+    assert any(tuple(o) != c for o, c in zip(orders, canonical))  # not only the canonical order
+    rng = np.random.default_rng(0)
+    probe = warmup_params(SPACE, FINAL / len(sig.ids), 0, rng)
+    assert operator_order(probe, SPACE) == [o for o in SPACE_OPERATORS if probe.get(o)]
+    p = {**probe, **{op: True for op in SPACE.operators()}}
+    swaps = [q for q in local_edits(p, SPACE, 60, rng) if sorted(operator_order(q, SPACE)) == sorted(
+        operator_order(p, SPACE)) and operator_order(q, SPACE) != operator_order(p, SPACE)]
+    assert swaps
+    for q in swaps:
+        before, after = operator_order(p, SPACE), operator_order(q, SPACE)
+        moved = [i for i, (a, b) in enumerate(zip(before, after)) if a != b]
+        assert len(moved) >= 2 and len(materialise(recipe_from_params(q, SPACE), sig, FINAL, 0).ids) == FINAL
