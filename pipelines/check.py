@@ -123,8 +123,10 @@ def run(params: Params, args: argparse.Namespace) -> None:
     val = read_split(args.data / "val.jsonl")
     final_n = math.ceil(params.search.ratio * len(pool))
     metrics_path = args.metrics / "proxy-check.json"
-    if cfg.recipes == 0:
-        write_json(metrics_path, {"pool": args.pool, "recipes": 0, "note": "search.check.recipes is 0: no check"})
+    if cfg.recipes == 0:  # both outputs exist either way (DVC requires them)
+        note = {"pool": args.pool, "recipes": 0, "note": "search.check.recipes is 0: no check"}
+        write_json(args.out / "summary.json", note)
+        write_json(metrics_path, note)
         log.info("%s: search.check.recipes is 0: no proxy check", args.pool)
         return
     if not val:
