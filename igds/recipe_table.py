@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from igds.report import EvalRun, example_ids
+from igds.report import _num as _fmt  # the main table's number format
 from igds.stats import bootstrap_ci, holm, paired_bootstrap, paired_permutation_test
 
 REFS = ("random", "best_single")
@@ -103,10 +104,6 @@ def build_recipe_table(rows: Sequence[RecipeRow], metric: str, rng: np.random.Ge
 _COLUMNS = ["row", "kind", "n_runs", "proxy_fine_tunes", "full_fine_tunes", "proxy_value", "note"]
 
 
-def _fmt(x: float, dec: int = 3, sign: bool = False) -> str:
-    return "–" if x is None or not math.isfinite(x) else (f"{x:+.{dec}f}" if sign else f"{x:.{dec}f}")
-
-
 def _pv(p: float) -> str:
     return "–" if not math.isfinite(p) else f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
@@ -154,7 +151,7 @@ def render_recipe_markdown(tables: Mapping[str, pd.DataFrame], checks: Mapping[s
                       f"(Holm {_pv(r[f'vs_{ref}_p_holm'])})") for ref in REFS]
             cost = f"{int(r['proxy_fine_tunes'])} + {int(r['full_fine_tunes'])}"
             rows.append([str(r["row"]), str(int(r["n_runs"])) + (f" ({r['note']})" if r["note"] else ""),
-                         f"{_fmt(r[metric])} [{_fmt(r[f'{metric}_lo'])}, {_fmt(r[f'{metric}_hi'])}]", *diffs,
+                         f"{_fmt(r[metric], 3)} [{_fmt(r[f'{metric}_lo'], 3)}, {_fmt(r[f'{metric}_hi'], 3)}]", *diffs,
                          _fmt(r["proxy_value"], 3), cost])
         lines += [f"{metric} on eval, mean [{pct} CI]; differences paired on the eval examples:", "",
                   "| row | runs | " + metric + " | vs random | vs best single on val | proxy on val | "

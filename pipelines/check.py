@@ -39,7 +39,7 @@ from igds.data import DataError
 from pipelines.common import main
 from pipelines.io import pool_arg, read_pool, read_split
 from pipelines.recipe import read_signals
-from pipelines.search import proxy_objective, search_space, set_aside_if_stale
+from pipelines.search import proxy_objective, search_space, set_aside_if_stale, training_settings
 
 log = logging.getLogger("check")
 
@@ -47,8 +47,7 @@ log = logging.getLogger("check")
 def check_key(params: Params, recipes: list[tuple[dict, list[str]]]) -> str:
     """What a progress file must match to be resumed: the check, proxy, fine-tune, evaluation and
     model settings and the recipes' subsets."""
-    trained = {k: v for k, v in dataclasses.asdict(params.finetune).items()
-               if k not in ("seeds", "methods", "checkpoint_every")}
+    trained = training_settings(params, epochs=True)  # full fidelity trains finetune.epochs
     blob = json.dumps([dataclasses.asdict(params.search.check), dataclasses.asdict(params.search.proxy), trained,
                        dataclasses.asdict(params.evaluate), dataclasses.asdict(params.model), params.seed,
                        params.scoring.max_len, params.scoring.batch_size, [ids for _, ids in recipes]],

@@ -183,7 +183,7 @@ def read_search_metrics(params: Params, metrics_dir: Path) -> tuple[list[dict], 
             _read(check, f"rerun `dvc repro proxy-check@{pool}`") if check.is_file() else None)
 
 
-def write_recipe_section(params: Params, args: argparse.Namespace, bases: dict[str, EvalRun]) -> None:
+def write_recipe_section(params: Params, args: argparse.Namespace, base: EvalRun) -> None:
     """results/recipes.{md,csv} (the recipe table of every pool of search.pools, the proxy's
     validation first) and results/plots/best_so_far.{csv,png}; a note when nothing was searched."""
     cfg, ratio = params.report, params.search.ratio
@@ -193,7 +193,7 @@ def write_recipe_section(params: Params, args: argparse.Namespace, bases: dict[s
         for pool in params.search.pools:
             names = ([f"full-s{s}" for s in params.finetune.seeds]
                      + [f"{m}-{ratio:g}-s{s}" for m in [*singles, *params.finalists] for s in params.finetune.seeds])
-            runs = [bases[pool], *read_eval_runs(args.eval / pool, names)]
+            runs = [base, *read_eval_runs(args.eval / pool, names)]
             searches, single, checks[pool] = read_search_metrics(params, args.metrics / pool)
             rows = search_rows(runs, singles, ratio, params.finalists, searches, single)
             tables[pool] = build_recipe_table(rows, cfg.task_metric, np.random.default_rng(params.seed), cfg.n_boot,
@@ -214,10 +214,9 @@ def run(params: Params, args: argparse.Namespace) -> None:
     if cfg.task_metric not in base.per_example:
         raise ConfigError(f"params.yaml: report.task_metric = {cfg.task_metric!r} is not an eval metric; "
                           f"expected one of {sorted(base.per_example)}")
-    tables, points, corrs, losses, all_runs = {}, {}, {}, {}, {}
+    tables, points, corrs, losses = {}, {}, {}, {}
     for pool in pools(params):
         runs = [base, *read_eval_runs(args.eval / pool, expected_runs(params) if args.only_params_runs else None)]
-        all_runs[pool] = runs
         rng = np.random.default_rng(params.seed)  # per pool: a pool's table does not depend on the others
         tables[pool] = build_table(runs, read_selections(args.metrics / pool, runs), rng, cfg.n_boot,
                                    n_perm=cfg.n_perm, level=cfg.level, task_metric=cfg.task_metric,
@@ -243,7 +242,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
                                            "row"))):
         with atomic_file(plots / f"{name}.csv") as f:
             frame.to_csv(f, index=False)
-    write_recipe_section(params, args, {p: next(r for r in all_runs[p] if r.method == "base") for p in all_runs})
+    write_recipe_section(params, args, base)
     plot_forest(tables, plots / "forest.png")
     plot_ratio_sweep(tables, plots / "ratio_sweep.png")
     plot_amplification(points, corrs, plots / "amplification.png", task_metric=cfg.task_metric)

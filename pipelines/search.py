@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from igds.artifacts import write_json, write_jsonl
+from igds.artifacts import atomic_file, write_json, write_jsonl
 from igds.config import ConfigError, Params
 from igds.data import DataError
 from igds.recipes import signal_sources
@@ -85,13 +85,19 @@ def proxy_objective(params: Params, pool: list, val: list):
     return objective
 
 
+def training_settings(params: Params, epochs: bool = False) -> dict:
+    """finetune's settings that change what a fine-tune learns (not its seeds, methods or resume
+    cadence), with finetune.epochs only if `epochs` (the proxy trains search.proxy.epochs)."""
+    drop = {"seeds", "methods", "checkpoint_every"} | (set() if epochs else {"epochs"})
+    return {k: v for k, v in dataclasses.asdict(params.finetune).items() if k not in drop}
+
+
 def fingerprint(params: Params, solver: str, seed: int, space, signals, final_n: int) -> str:
     """What a journal must match to be resumed: the search settings, model, fine-tune, space (with
     every param's distribution: a journal of another parametrisation is never resumed) and signals."""
     from igds.search import distributions  # noqa: PLC0415
 
-    trained = {k: v for k, v in dataclasses.asdict(params.finetune).items()
-               if k not in ("seeds", "methods", "epochs", "checkpoint_every")}  # the proxy's settings
+    trained = training_settings(params)  # the proxy's settings
     blob = json.dumps([solver, seed, dataclasses.asdict(params.search), trained,
                        dataclasses.asdict(params.model), params.seed, dataclasses.asdict(space), final_n,
                        signals.ids, [f"{k}: {d!r}" for k, d in distributions(space, {}).items()]],
@@ -137,9 +143,8 @@ def _write_results(args: argparse.Namespace, evaluated: list[dict], best: dict, 
     write_jsonl(args.out / "evaluated.jsonl", ({k: v for k, v in r.items() if k != "ids"} for r in rows))
     header = (f"# {summary['pool']} {summary['solver']} seed {summary['seed']}: best {summary['metric']} "
               f"{best['value']:.6g} of {len(evaluated)} proxy fine-tunes\n# subset {best['key']}\n")
-    text = header + yaml.safe_dump(best["recipe"], sort_keys=False)
-    (args.out / "best.yaml.tmp").write_text(text)
-    (args.out / "best.yaml.tmp").replace(args.out / "best.yaml")
+    with atomic_file(args.out / "best.yaml") as f:
+        f.write(header + yaml.safe_dump(best["recipe"], sort_keys=False))
     summary = {**summary, "fine_tunes": len(evaluated), "best_value": best["value"], "best_key": best["key"],
                "best_recipe": best["recipe"], "best_ids": best["ids"]}
     write_json(args.out / "summary.json", summary)
@@ -188,8 +193,7 @@ def run_single(params: Params, args: argparse.Namespace, pool: list, val: list) 
 def single_fingerprint(params: Params, subsets: dict) -> str:
     from igds.recipes import subset_key  # noqa: PLC0415
 
-    trained = {k: v for k, v in dataclasses.asdict(params.finetune).items()
-               if k not in ("seeds", "methods", "epochs", "checkpoint_every")}
+    trained = training_settings(params)
     blob = json.dumps(["single", dataclasses.asdict(params.search.proxy), trained, dataclasses.asdict(params.model),
                        {m: subset_key(ids) for m, ids in subsets.items()}], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
