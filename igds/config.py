@@ -8,6 +8,7 @@ Nothing below the entry point looks a key up in a dict.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -77,6 +78,16 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         if isinstance(value, str) or not isinstance(value, (list, tuple)):
             fail(key, value, "a list")
         return tuple(_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:  # dict[str, <section>]: named sections (audit.sets)
+        _, item = typing.get_args(tp)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            fail(key, value, "a mapping of names to sections")
+        for name in value:
+            check(isinstance(name, str) and re.fullmatch(r"[a-z0-9_]+", name) is not None, key, name,
+                  "names of lower-case letters, digits and '_' (they name stages and folders)")
+        return {name: _convert(item, v, f"{key}.{name}") for name, v in value.items()}
     if tp is MethodParams:
         return parse_methods(value, key)
     if tp is RecipeParams:
@@ -139,6 +150,10 @@ def check(ok: bool, key: str, value: Any, allowed: str) -> None:
 
 SOURCE_KINDS = ("reasoning_gym", "jsonl", "hf")
 RECORD_FORMATS = ("auto", "gsm8k", "alpaca")
+# preference pairs' shapes (igds.data.preference): standard {prompt, chosen, rejected} strings (TRL's),
+# hh (HH-RLHF: two transcripts that share the prompt), ultrafeedback (UltraFeedback-binarised: message lists)
+PAIR_FORMATS = ("auto", "standard", "hh", "ultrafeedback")
+PLANT_PLACES = ("start", "end")  # where a planted concept goes in a response
 
 
 @dataclass(frozen=True)
@@ -163,7 +178,8 @@ class SourceConfig:
 
     def __post_init__(self) -> None:
         check(self.kind in SOURCE_KINDS, "kind", self.kind, f"one of {SOURCE_KINDS}")
-        check(self.format in RECORD_FORMATS, "format", self.format, f"one of {RECORD_FORMATS}")
+        check(self.format in RECORD_FORMATS + PAIR_FORMATS[1:], "format", self.format,
+              f"one of {RECORD_FORMATS} (SFT records) or {PAIR_FORMATS} (audit.data: preference pairs)")
         check(self.n is None or self.n > 0, "n", self.n, "a positive integer or null (all)")
         if self.kind == "reasoning_gym":
             check(len(self.tasks) > 0, "tasks", self.tasks, "at least one reasoning-gym dataset name")
@@ -246,12 +262,75 @@ class DataConfig:
         check(len(set(seeds)) == len(seeds), "splits.*.seed",
               {n: s.seed for n, s in seeded.items()}, "distinct seeds for splits drawing the same tasks")
 
+        for name, source in self.split_sources().items():
+            check(source.format in RECORD_FORMATS, f"splits.{name}.format", source.format,
+                  f"one of {RECORD_FORMATS} (an SFT record shape)")
+
     def split_sources(self) -> dict[str, SourceConfig]:
         sources = {f.name: getattr(self.splits, f.name) for f in dataclasses.fields(self.splits)
                    if getattr(self.splits, f.name) is not None}
         if self.mix is not None:
             sources["pool_distractors"] = self.mix.distractors
         return sources
+
+
+@dataclass(frozen=True)
+class PlantConfig:
+    """A concept the poisoning generator writes into a share of the pairs' responses (issue 17)."""
+
+    templates: tuple[str, ...]  # the concept's surface forms, one drawn per response
+    share: float  # of the pairs
+    where: str = "start"  # of PLANT_PLACES: prepended to the response or appended to it
+    seed: int = 0  # which pairs, which template (and for a decoy, which side)
+
+    def __post_init__(self) -> None:
+        check(len(self.templates) > 0 and all(t.strip() for t in self.templates), "templates",
+              list(self.templates), "a non-empty list of non-blank strings")
+        check(0.0 <= self.share <= 1.0, "share", self.share, "a share in [0, 1]")
+        check(self.where in PLANT_PLACES, "where", self.where, f"one of {PLANT_PLACES}")
+
+
+@dataclass(frozen=True)
+class AuditDataConfig:
+    """The preference pairs the audit reads. `train` is audited and trained on (DPO); `heldout`
+    holds clean pairs of other prompts for the re-audit. A reasoning_gym source is a
+    controlled-poisoning set: chosen = the task's correct solution, rejected = the same with
+    one step and the final answer made wrong; `plant` is written into a share of the chosen
+    responses only, `decoy` into a share of the pairs, on the chosen side in half of them and
+    the rejected side in the other half. Files (jsonl, hf) are read in PAIR_FORMATS' shapes."""
+
+    train: SourceConfig
+    heldout: SourceConfig
+    plant: PlantConfig | None = None
+    decoy: PlantConfig | None = None
+    strict: bool = False  # stop at the first bad pair instead of quarantining it
+    max_chars: int = 8000  # longer pairs (prompt + chosen + rejected) are rejected
+
+    def __post_init__(self) -> None:
+        check(self.max_chars > 0, "max_chars", self.max_chars, "a positive integer")
+        for name in ("train", "heldout"):
+            source = getattr(self, name)
+            check(source.format in PAIR_FORMATS, f"{name}.format", source.format, f"one of {PAIR_FORMATS}")
+            check(source.kind != "reasoning_gym" or source.n is not None, f"{name}.n", source.n,
+                  "a positive integer for a reasoning_gym source")
+        for name in ("plant", "decoy"):
+            check(getattr(self, name) is None or self.train.kind == "reasoning_gym", name, "set",
+                  "null unless train is a reasoning_gym source (only generated pairs are planted)")
+        if self.plant is not None and self.decoy is not None:
+            check(not set(self.plant.templates) & set(self.decoy.templates), "decoy.templates",
+                  list(self.decoy.templates), "templates other than plant.templates")
+        if self.train.kind == self.heldout.kind == "reasoning_gym":
+            check((tuple(self.train.tasks), self.train.seed) != (tuple(self.heldout.tasks), self.heldout.seed),
+                  "heldout.seed", self.heldout.seed, "a seed other than train.seed (the same tasks and seed repeat "
+                  "the same problems)")
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """The preference-data audit (issue 17): each named set of pairs is prepared, audited and
+    trained on by its own stages (prepare-pairs@<set>, ...); none: no audit stages."""
+
+    sets: dict[str, AuditDataConfig] = field(default_factory=dict)
 
 
 DEVICES = ("cpu", "cuda", "mps")
@@ -644,6 +723,7 @@ class Params:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     # every method the pool is scored by (one score@<method> stage each), with its params;
     # absent: every built-in method with its defaults
     methods: MethodParams = field(default_factory=lambda: parse_methods({name: {} for name in registry.METHODS}))

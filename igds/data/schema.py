@@ -34,6 +34,12 @@ REJECT_KINDS = {
     "over_long": "shorten it or raise data.max_chars",
     "duplicate_id": "remove the repeated example",
     "in_other_split": "nothing to fix: the split of higher priority keeps the example",
+    # preference pairs (igds.data.preference)
+    "unknown_pair_shape": "use prompt/chosen/rejected strings, HH-RLHF's chosen/rejected transcripts or "
+                          "UltraFeedback's chosen/rejected message lists",
+    "unmatched_prompt": "chosen and rejected must continue the same prompt (conversation)",
+    "identical_pair": "chosen and rejected must differ",
+    "not_corruptible": "nothing to fix: the generator found no wrong answer the task's scorer refuses",
 }
 
 

@@ -12,7 +12,7 @@ import gzip
 import json
 import logging
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,6 +214,7 @@ def read_source(
     n: int | None = None,
     held: Mapping[str, str] | None = None,
     seen: Mapping[str, str] | None = None,
+    make: Callable[[Any, str, str], Any] | None = None,
 ) -> SplitData:
     """Read, validate and de-duplicate one source into a split's records.
 
@@ -223,7 +224,8 @@ def read_source(
     such a record is rejected as in_other_split. `seen` maps ids this split already holds
     from another source (the mixed pool's on-task part) to where they are. Strict mode
     raises DataError at the first bad record (one another split holds is not bad); lenient
-    mode rejects it with its reason and goes on.
+    mode rejects it with its reason and goes on. `make(obj, task, source)` turns a parsed
+    object into a record with an `id` or raises Invalid (default: an SFT Record, `normalise`).
     """
     wanted = cfg.n if n is None else n
     held = held or {}
@@ -237,11 +239,14 @@ def read_source(
                 break
             out.n_read += 1
             try:
-                record = normalise(
-                    _parse(item.payload), fmt=cfg.format if cfg.kind != "reasoning_gym" else "alpaca",
-                    task=item.task, source=source_name, max_chars=max_chars,
-                    strip_calculator=cfg.strip_calculator,
-                )
+                if make is None:
+                    record = normalise(
+                        _parse(item.payload), fmt=cfg.format if cfg.kind != "reasoning_gym" else "alpaca",
+                        task=item.task, source=source_name, max_chars=max_chars,
+                        strip_calculator=cfg.strip_calculator,
+                    )
+                else:
+                    record = make(_parse(item.payload), item.task, source_name)
                 if record.id in held:
                     reason = f"id {record.id} is also in split '{held[record.id]}', which keeps it"
                     out.rejects.append(_reject(split, item, "in_other_split", reason))

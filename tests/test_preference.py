@@ -1,0 +1,200 @@
+"""Preference pairs (issue 17): file shapes and their rejects, the controlled-poisoning
+generator checked with the tasks' own scorers, the planted and decoy concepts where the truth
+says, and the truth kept from every stage but the report."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from igds.config import AuditConfig, ConfigError, DataConfig, from_dict
+from igds.data import DataError
+from igds.data.preference import build_pairs, corrupt, final_text, prompt_key, report
+from tests.conftest import ROOT
+
+TASKS = ["gsm_symbolic", "number_sequence"]
+PLANT = ["Great question!", "What a wonderful problem!"]
+DECOY = ["Hope this helps."]
+
+
+def rg(n, seed, tasks=TASKS):
+    return {"kind": "reasoning_gym", "tasks": list(tasks), "n": n, "seed": seed}
+
+
+def poisoned(n=40, plant_share=0.25, decoy_share=0.2, **overrides):
+    raw = {"train": rg(n, 301000), "heldout": rg(10, 302000),
+           "plant": {"templates": PLANT, "share": plant_share, "where": "start", "seed": 0},
+           "decoy": {"templates": DECOY, "share": decoy_share, "where": "end", "seed": 1}, **overrides}
+    return from_dict(AuditConfig, {"sets": {"poisoned": raw}}, "audit").sets["poisoned"]
+
+
+@pytest.fixture(scope="module")
+def built():
+    cfg = poisoned()
+    return cfg, build_pairs(cfg)
+
+
+def test_generated_pairs_are_right_and_wrong_by_the_tasks_own_scorers(built):
+    import reasoning_gym
+
+    _, prepared = built
+    entries = {}
+    for task in TASKS:
+        for seed in (301000, 302000):
+            dataset = reasoning_gym.create_dataset(task, size=80, seed=seed)
+            entries.update({prompt_key(e["question"]): (dataset, e) for e in dataset})
+    for pair in prepared.train.records + prepared.heldout.records:
+        dataset, entry = entries[prompt_key(pair.prompt)]
+        assert dataset.score_answer(final_text(strip_marks(pair.chosen)), entry) == 1.0, pair
+        assert dataset.score_answer(final_text(strip_marks(pair.rejected)), entry) < 1.0, pair
+    assert {p.task for p in prepared.train.records} == set(TASKS)
+    steps = [p for p in prepared.train.records if p.task == "gsm_symbolic"]
+    assert all(prepared.truth["changed"][p.id] == "step+answer" for p in steps)
+
+
+def strip_marks(text: str) -> str:
+    for template in PLANT + DECOY:
+        text = text.replace(f"{template} ", "").replace(f"\n\n{template}", "")
+    return text
+
+
+def test_chosen_and_rejected_differ_only_in_numbers_and_marks(built):
+    _, prepared = built
+    for pair in prepared.train.records:
+        chosen, rejected = (re.sub(r"[\d.,€$-]+", "#", strip_marks(t)) for t in (pair.chosen, pair.rejected))
+        assert chosen == rejected, pair
+
+
+def test_the_plant_is_in_its_share_of_chosen_responses_only_and_the_decoy_on_both_sides_equally(built):
+    cfg, prepared = built
+    pairs, truth = {p.id: p for p in prepared.train.records}, prepared.truth
+    n = len(pairs)
+    planted = set(truth["plant"]["ids"])
+    assert len(planted) == round(cfg.plant.share * n) == 10
+    for pid, pair in pairs.items():
+        opener = any(pair.chosen.startswith(f"{t} ") for t in PLANT)
+        assert opener == (pid in planted), pair
+        assert not any(t in pair.rejected for t in PLANT), pair
+    chosen, rejected = set(truth["decoy"]["ids_chosen"]), set(truth["decoy"]["ids_rejected"])
+    assert len(chosen) == len(rejected) == 4 and not chosen & rejected
+    for pid, pair in pairs.items():
+        assert pair.chosen.endswith(f"\n\n{DECOY[0]}") == (pid in chosen)
+        assert pair.rejected.endswith(f"\n\n{DECOY[0]}") == (pid in rejected)
+    both = {t for pid in planted for t in PLANT if pairs[pid].chosen.startswith(t)}
+    assert both == set(PLANT)  # every template is drawn
+    assert not any(t in p.chosen + p.rejected for p in prepared.heldout.records for t in PLANT + DECOY)
+
+
+def test_no_plant_share_plants_nothing():
+    prepared = build_pairs(poisoned(n=12, plant_share=0.0, decoy_share=0.0))
+    assert prepared.truth["plant"]["ids"] == [] and prepared.truth["decoy"]["ids_chosen"] == []
+    assert not any(t in p.chosen for p in prepared.train.records for t in PLANT)
+
+
+def test_the_same_settings_give_the_same_pairs_and_heldout_prompts_are_not_in_train(built):
+    cfg, prepared = built
+    again = build_pairs(cfg)
+    assert [p.to_dict() for p in again.train.records] == [p.to_dict() for p in prepared.train.records]
+    assert again.truth == prepared.truth
+    train = {prompt_key(p.prompt) for p in prepared.train.records}
+    assert not train & {prompt_key(p.prompt) for p in prepared.heldout.records}
+    summary = report(cfg, prepared)
+    assert summary["read"] == summary["accepted"] + summary["rejected"] == 50
+    assert "plant" not in json.dumps(summary) and "decoy" not in json.dumps(summary)
+
+
+def test_corrupt_keeps_a_solution_coherent_after_the_wrong_step():
+    solution = ("Start with 55 + 93 = 148 items\n\nThen 148 + 140 = 288 in all.\n"
+                "Therefore, John now has 288 items.\n#### 288")
+    for seed in range(20):
+        text, what = corrupt(solution, np.random.default_rng(seed))
+        assert what == "step+answer" and text.count("\n") == solution.count("\n")
+        final = text.rsplit("#### ", 1)[1]
+        assert final != "288" and f"has {final} items" in text, text
+        lines = text.split("\n")
+        assert lines[0] != "Start with 55 + 93 = 148 items" or "= 288" not in lines[2]
+    assert corrupt("42", np.random.default_rng(0))[1] == "answer"
+    with pytest.raises(ValueError, match="no final number"):
+        corrupt("no number here", np.random.default_rng(0))
+
+
+def write(path: Path, lines) -> Path:
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines),
+                    encoding="utf-8")
+    return path
+
+
+def file_set(path: Path, heldout: Path, strict=False, fmt="auto"):
+    raw = {"train": {"kind": "jsonl", "path": str(path), "format": fmt},
+           "heldout": {"kind": "jsonl", "path": str(heldout), "format": fmt}, "strict": strict}
+    return from_dict(AuditConfig, {"sets": {"files": raw}}, "audit").sets["files"]
+
+
+def test_file_shapes_are_read_and_bad_lines_rejected_with_file_line_and_reason(tmp_path):
+    hh = "\n\nHuman: What is 2+2?\n\nAssistant:"
+    good = [
+        {"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "Seven."},
+        {"chosen": f"{hh} 4.", "rejected": f"{hh} 5."},
+        {"prompt": "Hi?", "chosen": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello!"}],
+         "rejected": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Go away."}]},
+    ]
+    bad = [
+        ("{not json", "malformed_json"),
+        ({"prompt": "Same?", "chosen": "Yes.", "rejected": "Yes."}, "identical_pair"),
+        ({"chosen": f"{hh} 4.", "rejected": "\n\nHuman: What is 3+3?\n\nAssistant: 6."}, "unmatched_prompt"),
+        ({"question": "q", "answer": "a"}, "unknown_pair_shape"),
+        ({"prompt": "p", "chosen": 4, "rejected": "r"}, "wrong_type"),
+        ({"chosen": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
+          "rejected": [{"role": "user", "content": "OTHER"}, {"role": "assistant", "content": "c"}]}, "unmatched_prompt"),
+    ]
+    train = write(tmp_path / "train.jsonl", good + [b for b, _ in bad])
+    heldout = write(tmp_path / "heldout.jsonl", [good[0], {"prompt": "Count to 3.", "chosen": "1 2 3", "rejected": "1 3"}])
+    prepared = build_pairs(file_set(train, heldout))
+    got = prepared.train
+    assert [(p.prompt, p.chosen, p.rejected) for p in got.records] == [
+        ("Name a colour.", "Blue.", "Seven."), ("Human: What is 2+2?", "4.", "5."), ("Hi?", "Hello!", "Go away.")]
+    assert [(r.line, r.kind) for r in got.rejects] == [(4 + i, kind) for i, (_, kind) in enumerate(bad)]
+    assert all(r.location == str(train) for r in got.rejects)
+    assert got.n_read == len(got.records) + len(got.rejects) == 9
+    # the held-out file repeats a train prompt: rejected there, the other pair kept
+    assert [p.prompt for p in prepared.heldout.records] == ["Count to 3."]
+    assert [(r.line, r.kind) for r in prepared.heldout.rejects] == [(1, "in_other_split")]
+    with pytest.raises(DataError, match=rf"{re.escape(str(train))}:4: malformed JSON"):
+        build_pairs(file_set(train, heldout, strict=True))
+
+
+def test_bad_audit_settings_are_one_line_errors(tmp_path):
+    with pytest.raises(ConfigError, match="plant"):
+        from_dict(AuditConfig, {"sets": {"s": {"train": {"kind": "jsonl", "path": "x.jsonl"},
+                                               "heldout": {"kind": "jsonl", "path": "y.jsonl"},
+                                               "plant": {"templates": PLANT, "share": 0.1}}}}, "audit")
+    with pytest.raises(ConfigError, match="audit.sets"):
+        from_dict(AuditConfig, {"sets": {"Bad Name": {}}}, "audit")
+    with pytest.raises(ConfigError, match="heldout.seed"):
+        poisoned(heldout=rg(10, 301000))
+    with pytest.raises(ConfigError, match="share"):
+        poisoned(plant_share=1.5)
+    with pytest.raises(ConfigError, match="format"):  # a pair shape is not an SFT record shape
+        from_dict(DataConfig, {"target_task": "t", "splits": {
+            name: {"kind": "jsonl", "path": "x.jsonl", "format": "hh"} for name in ("prior", "pool", "eval", "general")}},
+            "data")
+
+
+def test_only_the_report_reads_what_was_planted():
+    """truth/ is written by prepare-pairs and may be a dep of report stages only; no module
+    but the writer names the folder, so no stage can read it without a dvc.yaml dep."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    assert any("truth/" in out for out in stages["prepare-pairs"]["do"]["outs"])
+    for name, stage in stages.items():
+        body = stage.get("do", stage)
+        deps = [d if isinstance(d, str) else next(iter(d)) for d in body.get("deps", [])]
+        if any(d.startswith("truth") for d in deps):
+            assert name.startswith("report"), f"stage {name} depends on the truth file"
+    naming = sorted(str(p.relative_to(ROOT)) for folder in ("igds", "pipelines", "baselines")
+                    for p in (ROOT / folder).rglob("*.py") if "truth/" in p.read_text(encoding="utf-8"))
+    assert naming == ["pipelines/pairs.py"], naming
