@@ -1,0 +1,115 @@
+"""The audit's statistics (igds.audit) on planted activations: a concept written into a share
+of the chosen responses is found, as one concept of its co-firing features, and a decoy on
+both sides equally is not; the tests agree with scipy's; nulls stay quiet."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from igds.audit import AuditSettings, audit, cluster_features, sign_test, wilcoxon
+
+N, F = 240, 300
+PLANT, DECOY = (10, 11, 12), (40, 41)
+
+
+def noise(rng, n=N, f=F, rate=0.05):
+    return rng.exponential(1.0, (n, f)) * (rng.random((n, f)) < rate)
+
+
+def planted(seed=0, share=0.2, topics_only=None):
+    rng = np.random.default_rng(seed)
+    chosen, rejected = noise(rng), noise(rng)
+    topics = np.where(rng.random(N) < 0.5, "algebra", "sequences")
+    plant = rng.random(N) < share
+    if topics_only is not None:
+        plant &= topics == topics_only
+    for f in PLANT:  # co-firing features: one concept
+        chosen[plant, f] = 2.0 + rng.random(plant.sum())
+    decoy = np.flatnonzero(rng.random(N) < 0.2)
+    side = np.arange(len(decoy)) < len(decoy) // 2
+    for f in DECOY:
+        chosen[decoy[side], f] = 2.0 + rng.random(side.sum())
+        rejected[decoy[~side], f] = 2.0 + rng.random((~side).sum())
+    lengths = rng.integers(40, 90, N)
+    return chosen, rejected, lengths, lengths.copy(), topics
+
+
+def test_a_planted_concept_is_found_as_one_concept_and_the_decoy_is_not():
+    result = audit(*planted(), settings=AuditSettings(n_boot=200, null_replicates=5))
+    found = result.concepts[result.concepts.discovered]
+    assert found["members"].tolist() == ["10,11,12"], found
+    row = found.iloc[0]
+    assert row.badge == "chosen" and row.direction == "chosen" and row.split_half_agree
+    assert row.chosen_share_lo > 0.5 and row.mean_diff_lo > 0  # members also fire at random (5% each)
+    decoy = result.concepts[result.concepts["members"] == "40,41"].iloc[0]
+    assert not decoy.discovered and decoy.badge == "both" and decoy.chosen_share_lo < 0.5 < decoy.chosen_share_hi
+    features = result.features
+    assert set(features.index[features.discovered]) == set(PLANT)
+
+
+def test_without_a_plant_nothing_is_found_and_sign_flips_stay_quiet():
+    discoveries = 0
+    for seed in range(10):
+        result = audit(*planted(seed, share=0.0), settings=AuditSettings(n_boot=50, null_replicates=10, seed=seed))
+        discoveries += int(result.concepts.discovered.any())
+        assert (result.null.discoveries > 0).mean() <= 0.2
+    assert discoveries <= 1
+
+
+def test_the_prompt_conditioned_view_finds_the_topic_that_carries_the_plant():
+    result = audit(*planted(share=0.5, topics_only="algebra"), settings=AuditSettings(n_boot=50, null_replicates=2))
+    concept = int(result.concepts.index[result.concepts["members"] == "10,11,12"][0])
+    cells = result.topics[result.topics.concept == concept].set_index("topic")
+    assert cells.loc["algebra", "q_sign"] < 0.05 and cells.loc["sequences", "q_sign"] > 0.05
+
+
+def test_the_length_controlled_test_explains_away_a_length_effect():
+    rng = np.random.default_rng(3)
+    length_c, length_r = rng.integers(40, 90, N), rng.integers(40, 90, N)
+    chosen, rejected = noise(rng), noise(rng)
+    chosen[:, 5], rejected[:, 5] = 0.05 * length_c + 1, 0.05 * length_r + 1  # a length feature
+    chosen[:, 6], rejected[:, 6] = 3.0 + rng.normal(0, 0.1, N), 2.0 + rng.normal(0, 0.1, N)  # not a length one
+    length_c = length_c + 10  # chosen responses are longer, and the length feature follows
+    chosen[:, 5] += 0.5 + rng.normal(0, 0.2, N)
+    rejected[:, 5] += rng.normal(0, 0.2, N)
+    result = audit(chosen, rejected, length_c, length_r, ["t"] * N, AuditSettings(n_boot=50, null_replicates=1))
+    f = result.features
+    assert f.loc[5, "p_wilcoxon"] < 1e-6 and f.loc[5, "p_wilcoxon_length"] > 0.05
+    assert f.loc[6, "p_wilcoxon_length"] < 1e-6
+
+
+@pytest.mark.parametrize("n_rows", [6, 30, 140])
+def test_the_vectorised_tests_equal_scipys(n_rows):
+    rng = np.random.default_rng(n_rows)
+    d = rng.normal(0.3, 1.0, (n_rows, 60)) * (rng.random((n_rows, 60)) < 0.6)
+    expected = []
+    for j in range(d.shape[1]):
+        x = d[:, j][d[:, j] != 0]
+        expected.append(1.0 if len(x) == 0 else stats.wilcoxon(x, method="exact" if len(x) <= 50 else "approx",
+                                                               correction=True).pvalue)
+    np.testing.assert_allclose(wilcoxon(d), expected, rtol=1e-12, atol=1e-14)
+    fires_c, fires_r = rng.random((n_rows, 60)) < 0.3, rng.random((n_rows, 60)) < 0.2
+    only_c, only_r, p = sign_test(fires_c, fires_r)
+    for j in range(60):
+        n = only_c[j] + only_r[j]
+        assert p[j] == pytest.approx(stats.binomtest(int(only_c[j]), int(n)).pvalue if n else 1.0, rel=1e-12)
+
+
+def test_features_that_co_fire_form_one_concept():
+    rng = np.random.default_rng(0)
+    fires = rng.random((200, 20)) < 0.1
+    on = rng.random(200) < 0.3
+    fires[:, 3] = fires[:, 7] = fires[:, 9] = on
+    fires[:, 19] = False  # never fires: not in any concept
+    concepts = cluster_features(fires, min_fires=5, min_jaccard=0.5)
+    assert [3, 7, 9] in concepts and all(19 not in c for c in concepts)
+    assert sorted(f for c in concepts for f in c) == [f for f in range(19)]
+
+
+def test_bad_shapes_are_refused():
+    with pytest.raises(ValueError, match="n_pairs, n_features"):
+        audit(np.zeros((3, 2)), np.zeros((3, 3)), [1, 2, 3], [1, 2, 3], ["a"] * 3)
+    with pytest.raises(ValueError, match="3 pairs"):
+        audit(np.zeros((3, 2)), np.zeros((3, 2)), [1, 2], [1, 2, 3], ["a"] * 3)
