@@ -41,19 +41,9 @@ from scipy import stats
 from scipy.cluster import hierarchy
 from scipy.spatial.distance import squareform
 
+from igds.config import AuditStatsConfig as AuditSettings
+
 BADGES = ("chosen", "rejected", "both", "neither")
-
-
-@dataclass(frozen=True)
-class AuditSettings:
-    fdr: float = 0.05  # BH level of a discovery
-    min_fires: int = 5  # responses a feature must fire on to be clustered and tested
-    min_jaccard: float = 0.5  # features whose firing sets overlap at least this much share a concept
-    both_rate: float = 0.1  # a concept firing on >= this share of each side, without a discovery, is "both"
-    level: float = 0.95  # CI level
-    n_boot: int = 1000  # bootstrap draws of the magnitude difference's CI
-    null_replicates: int = 20  # sign-flip null replicates
-    seed: int = 0
 
 
 # --- tests ------------------------------------------------------------------------------------------
@@ -268,8 +258,9 @@ class AuditResult:
 
 
 def audit(chosen: np.ndarray, rejected: np.ndarray, length_chosen: np.ndarray, length_rejected: np.ndarray,
-          topics: Sequence[str], settings: AuditSettings = AuditSettings()) -> AuditResult:
+          topics: Sequence[str], settings: AuditSettings | None = None) -> AuditResult:
     """The whole audit of one set of pairs (see the module doc)."""
+    settings = settings or AuditSettings()
     chosen, rejected = np.asarray(chosen, dtype=np.float64), np.asarray(rejected, dtype=np.float64)
     if chosen.shape != rejected.shape or chosen.ndim != 2:
         raise ValueError(f"chosen {chosen.shape} and rejected {rejected.shape}: expected two [n_pairs, n_features] arrays")
@@ -313,3 +304,27 @@ def null_calibration(chosen: np.ndarray, rejected: np.ndarray, settings: AuditSe
         else:
             rows.append({"replicate": r, "discoveries": 0, "min_q": 1.0})
     return pd.DataFrame(rows)
+
+
+@dataclass
+class EncodedPairs:
+    chosen: np.ndarray  # [n_pairs, d_sae] pooled activation on the chosen response
+    rejected: np.ndarray  # [n_pairs, d_sae]
+    length_chosen: np.ndarray  # [n_pairs] in-scope tokens of the chosen response
+    length_rejected: np.ndarray
+
+
+def encode_pairs(model, tokenizer, sae, pairs: Sequence, layer: int, batch_size: int, max_len: int, scope: str,
+                 pooling: str) -> EncodedPairs:
+    """Each pair's chosen and rejected response in the chat template after its prompt,
+    through the model to `layer` and the SAE, pooled over the `scope` tokens."""
+    from igds.data.schema import make_record  # noqa: PLC0415
+    from igds.pooling import pooled_feature_activations  # noqa: PLC0415
+    from igds.tokens import tokenize_records  # noqa: PLC0415
+
+    records = [make_record(p.prompt, "", response, p.task, p.source) for p in pairs for response in (p.chosen, p.rejected)]
+    tok = tokenize_records(tokenizer, records, max_len)
+    acts = pooled_feature_activations(model, sae, tok, layer, batch_size, tokenizer.pad_token_id, scope,
+                                      desc="encoding pairs")
+    pooled = acts.pooled(pooling).double().numpy()
+    return EncodedPairs(pooled[0::2], pooled[1::2], acts.n_tokens[0::2].copy(), acts.n_tokens[1::2].copy())

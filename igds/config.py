@@ -326,11 +326,43 @@ class AuditDataConfig:
 
 
 @dataclass(frozen=True)
+class AuditStatsConfig:
+    """The audit's tests (igds.audit): discoveries, concepts, badges, intervals, nulls."""
+
+    fdr: float = 0.05  # Benjamini-Hochberg level of a discovery
+    min_fires: int = 5  # responses a feature must fire on to be tested and clustered
+    min_jaccard: float = 0.5  # features whose firing sets overlap at least this much share a concept
+    both_rate: float = 0.1  # an undiscovered concept firing on >= this share of each side is badged "both"
+    level: float = 0.95  # CI level
+    n_boot: int = 1000  # bootstrap draws of a magnitude difference's CI
+    null_replicates: int = 20  # sign-flip null replicates of the null-calibration panel
+    seed: int = 0  # the split halves, bootstrap draws and sign flips
+
+    def __post_init__(self) -> None:
+        check(0.0 < self.fdr < 1.0, "fdr", self.fdr, "a level in (0, 1)")
+        check(self.min_fires >= 1, "min_fires", self.min_fires, "a positive integer")
+        check(0.0 < self.min_jaccard <= 1.0, "min_jaccard", self.min_jaccard, "a share in (0, 1]")
+        check(0.0 < self.both_rate <= 1.0, "both_rate", self.both_rate, "a share in (0, 1]")
+        check(0.5 < self.level < 1.0, "level", self.level, "a level in (0.5, 1)")
+        check(self.n_boot >= 100, "n_boot", self.n_boot, "at least 100 draws")
+        check(self.null_replicates >= 0, "null_replicates", self.null_replicates, "a count >= 0")
+
+
+@dataclass(frozen=True)
 class AuditConfig:
     """The preference-data audit (issue 17): each named set of pairs is prepared, audited and
-    trained on by its own stages (prepare-pairs@<set>, ...); none: no audit stages."""
+    trained on by its own stages (prepare-pairs@<set>, audit@<set>, ...); none: no audit stages.
+    The pairs' responses are encoded by the model and the run's SAE (sae.layer) in batches of
+    scoring.batch_size up to scoring.max_len tokens."""
 
     sets: dict[str, AuditDataConfig] = field(default_factory=dict)
+    scope: str = "response_content"  # the response's own tokens (no chat-template tokens)
+    pooling: str = "max"  # a feature's activation on a response: max | mean over its scoped tokens
+    stats: AuditStatsConfig = field(default_factory=AuditStatsConfig)
+
+    def __post_init__(self) -> None:
+        check(self.scope in SCOPES, "scope", self.scope, f"one of {SCOPES}")
+        check(self.pooling in POOLING, "pooling", self.pooling, f"one of {POOLING}")
 
 
 DEVICES = ("cpu", "cuda", "mps")

@@ -52,14 +52,14 @@ def test_a_planted_concept_is_found_as_one_concept_and_the_decoy_is_not():
 def test_without_a_plant_nothing_is_found_and_sign_flips_stay_quiet():
     discoveries = 0
     for seed in range(10):
-        result = audit(*planted(seed, share=0.0), settings=AuditSettings(n_boot=50, null_replicates=10, seed=seed))
+        result = audit(*planted(seed, share=0.0), settings=AuditSettings(n_boot=100, null_replicates=10, seed=seed))
         discoveries += int(result.concepts.discovered.any())
         assert (result.null.discoveries > 0).mean() <= 0.2
     assert discoveries <= 1
 
 
 def test_the_prompt_conditioned_view_finds_the_topic_that_carries_the_plant():
-    result = audit(*planted(share=0.5, topics_only="algebra"), settings=AuditSettings(n_boot=50, null_replicates=2))
+    result = audit(*planted(share=0.5, topics_only="algebra"), settings=AuditSettings(n_boot=100, null_replicates=2))
     concept = int(result.concepts.index[result.concepts["members"] == "10,11,12"][0])
     cells = result.topics[result.topics.concept == concept].set_index("topic")
     assert cells.loc["algebra", "q_sign"] < 0.05 and cells.loc["sequences", "q_sign"] > 0.05
@@ -74,7 +74,7 @@ def test_the_length_controlled_test_explains_away_a_length_effect():
     length_c = length_c + 10  # chosen responses are longer, and the length feature follows
     chosen[:, 5] += 0.5 + rng.normal(0, 0.2, N)
     rejected[:, 5] += rng.normal(0, 0.2, N)
-    result = audit(chosen, rejected, length_c, length_r, ["t"] * N, AuditSettings(n_boot=50, null_replicates=1))
+    result = audit(chosen, rejected, length_c, length_r, ["t"] * N, AuditSettings(n_boot=100, null_replicates=1))
     f = result.features
     assert f.loc[5, "p_wilcoxon"] < 1e-6 and f.loc[5, "p_wilcoxon_length"] > 0.05
     assert f.loc[6, "p_wilcoxon_length"] < 1e-6
@@ -113,3 +113,35 @@ def test_bad_shapes_are_refused():
         audit(np.zeros((3, 2)), np.zeros((3, 3)), [1, 2, 3], [1, 2, 3], ["a"] * 3)
     with pytest.raises(ValueError, match="3 pairs"):
         audit(np.zeros((3, 2)), np.zeros((3, 2)), [1, 2], [1, 2, 3], ["a"] * 3)
+
+
+def test_the_audit_of_encoded_pairs_finds_the_planted_opener_through_the_model_and_sae(planted, tok):
+    """End to end on a tiny model: '#' (only in the planted opener) carries direction u and '@'
+    (only in the decoy) direction w; the SAE's f0 reads u, f3 reads w, f1 fires everywhere."""
+    from igds.audit import encode_pairs
+    from igds.config import AuditConfig, from_dict
+    from igds.data.preference import build_pairs
+    from tests.conftest import LAYER, recall_sae
+
+    model, u, w, basis = planted
+    raw = {"train": {"kind": "reasoning_gym", "tasks": ["number_sequence"], "n": 40, "seed": 301000},  # short: in the
+           "heldout": {"kind": "reasoning_gym", "tasks": ["number_sequence"], "n": 2, "seed": 302000},  # tiny model's 512
+           "plant": {"templates": ["Great question #"], "share": 0.3},
+           "decoy": {"templates": ["Hope this helps @"], "share": 0.3, "where": "end", "seed": 1}}
+    cfg = from_dict(AuditConfig, {"sets": {"s": raw}}, "audit").sets["s"]
+    prepared = build_pairs(cfg)
+    pairs = prepared.train.records
+    assert not any(c in p.chosen.replace("Great question #", "").replace("Hope this helps @", "")
+                   for p in pairs for c in "#@")
+    encoded = encode_pairs(model, tok, recall_sae(u, w, basis), pairs, LAYER, 8, 512, "response_content", "max")
+    assert encoded.chosen.shape == (40, 4) and (encoded.length_chosen > encoded.length_rejected).sum() >= 12
+    assert encoded.length_rejected.min() > 0
+    result = audit(encoded.chosen, encoded.rejected, encoded.length_chosen, encoded.length_rejected,
+                   [p.task for p in pairs], AuditSettings(n_boot=100, null_replicates=5, min_fires=3))
+    planted_ids = set(prepared.truth["plant"]["ids"])
+    fires = encoded.chosen[:, 0] > 0
+    assert set(np.array([p.id for p in pairs])[fires]) == planted_ids  # f0 fires exactly on the planted chosen
+    concepts = result.concepts.set_index("members")
+    assert concepts.loc["0", "discovered"] and concepts.loc["0", "badge"] == "chosen"
+    assert not concepts.loc["3", "discovered"] and not concepts.loc["1", "discovered"]
+    assert concepts.loc["1", "badge"] == "both"
