@@ -154,6 +154,9 @@ RECORD_FORMATS = ("auto", "gsm8k", "alpaca")
 # hh (HH-RLHF: two transcripts that share the prompt), ultrafeedback (UltraFeedback-binarised: message lists)
 PAIR_FORMATS = ("auto", "standard", "hh", "ultrafeedback")
 PLANT_PLACES = ("start", "end")  # where a planted concept goes in a response
+# the audit's interventions (igds.intervene): every pair; the pairs a flagged concept carries dropped;
+# as many dropped at random; every pair with the flagged concepts' score difference as a DPO margin offset
+AUDIT_ARMS = ("naive", "filter", "random", "shaping")
 
 
 @dataclass(frozen=True)
@@ -359,10 +362,21 @@ class AuditConfig:
     scope: str = "response_content"  # the response's own tokens (no chat-template tokens)
     pooling: str = "max"  # a feature's activation on a response: max | mean over its scoped tokens
     stats: AuditStatsConfig = field(default_factory=AuditStatsConfig)
+    # interventions on each set's train pairs (igds.intervene), one intervene@<set>-<arm> stage each;
+    # the oracle arm (the planted pairs dropped) is oracle@<set>, the one stage besides the report that
+    # reads what was planted
+    arms: tuple[str, ...] = ()
+    flag: tuple[int, ...] | None = None  # the concepts intervened on (concepts.csv ids, a person's call); null: every discovery
+    shaping: float = 1.0  # the shaping arm's offset: this times the flagged concepts' score difference
+    drop_seed: int = 0  # the random arm's draw
 
     def __post_init__(self) -> None:
         check(self.scope in SCOPES, "scope", self.scope, f"one of {SCOPES}")
         check(self.pooling in POOLING, "pooling", self.pooling, f"one of {POOLING}")
+        check(len(set(self.arms)) == len(self.arms) and set(self.arms) <= set(AUDIT_ARMS), "arms", list(self.arms),
+              f"distinct arms of {AUDIT_ARMS} (the oracle arm is stage oracle@<set>)")
+        check(self.flag is None or all(c >= 0 for c in self.flag), "flag", self.flag,
+              "null (every discovered concept) or a list of concept ids from audit/<set>/concepts.csv")
 
 
 DEVICES = ("cpu", "cuda", "mps")

@@ -1,0 +1,68 @@
+"""intervene@<set>-<arm> and oracle@<set> stages: arms/<set>-<arm>/pairs.jsonl (the arm's train
+pairs; the shaping arm's with their margin offsets) and summary.json. An arm reads the pairs
+and the audit (audit/<set>/); only the oracle reads what was planted (--truth)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from igds.artifacts import atomic_dir, read_json, write_json, write_jsonl
+from igds.config import AUDIT_ARMS, ConfigError, Params
+from igds.data.schema import DataError
+from igds.intervene import arm_pairs, oracle_pairs
+from pipelines.common import main
+
+log = logging.getLogger("intervene")
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise DataError(f"{path} not found; run `dvc repro` for its prepare-pairs stage")
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def run(params: Params, args: argparse.Namespace) -> None:
+    if args.set not in params.audit.sets:
+        raise ConfigError(f"--set {args.set!r} is not under audit.sets in params.yaml; expected one of "
+                          f"{', '.join(params.audit.sets) or '(none)'}")
+    pairs = read_rows(args.pairs / "train.jsonl")
+    if args.truth is not None:
+        arm = oracle_pairs(pairs, read_json(args.truth))
+    else:
+        if args.arm not in AUDIT_ARMS:
+            raise ConfigError(f"--arm {args.arm!r}: expected one of {', '.join(AUDIT_ARMS)} (or --truth for the oracle)")
+        if not (args.audit / "activations.npz").is_file():
+            raise DataError(f"{args.audit}/activations.npz not found; run `dvc repro` for audit@{args.set}")
+        with np.load(args.audit / "activations.npz") as npz:
+            ids, chosen, rejected = npz["ids"].tolist(), npz["chosen"].astype(np.float64), npz["rejected"].astype(np.float64)
+        if ids != [p["id"] for p in pairs]:
+            raise DataError(f"{args.audit}/activations.npz holds other pairs than {args.pairs}/train.jsonl; re-run "
+                            f"audit@{args.set}")
+        concepts = pd.read_csv(args.audit / "concepts.csv", index_col="concept")
+        cfg = params.audit
+        arm = arm_pairs(args.arm, pairs, chosen, rejected, concepts, cfg.flag, cfg.shaping, cfg.drop_seed)
+    with atomic_dir(args.out) as tmp:
+        write_jsonl(tmp / "pairs.jsonl", arm.rows)
+        write_json(tmp / "summary.json", arm.summary)
+    log.info("%s %s: kept %d of %d pairs (%s)", args.set, arm.summary["arm"], arm.summary["kept"], arm.summary["pairs"],
+             ", ".join(f"{k} {v}" for k, v in arm.summary.items() if k not in ("arm", "kept", "pairs")))
+
+
+def _args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", required=True, help="a name under audit.sets in params.yaml")
+    parser.add_argument("--arm", default=None, help=f"one of {', '.join(AUDIT_ARMS)}")
+    parser.add_argument("--truth", type=Path, default=None, help="the oracle arm: what prepare-pairs planted")
+    parser.add_argument("--pairs", type=Path, required=True, help="pairs/<set>")
+    parser.add_argument("--audit", type=Path, default=None, help="audit/<set>")
+    parser.add_argument("--out", type=Path, required=True, help="arms/<set>-<arm>")
+
+
+if __name__ == "__main__":
+    main("intervene", run, _args, uses_model=False)

@@ -1,0 +1,65 @@
+"""The audit's interventions (igds.intervene) on planted activations: the filter drops the
+pairs the planted concept carries, the random arm as many others, shaping offsets exactly
+the carried pairs, the oracle the planted ones; nothing reads the truth but the oracle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from igds.audit import AuditSettings, audit
+from igds.intervene import arm_pairs, oracle_pairs
+from tests.test_audit import N, planted
+
+
+@pytest.fixture(scope="module")
+def audited():
+    chosen, rejected, length_c, length_r, topics = planted(share=0.2)
+    result = audit(chosen, rejected, length_c, length_r, topics, AuditSettings(n_boot=100, null_replicates=1))
+    pairs = [{"id": f"p{i}", "prompt": f"q{i}", "chosen": "c", "rejected": "r", "task": topics[i], "source": "t"}
+             for i in range(N)]
+    return pairs, chosen, rejected, result
+
+
+def test_the_filter_drops_the_pairs_the_flagged_concept_carries_and_random_drops_as_many(audited):
+    pairs, chosen, rejected, result = audited
+    concepts = result.concepts
+    flagged = [int(c) for c in concepts.index[concepts.discovered]]
+    assert concepts.loc[flagged, "members"].tolist() == ["10,11,12"]
+    planted_rows = chosen[:, 10] >= 2.0  # planted() writes 2 + U(0, 1) on the planted chosen responses
+    filt = arm_pairs("filter", pairs, chosen, rejected, concepts, None, 1.0, 0)
+    kept = {r["id"] for r in filt.rows}
+    # a planted pair is carried unless the concept also fires on its rejected side (its members fire at random too)
+    carried = planted_rows & (rejected[:, [10, 11, 12]] == 0).all(axis=1)
+    assert carried.sum() >= 0.7 * planted_rows.sum()
+    assert not kept & {f"p{i}" for i in np.flatnonzero(carried)}
+    assert filt.summary["dropped"] == filt.summary["carried"] >= carried.sum()
+    rand = arm_pairs("random", pairs, chosen, rejected, concepts, None, 1.0, 0)
+    assert rand.summary["dropped"] == filt.summary["dropped"] and {r["id"] for r in rand.rows} != kept
+    assert rand.rows == arm_pairs("random", pairs, chosen, rejected, concepts, None, 1.0, 0).rows  # seeded
+    naive = arm_pairs("naive", pairs, chosen, rejected, concepts, None, 1.0, 0)
+    assert naive.rows == pairs and naive.summary["dropped"] == 0
+
+
+def test_shaping_offsets_the_carried_pairs_toward_chosen(audited):
+    pairs, chosen, rejected, result = audited
+    shaped = arm_pairs("shaping", pairs, chosen, rejected, result.concepts, None, 2.0, 0)
+    offset = np.array([r["offset"] for r in shaped.rows])
+    assert len(offset) == N and (offset[chosen[:, 10] >= 2.0] > 0).all()
+    half = arm_pairs("shaping", pairs, chosen, rejected, result.concepts, None, 1.0, 0)
+    np.testing.assert_allclose(offset, 2 * np.array([r["offset"] for r in half.rows]))
+
+
+def test_an_explicit_flag_is_checked_and_nothing_flagged_changes_nothing(audited):
+    pairs, chosen, rejected, result = audited
+    with pytest.raises(ValueError, match="not in concepts.csv"):
+        arm_pairs("filter", pairs, chosen, rejected, result.concepts, [10**6], 1.0, 0)
+    none = arm_pairs("filter", pairs, chosen, rejected, result.concepts, [], 1.0, 0)
+    assert none.rows == pairs and none.summary["flagged"] == []
+
+
+def test_the_oracle_drops_the_planted_pairs():
+    pairs = [{"id": f"p{i}"} for i in range(5)]
+    arm = oracle_pairs(pairs, {"plant": {"ids": ["p1", "p3"]}})
+    assert [r["id"] for r in arm.rows] == ["p0", "p2", "p4"] and arm.summary["dropped"] == 2
+    assert len(oracle_pairs(pairs, {}).rows) == 5
