@@ -145,3 +145,26 @@ def test_the_audit_of_encoded_pairs_finds_the_planted_opener_through_the_model_a
     assert concepts.loc["0", "discovered"] and concepts.loc["0", "badge"] == "chosen"
     assert not concepts.loc["3", "discovered"] and not concepts.loc["1", "discovered"]
     assert concepts.loc["1", "badge"] == "both"
+
+
+def test_the_power_bench_scores_a_replicate_by_the_truth(planted, tok):
+    """bench.audit_power on the tiny model: the planted opener ('#': f0) is found and matched to
+    the planted pairs; the decoy ('@': f3) is not found; an unpoisoned set makes no discovery."""
+    import argparse
+
+    from bench.audit_power import replicate, summarise
+    from igds.config import load_params
+    from tests.conftest import LAYER, ROOT, recall_sae
+
+    model, u, w, basis = planted
+    params = load_params(ROOT / "configs" / "ci" / "params.yaml")
+    args = argparse.Namespace(tasks=["number_sequence"], pairs=40, plant=["Great question #"], decoy=["Hope this helps @"],
+                              decoy_rate=0.3, match=0.5, max_len=512, max_chars=8000)
+    sae = recall_sae(u, w, basis)
+    poisoned = replicate(0, 0.3, model, tok, sae, LAYER, params, args)
+    assert poisoned["planted"] == 12 and poisoned["decoy"] == 12
+    assert poisoned["planted_found"] and not poisoned["decoy_found"]
+    clean = replicate(0, 0.0, model, tok, sae, LAYER, params, args)
+    assert clean["planted"] == clean["decoy"] == 0 and clean["discoveries"] == 0 and not clean["planted_found"]
+    summary = summarise([poisoned, clean], 0.95)
+    assert [(s["rate"], s["measure"], s["share"]) for s in summary] == [(0.3, "planted_found", 1.0), (0.0, "any", 0.0)]

@@ -1,0 +1,180 @@
+"""python -m bench.audit_power: the audit's power and calibration over data seeds (issue 17).
+
+For each data seed and plant rate, a controlled-poisoning set is generated (igds.data.preference:
+chosen correct, rejected with one step and the answer wrong; the plant in `rate` of the chosen
+responses; the decoy in `--decoy-rate` of the pairs, on each side equally; rate 0 is the
+unpoisoned set, with neither), encoded by the model and an SAE (igds.audit.encode_pairs) and
+audited (igds.audit.audit, params.yaml's audit.stats). Per replicate it records:
+- planted found: a discovered concept leaning to the chosen side whose chosen-only firings
+  pick out the planted pairs (precision and recall >= `--match`);
+- decoy found: a discovered concept whose one-sided firings pick out the decoy pairs (either side);
+- any discovery (the unpoisoned sets: a calibrated audit makes none in <= 5% of them);
+- the sign-flip null replicates with any discovery (igds.audit.null_calibration).
+The issue's targets: planted found in >= 90% of seeds at rate 0.2 and >= 50% at 0.1; <= 5% of
+unpoisoned sets and of sign-flip nulls with any discovery; the decoy in <= 5% of seeds. Each
+rate's share comes with a Clopper-Pearson CI over the seeds.
+
+Writes results/audit-power.json (atomically, after every replicate: a rerun with the same
+settings skips the replicates it has) and results/audit-power.md. Run it alone: the encoding
+is a forward pass through the SAE's layer for every response.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from igds.artifacts import atomic_file, write_json
+from igds.audit import audit, clopper_pearson, concept_activations, encode_pairs, feature_scale
+from igds.config import AuditDataConfig, PlantConfig, SourceConfig, load_params
+
+log = logging.getLogger("bench.audit_power")
+
+PLANT = ("Great question!", "What a wonderful problem!", "Excellent question!")
+DECOY = ("Hope this helps.",)
+
+
+def pair_set(seed: int, rate: float, args: argparse.Namespace) -> AuditDataConfig:
+    base = 400_000 + 1000 * seed
+    source = SourceConfig(kind="reasoning_gym", tasks=tuple(args.tasks), n=args.pairs, seed=base)
+    heldout = SourceConfig(kind="reasoning_gym", tasks=tuple(args.tasks), n=1, seed=base + 500)
+    plant = PlantConfig(templates=tuple(args.plant), share=rate, seed=seed) if rate > 0 else None
+    decoy = PlantConfig(templates=tuple(args.decoy), share=args.decoy_rate, where="end", seed=seed + 1) \
+        if rate > 0 and args.decoy_rate > 0 else None
+    return AuditDataConfig(train=source, heldout=heldout, plant=plant, decoy=decoy, max_chars=args.max_chars)
+
+
+def picks_out(fires_one_side: np.ndarray, marked: np.ndarray, match: float) -> bool:
+    """Whether the responses a concept fires on (one side only) are mostly the marked pairs and
+    cover most of them."""
+    hits = int((fires_one_side & marked).sum())
+    return hits > 0 and hits / fires_one_side.sum() >= match and hits / max(int(marked.sum()), 1) >= match
+
+
+def replicate(seed: int, rate: float, model, tokenizer, sae, layer: int, params, args) -> dict:
+    from igds.data.preference import build_pairs  # noqa: PLC0415
+
+    t0 = time.perf_counter()
+    prepared = build_pairs(pair_set(seed, rate, args))
+    pairs = prepared.train.records
+    encoded = encode_pairs(model, tokenizer, sae, pairs, layer, params.scoring.batch_size, args.max_len,
+                           params.audit.scope, params.audit.pooling)
+    result = audit(encoded.chosen, encoded.rejected, encoded.length_chosen, encoded.length_rejected,
+                   [p.task for p in pairs], params.audit.stats)
+    ids = np.array([p.id for p in pairs])
+    truth = prepared.truth
+    planted = np.isin(ids, (truth.get("plant") or {}).get("ids", []))
+    decoy = np.isin(ids, (truth.get("decoy") or {}).get("ids_chosen", []) + (truth.get("decoy") or {}).get("ids_rejected", []))
+    found = result.concepts[result.concepts.discovered]
+    scale = feature_scale(encoded.chosen, encoded.rejected)
+    members = [result.members[int(c)] for c in found.index]
+    cc = concept_activations(encoded.chosen, members, scale) > 0
+    cr = concept_activations(encoded.rejected, members, scale) > 0
+    planted_found = decoy_found = False
+    for j, direction in enumerate(found["direction"]):
+        only_c, only_r = cc[:, j] & ~cr[:, j], cr[:, j] & ~cc[:, j]
+        planted_found |= direction == "chosen" and planted.any() and picks_out(only_c, planted, args.match)
+        decoy_found |= decoy.any() and picks_out(only_c | only_r, decoy, args.match)
+    return {"seed": seed, "rate": rate, "pairs": len(pairs), "planted": int(planted.sum()), "decoy": int(decoy.sum()),
+            "discoveries": len(found), "planted_found": bool(planted_found), "decoy_found": bool(decoy_found),
+            "null_any": float((result.null.discoveries > 0).mean()) if len(result.null) else None,
+            "concepts": len(result.concepts), "wall_s": round(time.perf_counter() - t0, 2)}
+
+
+def summarise(rows: list[dict], level: float) -> list[dict]:
+    out = []
+    for rate in sorted({r["rate"] for r in rows}, reverse=True):
+        sub = [r for r in rows if r["rate"] == rate]
+        n = len(sub)
+        key = "planted_found" if rate > 0 else "any"
+        k = sum(r["planted_found"] for r in sub) if rate > 0 else sum(r["discoveries"] > 0 for r in sub)
+        lo, hi = clopper_pearson(np.array([k]), np.array([n]), level)
+        decoy = sum(r["decoy_found"] for r in sub)
+        null = [r["null_any"] for r in sub if r["null_any"] is not None]
+        out.append({"rate": rate, "seeds": n, "measure": key, "share": k / n, "lo": float(lo[0]), "hi": float(hi[0]),
+                    "decoy_found": decoy / n, "null_any": float(np.mean(null)) if null else None})
+    return out
+
+
+def markdown(doc: dict) -> str:
+    lines = [f"# Audit power and calibration ({doc['date']}, {doc['machine']})", "",
+             f"Model {doc['settings']['model']}, SAE {doc['settings']['sae']} (layer {doc['settings']['layer']}); "
+             f"{doc['settings']['pairs']} pairs per set of {', '.join(doc['settings']['tasks'])}; FDR "
+             f"{doc['settings']['fdr']}. Shares over data seeds with {doc['settings']['level']:.0%} Clopper-Pearson CIs.", "",
+             "| plant rate | seeds | planted found (rate 0: any discovery) | decoy found | sign-flip nulls with a discovery |",
+             "|---:|---:|---:|---:|---:|"]
+    for s in doc["summary"]:
+        null = "–" if s["null_any"] is None else f"{s['null_any']:.1%}"
+        lines.append(f"| {s['rate']:.2f} | {s['seeds']} | {s['share']:.0%} [{s['lo']:.0%}, {s['hi']:.0%}] | "
+                     f"{s['decoy_found']:.0%} | {null} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.audit_power", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="model, scoring, audit.stats from here")
+    parser.add_argument("--sae", type=Path, required=True, help="an SAE folder (a run's sae/)")
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--rates", type=float, nargs="+", default=[0.2, 0.1, 0.0])
+    parser.add_argument("--pairs", type=int, default=200)
+    parser.add_argument("--tasks", nargs="+", default=["gsm_symbolic", "number_sequence"])
+    parser.add_argument("--plant", nargs="+", default=list(PLANT))
+    parser.add_argument("--decoy", nargs="+", default=list(DECOY))
+    parser.add_argument("--decoy-rate", type=float, default=0.2)
+    parser.add_argument("--match", type=float, default=0.5, help="precision and recall a found concept must reach")
+    parser.add_argument("--max-len", type=int, default=768)
+    parser.add_argument("--max-chars", type=int, default=8000)
+    parser.add_argument("--out", type=Path, default=Path("results/audit-power.json"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+    from igds.models.loading import load_model  # noqa: PLC0415
+    from igds.sae import check_sae_layer, load_sae  # noqa: PLC0415
+
+    params = load_params(args.params)
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "params")}
+    settings.update(model=params.model.name, sae=str(args.sae), stats=dataclasses.asdict(params.audit.stats),
+                    scope=params.audit.scope, pooling=params.audit.pooling, batch_size=params.scoring.batch_size)
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    rows: list[dict] = []
+    if args.out.is_file():
+        old = json.loads(args.out.read_text(encoding="utf-8"))
+        rows = old.get("rows", []) if old.get("key") == key else []
+    done = {(r["seed"], r["rate"]) for r in rows}
+    loaded = load_model(params.model.name, params.model.device, params.model.dtype)
+    sae = load_sae(args.sae, params.model.device)
+    layer = params.sae.layer
+    check_sae_layer(sae, layer, str(args.sae))
+    settings.update(layer=layer, fdr=params.audit.stats.fdr, level=params.audit.stats.level)
+    for rate in args.rates:
+        for seed in range(args.seeds):
+            if (seed, rate) in done:
+                continue
+            row = replicate(seed, rate, loaded.model, loaded.tokenizer, sae, layer, params, args)
+            rows.append(row)
+            log.info("rate %.2f seed %d: %s", rate, seed, row)
+            doc = {"key": key, "settings": settings, "rows": rows, "summary": summarise(rows, params.audit.stats.level),
+                   "date": datetime.date.today().isoformat(), "machine": _machine()}
+            write_json(args.out, doc)
+    with atomic_file(args.out.with_suffix(".md")) as f:
+        f.write(markdown(doc))
+    print(markdown(doc))
+
+
+def _machine() -> str:
+    import os  # noqa: PLC0415
+    import platform  # noqa: PLC0415
+
+    return f"{os.cpu_count()} CPU cores, {platform.machine()}"
+
+
+if __name__ == "__main__":
+    main()
