@@ -352,6 +352,36 @@ class AuditStatsConfig:
 
 
 @dataclass(frozen=True)
+class DpoConfig:
+    """DPO on each trained arm (igds.dpo): TRL's DPOTrainer, a LoRA adapter on the model."""
+
+    arms: tuple[str, ...] = ()  # the arms trained: of audit.arms and "oracle"; one dpo@<set>-<arm>-<seed> each
+    seeds: tuple[int, ...] = (0,)
+    epochs: int = 1
+    lr: float = 5e-4
+    beta: float = 0.1  # DPO's inverse temperature
+    batch_size: int = 8  # pairs per step
+    max_len: int = 512  # tokens of prompt + response
+    lora_r: int = 8
+    lora_alpha: float = 16.0
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    checkpoint_every: int = 10  # optimizer steps between resume checkpoints (.resume/dpo/)
+
+    def __post_init__(self) -> None:
+        check(len(set(self.arms)) == len(self.arms) and set(self.arms) <= set(AUDIT_ARMS) | {"oracle"}, "arms",
+              list(self.arms), f"distinct arms of {AUDIT_ARMS + ('oracle',)}")
+        check(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds), "seeds", list(self.seeds),
+              "a non-empty list of distinct seeds")
+        check(self.epochs >= 1, "epochs", self.epochs, "a positive integer")
+        check(self.lr > 0, "lr", self.lr, "a positive number")
+        check(self.beta > 0, "beta", self.beta, "a positive number")
+        check(self.batch_size >= 1, "batch_size", self.batch_size, "a positive integer")
+        check(self.max_len >= 16, "max_len", self.max_len, "at least 16 tokens")
+        check(self.lora_r >= 1, "lora_r", self.lora_r, "a positive integer")
+        check(self.checkpoint_every >= 1, "checkpoint_every", self.checkpoint_every, "a positive integer")
+
+
+@dataclass(frozen=True)
 class AuditConfig:
     """The preference-data audit (issue 17): each named set of pairs is prepared, audited and
     trained on by its own stages (prepare-pairs@<set>, audit@<set>, ...); none: no audit stages.
@@ -369,9 +399,13 @@ class AuditConfig:
     flag: tuple[int, ...] | None = None  # the concepts intervened on (concepts.csv ids, a person's call); null: every discovery
     shaping: float = 1.0  # the shaping arm's offset: this times the flagged concepts' score difference
     drop_seed: int = 0  # the random arm's draw
+    dpo: DpoConfig = field(default_factory=DpoConfig)
 
     def __post_init__(self) -> None:
         check(self.scope in SCOPES, "scope", self.scope, f"one of {SCOPES}")
+        for i, arm in enumerate(self.dpo.arms):
+            check(arm == "oracle" or arm in self.arms, f"dpo.arms[{i}]", arm,
+                  f"an arm of audit.arms ({', '.join(self.arms) or 'none'}) or oracle")
         check(self.pooling in POOLING, "pooling", self.pooling, f"one of {POOLING}")
         check(len(set(self.arms)) == len(self.arms) and set(self.arms) <= set(AUDIT_ARMS), "arms", list(self.arms),
               f"distinct arms of {AUDIT_ARMS} (the oracle arm is stage oracle@<set>)")

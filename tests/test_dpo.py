@@ -1,0 +1,65 @@
+"""DPO on an arm (igds.dpo): TRL's DPOTrainer with a LoRA adapter; the shaping offset enters
+TRL's loss through the precomputed reference (no hand-written loss), equal to TRL's own loss
+at offset 0 and to -log sigma(beta x margin + offset) otherwise."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from igds.config import DpoConfig
+from igds.dpo import train_dpo, trainer_for
+from tests.conftest import build_char_tokenizer, build_tiny_model
+
+CFG = DpoConfig(arms=(), epochs=1, lr=5e-3, beta=0.5, batch_size=4, max_len=64, lora_r=4, lora_alpha=8,
+                target_modules=("q_proj", "v_proj"), checkpoint_every=100)
+
+
+def rows(n=8, offsets=None):
+    return [{"id": f"p{i}", "prompt": f"Add {i} and 2.", "chosen": f"Sure! {i + 2}", "rejected": f"{i + 3}",
+             **({} if offsets is None else {"offset": float(offsets[i])})} for i in range(n)]
+
+
+def batch_loss(trainer, model):
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    with torch.no_grad():
+        return float(trainer.compute_loss(model, batch))
+
+
+def perturb(model, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.05 * torch.randn(p.shape, generator=g))
+
+
+def test_at_offset_zero_the_loss_is_trls_and_an_offset_shifts_the_margin(tmp_path):
+    tok = build_char_tokenizer()
+    plain = trainer_for(build_tiny_model(0), tok, rows(), CFG, 0, tmp_path / "a")
+    zero = trainer_for(build_tiny_model(0), tok, rows(offsets=np.zeros(8)), CFG, 0, tmp_path / "b")
+    for trainer in (plain, zero):
+        perturb(trainer.model, 1)
+    assert batch_loss(plain, plain.model) == pytest.approx(batch_loss(zero, zero.model), abs=1e-7)
+    assert batch_loss(plain, plain.model) != pytest.approx(math.log(2), abs=1e-4)  # the adapter moved the policy
+    # at the adapter's zero init the policy is the reference (up to ~1e-4 nats of float32 noise between the
+    # precomputed and the live forward): the loss is -log sigma(offset), pair by pair
+    offsets = np.linspace(-2, 2, 8)
+    shaped = trainer_for(build_tiny_model(0), tok, rows(offsets=offsets), CFG, 0, tmp_path / "c")
+    expected = float(np.mean([-math.log(1 / (1 + math.exp(-o))) for o in offsets[:4]]))
+    assert batch_loss(shaped, shaped.model) == pytest.approx(expected, abs=1e-3)
+    assert abs(expected - math.log(2)) > 0.1
+
+
+def test_dpo_learns_the_preference_and_is_seeded(tmp_path):
+    tok = build_char_tokenizer()
+    cfg = DpoConfig(**{**CFG.__dict__, "epochs": 4})
+    first = train_dpo(build_tiny_model(0), tok, rows(16), cfg, 0, tmp_path / "a")
+    assert first.n_steps == 16 and first.loss[-1] < first.loss[0] - 0.05
+    again = train_dpo(build_tiny_model(0), tok, rows(16), cfg, 0, tmp_path / "b")
+    assert again.loss == first.loss
+    with pytest.raises(ValueError, match="no pairs"):
+        train_dpo(build_tiny_model(0), tok, [], cfg, 0, tmp_path / "c")
