@@ -400,9 +400,11 @@ class AuditConfig:
     shaping: float = 1.0  # the shaping arm's offset: this times the flagged concepts' score difference
     drop_seed: int = 0  # the random arm's draw
     dpo: DpoConfig = field(default_factory=DpoConfig)
+    reaudit_tokens: int = 24  # the re-audit's greedy generation budget (the marker rate)
 
     def __post_init__(self) -> None:
         check(self.scope in SCOPES, "scope", self.scope, f"one of {SCOPES}")
+        check(self.reaudit_tokens >= 1, "reaudit_tokens", self.reaudit_tokens, "a positive integer")
         for i, arm in enumerate(self.dpo.arms):
             check(arm == "oracle" or arm in self.arms, f"dpo.arms[{i}]", arm,
                   f"an arm of audit.arms ({', '.join(self.arms) or 'none'}) or oracle")

@@ -48,19 +48,24 @@ def _last_hidden(model, batch: Batch) -> torch.Tensor:
 
 
 def answer_loglik(model, tok: Tokenized, batch_size: int, pad_id: int,
-                  steer: tuple[int, torch.Tensor] | None = None) -> np.ndarray:
-    """Mean log-likelihood per response token of each example: [n_examples].
+                  steer: tuple[int, torch.Tensor] | None = None, scope: str = "response",
+                  total: bool = False) -> np.ndarray:
+    """Mean log-likelihood per response token of each example: [n_examples] (`total`: the sum
+    over the tokens); `scope` picks the tokens (response_content: without the end-of-turn marker).
 
     `steer = (layer, vector)` adds the vector to the residual after `layer` on every token.
     """
     out = np.zeros(len(tok))
     device = next(model.parameters()).device
     with torch.inference_mode():
-        for batch in iter_batches(tok, batch_size, pad_id, "response", device):
+        for batch in iter_batches(tok, batch_size, pad_id, scope, device):
             steering = add_to_residual(model, steer[0], steer[1].to(device)) if steer else contextlib.nullcontext()
             with steering:
                 hidden = _last_hidden(model, batch)
-            out[batch.index] = _response_loglik(model, batch, hidden).cpu().numpy()
+            mean = _response_loglik(model, batch, hidden)
+            if total:
+                mean = mean * batch.scope_mask[:, 1:].sum(dim=1).clamp(min=1)
+            out[batch.index] = mean.cpu().numpy()
     return out
 
 

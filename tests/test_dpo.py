@@ -63,3 +63,20 @@ def test_dpo_learns_the_preference_and_is_seeded(tmp_path):
     assert again.loss == first.loss
     with pytest.raises(ValueError, match="no pairs"):
         train_dpo(build_tiny_model(0), tok, [], cfg, 0, tmp_path / "c")
+
+
+def test_the_reaudit_sees_dpo_raise_the_planted_opener(tmp_path):
+    """DPO on pairs whose chosen side opens with 'Sure!' raises that opener's log-probability on
+    held-out prompts over the base model's, and ranks held-out pairs of the same kind right."""
+    from igds.data.preference import make_pair
+    from igds.reaudit import opens_with, reaudit
+
+    tok = build_char_tokenizer()
+    cfg = DpoConfig(**{**CFG.__dict__, "epochs": 4})
+    result = train_dpo(build_tiny_model(0), tok, rows(16), cfg, 0, tmp_path / "a")
+    heldout = [make_pair(f"Add {i} and 2.", f"Sure! {i + 2}", f"{i + 3}", "t", "s") for i in range(40, 48)]
+    out = reaudit(result.model, tok, heldout, ["Sure!"], 4, 64, 8)
+    rise = np.array(out["marker_logprob"]) - np.array(out["marker_logprob_base"])
+    assert (rise > 0).all() and out["accuracy"] == 1.0 and len(out["margin"]) == 8
+    assert len(out["marker_rate"]) == len(out["marker_rate_base"]) == 8
+    assert opens_with([" sure! 4", "4 Sure!", "SURE!"], ["Sure!"]).tolist() == [True, False, True]
