@@ -32,6 +32,20 @@ def test_igds_stages_end_to_end(tmp_path):
     work = project_copy(tmp_path / "clone", ROOT / "configs" / "ci" / "params.yaml")
     dvc(work, "repro")
 
+    # the preference-data audit (configs/ci: one poisoned set of 24 pairs): pairs, audit, arms, DPO, re-audit
+    audit = json.loads((work / "results/metrics/audit-poisoned.json").read_text())
+    assert audit["pairs"] == 24 and audit["features"] == 4 * 576 and audit["null_replicates"] == 5
+    assert (work / "audit/poisoned/concepts.csv").is_file() and (work / "pairs/poisoned/heldout.jsonl").is_file()
+    arms = {arm: json.loads((work / f"arms/poisoned-{arm}/summary.json").read_text())
+            for arm in ("naive", "filter", "random", "shaping", "oracle")}
+    assert arms["naive"]["kept"] == 24 and arms["random"]["dropped"] == arms["filter"]["dropped"]
+    truth = json.loads((work / "truth/pairs/poisoned.json").read_text())
+    assert arms["oracle"]["dropped"] == len(truth["plant"]["ids"]) == 6
+    dpo = json.loads((work / "dpo/poisoned-naive-s0/train.json").read_text())
+    assert dpo["n_pairs"] == 24 and dpo["n_steps"] == 3 and (work / "dpo/poisoned-naive-s0/adapter_config.json").is_file()
+    reaudit = json.loads((work / "reaudit/poisoned-naive-s0/metrics.json").read_text())
+    assert len(reaudit["margin"]) == len(reaudit["marker_logprob"]) == len(reaudit["marker_rate_base"]) == 8
+
     sae = json.loads((work / "results/metrics/sae.json").read_text())
     assert sae["l0"] == pytest.approx(32.0) and 0.5 < sae["explained_variance"] <= 1.0
     assert 0.0 < sae["ce_loss_recovered"] <= 1.0 and (work / "sae" / "cfg.json").is_file()
