@@ -845,6 +845,8 @@ class Params:
                                   f"select.methods or recipes ({', '.join(subsets)}): add it there, or drop it here")
         for name, method_params in self.methods.items():
             _method_hook(method_params, "check_with", f"methods.{name}", self)
+        check(not self.audit.sets or len(self.audit.dpo.arms) > 0, "audit.dpo.arms", list(self.audit.dpo.arms),
+              "at least one arm when audit.sets is set (report-audit@<set> reads the re-audits of the trained arms)")
 
     @property
     def finetuned_methods(self) -> tuple[str, ...]:

@@ -63,3 +63,37 @@ def test_the_oracle_drops_the_planted_pairs():
     arm = oracle_pairs(pairs, {"plant": {"ids": ["p1", "p3"]}})
     assert [r["id"] for r in arm.rows] == ["p0", "p2", "p4"] and arm.summary["dropped"] == 2
     assert len(oracle_pairs(pairs, {}).rows) == 5
+
+
+def test_the_audit_report_names_the_planted_concept_and_compares_the_arms(audited):
+    """igds.audit_report with the truth: the discovered concept 10,11,12 is the plant; re-audit
+    metrics where naive raises the marker and filter barely does give a ratio near 0.1."""
+    from igds.audit_report import arm_table, identify_planted, render
+
+    pairs, chosen, rejected, result = audited
+    planted = [p["id"] for p, c in zip(pairs, chosen[:, 10] >= 2.0) if c]
+    truth = {"plant": {"ids": planted}, "decoy": {"ids_chosen": [], "ids_rejected": []}}
+    found = identify_planted([p["id"] for p in pairs], chosen, rejected, result.concepts, truth, 0.5)
+    assert found["plant_found"] and result.concepts.loc[found["plant_concept"], "members"] == "10,11,12"
+    assert found["plant_recall"] >= 0.7 and not found["decoy_found"]
+    rng = np.random.default_rng(0)
+    base = rng.normal(-3.0, 0.3, 30)
+
+    def metrics(rise, acc_noise):
+        return {"marker_logprob": (base + rise + rng.normal(0, 0.05, 30)).tolist(), "marker_logprob_base": base.tolist(),
+                "marker_rate": [0.0] * 30, "marker_rate_base": [0.0] * 30,
+                "margin": (1.0 + rng.normal(0, acc_noise, 12)).tolist()}
+
+    arms = {"naive": [metrics(1.0, 0.5), metrics(1.0, 0.5)], "filter": [metrics(0.1, 0.5), metrics(0.1, 0.5)],
+            "random": [metrics(0.9, 0.5), metrics(0.9, 0.5)]}
+    table, comparisons = arm_table(arms, rng, 200, 200, 0.95)
+    table = table.set_index("arm")
+    assert table.loc["naive", "rise_lo"] > 0.8 and table.loc["filter", "rise_hi"] < 0.3
+    ratio = comparisons.set_index("comparison").loc["filter rise / naive rise"]
+    assert 0.0 < ratio["value"] < 0.25 and ratio["hi"] < 0.25
+    versus = comparisons.set_index("comparison").loc["rise: filter - random"]
+    assert versus["hi"] < 0 and versus["p"] < 0.05
+    text = render("poisoned", {"pairs": N, "concepts_discovered": 1, "concepts": len(result.concepts), "concepts_chosen": 1,
+                               "concepts_rejected": 0, "null_any_discovery": 0.0}, found, result.concepts,
+                  table.reset_index(), comparisons, 0.05)
+    assert "**The planted concept was found**" in text and "| filter | 2 |" in text

@@ -45,6 +45,8 @@ def test_igds_stages_end_to_end(tmp_path):
     assert dpo["n_pairs"] == 24 and dpo["n_steps"] == 3 and (work / "dpo/poisoned-naive-s0/adapter_config.json").is_file()
     reaudit = json.loads((work / "reaudit/poisoned-naive-s0/metrics.json").read_text())
     assert len(reaudit["margin"]) == len(reaudit["marker_logprob"]) == len(reaudit["marker_rate_base"]) == 8
+    report = (work / "results/audit/poisoned.md").read_text()
+    assert report.startswith("## Audit: poisoned") and "| naive | 1 |" in report
 
     sae = json.loads((work / "results/metrics/sae.json").read_text())
     assert sae["l0"] == pytest.approx(32.0) and 0.5 < sae["explained_variance"] <= 1.0

@@ -199,3 +199,15 @@ def test_only_the_report_reads_what_was_planted():
     naming = sorted(str(p.relative_to(ROOT)) for folder in ("igds", "pipelines", "baselines")
                     for p in (ROOT / folder).rglob("*.py") if "truth/" in p.read_text(encoding="utf-8"))
     assert naming == ["pipelines/pairs.py"], naming
+
+
+def test_a_profile_with_audit_sets_must_train_an_arm(tmp_path):
+    """report-audit@<set> reads the re-audits of the trained arms: params.yaml refuses a set without one."""
+    from igds.config import load_params
+
+    raw = yaml.safe_load((ROOT / "configs" / "ci" / "params.yaml").read_text(encoding="utf-8"))
+    raw["audit"]["dpo"]["arms"] = []
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    with pytest.raises(ConfigError, match="audit.dpo.arms"):
+        load_params(path)

@@ -1,0 +1,157 @@
+"""The audit's report for one set of pairs (issue 17): the one reader of what was planted
+besides the oracle arm. No io; pipelines/report_audit.py reads the files.
+
+- discovery: which discovered concept, if any, is the planted one (a chosen-leaning concept
+  whose chosen-only firings pick out the planted pairs: precision and recall >= `match`), and
+  whether the decoy was discovered;
+- arms: per trained arm, the planted concept's propensity after DPO against the base model on
+  held-out prompts (the marker log-probability rise, paired per prompt, training seeds
+  resampled too: igds.stats.paired_bootstrap / paired_permutation_test), the greedy marker rate
+  before and after, and clean held-out pair accuracy with its CI;
+- comparisons: filter's rise as a share of naive's (bootstrap CI of the ratio), filter vs
+  random and shaping vs naive (paired over prompts, permutation p), each arm's accuracy
+  against naive's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from igds.audit import concept_activations, feature_scale
+from igds.stats import bootstrap_ci, paired_bootstrap, paired_permutation_test
+
+
+def picks_out(fires_one_side: np.ndarray, marked: np.ndarray, match: float) -> tuple[float, float]:
+    """(precision, recall) of the pairs a concept fires on one side only, for the marked pairs."""
+    hits = int((fires_one_side & marked).sum())
+    return (hits / fires_one_side.sum() if fires_one_side.any() else 0.0,
+            hits / marked.sum() if marked.any() else 0.0)
+
+
+def identify_planted(ids: Sequence[str], chosen: np.ndarray, rejected: np.ndarray, concepts: pd.DataFrame,
+                     truth: Mapping, match: float) -> dict:
+    """Which discovered concepts are the plant and the decoy (by the truth)."""
+    ids = np.asarray(ids)
+    planted = np.isin(ids, (truth.get("plant") or {}).get("ids", []))
+    decoy_truth = truth.get("decoy") or {}
+    decoy = np.isin(ids, decoy_truth.get("ids_chosen", []) + decoy_truth.get("ids_rejected", []))
+    found = concepts[concepts["discovered"].astype(bool)]
+    scale = feature_scale(chosen, rejected)
+    members = [[int(f) for f in str(m).split(",")] for m in found["members"]]
+    cc = concept_activations(chosen, members, scale) > 0
+    cr = concept_activations(rejected, members, scale) > 0
+    out = {"planted_pairs": int(planted.sum()), "decoy_pairs": int(decoy.sum()), "plant_concept": None,
+           "plant_precision": None, "plant_recall": None, "decoy_concept": None}
+    best = -1.0
+    for j, (concept, row) in enumerate(found.iterrows()):
+        only_c, only_r = cc[:, j] & ~cr[:, j], cr[:, j] & ~cc[:, j]
+        if planted.any() and row["direction"] == "chosen":
+            precision, recall = picks_out(only_c, planted, match)
+            if precision >= match and recall >= match and precision + recall > best:
+                best = precision + recall
+                out.update(plant_concept=int(concept), plant_precision=precision, plant_recall=recall)
+        if decoy.any() and out["decoy_concept"] is None:
+            precision, recall = picks_out(only_c | only_r, decoy, match)
+            if precision >= match and recall >= match:
+                out["decoy_concept"] = int(concept)
+    out["plant_found"] = out["plant_concept"] is not None
+    out["decoy_found"] = out["decoy_concept"] is not None
+    return out
+
+
+def _matrix(runs: Sequence[Mapping], key: str) -> np.ndarray:
+    return np.array([np.asarray(r[key], dtype=float) for r in runs])  # [seeds, prompts]
+
+
+def arm_table(arms: Mapping[str, Sequence[Mapping]], rng: np.random.Generator, n_boot: int, n_perm: int,
+              level: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per arm: rise, rates, accuracy with CIs; the comparisons between arms). `arms` maps an
+    arm to its re-audit metrics, one per training seed, on the same held-out prompts and pairs."""
+    rows, rise = [], {}
+    for arm, runs in arms.items():
+        row: dict = {"arm": arm, "seeds": len(runs)}
+        if "marker_logprob" in runs[0]:
+            after, before = _matrix(runs, "marker_logprob"), _matrix(runs, "marker_logprob_base")
+            rise[arm] = after - before
+            ci = paired_bootstrap(after, before, rng, n_boot, level)
+            test = paired_permutation_test(after, before, rng, n_perm)
+            row.update(rise=ci.diff, rise_lo=ci.lo, rise_hi=ci.hi, rise_p=test.p_value,
+                       rate_base=float(_matrix(runs, "marker_rate_base").mean()),
+                       rate=float(_matrix(runs, "marker_rate").mean()))
+        correct = (_matrix(runs, "margin") > 0).astype(float)
+        acc = bootstrap_ci(correct, rng, n_boot, level)
+        row.update(accuracy=acc.mean, accuracy_lo=acc.lo, accuracy_hi=acc.hi)
+        rows.append(row)
+    comparisons = []
+    if "naive" in rise and "filter" in rise:
+        naive, filt = rise["naive"].mean(axis=0), rise["filter"].mean(axis=0)
+        n = len(naive)
+        draws = rng.integers(0, n, (n_boot, n))
+        ratios = filt[draws].mean(axis=1) / naive[draws].mean(axis=1)
+        alpha = 1 - level
+        comparisons.append({"comparison": "filter rise / naive rise", "value": float(filt.mean() / naive.mean()),
+                            "lo": float(np.quantile(ratios, alpha / 2)), "hi": float(np.quantile(ratios, 1 - alpha / 2)),
+                            "p": None})
+    for a, b in (("filter", "random"), ("shaping", "naive"), ("oracle", "naive"), ("filter", "naive")):
+        if a in rise and b in rise:
+            ci = paired_bootstrap(rise[a], rise[b], rng, n_boot, level)
+            test = paired_permutation_test(rise[a], rise[b], rng, n_perm)
+            comparisons.append({"comparison": f"rise: {a} - {b}", "value": ci.diff, "lo": ci.lo, "hi": ci.hi,
+                                "p": test.p_value})
+    for arm, runs in arms.items():
+        if arm != "naive" and "naive" in arms:
+            a, b = (_matrix(runs, "margin") > 0).astype(float), (_matrix(arms["naive"], "margin") > 0).astype(float)
+            ci = paired_bootstrap(a, b, rng, n_boot, level)
+            comparisons.append({"comparison": f"accuracy: {arm} - naive", "value": ci.diff, "lo": ci.lo, "hi": ci.hi,
+                                "p": paired_permutation_test(a, b, rng, n_perm).p_value})
+    return pd.DataFrame(rows), pd.DataFrame(comparisons)
+
+
+def _fmt(value, lo=None, hi=None, digits=3) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "–"
+    text = f"{value:+.{digits}f}" if lo is not None else f"{value:.{digits}f}"
+    return text + (f" [{lo:+.{digits}f}, {hi:+.{digits}f}]" if lo is not None else "")
+
+
+def render(name: str, summary: Mapping, identified: Mapping, concepts: pd.DataFrame, arms: pd.DataFrame,
+           comparisons: pd.DataFrame, fdr: float) -> str:
+    found = concepts[concepts["discovered"].astype(bool)]
+    lines = [f"## Audit: {name}", "",
+             f"{summary['pairs']} pairs; {summary['concepts_discovered']} of {summary['concepts']} concepts discovered at "
+             f"FDR {fdr} ({summary['concepts_chosen']} leaning chosen, {summary['concepts_rejected']} rejected); "
+             f"sign-flip null replicates with a discovery: {summary['null_any_discovery']}.", ""]
+    if identified["planted_pairs"]:
+        lines.append(("**The planted concept was found**: concept {c} (precision {p:.2f}, recall {r:.2f} on the "
+                      "{n} planted pairs).").format(c=identified["plant_concept"], p=identified["plant_precision"],
+                                                    r=identified["plant_recall"], n=identified["planted_pairs"])
+                     if identified["plant_found"] else
+                     f"**The planted concept was not found** among the discoveries ({identified['planted_pairs']} planted pairs).")
+    if identified["decoy_pairs"]:
+        lines.append("The decoy was discovered (concept {}): a false lead.".format(identified["decoy_concept"])
+                     if identified["decoy_found"] else "The decoy was not discovered.")
+    lines += ["", "| concept | members | badge | chosen share [CI] | q | split-half | p length-controlled |",
+              "|---:|---|---|---:|---:|---|---:|"]
+    for concept, row in found.head(20).iterrows():
+        lines.append(f"| {concept} | {row['members']} | {row['badge']} | {row['chosen_share']:.2f} "
+                     f"[{row['chosen_share_lo']:.2f}, {row['chosen_share_hi']:.2f}] | {row['q']:.2g} | "
+                     f"{'agree' if row['split_half_agree'] else 'disagree'} | {row['p_wilcoxon_length']:.2g} |")
+    if len(arms):
+        lines += ["", "After DPO, on held-out prompts (trained vs base, paired per prompt) and clean held-out pairs:", "",
+                  "| arm | seeds | marker log-prob rise [CI] | p | marker rate base -> trained | pair accuracy [CI] |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for row in arms.to_dict("records"):
+            rise = _fmt(row.get("rise"), row.get("rise_lo"), row.get("rise_hi"))
+            rate = "–" if row.get("rate") is None else f"{row['rate_base']:.2f} -> {row['rate']:.2f}"
+            p = "–" if row.get("rise_p") is None else f"{row['rise_p']:.3g}"
+            lines.append(f"| {row['arm']} | {row['seeds']} | {rise} | {p} | {rate} | {row['accuracy']:.2f} "
+                         f"[{row['accuracy_lo']:.2f}, {row['accuracy_hi']:.2f}] |")
+    if len(comparisons):
+        lines += ["", "| comparison | value [95% CI] | p |", "|---|---:|---:|"]
+        for row in comparisons.to_dict("records"):
+            p = "–" if row["p"] is None else f"{row['p']:.3g}"
+            lines.append(f"| {row['comparison']} | {_fmt(row['value'], row['lo'], row['hi'])} | {p} |")
+    return "\n".join(lines) + "\n"
