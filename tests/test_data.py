@@ -16,6 +16,7 @@ import pytest
 from igds.config import ConfigError, DataConfig, SourceConfig, from_dict
 from igds.data import REJECT_KINDS, DataError, Reject, build_splits, make_record, read_source, record_id, sources
 from igds.evaluate import extract_answer, normalise_number
+from igds.data.schema import ALL_REJECT_KINDS, PAIR_REJECT_KINDS
 from tests.conftest import GSM8K_SAMPLE, ROOT
 
 
@@ -428,8 +429,8 @@ def reject_kinds_in_the_code() -> set[str]:
 
 
 def test_every_reject_kind_is_defined_once_with_its_fix():
-    assert reject_kinds_in_the_code() == set(REJECT_KINDS)
-    assert all(fix for fix in REJECT_KINDS.values())
+    assert reject_kinds_in_the_code() == set(ALL_REJECT_KINDS)  # SFT records' kinds and preference pairs'
+    assert all(fix for fix in ALL_REJECT_KINDS.values()) and not set(REJECT_KINDS) & set(PAIR_REJECT_KINDS)
     with pytest.raises(ValueError, match="not one of REJECT_KINDS"):
         Reject("pool", "f", 1, "non_utf8", "a kind nobody counts")
 

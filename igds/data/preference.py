@@ -33,7 +33,7 @@ import numpy as np
 from igds.answers import final_answer_span, normalise_number
 from igds.config import AuditDataConfig, PlantConfig, SourceConfig
 from igds.data.degrade import _FINAL_LINE, _format_like, _replace_final_number, _wrong_number
-from igds.data.schema import REJECT_KINDS, DataError, Invalid, Reject
+from igds.data.schema import ALL_REJECT_KINDS, DataError, Invalid, Reject
 from igds.data.sources import SplitData, read_source
 
 PAIR_FIELDS = ("id", "prompt", "chosen", "rejected", "task", "source")
@@ -365,7 +365,7 @@ def _drop_held(data: SplitData, held: Mapping[str, str]) -> None:
 def _check_strict(data: SplitData, strict: bool) -> None:
     bad = [r for r in data.rejects if r.kind != "in_other_split"]
     if strict and bad:
-        raise DataError(f"{bad[0].message()} ({REJECT_KINDS[bad[0].kind]}; or set audit.data.strict: false to "
+        raise DataError(f"{bad[0].message()} ({ALL_REJECT_KINDS[bad[0].kind]}; or set audit.data.strict: false to "
                         "quarantine bad pairs in pairs/<set>/rejects.jsonl)")
 
 

@@ -34,13 +34,17 @@ REJECT_KINDS = {
     "over_long": "shorten it or raise data.max_chars",
     "duplicate_id": "remove the repeated example",
     "in_other_split": "nothing to fix: the split of higher priority keeps the example",
-    # preference pairs (igds.data.preference)
+}
+# the kinds only preference pairs are rejected with (igds.data.preference); a pair can also be
+# rejected with most of the kinds above (malformed_json, missing_field, over_long, ...)
+PAIR_REJECT_KINDS = {
     "unknown_pair_shape": "use prompt/chosen/rejected strings, HH-RLHF's chosen/rejected transcripts or "
                           "UltraFeedback's chosen/rejected message lists",
     "unmatched_prompt": "chosen and rejected must continue the same prompt (conversation)",
     "identical_pair": "chosen and rejected must differ",
     "not_corruptible": "nothing to fix: the generator found no wrong answer the task's scorer refuses",
 }
+ALL_REJECT_KINDS = {**REJECT_KINDS, **PAIR_REJECT_KINDS}
 
 
 class DataError(ValueError):
@@ -66,8 +70,8 @@ class Record:
 
 
 def _check_kind(kind: str) -> None:
-    if kind not in REJECT_KINDS:
-        raise ValueError(f"reject kind {kind!r} is not one of REJECT_KINDS: {', '.join(REJECT_KINDS)}")
+    if kind not in ALL_REJECT_KINDS:
+        raise ValueError(f"reject kind {kind!r} is not one of REJECT_KINDS: {', '.join(ALL_REJECT_KINDS)}")
 
 
 @dataclass(frozen=True)

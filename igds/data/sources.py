@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from igds.config import SourceConfig, options_text
-from igds.data.schema import REJECT_KINDS, DataError, Invalid, Record, Reject, normalise
+from igds.data.schema import ALL_REJECT_KINDS, DataError, Invalid, Record, Reject, normalise
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +258,7 @@ def read_source(
             except Invalid as bad:
                 reject = _reject(split, item, bad.kind, str(bad))
                 if strict:
-                    raise DataError(f"{reject.message()} ({REJECT_KINDS[bad.kind]}; or set data.strict: false "
+                    raise DataError(f"{reject.message()} ({ALL_REJECT_KINDS[bad.kind]}; or set data.strict: false (an audit set: its strict: false) "
                                     "to quarantine bad records in data/rejects.jsonl)") from None
                 log.warning("rejected %s", reject.message())
                 out.rejects.append(reject)
