@@ -16,11 +16,11 @@ import numpy as np
 
 from igds.artifacts import atomic_dir, write_json
 from igds.audit import audit, encode_pairs
-from igds.config import ConfigError, Params
+from igds.config import Params
 from igds.data.preference import Pair
 from igds.data.schema import DataError
 from igds.models.loading import load_model
-from pipelines.common import main
+from pipelines.common import main, set_arg
 
 log = logging.getLogger("audit")
 
@@ -47,9 +47,7 @@ def summary(result, n_features: int, wall_s: float) -> dict:
 def run(params: Params, args: argparse.Namespace) -> None:
     from igds.sae import load_sae  # noqa: PLC0415
 
-    if args.set not in params.audit.sets:
-        raise ConfigError(f"--set {args.set!r} is not under audit.sets in params.yaml; expected one of "
-                          f"{', '.join(params.audit.sets) or '(none)'}")
+    set_arg(params, args.set)
     cfg = params.audit
     pairs = read_pairs(args.pairs / "train.jsonl")
     t0 = time.perf_counter()

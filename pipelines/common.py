@@ -53,6 +53,14 @@ def method_arg(params: Params, method: str) -> str:
     return method
 
 
+def set_arg(params: Params, name: str):
+    """--set must name a set of pairs under audit.sets; its settings."""
+    if name not in params.audit.sets:
+        raise ConfigError(f"--set {name!r} is not under audit.sets in params.yaml; expected one of "
+                          f"{', '.join(params.audit.sets) or '(none)'}")
+    return params.audit.sets[name]
+
+
 def distributed(cpu: bool):
     """accelerate's process state when this runs as one of several processes (launched by
     `accelerate launch` or torchrun: data-parallel scoring or fine-tuning), else None (accelerate is not

@@ -15,16 +15,14 @@ from igds.config import ConfigError, Params
 from igds.data.schema import DataError
 from igds.dpo import train_dpo
 from igds.models.loading import load_model
-from pipelines.common import main
+from pipelines.common import main, set_arg
 
 log = logging.getLogger("dpo")
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
     cfg = params.audit.dpo
-    if args.set not in params.audit.sets:
-        raise ConfigError(f"--set {args.set!r} is not under audit.sets in params.yaml; expected one of "
-                          f"{', '.join(params.audit.sets) or '(none)'}")
+    set_arg(params, args.set)
     if args.arm not in cfg.arms:
         raise ConfigError(f"--arm {args.arm!r} is not under audit.dpo.arms ({', '.join(cfg.arms) or 'none'})")
     path = args.pairs / "pairs.jsonl"

@@ -16,7 +16,7 @@ from igds.artifacts import atomic_dir, read_json, write_json, write_jsonl
 from igds.config import AUDIT_ARMS, ConfigError, Params
 from igds.data.schema import DataError
 from igds.intervene import arm_pairs, oracle_pairs
-from pipelines.common import main
+from pipelines.common import main, set_arg
 
 log = logging.getLogger("intervene")
 
@@ -29,9 +29,7 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
-    if args.set not in params.audit.sets:
-        raise ConfigError(f"--set {args.set!r} is not under audit.sets in params.yaml; expected one of "
-                          f"{', '.join(params.audit.sets) or '(none)'}")
+    set_arg(params, args.set)
     pairs = read_rows(args.pairs / "train.jsonl")
     if args.truth is not None:
         arm = oracle_pairs(pairs, read_json(args.truth))

@@ -10,18 +10,15 @@ import logging
 from pathlib import Path
 
 from igds.artifacts import atomic_dir, write_json, write_jsonl
-from igds.config import ConfigError, Params
+from igds.config import Params
 from igds.data.preference import build_pairs, report
-from pipelines.common import main
+from pipelines.common import main, set_arg
 
 log = logging.getLogger("prepare-pairs")
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
-    if args.set not in params.audit.sets:
-        raise ConfigError(f"--set {args.set!r} is not under audit.sets in params.yaml; expected one of "
-                          f"{', '.join(params.audit.sets) or '(none)'}")
-    cfg = params.audit.sets[args.set]
+    cfg = set_arg(params, args.set)
     prepared = build_pairs(cfg)
     summary = report(cfg, prepared)
     with atomic_dir(args.out) as tmp:

@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 
 from igds.artifacts import atomic_dir, write_json
-from igds.config import ConfigError, Params
+from igds.config import Params
 from igds.data.schema import DataError
 from igds.models.loading import load_model
 from igds.reaudit import reaudit
 from pipelines.audit import read_pairs
-from pipelines.common import main
+from pipelines.common import main, set_arg
 
 log = logging.getLogger("reaudit")
 
@@ -25,9 +25,7 @@ log = logging.getLogger("reaudit")
 def run(params: Params, args: argparse.Namespace) -> None:
     from peft import PeftModel  # noqa: PLC0415
 
-    if args.set not in params.audit.sets:
-        raise ConfigError(f"--set {args.set!r} is not under audit.sets in params.yaml; expected one of "
-                          f"{', '.join(params.audit.sets) or '(none)'}")
+    set_arg(params, args.set)
     cfg = params.audit
     plant = cfg.sets[args.set].plant
     heldout = read_pairs(args.pairs / "heldout.jsonl")

@@ -14,17 +14,15 @@ import pandas as pd
 
 from igds.artifacts import atomic_file, read_json, write_json
 from igds.audit_report import arm_table, identify_planted, render
-from igds.config import ConfigError, Params
+from igds.config import Params
 from igds.data.schema import DataError
-from pipelines.common import main
+from pipelines.common import main, set_arg
 
 log = logging.getLogger("report-audit")
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
-    if args.set not in params.audit.sets:
-        raise ConfigError(f"--set {args.set!r} is not under audit.sets in params.yaml; expected one of "
-                          f"{', '.join(params.audit.sets) or '(none)'}")
+    set_arg(params, args.set)
     cfg = params.audit
     if not (args.audit / "summary.json").is_file():
         raise DataError(f"{args.audit}/summary.json not found; run `dvc repro` for audit@{args.set}")
