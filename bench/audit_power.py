@@ -5,9 +5,10 @@ chosen correct, rejected with one step and the answer wrong; the plant in `rate`
 responses; the decoy in `--decoy-rate` of the pairs, on each side equally; rate 0 is the
 unpoisoned set, with neither), encoded by the model and an SAE (igds.audit.encode_pairs) and
 audited (igds.audit.audit, params.yaml's audit.stats). Per replicate it records:
-- planted found: a discovered concept leaning to the chosen side whose chosen-only firings
-  pick out the planted pairs (precision and recall >= `--match`);
-- decoy found: a discovered concept whose one-sided firings pick out the decoy pairs (either side);
+- planted found, decoy found: as the report decides them (igds.audit_report.identify_planted:
+  a discovered chosen-leaning concept whose chosen-only firings pick out the planted pairs,
+  precision and recall >= `--match`; a discovered concept whose one-sided firings pick out the
+  decoy pairs);
 - any discovery (the unpoisoned sets: a calibrated audit makes none in <= 5% of them);
 - the sign-flip null replicates with any discovery (igds.audit.null_calibration).
 The issue's targets: planted found in >= 90% of seeds at rate 0.2 and >= 50% at 0.1; <= 5% of
@@ -33,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from igds.artifacts import atomic_file, write_json
-from igds.audit import audit, clopper_pearson, concept_activations, encode_pairs, feature_scale
+from igds.audit import audit, clopper_pearson, encode_pairs
+from igds.audit_report import identify_planted
 from igds.config import AuditDataConfig, PlantConfig, SourceConfig, load_params
 
 log = logging.getLogger("bench.audit_power")
@@ -52,13 +54,6 @@ def pair_set(seed: int, rate: float, args: argparse.Namespace) -> AuditDataConfi
     return AuditDataConfig(train=source, heldout=heldout, plant=plant, decoy=decoy, max_chars=args.max_chars)
 
 
-def picks_out(fires_one_side: np.ndarray, marked: np.ndarray, match: float) -> bool:
-    """Whether the responses a concept fires on (one side only) are mostly the marked pairs and
-    cover most of them."""
-    hits = int((fires_one_side & marked).sum())
-    return hits > 0 and hits / fires_one_side.sum() >= match and hits / max(int(marked.sum()), 1) >= match
-
-
 def replicate(seed: int, rate: float, model, tokenizer, sae, layer: int, params, args) -> dict:
     from igds.data.preference import build_pairs  # noqa: PLC0415
 
@@ -69,22 +64,11 @@ def replicate(seed: int, rate: float, model, tokenizer, sae, layer: int, params,
                            params.audit.scope, params.audit.pooling)
     result = audit(encoded.chosen, encoded.rejected, encoded.length_chosen, encoded.length_rejected,
                    [p.task for p in pairs], params.audit.stats)
-    ids = np.array([p.id for p in pairs])
-    truth = prepared.truth
-    planted = np.isin(ids, (truth.get("plant") or {}).get("ids", []))
-    decoy = np.isin(ids, (truth.get("decoy") or {}).get("ids_chosen", []) + (truth.get("decoy") or {}).get("ids_rejected", []))
-    found = result.concepts[result.concepts.discovered]
-    scale = feature_scale(encoded.chosen, encoded.rejected)
-    members = [result.members[int(c)] for c in found.index]
-    cc = concept_activations(encoded.chosen, members, scale) > 0
-    cr = concept_activations(encoded.rejected, members, scale) > 0
-    planted_found = decoy_found = False
-    for j, direction in enumerate(found["direction"]):
-        only_c, only_r = cc[:, j] & ~cr[:, j], cr[:, j] & ~cc[:, j]
-        planted_found |= direction == "chosen" and planted.any() and picks_out(only_c, planted, args.match)
-        decoy_found |= decoy.any() and picks_out(only_c | only_r, decoy, args.match)
-    return {"seed": seed, "rate": rate, "pairs": len(pairs), "planted": int(planted.sum()), "decoy": int(decoy.sum()),
-            "discoveries": len(found), "planted_found": bool(planted_found), "decoy_found": bool(decoy_found),
+    found = identify_planted([p.id for p in pairs], encoded.chosen, encoded.rejected, result.concepts,
+                             prepared.truth, args.match)
+    return {"seed": seed, "rate": rate, "pairs": len(pairs), "planted": found["planted_pairs"],
+            "decoy": found["decoy_pairs"], "discoveries": int(result.concepts.discovered.sum()),
+            "planted_found": found["plant_found"], "decoy_found": found["decoy_found"],
             "null_any": float((result.null.discoveries > 0).mean()) if len(result.null) else None,
             "concepts": len(result.concepts), "wall_s": round(time.perf_counter() - t0, 2)}
 

@@ -7,7 +7,6 @@ truth file."""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
@@ -18,18 +17,14 @@ from igds.artifacts import atomic_dir, write_json
 from igds.audit import audit, encode_pairs
 from igds.config import Params
 from igds.data.preference import Pair
-from igds.data.schema import DataError
 from igds.models.loading import load_model
-from pipelines.common import main, set_arg
+from pipelines.common import main, read_rows, set_arg
 
 log = logging.getLogger("audit")
 
 
 def read_pairs(path: Path) -> list[Pair]:
-    if not path.is_file():
-        raise DataError(f"{path} not found; run `dvc repro` for its prepare-pairs stage")
-    with open(path, encoding="utf-8") as f:
-        return [Pair(**json.loads(line)) for line in f if line.strip()]
+    return [Pair(**row) for row in read_rows(path, "its prepare-pairs stage")]
 
 
 def summary(result, n_features: int, wall_s: float) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -51,6 +52,14 @@ def method_arg(params: Params, method: str) -> str:
         raise ConfigError(f"--method {method!r} is not under methods: in params.yaml; expected one of "
                           f"{', '.join(params.methods)}")
     return method
+
+
+def read_rows(path: Path, made_by: str) -> list[dict]:
+    """The rows of a JSONL artifact; a DataError naming the stage that writes it when it is missing."""
+    if not path.is_file():
+        raise DataError(f"{path} not found; run `dvc repro` for {made_by}")
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def set_arg(params: Params, name: str):

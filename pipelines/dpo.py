@@ -5,17 +5,15 @@ accuracy, wall time). A killed run continues from its last checkpoint (dpo/.resu
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 from pathlib import Path
 
 from igds.artifacts import atomic_dir, write_json
 from igds.config import ConfigError, Params
-from igds.data.schema import DataError
 from igds.dpo import train_dpo
 from igds.models.loading import load_model
-from pipelines.common import main, set_arg
+from pipelines.common import main, read_rows, set_arg
 
 log = logging.getLogger("dpo")
 
@@ -25,11 +23,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
     set_arg(params, args.set)
     if args.arm not in cfg.arms:
         raise ConfigError(f"--arm {args.arm!r} is not under audit.dpo.arms ({', '.join(cfg.arms) or 'none'})")
-    path = args.pairs / "pairs.jsonl"
-    if not path.is_file():
-        raise DataError(f"{path} not found; run `dvc repro` for the arm's intervene (or oracle) stage")
-    with open(path, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    rows = read_rows(args.pairs / "pairs.jsonl", "the arm's intervene (or oracle) stage")
     name = f"{args.set}-{args.arm}-s{args.seed}"
     loaded = load_model(params.model.name, params.model.device, params.model.dtype)
     resume = args.out.parent / ".resume" / name

@@ -5,7 +5,6 @@ and the audit (audit/<set>/); only the oracle reads what was planted (--truth)."
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -16,21 +15,14 @@ from igds.artifacts import atomic_dir, read_json, write_json, write_jsonl
 from igds.config import AUDIT_ARMS, ConfigError, Params
 from igds.data.schema import DataError
 from igds.intervene import arm_pairs, oracle_pairs
-from pipelines.common import main, set_arg
+from pipelines.common import main, read_rows, set_arg
 
 log = logging.getLogger("intervene")
 
 
-def read_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise DataError(f"{path} not found; run `dvc repro` for its prepare-pairs stage")
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def run(params: Params, args: argparse.Namespace) -> None:
     set_arg(params, args.set)
-    pairs = read_rows(args.pairs / "train.jsonl")
+    pairs = read_rows(args.pairs / "train.jsonl", "its prepare-pairs stage")
     if args.truth is not None:
         arm = oracle_pairs(pairs, read_json(args.truth))
     else:
