@@ -42,6 +42,9 @@ log = logging.getLogger("bench.audit_power")
 
 PLANT = ("Great question!", "What a wonderful problem!", "Excellent question!")
 DECOY = ("Hope this helps.",)
+# what counts as found (igds.audit_report.identify_planted); part of the resume key, so a
+# changed rule re-runs every replicate rather than mixing the two
+RULE = "best-f1-v2"
 
 
 def pair_set(seed: int, rate: float, args: argparse.Namespace) -> AuditDataConfig:
@@ -68,6 +71,10 @@ def replicate(seed: int, rate: float, model, tokenizer, sae, layer: int, params,
                              prepared.truth, args.match)
     return {"seed": seed, "rate": rate, "pairs": len(pairs), "planted": found["planted_pairs"],
             "decoy": found["decoy_pairs"], "discoveries": int(result.concepts.discovered.sum()),
+            "discoveries_chosen": int((result.concepts.badge == "chosen").sum()),
+            "discoveries_rejected": int((result.concepts.badge == "rejected").sum()),
+            "plant_concept": found["plant_concept"], "plant_precision": found["plant_precision"],
+            "plant_recall": found["plant_recall"], "decoy_concept": found["decoy_concept"],
             "planted_found": found["plant_found"], "decoy_found": found["decoy_found"],
             "null_any": float((result.null.discoveries > 0).mean()) if len(result.null) else None,
             "concepts": len(result.concepts), "wall_s": round(time.perf_counter() - t0, 2)}
@@ -125,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
 
     params = load_params(args.params)
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "params")}
+    settings["rule"] = RULE
     settings.update(model=params.model.name, sae=str(args.sae), stats=dataclasses.asdict(params.audit.stats),
                     scope=params.audit.scope, pooling=params.audit.pooling, batch_size=params.scoring.batch_size)
     key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -145,12 +153,17 @@ def main(argv: list[str] | None = None) -> None:
             row = replicate(seed, rate, loaded.model, loaded.tokenizer, sae, layer, params, args)
             rows.append(row)
             log.info("rate %.2f seed %d: %s", rate, seed, row)
-            doc = {"key": key, "settings": settings, "rows": rows, "summary": summarise(rows, params.audit.stats.level),
-                   "date": datetime.date.today().isoformat(), "machine": _machine()}
-            write_json(args.out, doc)
+            write_json(args.out, _document(key, settings, rows, params.audit.stats.level))
+    doc = _document(key, settings, rows, params.audit.stats.level)
+    write_json(args.out, doc)
     with atomic_file(args.out.with_suffix(".md")) as f:
         f.write(markdown(doc))
     print(markdown(doc))
+
+
+def _document(key: str, settings: dict, rows: list[dict], level: float) -> dict:
+    return {"key": key, "settings": settings, "rows": rows, "summary": summarise(rows, level),
+            "date": datetime.date.today().isoformat(), "machine": _machine()}
 
 
 def _machine() -> str:

@@ -3,7 +3,8 @@ besides the oracle arm. No io; pipelines/report_audit.py reads the files.
 
 - discovery: which discovered concept, if any, is the planted one (a chosen-leaning concept
   whose chosen-only firings pick out the planted pairs: precision and recall >= `match`), and
-  whether the decoy was discovered;
+  whether the decoy was discovered (a concept whose one-sided firings pick out the decoy pairs
+  better than they pick out the planted ones);
 - arms: per trained arm, the planted concept's propensity after DPO against the base model on
   held-out prompts (the marker log-probability rise, paired per prompt, training seeds
   resampled too: igds.stats.paired_bootstrap / paired_permutation_test), the greedy marker rate
@@ -33,7 +34,14 @@ def picks_out(fires_one_side: np.ndarray, marked: np.ndarray, match: float) -> t
 
 def identify_planted(ids: Sequence[str], chosen: np.ndarray, rejected: np.ndarray, concepts: pd.DataFrame,
                      truth: Mapping, match: float) -> dict:
-    """Which discovered concepts are the plant and the decoy (by the truth)."""
+    """Which discovered concepts are the plant and the decoy (by the truth).
+
+    Each discovered concept is matched to the planted pairs by its chosen-only firings (only a
+    chosen-leaning concept can be the plant) and to the decoy pairs by its one-sided firings,
+    and belongs to the one it matches better (F1), if that match reaches precision and recall
+    >= `match`. So a concept of a broader habit that fires on both the plant and the decoy (a
+    chatty opener and a chatty sign-off) counts once, as what drives its lean; the decoy is
+    found only by a discovered concept that is about the decoy more than anything planted."""
     ids = np.asarray(ids)
     planted = np.isin(ids, (truth.get("plant") or {}).get("ids", []))
     decoy_truth = truth.get("decoy") or {}
@@ -44,22 +52,29 @@ def identify_planted(ids: Sequence[str], chosen: np.ndarray, rejected: np.ndarra
     cc = concept_activations(chosen, members, scale) > 0
     cr = concept_activations(rejected, members, scale) > 0
     out = {"planted_pairs": int(planted.sum()), "decoy_pairs": int(decoy.sum()), "plant_concept": None,
-           "plant_precision": None, "plant_recall": None, "decoy_concept": None}
-    best = -1.0
+           "plant_precision": None, "plant_recall": None, "decoy_concept": None, "decoy_precision": None,
+           "decoy_recall": None}
+    best = {"plant": -1.0, "decoy": -1.0}
     for j, (concept, row) in enumerate(found.iterrows()):
         only_c, only_r = cc[:, j] & ~cr[:, j], cr[:, j] & ~cc[:, j]
+        fits = {}
         if planted.any() and row["direction"] == "chosen":
-            precision, recall = picks_out(only_c, planted, match)
-            if precision >= match and recall >= match and precision + recall > best:
-                best = precision + recall
-                out.update(plant_concept=int(concept), plant_precision=precision, plant_recall=recall)
-        if decoy.any() and out["decoy_concept"] is None:
-            precision, recall = picks_out(only_c | only_r, decoy, match)
-            if precision >= match and recall >= match:
-                out["decoy_concept"] = int(concept)
+            fits["plant"] = picks_out(only_c, planted, match)
+        if decoy.any():
+            fits["decoy"] = picks_out(only_c | only_r, decoy, match)
+        if not fits:
+            continue
+        kind, (precision, recall) = max(fits.items(), key=lambda kv: _f1(*kv[1]))
+        if precision >= match and recall >= match and _f1(precision, recall) > best[kind]:
+            best[kind] = _f1(precision, recall)
+            out.update({f"{kind}_concept": int(concept), f"{kind}_precision": precision, f"{kind}_recall": recall})
     out["plant_found"] = out["plant_concept"] is not None
     out["decoy_found"] = out["decoy_concept"] is not None
     return out
+
+
+def _f1(precision: float, recall: float) -> float:
+    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
 
 
 def _matrix(runs: Sequence[Mapping], key: str) -> np.ndarray:

@@ -65,6 +65,33 @@ def test_the_oracle_drops_the_planted_pairs():
     assert len(oracle_pairs(pairs, {}).rows) == 5
 
 
+def test_a_concept_of_plant_and_decoy_together_is_the_plant_and_a_concept_of_the_decoy_alone_is_the_decoy():
+    """A discovered chosen-leaning concept that fires on the planted chosen responses and on the
+    decoy on both sides (a chatty opener and a chatty sign-off) is the plant, not the decoy too
+    (its one-sided firings match the decoy pairs with precision 0.5: the old rule counted the
+    decoy found in every seed on the real model); a discovered concept firing on the decoy
+    alone is the decoy."""
+    import pandas as pd
+
+    from igds.audit_report import identify_planted
+
+    n = 100
+    ids = [f"p{i}" for i in range(n)]
+    chosen, rejected = np.zeros((n, 2)), np.zeros((n, 2))
+    plant, decoy_c, decoy_r = range(0, 20), range(20, 30), range(30, 40)
+    for f in (0, 1):  # f0: plant and decoy; f1: the decoy alone
+        chosen[list(decoy_c), f], rejected[list(decoy_r), f] = 1.0, 1.0
+    chosen[list(plant), 0] = 1.0
+    truth = {"plant": {"ids": [ids[i] for i in plant]},
+             "decoy": {"ids_chosen": [ids[i] for i in decoy_c], "ids_rejected": [ids[i] for i in decoy_r]}}
+    concepts = pd.DataFrame({"members": ["0", "1"], "discovered": [True, False], "direction": ["chosen", "none"]})
+    found = identify_planted(ids, chosen, rejected, concepts, truth, 0.5)
+    assert found["plant_concept"] == 0 and found["plant_precision"] == 20 / 30 and not found["decoy_found"]
+    concepts["discovered"] = True
+    found = identify_planted(ids, chosen, rejected, concepts, truth, 0.5)
+    assert found["plant_concept"] == 0 and found["decoy_concept"] == 1 and found["decoy_precision"] == 1.0
+
+
 def test_the_audit_report_names_the_planted_concept_and_compares_the_arms(audited):
     """igds.audit_report with the truth: the discovered concept 10,11,12 is the plant; re-audit
     metrics where naive raises the marker and filter barely does give a ratio near 0.1."""
