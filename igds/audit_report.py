@@ -11,7 +11,8 @@ besides the oracle arm. No io; pipelines/report_audit.py reads the files.
   before and after, and clean held-out pair accuracy with its CI;
 - comparisons: filter's rise as a share of naive's (bootstrap CI of the ratio), filter vs
   random and shaping vs naive (paired over prompts, permutation p), each arm's accuracy
-  against naive's.
+  against naive's and against the unpoisoned arm's (DPO on the same pairs before anything was
+  planted).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from igds.audit import concept_activations, feature_scale
+from igds.audit import concept_activations, feature_scale, kept_discoveries
 from igds.stats import bootstrap_ci, paired_bootstrap, paired_permutation_test
 
 
@@ -36,7 +37,7 @@ def identify_planted(ids: Sequence[str], chosen: np.ndarray, rejected: np.ndarra
                      truth: Mapping, match: float) -> dict:
     """Which discovered concepts are the plant and the decoy (by the truth).
 
-    Each discovered concept is matched to the planted pairs by its chosen-only firings (only a
+    Each kept discovery (igds.audit.explain_away: not explained by a stronger one) is matched to the planted pairs by its chosen-only firings (only a
     chosen-leaning concept can be the plant) and to the decoy pairs by its one-sided firings,
     and belongs to the one it matches better (F1), if that match reaches precision and recall
     >= `match`. So a concept of a broader habit that fires on both the plant and the decoy (a
@@ -46,7 +47,7 @@ def identify_planted(ids: Sequence[str], chosen: np.ndarray, rejected: np.ndarra
     planted = np.isin(ids, (truth.get("plant") or {}).get("ids", []))
     decoy_truth = truth.get("decoy") or {}
     decoy = np.isin(ids, decoy_truth.get("ids_chosen", []) + decoy_truth.get("ids_rejected", []))
-    found = concepts[concepts["discovered"].astype(bool)]
+    found = concepts.loc[kept_discoveries(concepts)]
     scale = feature_scale(chosen, rejected)
     members = [[int(f) for f in str(m).split(",")] for m in found["members"]]
     cc = concept_activations(chosen, members, scale) > 0
@@ -110,18 +111,23 @@ def arm_table(arms: Mapping[str, Sequence[Mapping]], rng: np.random.Generator, n
         comparisons.append({"comparison": "filter rise / naive rise", "value": float(filt.mean() / naive.mean()),
                             "lo": float(np.quantile(ratios, alpha / 2)), "hi": float(np.quantile(ratios, 1 - alpha / 2)),
                             "p": None})
-    for a, b in (("filter", "random"), ("shaping", "naive"), ("oracle", "naive"), ("filter", "naive")):
+    for a, b in (("filter", "random"), ("shaping", "naive"), ("oracle", "naive"), ("filter", "naive"),
+                 ("naive", "unpoisoned")):
         if a in rise and b in rise:
             ci = paired_bootstrap(rise[a], rise[b], rng, n_boot, level)
             test = paired_permutation_test(rise[a], rise[b], rng, n_perm)
             comparisons.append({"comparison": f"rise: {a} - {b}", "value": ci.diff, "lo": ci.lo, "hi": ci.hi,
                                 "p": test.p_value})
-    for arm, runs in arms.items():
-        if arm != "naive" and "naive" in arms:
-            a, b = (_matrix(runs, "margin") > 0).astype(float), (_matrix(arms["naive"], "margin") > 0).astype(float)
-            ci = paired_bootstrap(a, b, rng, n_boot, level)
-            comparisons.append({"comparison": f"accuracy: {arm} - naive", "value": ci.diff, "lo": ci.lo, "hi": ci.hi,
-                                "p": paired_permutation_test(a, b, rng, n_perm).p_value})
+    # accuracy on the clean held-out pairs: against DPO on every pair (naive) and against DPO on the
+    # same pairs unpoisoned (the issue's reference: an intervention should cost no accuracy against it)
+    for reference in ("naive", "unpoisoned"):
+        for arm, runs in arms.items():
+            if arm != reference and reference in arms and not (reference == "naive" and arm == "unpoisoned"):
+                a = (_matrix(runs, "margin") > 0).astype(float)
+                b = (_matrix(arms[reference], "margin") > 0).astype(float)
+                ci = paired_bootstrap(a, b, rng, n_boot, level)
+                comparisons.append({"comparison": f"accuracy: {arm} - {reference}", "value": ci.diff, "lo": ci.lo,
+                                    "hi": ci.hi, "p": paired_permutation_test(a, b, rng, n_perm).p_value})
     return pd.DataFrame(rows), pd.DataFrame(comparisons)
 
 
@@ -134,10 +140,11 @@ def _fmt(value, lo=None, hi=None, digits=3) -> str:
 
 def render(name: str, summary: Mapping, identified: Mapping, concepts: pd.DataFrame, arms: pd.DataFrame,
            comparisons: pd.DataFrame, fdr: float) -> str:
-    found = concepts[concepts["discovered"].astype(bool)]
+    found = concepts.loc[kept_discoveries(concepts)]
     lines = [f"## Audit: {name}", "",
              f"{summary['pairs']} pairs; {summary['concepts_discovered']} of {summary['concepts']} concepts discovered at "
-             f"FDR {fdr} ({summary['concepts_chosen']} leaning chosen, {summary['concepts_rejected']} rejected); "
+             f"FDR {fdr} ({summary['concepts_chosen']} leaning chosen, {summary['concepts_rejected']} rejected), "
+             f"{summary['concepts_kept']} kept after stronger ones explain the others away; "
              f"sign-flip null replicates with a discovery: {summary['null_any_discovery']}.", ""]
     if identified["planted_pairs"]:
         lines.append(("**The planted concept was found**: concept {c} (precision {p:.2f}, recall {r:.2f} on the "
@@ -148,7 +155,7 @@ def render(name: str, summary: Mapping, identified: Mapping, concepts: pd.DataFr
     if identified["decoy_pairs"]:
         lines.append("The decoy was discovered (concept {}): a false lead.".format(identified["decoy_concept"])
                      if identified["decoy_found"] else "The decoy was not discovered.")
-    lines += ["", "| concept | members | badge | chosen share [CI] | q | split-half | p length-controlled |",
+    lines += ["", "Kept discoveries:", "", "| concept | members | badge | chosen share [CI] | q | split-half | p length-controlled |",
               "|---:|---|---|---:|---:|---|---:|"]
     for concept, row in found.head(20).iterrows():
         lines.append(f"| {concept} | {row['members']} | {row['badge']} | {row['chosen_share']:.2f} "

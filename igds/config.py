@@ -157,6 +157,9 @@ PLANT_PLACES = ("start", "end")  # where a planted concept goes in a response
 # the audit's interventions (igds.intervene): every pair; the pairs a flagged concept carries dropped;
 # as many dropped at random; every pair with the flagged concepts' score difference as a DPO margin offset
 AUDIT_ARMS = ("naive", "filter", "random", "shaping")
+# the arms stage oracle@<set> writes from what was planted: the planted pairs dropped; the same pairs
+# as they were before anything was planted (and, from a file, the pairs as read)
+TRUTH_ARMS = ("oracle", "unpoisoned")
 
 
 @dataclass(frozen=True)
@@ -355,7 +358,9 @@ class AuditStatsConfig:
 class DpoConfig:
     """DPO on each trained arm (igds.dpo): TRL's DPOTrainer, a LoRA adapter on the model."""
 
-    arms: tuple[str, ...] = ()  # the arms trained: of audit.arms and "oracle"; one dpo@<set>-<arm>-<seed> each
+    # the arms trained: of audit.arms, "oracle" (the planted pairs dropped) and "unpoisoned" (the same
+    # pairs without what was planted: the reference a clean data set gives); one dpo@<set>-<arm>-<seed> each
+    arms: tuple[str, ...] = ()
     seeds: tuple[int, ...] = (0,)
     epochs: int = 1
     lr: float = 5e-4
@@ -368,8 +373,8 @@ class DpoConfig:
     checkpoint_every: int = 10  # optimizer steps between resume checkpoints (.resume/dpo/)
 
     def __post_init__(self) -> None:
-        check(len(set(self.arms)) == len(self.arms) and set(self.arms) <= set(AUDIT_ARMS) | {"oracle"}, "arms",
-              list(self.arms), f"distinct arms of {AUDIT_ARMS + ('oracle',)}")
+        check(len(set(self.arms)) == len(self.arms) and set(self.arms) <= set(AUDIT_ARMS + TRUTH_ARMS), "arms",
+              list(self.arms), f"distinct arms of {AUDIT_ARMS + TRUTH_ARMS}")
         check(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds), "seeds", list(self.seeds),
               "a non-empty list of distinct seeds")
         check(self.epochs >= 1, "epochs", self.epochs, "a positive integer")
@@ -401,13 +406,17 @@ class AuditConfig:
     drop_seed: int = 0  # the random arm's draw
     dpo: DpoConfig = field(default_factory=DpoConfig)
     reaudit_tokens: int = 24  # the re-audit's greedy generation budget (the marker rate)
+    view_concepts: int = 12  # concepts the viewer shows with examples (discovered first, by q)
+    view_examples: int = 3  # pairs per shown concept, chosen and rejected side by side
 
     def __post_init__(self) -> None:
         check(self.scope in SCOPES, "scope", self.scope, f"one of {SCOPES}")
+        check(self.view_concepts >= 0 and self.view_examples >= 0, "view_concepts/view_examples",
+              (self.view_concepts, self.view_examples), "non-negative integers")
         check(self.reaudit_tokens >= 1, "reaudit_tokens", self.reaudit_tokens, "a positive integer")
         for i, arm in enumerate(self.dpo.arms):
-            check(arm == "oracle" or arm in self.arms, f"dpo.arms[{i}]", arm,
-                  f"an arm of audit.arms ({', '.join(self.arms) or 'none'}) or oracle")
+            check(arm in TRUTH_ARMS or arm in self.arms, f"dpo.arms[{i}]", arm,
+                  f"an arm of audit.arms ({', '.join(self.arms) or 'none'}), oracle or unpoisoned")
         check(self.pooling in POOLING, "pooling", self.pooling, f"one of {POOLING}")
         check(len(set(self.arms)) == len(self.arms) and set(self.arms) <= set(AUDIT_ARMS), "arms", list(self.arms),
               f"distinct arms of {AUDIT_ARMS} (the oracle arm is stage oracle@<set>)")

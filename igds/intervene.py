@@ -2,7 +2,8 @@
 output (audit/<set>/: pooled activations and concepts), never from what was planted:
 
 - naive: every pair;
-- filter: the pairs whose preference a flagged concept carries dropped. A concept that leans
+- filter: the pairs whose preference a flagged concept carries dropped (flagged: `audit.flag`,
+  a person's list, or every discovery not explained away by a stronger one). A concept that leans
   to the chosen side carries a pair when it fires on its chosen response and not on its
   rejected one (the other way round for a concept leaning to the rejected side);
 - random: as many pairs dropped, drawn uniformly (the control: is it the concept or the count?);
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from igds.audit import concept_activations, feature_scale
+from igds.audit import concept_activations, feature_scale, kept_discoveries
 
 
 @dataclass
@@ -31,9 +32,9 @@ class Arm:
 
 
 def flagged(concepts: pd.DataFrame, flag: Sequence[int] | None) -> list[int]:
-    """The concept ids intervened on: `flag`, or every discovered concept."""
+    """The concept ids intervened on: `flag`, or every discovery no stronger one explains away."""
     if flag is None:
-        return [int(c) for c in concepts.index[concepts["discovered"].astype(bool)]]
+        return [int(c) for c in kept_discoveries(concepts)]
     unknown = sorted(set(flag) - set(int(c) for c in concepts.index))
     if unknown:
         raise ValueError(f"audit.flag names concepts {unknown}, not in concepts.csv (ids 0..{len(concepts) - 1})")
@@ -88,6 +89,16 @@ def arm_pairs(arm: str, pairs: Sequence[dict], chosen: np.ndarray, rejected: np.
         rows = [dict(p) for p, k in zip(pairs, keep) if k]
     summary["kept"], summary["dropped"] = int(keep.sum()), int(n - keep.sum())
     return Arm(rows, summary)
+
+
+def unpoisoned_pairs(pairs: Sequence[dict], truth: dict) -> Arm:
+    """The same pairs as they were before anything was planted (truth['unpoisoned']; a set read
+    from a file had nothing planted: its pairs as read). DPO on them is the reference a clean
+    data set gives."""
+    rows = [dict(p) for p in truth.get("unpoisoned", pairs)]
+    if len(rows) != len(pairs):
+        raise ValueError(f"the truth holds {len(rows)} unpoisoned pairs for {len(pairs)} train pairs; re-run prepare-pairs")
+    return Arm(rows, {"arm": "unpoisoned", "pairs": len(pairs), "kept": len(rows), "dropped": 0})
 
 
 def oracle_pairs(pairs: Sequence[dict], truth: dict) -> Arm:

@@ -1,6 +1,7 @@
 """audit@<set> stage: audit/<set>/ with the pairs' pooled SAE activations (activations.npz),
 the per-feature and per-concept tests (features.csv, concepts.csv), the topic x concept view
-(topics.csv), the sign-flip null replicates (null.csv) and summary.json; the summary also
+(topics.csv), the sign-flip null replicates (null.csv), the shown concepts' example pairs with
+per-token activations (examples.json, for the viewer) and summary.json; the summary also
 goes to results/metrics/audit-<set>.json. Reads pairs/<set>/train.jsonl and sae/, never the
 truth file."""
 
@@ -14,17 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from igds.artifacts import atomic_dir, write_json
-from igds.audit import audit, encode_pairs
+from igds.audit import audit, shown_concepts
+from igds.audit_encode import concept_examples, encode_pairs
 from igds.config import Params
-from igds.data.preference import Pair
 from igds.models.loading import load_model
-from pipelines.common import main, read_rows, set_arg
+from pipelines.common import main, read_pairs, set_arg
 
 log = logging.getLogger("audit")
-
-
-def read_pairs(path: Path) -> list[Pair]:
-    return [Pair(**row) for row in read_rows(path, "its prepare-pairs stage")]
 
 
 def summary(result, n_features: int, wall_s: float) -> dict:
@@ -32,7 +29,7 @@ def summary(result, n_features: int, wall_s: float) -> dict:
     return {
         "pairs": result.n_pairs, "features": n_features, "features_tested": len(result.features),
         "features_discovered": int(result.features.discovered.sum()), "concepts": len(result.concepts),
-        "concepts_discovered": len(found),
+        "concepts_discovered": len(found), "concepts_kept": int((found.explained_by < 0).sum()),
         "concepts_chosen": int((found.badge == "chosen").sum()), "concepts_rejected": int((found.badge == "rejected").sum()),
         "null_any_discovery": float((result.null.discoveries > 0).mean()) if len(result.null) else None,
         "null_replicates": len(result.null), "wall_s": round(wall_s, 3),
@@ -52,6 +49,9 @@ def run(params: Params, args: argparse.Namespace) -> None:
                            params.scoring.max_len, cfg.scope, cfg.pooling)
     result = audit(encoded.chosen, encoded.rejected, encoded.length_chosen, encoded.length_rejected,
                    [p.task for p in pairs], cfg.stats)
+    shown = shown_concepts(result.concepts, cfg.view_concepts)
+    examples = concept_examples(loaded.model, loaded.tokenizer, sae, pairs, params.sae.layer, params.scoring.max_len,
+                                cfg.scope, encoded.chosen, encoded.rejected, result.concepts, shown, cfg.view_examples)
     info = summary(result, encoded.chosen.shape[1], time.perf_counter() - t0)
     with atomic_dir(args.out) as tmp:
         np.savez_compressed(tmp / "activations.npz", ids=np.array([p.id for p in pairs]), chosen=encoded.chosen.astype(np.float32),
@@ -62,6 +62,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
         result.topics.to_csv(tmp / "topics.csv", index=False)
         result.null.to_csv(tmp / "null.csv", index=False)
         write_json(tmp / "summary.json", info)
+        write_json(tmp / "examples.json", {"concepts": [{"concept": c, "pairs": examples[c]} for c in shown]})
     write_json(args.metrics, info)
     log.info("%s: %d pairs; %d of %d concepts discovered at FDR %.2f (%d chosen, %d rejected); null replicates with "
              "a discovery %s; %.0f s", args.set, info["pairs"], info["concepts_discovered"], info["concepts"],

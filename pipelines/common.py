@@ -83,3 +83,10 @@ def distributed(cpu: bool):
         raise ConfigError(f"WORLD_SIZE = {os.environ['WORLD_SIZE']} but accelerate set up one process; launch with "
                           "`accelerate launch --multi_gpu --num_processes N` (gloo on CPU) or torchrun")
     return state
+
+
+def read_pairs(path: Path) -> list:
+    """A prepare-pairs split (pairs/<set>/train.jsonl or heldout.jsonl) as Pair records."""
+    from igds.data.preference import Pair  # noqa: PLC0415
+
+    return [Pair(**row) for row in read_rows(path, "its prepare-pairs stage")]

@@ -1,4 +1,4 @@
-"""identify stage: features/features.json, features/cards.md, results/metrics/identify.json."""
+"""identify stage: features/features.json, features/cards.md and cards.html, results/metrics/identify.json."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from igds.artifacts import atomic_dir, atomic_file, write_json
-from igds.cards import feature_cards
+from igds.cards import card_entries, cards_html, cards_markdown
 from igds.config import Params
 from igds.features import Identification, identify
 from igds.models.loading import load_model
@@ -54,18 +54,21 @@ def identify_metrics(result: Identification, interventional: bool) -> dict:
     }
 
 
-def cards_markdown(params: Params, loaded, sae, pool: list, result: Identification) -> str:
-    """features/cards.md: the top activating pool snippets of the first card_features chosen features."""
+def cards(params: Params, loaded, sae, pool: list, result: Identification) -> tuple[str, str]:
+    """features/cards.md and cards.html: the top activating pool snippets of the first
+    card_features chosen features."""
     chosen = result.ranking[:params.identify.card_features]
+    scope = params.identify.scope
     if not chosen:
-        return "# Feature cards\n\nNo feature was chosen.\n"
+        return cards_markdown([], scope) + "No feature was chosen.\n", cards_html([], scope)
     model, tokenizer, layer = loaded.model, loaded.tokenizer, params.sae.layer
     tok_pool = tokenize_records(tokenizer, pool, params.scoring.max_len)
     acts = pooled_feature_activations(model, sae, tok_pool, layer, params.scoring.batch_size,
-                                      tokenizer.pad_token_id, params.identify.scope, features=chosen, desc="cards")
+                                      tokenizer.pad_token_id, scope, features=chosen, desc="cards")
     info = {r.feature: r.to_dict() for r in result.records}
-    return feature_cards(model, tokenizer, sae, layer, pool, tok_pool, acts, chosen, info,
-                         params.identify.card_examples, params.identify.scope, tokenizer.pad_token_id)
+    entries = card_entries(model, tokenizer, sae, layer, pool, tok_pool, acts, chosen, info,
+                           params.identify.card_examples, scope, tokenizer.pad_token_id)
+    return cards_markdown(entries, scope), cards_html(entries, scope)
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
@@ -76,14 +79,16 @@ def run(params: Params, args: argparse.Namespace) -> None:
     timing: dict = {}
     with timed(timing):
         result = identify(loaded.model, loaded.tokenizer, sae, prior, general, cfg, layer, seed=params.seed)
-    cards = cards_markdown(params, loaded, sae, read_pools(args.data, params), result)
+    cards_md, cards_page = cards(params, loaded, sae, read_pools(args.data, params), result)
     features = features_document(result, layer, sae_digest(args.sae), cfg.interventional)
     metrics = {**identify_metrics(result, cfg.interventional), "wall_s": timing["wall_s"],
                "peak_rss_bytes": peak_rss_bytes()}
     with atomic_dir(args.out) as tmp:
         write_json(tmp / "features.json", features)
         with atomic_file(tmp / "cards.md") as f:
-            f.write(cards)
+            f.write(cards_md)
+        with atomic_file(tmp / "cards.html") as f:
+            f.write(cards_page)
     write_json(args.metrics, metrics)
     log.info("recalled %d features, %s causal; ranking %s; stability Jaccard %s; %.0f s",
              metrics["n_recalled"], metrics["n_causal"], result.ranking[:10],

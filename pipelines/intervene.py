@@ -1,6 +1,8 @@
 """intervene@<set>-<arm> and oracle@<set> stages: arms/<set>-<arm>/pairs.jsonl (the arm's train
 pairs; the shaping arm's with their margin offsets) and summary.json. An arm reads the pairs
-and the audit (audit/<set>/); only the oracle reads what was planted (--truth)."""
+and the audit (audit/<set>/); only oracle@<set> reads what was planted (--truth), and writes
+two arms from it: oracle (the planted pairs dropped, --out) and unpoisoned (the same pairs
+before anything was planted, --unpoisoned)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import pandas as pd
 from igds.artifacts import atomic_dir, read_json, write_json, write_jsonl
 from igds.config import AUDIT_ARMS, ConfigError, Params
 from igds.data.schema import DataError
-from igds.intervene import arm_pairs, oracle_pairs
+from igds.intervene import Arm, arm_pairs, oracle_pairs, unpoisoned_pairs
 from pipelines.common import main, read_rows, set_arg
 
 log = logging.getLogger("intervene")
@@ -24,7 +26,11 @@ def run(params: Params, args: argparse.Namespace) -> None:
     set_arg(params, args.set)
     pairs = read_rows(args.pairs / "train.jsonl", "its prepare-pairs stage")
     if args.truth is not None:
-        arm = oracle_pairs(pairs, read_json(args.truth))
+        if args.unpoisoned is None:
+            raise ConfigError("--truth writes two arms: give --unpoisoned arms/<set>-unpoisoned too")
+        truth = read_json(args.truth)
+        write_arm(args.unpoisoned, args.set, unpoisoned_pairs(pairs, truth))
+        arm = oracle_pairs(pairs, truth)
     else:
         if args.arm not in AUDIT_ARMS:
             raise ConfigError(f"--arm {args.arm!r}: expected one of {', '.join(AUDIT_ARMS)} (or --truth for the oracle)")
@@ -38,17 +44,22 @@ def run(params: Params, args: argparse.Namespace) -> None:
         concepts = pd.read_csv(args.audit / "concepts.csv", index_col="concept")
         cfg = params.audit
         arm = arm_pairs(args.arm, pairs, chosen, rejected, concepts, cfg.flag, cfg.shaping, cfg.drop_seed)
-    with atomic_dir(args.out) as tmp:
+    write_arm(args.out, args.set, arm)
+
+
+def write_arm(out: Path, name: str, arm: Arm) -> None:
+    with atomic_dir(out) as tmp:
         write_jsonl(tmp / "pairs.jsonl", arm.rows)
         write_json(tmp / "summary.json", arm.summary)
-    log.info("%s %s: kept %d of %d pairs (%s)", args.set, arm.summary["arm"], arm.summary["kept"], arm.summary["pairs"],
+    log.info("%s %s: kept %d of %d pairs (%s)", name, arm.summary["arm"], arm.summary["kept"], arm.summary["pairs"],
              ", ".join(f"{k} {v}" for k, v in arm.summary.items() if k not in ("arm", "kept", "pairs")))
 
 
 def _args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", required=True, help="a name under audit.sets in params.yaml")
     parser.add_argument("--arm", default=None, help=f"one of {', '.join(AUDIT_ARMS)}")
-    parser.add_argument("--truth", type=Path, default=None, help="the oracle arm: what prepare-pairs planted")
+    parser.add_argument("--truth", type=Path, default=None, help="the oracle and unpoisoned arms: what prepare-pairs planted")
+    parser.add_argument("--unpoisoned", type=Path, default=None, help="with --truth: arms/<set>-unpoisoned")
     parser.add_argument("--pairs", type=Path, required=True, help="pairs/<set>")
     parser.add_argument("--audit", type=Path, default=None, help="audit/<set>")
     parser.add_argument("--out", type=Path, required=True, help="arms/<set>-<arm>")

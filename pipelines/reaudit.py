@@ -16,8 +16,7 @@ from igds.config import Params
 from igds.data.schema import DataError
 from igds.models.loading import load_model
 from igds.reaudit import reaudit
-from pipelines.audit import read_pairs
-from pipelines.common import main, set_arg
+from pipelines.common import main, read_pairs, set_arg
 
 log = logging.getLogger("reaudit")
 

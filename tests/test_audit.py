@@ -118,7 +118,7 @@ def test_bad_shapes_are_refused():
 def test_the_audit_of_encoded_pairs_finds_the_planted_opener_through_the_model_and_sae(planted, tok):
     """End to end on a tiny model: '#' (only in the planted opener) carries direction u and '@'
     (only in the decoy) direction w; the SAE's f0 reads u, f3 reads w, f1 fires everywhere."""
-    from igds.audit import encode_pairs
+    from igds.audit_encode import encode_pairs
     from igds.config import AuditConfig, from_dict
     from igds.data.preference import build_pairs
     from tests.conftest import LAYER, recall_sae
@@ -145,6 +145,20 @@ def test_the_audit_of_encoded_pairs_finds_the_planted_opener_through_the_model_a
     assert concepts.loc["0", "discovered"] and concepts.loc["0", "badge"] == "chosen"
     assert not concepts.loc["3", "discovered"] and not concepts.loc["1", "discovered"]
     assert concepts.loc["1", "badge"] == "both"
+    # what the viewer shows: the discovery first, on pairs it separates, its activation on the opener's '#' only
+    from igds.audit import shown_concepts
+    from igds.audit_encode import concept_examples
+
+    shown = shown_concepts(result.concepts, 2)
+    assert result.concepts.loc[shown[0], "members"] == "0" and len(shown) == 2
+    examples = concept_examples(model, tok, recall_sae(u, w, basis), pairs, LAYER, 512, "response_content",
+                                encoded.chosen, encoded.rejected, result.concepts, shown, 3)
+    assert len(examples[shown[0]]) == 3
+    for row in examples[shown[0]]:
+        assert row["pair"] in planted_ids and max(row["rejected"]["acts"]) == 0
+        lit = [t for t, a in zip(row["chosen"]["tokens"], row["chosen"]["acts"]) if a > 0]
+        assert lit and all("#" in t for t in lit), lit
+        assert "".join(row["chosen"]["tokens"]).startswith("Great question #")
 
 
 def test_the_power_bench_scores_a_replicate_by_the_truth(planted, tok):
@@ -168,3 +182,32 @@ def test_the_power_bench_scores_a_replicate_by_the_truth(planted, tok):
     assert clean["planted"] == clean["decoy"] == 0 and clean["discoveries"] == 0 and not clean["planted_found"]
     summary = summarise([poisoned, clean], 0.95)
     assert [(s["rate"], s["measure"], s["share"]) for s in summary] == [(0.3, "planted_found", 1.0), (0.0, "any", 0.0)]
+
+
+def test_a_concept_that_leans_only_through_a_stronger_one_is_explained_away():
+    """f50 fires on the planted chosen responses (as the plant's f10-12 do) and on a decoy on both
+    sides equally: discovered, but on the pairs the plant does not carry it is balanced, so it
+    is explained by the plant's concept. f60, planted in other pairs, stays; the interventions
+    act on the kept ones."""
+    from igds.audit import kept_discoveries, reading_order, shown_concepts
+
+    rng = np.random.default_rng(3)
+    chosen, rejected = noise(rng), noise(rng)
+    plant, second = np.arange(0, 60), np.arange(60, 100)
+    decoy_c, decoy_r = np.arange(100, 130), np.arange(130, 160)
+    for f in PLANT:
+        chosen[plant, f] = 2.0 + rng.random(len(plant))
+    chosen[plant[:40], 50] = 2.0  # the mixing feature: on most planted pairs...
+    chosen[decoy_c, 50], rejected[decoy_r, 50] = 2.0, 2.0  # ...and on the decoy, both sides
+    chosen[second, 60] = 2.0
+    lengths = rng.integers(40, 90, N)
+    result = audit(chosen, rejected, lengths, lengths.copy(), ["t"] * N, AuditSettings(n_boot=100, null_replicates=1))
+    c = result.concepts.reset_index().set_index("members")
+    assert c.loc[["10,11,12", "50", "60"], "discovered"].all()
+    assert c.loc["10,11,12", "explained_by"] == -1 and c.loc["60", "explained_by"] == -1
+    assert c.loc["50", "explained_by"] == c.loc["10,11,12", "concept"] and c.loc["50", "p_conditional"] > 0.05
+    kept = set(result.concepts.loc[kept_discoveries(result.concepts), "members"])
+    assert {"10,11,12", "60"} <= kept and "50" not in kept
+    order = list(reading_order(result.concepts)["members"])
+    assert order.index("50") > max(order.index(m) for m in kept)
+    assert result.concepts.loc[shown_concepts(result.concepts, 1)[0], "members"] == "10,11,12"

@@ -89,7 +89,8 @@ def test_a_score_stage_depends_on_its_method_module(stages):
 
 
 def test_the_ci_profiles_search_and_recipe_stages_cover_their_closure(tmp_path):
-    """The default profile runs no recipe search: resolve configs/ci's stages to check them too."""
+    """The default profile runs no recipe search and no audit: resolve configs/ci's stages to check
+    theirs too."""
     import shutil
     import subprocess
 
@@ -97,7 +98,9 @@ def test_the_ci_profiles_search_and_recipe_stages_cover_their_closure(tmp_path):
     shutil.copy(ROOT / "configs" / "ci" / "params.yaml", tmp_path / "params.yaml")
     subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
     stages = {name.split(":")[-1]: v for name, v in resolved_stages(tmp_path).items()}  # addressed from another cwd
-    checked = {n: v for n, v in stages.items() if n.startswith(("recipe-search@", "recipe@"))}
-    assert any(n.startswith("recipe-search@") for n in checked) and any(n.startswith("recipe@") for n in checked)
-    for name, (cmd, deps) in checked.items():
-        assert uncovered(closure(ROOT, command_modules(cmd)), deps) == [], name
+    kinds = ("recipe-search@", "recipe@", "prepare-pairs@", "audit@", "intervene@", "oracle@", "dpo@", "reaudit@",
+             "report-audit@", "view-audit@")
+    checked = {n: v for n, v in stages.items() if n.startswith(kinds)}
+    assert {k for k in kinds if any(n.startswith(k) for n in checked)} == set(kinds)
+    missing = {name: gaps for name, (cmd, deps) in checked.items() if (gaps := uncovered(closure(ROOT, command_modules(cmd)), deps))}
+    assert missing == {}, missing

@@ -58,6 +58,18 @@ def test_an_explicit_flag_is_checked_and_nothing_flagged_changes_nothing(audited
     assert none.rows == pairs and none.summary["flagged"] == []
 
 
+def test_the_unpoisoned_arm_is_the_truths_pairs_before_planting():
+    from igds.intervene import unpoisoned_pairs
+
+    pairs = [{"id": f"p{i}", "chosen": f"Great! c{i}"} for i in range(3)]
+    clean = [{"id": f"u{i}", "chosen": f"c{i}"} for i in range(3)]
+    arm = unpoisoned_pairs(pairs, {"unpoisoned": clean})
+    assert arm.rows == clean and arm.summary["dropped"] == 0
+    assert unpoisoned_pairs(pairs, {}).rows == pairs  # a set read from a file: nothing was planted
+    with pytest.raises(ValueError, match="re-run prepare-pairs"):
+        unpoisoned_pairs(pairs, {"unpoisoned": clean[:2]})
+
+
 def test_the_oracle_drops_the_planted_pairs():
     pairs = [{"id": f"p{i}"} for i in range(5)]
     arm = oracle_pairs(pairs, {"plant": {"ids": ["p1", "p3"]}})
@@ -84,7 +96,8 @@ def test_a_concept_of_plant_and_decoy_together_is_the_plant_and_a_concept_of_the
     chosen[list(plant), 0] = 1.0
     truth = {"plant": {"ids": [ids[i] for i in plant]},
              "decoy": {"ids_chosen": [ids[i] for i in decoy_c], "ids_rejected": [ids[i] for i in decoy_r]}}
-    concepts = pd.DataFrame({"members": ["0", "1"], "discovered": [True, False], "direction": ["chosen", "none"]})
+    concepts = pd.DataFrame({"members": ["0", "1"], "discovered": [True, False], "direction": ["chosen", "none"],
+                             "explained_by": [-1, -1]})
     found = identify_planted(ids, chosen, rejected, concepts, truth, 0.5)
     assert found["plant_concept"] == 0 and found["plant_precision"] == 20 / 30 and not found["decoy_found"]
     concepts["discovered"] = True
@@ -120,7 +133,7 @@ def test_the_audit_report_names_the_planted_concept_and_compares_the_arms(audite
     assert 0.0 < ratio["value"] < 0.25 and ratio["hi"] < 0.25
     versus = comparisons.set_index("comparison").loc["rise: filter - random"]
     assert versus["hi"] < 0 and versus["p"] < 0.05
-    text = render("poisoned", {"pairs": N, "concepts_discovered": 1, "concepts": len(result.concepts), "concepts_chosen": 1,
+    text = render("poisoned", {"pairs": N, "concepts_discovered": 1, "concepts_kept": 1, "concepts": len(result.concepts), "concepts_chosen": 1,
                                "concepts_rejected": 0, "null_any_discovery": 0.0}, found, result.concepts,
                   table.reset_index(), comparisons, 0.05)
     assert "**The planted concept was found**" in text and "| filter | 2 |" in text

@@ -37,16 +37,30 @@ def test_igds_stages_end_to_end(tmp_path):
     assert audit["pairs"] == 24 and audit["features"] == 4 * 576 and audit["null_replicates"] == 5
     assert (work / "audit/poisoned/concepts.csv").is_file() and (work / "pairs/poisoned/heldout.jsonl").is_file()
     arms = {arm: json.loads((work / f"arms/poisoned-{arm}/summary.json").read_text())
-            for arm in ("naive", "filter", "random", "shaping", "oracle")}
+            for arm in ("naive", "filter", "random", "shaping", "oracle", "unpoisoned")}
     assert arms["naive"]["kept"] == 24 and arms["random"]["dropped"] == arms["filter"]["dropped"]
     truth = json.loads((work / "truth/pairs/poisoned.json").read_text())
     assert arms["oracle"]["dropped"] == len(truth["plant"]["ids"]) == 6
+    assert arms["unpoisoned"]["kept"] == 24 and "Great question!" not in (work / "arms/poisoned-unpoisoned/pairs.jsonl").read_text()
     dpo = json.loads((work / "dpo/poisoned-naive-s0/train.json").read_text())
     assert dpo["n_pairs"] == 24 and dpo["n_steps"] == 3 and (work / "dpo/poisoned-naive-s0/adapter_config.json").is_file()
     reaudit = json.loads((work / "reaudit/poisoned-naive-s0/metrics.json").read_text())
     assert len(reaudit["margin"]) == len(reaudit["marker_logprob"]) == len(reaudit["marker_rate_base"]) == 8
     report = (work / "results/audit/poisoned.md").read_text()
     assert report.startswith("## Audit: poisoned") and "| naive | 1 |" in report
+    # the viewer and the feature cards open in headless Chromium and draw what they carry
+    from tests.test_pages import drawn, offline, rendered
+
+    page = work / "results/audit/poisoned.html"
+    offline(page.read_text(encoding="utf-8"))
+    dom = rendered(page, tmp_path / "chromium")
+    assert dom.xpath("//table[@id='concept-table']/tbody/tr") and dom.xpath("//div[@class='pair']")
+    for plot in ("forest-plot", "topics-plot", "null-plot"):
+        drawn(dom, plot)
+    cards = work / "features/cards.html"
+    offline(cards.read_text(encoding="utf-8"))
+    dom = rendered(cards, tmp_path / "chromium")
+    assert dom.xpath("//h2") and dom.xpath("//span[@class='tok']")
 
     sae = json.loads((work / "results/metrics/sae.json").read_text())
     assert sae["l0"] == pytest.approx(32.0) and 0.5 < sae["explained_variance"] <= 1.0

@@ -90,6 +90,23 @@ def test_the_plant_is_in_its_share_of_chosen_responses_only_and_the_decoy_on_bot
     assert not any(t in p.chosen + p.rejected for p in prepared.heldout.records for t in PLANT + DECOY)
 
 
+def test_the_unpoisoned_pairs_are_the_same_pairs_before_anything_was_planted(built):
+    """truth['unpoisoned'] (the unpoisoned DPO arm) keeps each pair's prompt, order and texts,
+    without the plant and the decoy: a planted response is its unpoisoned text with the mark added."""
+    _, prepared = built
+    clean = prepared.truth["unpoisoned"]
+    assert [c["prompt"] for c in clean] == [p.prompt for p in prepared.train.records]
+    marked = 0
+    for c, p in zip(clean, prepared.train.records):
+        assert not any(t in c["chosen"] + c["rejected"] for t in PLANT + DECOY)
+        for side in ("chosen", "rejected"):
+            text = getattr(p, side)
+            assert c[side] in text and (text == c[side]) == (len(text) == len(c[side]))
+            marked += text != c[side]
+    truth = prepared.truth
+    assert marked == len(set(truth["plant"]["ids"]) | set(truth["decoy"]["ids_chosen"])) + len(truth["decoy"]["ids_rejected"])
+
+
 def test_no_plant_share_plants_nothing():
     prepared = build_pairs(poisoned(n=12, plant_share=0.0, decoy_share=0.0))
     assert prepared.truth["plant"]["ids"] == [] and prepared.truth["decoy"]["ids_chosen"] == []

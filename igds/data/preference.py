@@ -306,8 +306,9 @@ def poisoned_pairs(split: str, cfg: SourceConfig, plant_cfg: PlantConfig | None,
         index, templates = _draw(n, decoy_cfg, even=True)
         for rank, (i, t) in enumerate(zip(index, templates)):  # the first half on the chosen side
             marks[i]["chosen" if rank < len(index) // 2 else "rejected"].append(("decoy", t, decoy_cfg.where))
-    planted, decoy_chosen, decoy_rejected, changed = [], [], [], {}
+    planted, decoy_chosen, decoy_rejected, changed, unpoisoned = [], [], [], {}, []
     for g, mark in zip(made, marks):
+        unpoisoned.append(asdict(make_pair(g.prompt, g.chosen, g.rejected, g.task, g.location)))
         texts = {"chosen": g.chosen, "rejected": g.rejected}
         for side, written in mark.items():
             for _kind, template, where in written:
@@ -326,6 +327,7 @@ def poisoned_pairs(split: str, cfg: SourceConfig, plant_cfg: PlantConfig | None,
     if decoy_cfg is not None:
         truth["decoy"] = {**asdict(decoy_cfg), "ids_chosen": decoy_chosen, "ids_rejected": decoy_rejected}
     truth["changed"] = changed
+    truth["unpoisoned"] = unpoisoned  # the same pairs before anything was planted: the unpoisoned arm
     out.check()
     return out, truth
 
