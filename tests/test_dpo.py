@@ -80,3 +80,67 @@ def test_the_reaudit_sees_dpo_raise_the_planted_opener(tmp_path):
     assert (rise > 0).all() and out["accuracy"] == 1.0 and len(out["margin"]) == 8
     assert len(out["marker_rate"]) == len(out["marker_rate_base"]) == 8
     assert opens_with([" sure! 4", "4 Sure!", "SURE!"], ["Sure!"]).tolist() == [True, False, True]
+
+
+def test_a_killed_dpo_run_resumes_from_its_checkpoint_to_the_uninterrupted_adapter(tmp_path):
+    """SIGKILL a DPO run (a child process, slowed by a callback) after its first checkpoint, then
+    train again on the same resume dir: it continues from that step and ends with the adapter
+    an uninterrupted run trains."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    from tests.conftest import ROOT
+
+    cfg = DpoConfig(**{**CFG.__dict__, "epochs": 4, "checkpoint_every": 4})  # 16 steps, a checkpoint every 4
+    resume = tmp_path / "killed"
+    child = textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from transformers import TrainerCallback
+        import igds.dpo as dpo
+        from igds.config import DpoConfig
+        from tests.conftest import build_char_tokenizer, build_tiny_model
+        from tests.test_dpo import CFG, rows
+
+        class Slow(TrainerCallback):
+            def on_step_end(self, args, state, control, **kw):
+                time.sleep(0.5)
+
+        make = dpo.trainer_for
+        def slowed(*a, **k):
+            trainer = make(*a, **k)
+            trainer.add_callback(Slow())
+            return trainer
+        dpo.trainer_for = slowed
+        cfg = DpoConfig(**{{**CFG.__dict__, "epochs": 4, "checkpoint_every": 4}})
+        dpo.train_dpo(build_tiny_model(0), build_char_tokenizer(), rows(16), cfg, 0, Path({str(resume)!r}))
+        """)
+    proc = subprocess.Popen([sys.executable, "-c", child], cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    try:
+        while not (resume / "checkpoint-4").is_dir():
+            assert proc.poll() is None, "the DPO run ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint after 300 s"
+            time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (resume / "checkpoint-16").exists()
+    tok = build_char_tokenizer()
+    resumed = train_dpo(build_tiny_model(0), tok, rows(16), cfg, 0, resume)
+    assert 4 <= resumed.resumed_from_step < 16 and resumed.n_steps == 16
+    whole = train_dpo(build_tiny_model(0), tok, rows(16), cfg, 0, tmp_path / "whole")
+
+    def adapter(result):
+        return {k: v.detach().clone() for k, v in result.model.named_parameters() if "lora_" in k}
+
+    a, b = adapter(resumed), adapter(whole)
+    assert a.keys() == b.keys() and a
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+    assert resumed.loss[-4:] == pytest.approx(whole.loss[-4:], abs=1e-6)
