@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from igds.audit import reading_order
 from igds.pages import BADGE_COLORS, badge, esc, figure, highlight, page, section, table
 
 MORE = 10  # undiscovered concepts listed after the discoveries (the closest by q)
@@ -29,10 +30,21 @@ def _share(row) -> str:
     return f"{row['chosen_share']:.2f} [{row['chosen_share_lo']:.2f}, {row['chosen_share_hi']:.2f}]"
 
 
+def _explained(row) -> str:
+    """A discovery's fate in igds.audit.explain_away: kept, or explained by a stronger concept."""
+    if not row["discovered"]:
+        return "–"
+    p = f" ({row['p_conditional']:.2g})"
+    if row["explained_by"] < 0:
+        return "kept" + p
+    return f'by <a href="#row{int(row["explained_by"])}">{int(row["explained_by"])}</a>{p}'
+
+
 def listed_concepts(concepts: pd.DataFrame) -> pd.DataFrame:
-    found = concepts[concepts["discovered"].astype(bool)].sort_values("q", kind="stable")
-    rest = concepts[~concepts["discovered"].astype(bool)].sort_values("q", kind="stable").head(MORE)
-    return pd.concat([found, rest])
+    """Kept discoveries, the explained-away ones, then the MORE closest of the rest (igds.audit.reading_order)."""
+    ordered = reading_order(concepts)
+    found = ordered[ordered["discovered"].astype(bool)]
+    return pd.concat([found, ordered[~ordered["discovered"].astype(bool)].head(MORE)])
 
 
 def concept_table(concepts: pd.DataFrame, shown: Sequence[int]) -> str:
@@ -44,12 +56,13 @@ def concept_table(concepts: pd.DataFrame, shown: Sequence[int]) -> str:
                      int(r["rejected_only"]), _share(r),
                      f"{r['mean_diff']:+.3f} [{r['mean_diff_lo']:+.3f}, {r['mean_diff_hi']:+.3f}]",
                      f"{r['q_sign']:.2g}", f"{r['q_wilcoxon']:.2g}", f"{r['p_wilcoxon_length']:.2g}",
-                     "agree" if r["split_half_agree"] else "disagree"])
+                     "agree" if r["split_half_agree"] else "disagree", _explained(r)])
         keys.append([c, None, None, None, None, None, r["chosen_share"], r["mean_diff"], r["q_sign"], r["q_wilcoxon"],
-                     r["p_wilcoxon_length"], None])
+                     r["p_wilcoxon_length"], None, r["p_conditional"]])
     return table(rows, ["concept", "badge", "size", "features", "chosen only", "rejected only", "chosen share [CI]",
-                        "mean difference [CI]", "q sign", "q Wilcoxon", "p length-controlled", "split halves"],
-                 "concept-table", keys)
+                        "mean difference [CI]", "q sign", "q Wilcoxon", "p length-controlled", "split halves",
+                        "kept or explained by (re-test p)"],
+                 "concept-table", keys, [f"row{c}" for c in listed.index])
 
 
 def forest(concepts: pd.DataFrame):

@@ -78,9 +78,10 @@ def badge(label: str) -> str:
 
 
 def table(rows: Sequence[Sequence[str | float | int]], header: Sequence[str], table_id: str,
-          sort_values: Sequence[Sequence[float | None]] | None = None) -> str:
+          sort_values: Sequence[Sequence[float | None]] | None = None, row_ids: Sequence[str] | None = None) -> str:
     """A sortable table. A cell is HTML (escape text with `esc`) or a number (right-aligned);
-    `sort_values`, where given, sorts a column by a value other than its text."""
+    `sort_values`, where given, sorts a column by a value other than its text; `row_ids` name
+    the rows (link targets)."""
     out = [f'<table class="sortable" id="{esc(table_id)}"><thead><tr>',
            *(f"<th>{esc(h)}</th>" for h in header), "</tr></thead><tbody>"]
     for i, row in enumerate(rows):
@@ -92,7 +93,8 @@ def table(rows: Sequence[Sequence[str | float | int]], header: Sequence[str], ta
                 cells.append(f'<td class="num"{attr}>{cell}</td>')
             else:
                 cells.append(f"<td{attr}>{cell}</td>")
-        out.append("<tr>" + "".join(cells) + "</tr>")
+        ident = f' id="{esc(row_ids[i])}"' if row_ids is not None else ""
+        out.append(f"<tr{ident}>" + "".join(cells) + "</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
 

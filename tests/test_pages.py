@@ -84,6 +84,7 @@ def test_the_audit_page_renders_its_plots_tables_and_highlights(audit_html, tmp_
     first = rows[0].xpath("./td")
     assert first[0].text_content() == str(plant) and first[1].text_content() == "chosen"
     assert first[3].text_content() == "10,11,12" and first[0].xpath(".//a/@href") == [f"#c{plant}"]
+    assert first[-1].text_content().startswith("kept (") and rows[0].get("id") == f"row{plant}"
     # plotly ran: one forest point per listed concept with a share, the topic cells, the null histogram
     assert drawn(dom, "forest-plot") == concepts.loc[concepts.index.isin([int(r.xpath('./td')[0].text_content())
                                                                     for r in rows]), "chosen_share"].notna().sum()
