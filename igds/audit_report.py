@@ -9,7 +9,9 @@ besides the oracle arm. No io; pipelines/report_audit.py reads the files.
   held-out prompts (the marker log-probability rise, paired per prompt, training seeds
   resampled too: igds.stats.paired_bootstrap / paired_permutation_test), the greedy marker rate
   before and after, and clean held-out pair accuracy with its CI;
-- comparisons: filter's rise as a share of naive's (bootstrap CI of the ratio), filter vs
+- comparisons: filter's rise as a share of naive's (bootstrap CI of the ratio), and the same
+  share of the excess rises over the unpoisoned arm (what DPO on the same pairs without the
+  plant raises anyway, e.g. a general drift toward chatty openers), filter vs
   random and shaping vs naive (paired over prompts, permutation p), each arm's accuracy
   against naive's and against the unpoisoned arm's (DPO on the same pairs before anything was
   planted).
@@ -103,14 +105,14 @@ def arm_table(arms: Mapping[str, Sequence[Mapping]], rng: np.random.Generator, n
         rows.append(row)
     comparisons = []
     if "naive" in rise and "filter" in rise:
-        naive, filt = rise["naive"].mean(axis=0), rise["filter"].mean(axis=0)
-        n = len(naive)
-        draws = rng.integers(0, n, (n_boot, n))
-        ratios = filt[draws].mean(axis=1) / naive[draws].mean(axis=1)
-        alpha = 1 - level
-        comparisons.append({"comparison": "filter rise / naive rise", "value": float(filt.mean() / naive.mean()),
-                            "lo": float(np.quantile(ratios, alpha / 2)), "hi": float(np.quantile(ratios, 1 - alpha / 2)),
-                            "p": None})
+        comparisons.append({"comparison": "filter rise / naive rise",
+                            **_ratio(rise["filter"].mean(axis=0), rise["naive"].mean(axis=0), rng, n_boot, level)})
+        if "unpoisoned" in rise:
+            # what DPO on these pairs raises anyway (the same pairs, nothing planted) taken out of both
+            drift = rise["unpoisoned"].mean(axis=0)
+            comparisons.append({"comparison": "filter excess rise / naive excess rise (excess: over unpoisoned)",
+                                **_ratio(rise["filter"].mean(axis=0) - drift, rise["naive"].mean(axis=0) - drift,
+                                         rng, n_boot, level)})
     for a, b in (("filter", "random"), ("shaping", "naive"), ("oracle", "naive"), ("filter", "naive"),
                  ("naive", "unpoisoned")):
         if a in rise and b in rise:
@@ -129,6 +131,16 @@ def arm_table(arms: Mapping[str, Sequence[Mapping]], rng: np.random.Generator, n
                 comparisons.append({"comparison": f"accuracy: {arm} - {reference}", "value": ci.diff, "lo": ci.lo,
                                     "hi": ci.hi, "p": paired_permutation_test(a, b, rng, n_perm).p_value})
     return pd.DataFrame(rows), pd.DataFrame(comparisons)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray, rng: np.random.Generator, n_boot: int, level: float) -> dict:
+    """mean(num) / mean(den) over prompts, with a percentile-bootstrap CI (prompts resampled)."""
+    n = len(num)
+    draws = rng.integers(0, n, (n_boot, n))
+    ratios = num[draws].mean(axis=1) / den[draws].mean(axis=1)
+    alpha = 1 - level
+    return {"value": float(num.mean() / den.mean()), "lo": float(np.quantile(ratios, alpha / 2)),
+            "hi": float(np.quantile(ratios, 1 - alpha / 2)), "p": None}
 
 
 def _fmt(value, lo=None, hi=None, digits=3) -> str:
