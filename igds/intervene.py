@@ -25,6 +25,9 @@ import pandas as pd
 from igds.audit import concept_activations, feature_scale, kept_discoveries
 
 
+_SALT_RANDOM = 0x52414E44  # "RAND": the random arm's own stream
+
+
 @dataclass
 class Arm:
     rows: list[dict]  # the pairs kept, as dicts (shaping: with "offset")
@@ -77,7 +80,9 @@ def arm_pairs(arm: str, pairs: Sequence[dict], chosen: np.ndarray, rejected: np.
         keep = ~carry
     elif arm == "random":
         keep = np.ones(n, dtype=bool)
-        keep[np.random.default_rng(drop_seed).permutation(n)[:int(carry.sum())]] = False
+        # salted: unsalted, drop_seed 0 drew the very permutation the generator plants with (plant
+        # seed 0), so the "random" arm dropped exactly the planted pairs
+        keep[np.random.default_rng([drop_seed, _SALT_RANDOM]).permutation(n)[:int(carry.sum())]] = False
     elif arm == "shaping":
         keep = np.ones(n, dtype=bool)
         offset = shaping * ((score_c - score_r) * lean).sum(axis=1)

@@ -5,6 +5,7 @@ the carried pairs, the oracle the planted ones; nothing reads the truth but the 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from igds.audit import AuditSettings, audit
@@ -56,6 +57,26 @@ def test_an_explicit_flag_is_checked_and_nothing_flagged_changes_nothing(audited
         arm_pairs("filter", pairs, chosen, rejected, result.concepts, [10**6], 1.0, 0)
     none = arm_pairs("filter", pairs, chosen, rejected, result.concepts, [], 1.0, 0)
     assert none.rows == pairs and none.summary["flagged"] == []
+
+
+def test_the_random_arm_is_not_the_generators_plant_draw():
+    """The random arm drops as many pairs as the filter, at random: with drop_seed 0 it must not
+    replay the generator's draw of the planted pairs (plant seed 0, the same permutation), which
+    made configs/audit's random arm drop every planted pair."""
+    from igds.config import PlantConfig
+    from igds.data.preference import _draw
+
+    n = 128
+    planted, _ = _draw(n, PlantConfig(templates=("Great question!",), share=0.2, seed=0))
+    pairs = [{"id": f"p{i}"} for i in range(n)]
+    concepts = pd.DataFrame({"members": ["0"], "discovered": [True], "direction": ["chosen"], "explained_by": [-1]})
+    chosen, rejected = np.zeros((n, 1)), np.zeros((n, 1))
+    chosen[:37, 0] = 1.0  # the filter carries 37 pairs, so random drops 37
+    arm = arm_pairs("random", pairs, chosen, rejected, concepts, None, 1.0, 0)
+    kept = {r["id"] for r in arm.rows}
+    assert arm.summary["dropped"] == 37
+    still = sum(f"p{i}" in kept for i in planted)
+    assert 10 <= still <= 26, still  # ~26 x 91/128 = 18.5 expected; the unsalted draw kept 0
 
 
 def test_the_unpoisoned_arm_is_the_truths_pairs_before_planting():
