@@ -186,6 +186,6 @@ def render(name: str, summary: Mapping, identified: Mapping, concepts: pd.DataFr
     if len(comparisons):
         lines += ["", "| comparison | value [95% CI] | p |", "|---|---:|---:|"]
         for row in comparisons.to_dict("records"):
-            p = "–" if row["p"] is None else f"{row['p']:.3g}"
+            p = "–" if row["p"] is None or pd.isna(row["p"]) else f"{row['p']:.3g}"
             lines.append(f"| {row['comparison']} | {_fmt(row['value'], row['lo'], row['hi'])} | {p} |")
     return "\n".join(lines) + "\n"

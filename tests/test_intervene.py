@@ -158,6 +158,7 @@ def test_the_audit_report_names_the_planted_concept_and_compares_the_arms(audite
                                "concepts_rejected": 0, "null_any_discovery": 0.0}, found, result.concepts,
                   table.reset_index(), comparisons, 0.05)
     assert "**The planted concept was found**" in text and "| filter | 2 |" in text
+    assert "| filter rise / naive rise |" in text and "nan" not in text  # a ratio has a CI, no p
     # with an unpoisoned arm that drifts +0.3 anyway: filter's excess rise is ~0 of naive's, the raw ratio ~0.1
     drifted = {"naive": [metrics(1.3, 0.5)] * 2, "filter": [metrics(0.3, 0.5)] * 2, "unpoisoned": [metrics(0.3, 0.5)] * 2}
     _, comparisons = arm_table(drifted, rng, 200, 200, 0.95)
