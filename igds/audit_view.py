@@ -30,6 +30,14 @@ def _share(row) -> str:
     return f"{row['chosen_share']:.2f} [{row['chosen_share_lo']:.2f}, {row['chosen_share_hi']:.2f}]"
 
 
+def members_cell(members: str, shown: int = 8) -> str:
+    """The first `shown` member features; the whole list on hover."""
+    ids = members.split(",")
+    if len(ids) <= shown:
+        return esc(members)
+    return f'<span title="{esc(members)}">{esc(",".join(ids[:shown]))} … (+{len(ids) - shown})</span>'
+
+
 def _explained(row) -> str:
     """A discovery's fate in igds.audit.explain_away: kept, or explained by a stronger concept."""
     if not row["discovered"]:
@@ -52,7 +60,7 @@ def concept_table(concepts: pd.DataFrame, shown: Sequence[int]) -> str:
     rows, keys = [], []
     for c, r in listed.iterrows():
         name = f'<a href="#c{c}">{c}</a>' if c in shown else str(c)
-        rows.append([name, badge(r["badge"]), int(r["size"]), esc(str(r["members"])), int(r["chosen_only"]),
+        rows.append([name, badge(r["badge"]), int(r["size"]), members_cell(str(r["members"])), int(r["chosen_only"]),
                      int(r["rejected_only"]), _share(r),
                      f"{r['mean_diff']:+.3f} [{r['mean_diff_lo']:+.3f}, {r['mean_diff_hi']:+.3f}]",
                      f"{r['q_sign']:.2g}", f"{r['q_wilcoxon']:.2g}", f"{r['p_wilcoxon_length']:.2g}",
@@ -113,7 +121,7 @@ def examples_view(examples: Sequence[Mapping], concepts: pd.DataFrame) -> str:
     for entry in examples:
         c = int(entry["concept"])
         r = concepts.loc[c]
-        parts.append(f'<h3 id="c{c}">Concept {c} {badge(r["badge"])} <span class="note">features {esc(str(r["members"]))}'
+        parts.append(f'<h3 id="c{c}">Concept {c} {badge(r["badge"])} <span class="note">features {members_cell(str(r["members"]))}'
                      f" · chosen share {_share(r)} · q {r['q']:.2g}</span></h3>")
         if not entry["pairs"]:
             parts.append('<p class="note">It separates no pair.</p>')

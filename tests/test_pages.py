@@ -100,6 +100,14 @@ def test_the_audit_page_renders_its_plots_tables_and_highlights(audit_html, tmp_
     assert data["shown"] == [plant] and len(data["concepts"]) == listed
 
 
+def test_a_long_member_list_is_cut_with_the_whole_list_on_hover():
+    from igds.audit_view import members_cell
+
+    assert members_cell("1,2,3") == "1,2,3"
+    cell = lxml.html.fromstring(members_cell(",".join(map(str, range(20)))))
+    assert cell.text_content() == "0,1,2,3,4,5,6,7 … (+12)" and cell.get("title") == ",".join(map(str, range(20)))
+
+
 def test_the_cards_page_renders_each_features_examples(tmp_path):
     entries = [{"feature": 7, "info": {"rank": 1, "freq_prior": 0.5, "freq_general": 0.1, "causal_effect": 0.02,
                                        "causal_effect_lo": 0.01, "causal_effect_hi": float("nan"), "best_alpha": 4.0,
