@@ -30,7 +30,9 @@ SUDO=""
 if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO="sudo -n"; fi
 if ! command -v chromium >/dev/null 2>&1; then
     if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" = 0 ] || [ -n "$SUDO" ]; }; then
-        $SUDO apt-get install -y -qq chromium >/dev/null 2>&1 || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null; }
+        APT="$SUDO env DEBIAN_FRONTEND=noninteractive apt-get"
+        $APT install -y -qq chromium >/dev/null 2>&1 || { $APT update -qq && $APT install -y -qq chromium >/dev/null; } \
+            || echo "note: apt-get could not install chromium; tests/test_pages.py needs it"
     else
         echo "note: no chromium on PATH; tests/test_pages.py needs it (e.g. sudo apt-get install chromium)"
     fi
