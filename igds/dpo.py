@@ -10,8 +10,10 @@ log-probability of its chosen response is lowered by o / beta and TRL trains as 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -73,13 +75,29 @@ def trainer_for(model, tokenizer, rows: Sequence[dict], cfg, seed: int, out_dir:
     return trainer
 
 
+def complete_checkpoints(resume_dir: Path) -> list[Path]:
+    """The Trainer checkpoints in `resume_dir` that were written whole, oldest first. The Trainer
+    writes a checkpoint's trainer_state.json last, so a run killed while saving leaves a folder
+    without it (or with a cut one); such folders are removed, and the run resumes from the last
+    whole checkpoint."""
+    whole = []
+    for path in sorted(resume_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])):
+        try:
+            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+            whole.append(path)
+        except (OSError, ValueError):
+            log.warning("removing %s: a checkpoint cut short (no whole trainer_state.json)", path)
+            shutil.rmtree(path, ignore_errors=True)
+    return whole
+
+
 def train_dpo(model, tokenizer, rows: Sequence[dict], cfg, seed: int, resume_dir: Path, device: str = "cpu") -> DpoResult:
     """DPO with a fresh LoRA adapter on `model`; continues from the last checkpoint in `resume_dir`."""
     if not rows:
         raise ValueError("no pairs to train on")
     os.environ.setdefault("TQDM_DISABLE", "0")
     resume_dir.mkdir(parents=True, exist_ok=True)
-    checkpoints = sorted(resume_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    checkpoints = complete_checkpoints(resume_dir)
     trainer = trainer_for(model, tokenizer, rows, cfg, seed, resume_dir, device)
     t0 = time.perf_counter()
     resumed = int(checkpoints[-1].name.split("-")[1]) if checkpoints else 0

@@ -85,7 +85,9 @@ def test_the_reaudit_sees_dpo_raise_the_planted_opener(tmp_path):
 def test_a_killed_dpo_run_resumes_from_its_checkpoint_to_the_uninterrupted_adapter(tmp_path):
     """SIGKILL a DPO run (a child process, slowed by a callback) after its first checkpoint, then
     train again on the same resume dir: it continues from that step and ends with the adapter
-    an uninterrupted run trains."""
+    an uninterrupted run trains. A checkpoint cut short by the kill (the Trainer writes its
+    trainer_state.json last; the first version of this test caught a kill mid-save, and the
+    resume failed on it) is removed, not resumed from: one is planted here."""
     import os
     import signal
     import subprocess
@@ -123,7 +125,7 @@ def test_a_killed_dpo_run_resumes_from_its_checkpoint_to_the_uninterrupted_adapt
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     try:
-        while not (resume / "checkpoint-4").is_dir():
+        while not (resume / "checkpoint-4" / "trainer_state.json").is_file():
             assert proc.poll() is None, "the DPO run ended before its first checkpoint"
             assert time.monotonic() < deadline, "no checkpoint after 300 s"
             time.sleep(0.1)
@@ -131,8 +133,12 @@ def test_a_killed_dpo_run_resumes_from_its_checkpoint_to_the_uninterrupted_adapt
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert not (resume / "checkpoint-16").exists()
+    cut = resume / "checkpoint-15"  # as a kill while saving leaves it: weights, no trainer state
+    cut.mkdir(exist_ok=True)
+    (cut / "adapter_model.safetensors").write_bytes(b"partial")
     tok = build_char_tokenizer()
     resumed = train_dpo(build_tiny_model(0), tok, rows(16), cfg, 0, resume)
+    assert not cut.exists()
     assert 4 <= resumed.resumed_from_step < 16 and resumed.n_steps == 16
     whole = train_dpo(build_tiny_model(0), tok, rows(16), cfg, 0, tmp_path / "whole")
 
