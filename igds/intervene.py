@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from igds.audit import concept_activations, feature_scale, kept_discoveries
+from igds.audit import concept_activations, feature_scale, kept_discoveries, leaning_only
 
 
 _SALT_RANDOM = 0x52414E44  # "RAND": the random arm's own stream
@@ -59,11 +59,13 @@ def concept_scores(chosen: np.ndarray, rejected: np.ndarray, concepts: pd.DataFr
 
 
 def carried(score_c: np.ndarray, score_r: np.ndarray, lean: np.ndarray) -> np.ndarray:
-    """[n_pairs] bool: some flagged concept fires on the side it leans to and not on the other."""
-    fires_c, fires_r = score_c > 0, score_r > 0
-    by_chosen = (fires_c & ~fires_r) & (lean > 0)
-    by_rejected = (fires_r & ~fires_c) & (lean < 0)
-    return (by_chosen | by_rejected).any(axis=1) if score_c.shape[1] else np.zeros(score_c.shape[0], dtype=bool)
+    """[n_pairs] bool: some flagged concept fires on the side it leans to and not on the other
+    (igds.audit.leaning_only, the audit's own rule for what a concept carries)."""
+    out = np.zeros(score_c.shape[0], dtype=bool)
+    for j, sign in enumerate(lean):
+        direction = "chosen" if sign > 0 else "rejected" if sign < 0 else "none"
+        out |= leaning_only(score_c[:, j] > 0, score_r[:, j] > 0, direction)
+    return out
 
 
 def arm_pairs(arm: str, pairs: Sequence[dict], chosen: np.ndarray, rejected: np.ndarray, concepts: pd.DataFrame,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from igds.artifacts import atomic_dir, write_json
-from igds.audit import audit, shown_concepts
+from igds.audit import audit, kept_discoveries, shown_concepts
 from igds.audit_encode import concept_examples, encode_pairs
 from igds.config import Params
 from igds.models.loading import load_model
@@ -29,7 +29,7 @@ def summary(result, n_features: int, wall_s: float) -> dict:
     return {
         "pairs": result.n_pairs, "features": n_features, "features_tested": len(result.features),
         "features_discovered": int(result.features.discovered.sum()), "concepts": len(result.concepts),
-        "concepts_discovered": len(found), "concepts_kept": int((found.explained_by < 0).sum()),
+        "concepts_discovered": len(found), "concepts_kept": len(kept_discoveries(result.concepts)),
         "concepts_chosen": int((found.badge == "chosen").sum()), "concepts_rejected": int((found.badge == "rejected").sum()),
         "null_any_discovery": float((result.null.discoveries > 0).mean()) if len(result.null) else None,
         "null_replicates": len(result.null), "wall_s": round(wall_s, 3),
