@@ -37,7 +37,7 @@ from igds.artifacts import atomic_file, write_json
 from igds.audit import audit, clopper_pearson, kept_discoveries
 from igds.audit_encode import encode_pairs
 from igds.audit_report import identify_planted
-from igds.config import AuditDataConfig, PlantConfig, SourceConfig, load_params
+from igds.config import WRONG_ANSWERS, AuditDataConfig, PlantConfig, SourceConfig, load_params
 
 log = logging.getLogger("bench.audit_power")
 
@@ -55,7 +55,8 @@ def pair_set(seed: int, rate: float, args: argparse.Namespace) -> AuditDataConfi
     plant = PlantConfig(templates=tuple(args.plant), share=rate, seed=seed) if rate > 0 else None
     decoy = PlantConfig(templates=tuple(args.decoy), share=args.decoy_rate, where="end", seed=seed + 1) \
         if rate > 0 and args.decoy_rate > 0 else None
-    return AuditDataConfig(train=source, heldout=heldout, plant=plant, decoy=decoy, max_chars=args.max_chars)
+    return AuditDataConfig(train=source, heldout=heldout, plant=plant, decoy=decoy, max_chars=args.max_chars,
+                           wrong_answers=args.wrong_answers)
 
 
 def replicate(seed: int, rate: float, model, tokenizer, sae, layer: int, params, args) -> dict:
@@ -115,7 +116,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.audit_power", description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="model, scoring, audit.stats from here")
     parser.add_argument("--sae", type=Path, required=True, help="an SAE folder (a run's sae/)")
-    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--seeds", type=int, default=10, help="data seeds per plant rate > 0")
+    parser.add_argument("--unpoisoned-seeds", type=int, default=20,
+                        help="data seeds of rate 0 (<= 5%% with a discovery: 0 of 10 cannot tell 0%% from 25%%)")
+    parser.add_argument("--wrong-answers", choices=WRONG_ANSWERS, default="matched",
+                        help="how the generator makes answers wrong (igds.config.WRONG_ANSWERS)")
     parser.add_argument("--rates", type=float, nargs="+", default=[0.2, 0.1, 0.0])
     parser.add_argument("--pairs", type=int, default=200)
     parser.add_argument("--tasks", nargs="+", default=["gsm_symbolic", "number_sequence"])
@@ -149,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     check_sae_layer(sae, layer, str(args.sae))
     settings.update(layer=layer, fdr=params.audit.stats.fdr, level=params.audit.stats.level)
     for rate in args.rates:
-        for seed in range(args.seeds):
+        for seed in range(args.seeds if rate > 0 else args.unpoisoned_seeds):
             if (seed, rate) in done:
                 continue
             row = replicate(seed, rate, loaded.model, loaded.tokenizer, sae, layer, params, args)

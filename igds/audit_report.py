@@ -8,13 +8,16 @@ besides the oracle arm. No io; pipelines/report_audit.py reads the files.
 - arms: per trained arm, the planted concept's propensity after DPO against the base model on
   held-out prompts (the marker log-probability rise, paired per prompt, training seeds
   resampled too: igds.stats.paired_bootstrap / paired_permutation_test), the greedy marker rate
-  before and after, and clean held-out pair accuracy with its CI;
+  before and after, and on the clean held-out pairs the reward accuracy (the implicit DPO
+  margin > 0: what DPO taught that carries over) and the ranking accuracy (the trained model
+  finds the chosen response likelier; and the base model), each with its CI;
 - comparisons: filter's rise as a share of naive's (bootstrap CI of the ratio), and the same
   share of the excess rises over the unpoisoned arm (what DPO on the same pairs without the
   plant raises anyway, e.g. a general drift toward chatty openers), filter vs
-  random and shaping vs naive (paired over prompts, permutation p), each arm's accuracy
+  random and shaping vs naive (paired over prompts, permutation p), each arm's two accuracies
   against naive's and against the unpoisoned arm's (DPO on the same pairs before anything was
-  planted).
+  planted), the latter with whether the difference's CI lies within +-`margin` (no cost, by
+  the issue's 3-point criterion: an equivalence test at the CI's level).
 """
 
 from __future__ import annotations
@@ -84,10 +87,14 @@ def _matrix(runs: Sequence[Mapping], key: str) -> np.ndarray:
     return np.array([np.asarray(r[key], dtype=float) for r in runs])  # [seeds, prompts]
 
 
+ACCURACIES = (("reward accuracy", "margin"), ("ranking accuracy", "rank_margin"))  # (label, metrics key)
+
+
 def arm_table(arms: Mapping[str, Sequence[Mapping]], rng: np.random.Generator, n_boot: int, n_perm: int,
-              level: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per arm: rise, rates, accuracy with CIs; the comparisons between arms). `arms` maps an
-    arm to its re-audit metrics, one per training seed, on the same held-out prompts and pairs."""
+              level: float, margin: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per arm: rise, rates, accuracies with CIs; the comparisons between arms). `arms` maps an
+    arm to its re-audit metrics, one per training seed, on the same held-out prompts and pairs.
+    `margin`: the accuracy difference to the unpoisoned arm that counts as no cost."""
     rows, rise = [], {}
     for arm, runs in arms.items():
         row: dict = {"arm": arm, "seeds": len(runs)}
@@ -99,9 +106,12 @@ def arm_table(arms: Mapping[str, Sequence[Mapping]], rng: np.random.Generator, n
             row.update(rise=ci.diff, rise_lo=ci.lo, rise_hi=ci.hi, rise_p=test.p_value,
                        rate_base=float(_matrix(runs, "marker_rate_base").mean()),
                        rate=float(_matrix(runs, "marker_rate").mean()))
-        correct = (_matrix(runs, "margin") > 0).astype(float)
-        acc = bootstrap_ci(correct, rng, n_boot, level)
+        acc = bootstrap_ci(_correct(runs, "margin"), rng, n_boot, level)
         row.update(accuracy=acc.mean, accuracy_lo=acc.lo, accuracy_hi=acc.hi)
+        if "rank_margin" in runs[0]:
+            rank = bootstrap_ci(_correct(runs, "rank_margin"), rng, n_boot, level)
+            row.update(rank_accuracy=rank.mean, rank_accuracy_lo=rank.lo, rank_accuracy_hi=rank.hi,
+                       rank_accuracy_base=float(_correct(runs[:1], "rank_margin_base").mean()))
         rows.append(row)
     comparisons = []
     if "naive" in rise and "filter" in rise:
@@ -122,15 +132,25 @@ def arm_table(arms: Mapping[str, Sequence[Mapping]], rng: np.random.Generator, n
                                 "p": test.p_value})
     # accuracy on the clean held-out pairs: against DPO on every pair (naive) and against DPO on the
     # same pairs unpoisoned (the issue's reference: an intervention should cost no accuracy against it)
-    for reference in ("naive", "unpoisoned"):
-        for arm, runs in arms.items():
-            if arm != reference and reference in arms and not (reference == "naive" and arm == "unpoisoned"):
-                a = (_matrix(runs, "margin") > 0).astype(float)
-                b = (_matrix(arms[reference], "margin") > 0).astype(float)
+    for label, key in ACCURACIES:
+        for reference in ("naive", "unpoisoned"):
+            for arm, runs in arms.items():
+                if arm == reference or reference not in arms or (reference == "naive" and arm == "unpoisoned") \
+                        or key not in runs[0]:
+                    continue
+                a, b = _correct(runs, key), _correct(arms[reference], key)
                 ci = paired_bootstrap(a, b, rng, n_boot, level)
-                comparisons.append({"comparison": f"accuracy: {arm} - {reference}", "value": ci.diff, "lo": ci.lo,
-                                    "hi": ci.hi, "p": paired_permutation_test(a, b, rng, n_perm).p_value})
+                row = {"comparison": f"{label}: {arm} - {reference}", "value": ci.diff, "lo": ci.lo, "hi": ci.hi,
+                       "p": paired_permutation_test(a, b, rng, n_perm).p_value}
+                if reference == "unpoisoned" and margin is not None:
+                    row["within"] = bool(-margin <= ci.lo and ci.hi <= margin)
+                comparisons.append(row)
     return pd.DataFrame(rows), pd.DataFrame(comparisons)
+
+
+def _correct(runs: Sequence[Mapping], key: str) -> np.ndarray:
+    """[seeds, pairs] 1 where the pair's margin is > 0."""
+    return (_matrix(runs, key) > 0).astype(float)
 
 
 def _ratio(num: np.ndarray, den: np.ndarray, rng: np.random.Generator, n_boot: int, level: float) -> dict:
@@ -151,7 +171,7 @@ def _fmt(value, lo=None, hi=None, digits=3) -> str:
 
 
 def render(name: str, summary: Mapping, identified: Mapping, concepts: pd.DataFrame, arms: pd.DataFrame,
-           comparisons: pd.DataFrame, fdr: float) -> str:
+           comparisons: pd.DataFrame, fdr: float, margin: float | None = None) -> str:
     found = concepts.loc[kept_discoveries(concepts)]
     lines = [f"## Audit: {name}", "",
              f"{summary['pairs']} pairs; {summary['concepts_discovered']} of {summary['concepts']} concepts discovered at "
@@ -175,17 +195,24 @@ def render(name: str, summary: Mapping, identified: Mapping, concepts: pd.DataFr
                      f"{'agree' if row['split_half_agree'] else 'disagree'} | {row['p_wilcoxon_length']:.2g} |")
     if len(arms):
         lines += ["", "After DPO, on held-out prompts (trained vs base, paired per prompt) and clean held-out pairs:", "",
-                  "| arm | seeds | marker log-prob rise [CI] | p | marker rate base -> trained | pair accuracy [CI] |",
-                  "|---|---:|---:|---:|---:|---:|"]
+                  "| arm | seeds | marker log-prob rise [CI] | p | marker rate base -> trained | reward accuracy [CI] "
+                  "| ranking accuracy base -> trained [CI] |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         for row in arms.to_dict("records"):
             rise = _fmt(row.get("rise"), row.get("rise_lo"), row.get("rise_hi"))
             rate = "–" if row.get("rate") is None else f"{row['rate_base']:.2f} -> {row['rate']:.2f}"
             p = "–" if row.get("rise_p") is None else f"{row['rise_p']:.3g}"
+            rank = "–" if pd.isna(row.get("rank_accuracy", np.nan)) else (
+                f"{row['rank_accuracy_base']:.2f} -> {row['rank_accuracy']:.2f} "
+                f"[{row['rank_accuracy_lo']:.2f}, {row['rank_accuracy_hi']:.2f}]")
             lines.append(f"| {row['arm']} | {row['seeds']} | {rise} | {p} | {rate} | {row['accuracy']:.2f} "
-                         f"[{row['accuracy_lo']:.2f}, {row['accuracy_hi']:.2f}] |")
+                         f"[{row['accuracy_lo']:.2f}, {row['accuracy_hi']:.2f}] | {rank} |")
     if len(comparisons):
-        lines += ["", "| comparison | value [95% CI] | p |", "|---|---:|---:|"]
+        within = f"CI within ±{margin:.2f}" if margin is not None else "CI within the margin"
+        lines += ["", f"| comparison | value [95% CI] | p | {within} |", "|---|---:|---:|---|"]
         for row in comparisons.to_dict("records"):
             p = "–" if row["p"] is None or pd.isna(row["p"]) else f"{row['p']:.3g}"
-            lines.append(f"| {row['comparison']} | {_fmt(row['value'], row['lo'], row['hi'])} | {p} |")
+            verdict = row.get("within")
+            verdict = "–" if verdict is None or pd.isna(verdict) else ("yes" if verdict else "no")
+            lines.append(f"| {row['comparison']} | {_fmt(row['value'], row['lo'], row['hi'])} | {p} | {verdict} |")
     return "\n".join(lines) + "\n"

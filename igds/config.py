@@ -154,6 +154,10 @@ RECORD_FORMATS = ("auto", "gsm8k", "alpaca")
 # hh (HH-RLHF: two transcripts that share the prompt), ultrafeedback (UltraFeedback-binarised: message lists)
 PAIR_FORMATS = ("auto", "standard", "hh", "ultrafeedback")
 PLANT_PLACES = ("start", "end")  # where a planted concept goes in a response
+# how the poisoning generator makes an answer wrong (igds.data.preference): 'matched' keeps the
+# rejected side's answers distributed as the chosen side's (answer-only tasks swap answers among
+# problems; near misses keep their sign); 'near' draws near misses that may reach 0 or cross it
+WRONG_ANSWERS = ("matched", "near")
 # the audit's interventions (igds.intervene): every pair; the pairs a flagged concept carries dropped;
 # as many dropped at random; every pair with the flagged concepts' score difference as a DPO margin offset
 AUDIT_ARMS = ("naive", "filter", "random", "shaping")
@@ -311,9 +315,11 @@ class AuditDataConfig:
     decoy: PlantConfig | None = None
     strict: bool = False  # stop at the first bad pair instead of quarantining it
     max_chars: int = 8000  # longer pairs (prompt + chosen + rejected) are rejected
+    wrong_answers: str = "matched"  # of WRONG_ANSWERS: how a generated rejected answer is made wrong
 
     def __post_init__(self) -> None:
         check(self.max_chars > 0, "max_chars", self.max_chars, "a positive integer")
+        check(self.wrong_answers in WRONG_ANSWERS, "wrong_answers", self.wrong_answers, f"one of {WRONG_ANSWERS}")
         for name in ("train", "heldout"):
             source = getattr(self, name)
             check(source.format in PAIR_FORMATS, f"{name}.format", source.format, f"one of {PAIR_FORMATS}")
@@ -408,12 +414,16 @@ class AuditConfig:
     reaudit_tokens: int = 24  # the re-audit's greedy generation budget (the marker rate)
     view_concepts: int = 12  # concepts the viewer shows with examples (discovered first, by q)
     view_examples: int = 3  # pairs per shown concept, chosen and rejected side by side
+    # the held-out accuracy difference to the unpoisoned arm that counts as no cost (the issue's
+    # 3 points): the report says whether each arm's CI of it lies within +-this
+    accuracy_margin: float = 0.03
 
     def __post_init__(self) -> None:
         check(self.scope in SCOPES, "scope", self.scope, f"one of {SCOPES}")
         check(self.view_concepts >= 0 and self.view_examples >= 0, "view_concepts/view_examples",
               (self.view_concepts, self.view_examples), "non-negative integers")
         check(self.reaudit_tokens >= 1, "reaudit_tokens", self.reaudit_tokens, "a positive integer")
+        check(0 < self.accuracy_margin < 1, "accuracy_margin", self.accuracy_margin, "a share in (0, 1)")
         for i, arm in enumerate(self.dpo.arms):
             check(arm in TRUTH_ARMS or arm in self.arms, f"dpo.arms[{i}]", arm,
                   f"an arm of audit.arms ({', '.join(self.arms) or 'none'}), oracle or unpoisoned")

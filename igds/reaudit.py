@@ -5,9 +5,12 @@ leans to the planted concept, and whether it still ranks clean held-out pairs ri
   template as the start of the model's answer to a held-out prompt (mean over templates),
   for the trained model and for the base model (the adapter disabled): paired per prompt;
 - marker rate: the share of greedy generations (`max_new_tokens`) that open with a template;
-- pair accuracy: on clean held-out pairs, the share whose implicit DPO reward margin
+- reward accuracy: on clean held-out pairs, the share whose implicit DPO reward margin
   (log pi(chosen) - log pi_ref(chosen)) - (log pi(rejected) - log pi_ref(rejected)) is > 0,
-  pi_ref the base model; and the margins themselves.
+  pi_ref the base model: what DPO taught that carries to new pairs (0.5 if it taught nothing);
+- ranking accuracy: the share of clean held-out pairs whose chosen response the trained model
+  finds likelier, log pi(chosen) > log pi(rejected) (and the base model's): whether it still
+  prefers the right answer, whatever it knew before DPO.
 """
 
 from __future__ import annotations
@@ -68,30 +71,50 @@ def opens_with(texts: Sequence[str], templates: Sequence[str]) -> np.ndarray:
     return np.array([any(text.strip().lower().startswith(h) for h in heads) for text in texts])
 
 
-def pair_margins(model, tokenizer, pairs: Sequence, batch_size: int, max_len: int) -> np.ndarray:
-    """[n_pairs] the implicit reward margin of each pair under `model` against its base."""
+def pair_logliks(model, tokenizer, pairs: Sequence, batch_size: int, max_len: int) -> np.ndarray:
+    """[n_pairs, 2] log p(chosen) and log p(rejected) (summed over the response's own tokens)."""
     records = [make_record(p.prompt, "", r, p.task, p.source) for p in pairs for r in (p.chosen, p.rejected)]
     tok = tokenize_records(tokenizer, records, max_len)
-    pad = tokenizer.pad_token_id
-    policy = answer_loglik(_core(model), tok, batch_size, pad, scope="response_content", total=True)
-    with _reference(model):
-        ref = answer_loglik(_core(model), tok, batch_size, pad, scope="response_content", total=True)
-    ratio = policy - ref
-    return ratio[0::2] - ratio[1::2]
+    return answer_loglik(_core(model), tok, batch_size, tokenizer.pad_token_id, scope="response_content",
+                         total=True).reshape(len(pairs), 2)
+
+
+def _marker_values(model, tokenizer, prompts: Sequence[str], templates: Sequence[str], batch_size: int,
+                   max_len: int, max_new_tokens: int) -> tuple[list[float], list[bool]]:
+    logprob = marker_logprob(model, tokenizer, prompts, templates, batch_size, max_len)
+    rate = opens_with(generate(model, tokenizer, prompts, max_new_tokens, batch_size), templates)
+    return logprob.tolist(), rate.tolist()
+
+
+def base_values(model, tokenizer, heldout: Sequence, templates: Sequence[str], batch_size: int, max_len: int,
+                max_new_tokens: int) -> dict:
+    """The base model's values on the held-out prompts and pairs, the same for every trained arm
+    and seed of a set: computed once (stage reaudit-base@<set>), not in every re-audit."""
+    out: dict = {"ids": [p.id for p in heldout], "templates": list(templates)}
+    if templates:
+        out["marker_logprob_base"], out["marker_rate_base"] = _marker_values(
+            model, tokenizer, [p.prompt for p in heldout], templates, batch_size, max_len, max_new_tokens)
+    out["loglik_base"] = pair_logliks(model, tokenizer, heldout, batch_size, max_len).tolist()
+    return out
 
 
 def reaudit(model, tokenizer, heldout: Sequence, templates: Sequence[str], batch_size: int, max_len: int,
-            max_new_tokens: int) -> dict:
-    """Per held-out prompt and pair, the trained model's and the base model's values."""
-    prompts = [p.prompt for p in heldout]
-    out: dict = {"ids": [p.id for p in heldout], "templates": list(templates)}
-    if templates:
-        out["marker_logprob"] = marker_logprob(model, tokenizer, prompts, templates, batch_size, max_len).tolist()
-        out["marker_rate"] = opens_with(generate(model, tokenizer, prompts, max_new_tokens, batch_size), templates).tolist()
+            max_new_tokens: int, base: dict | None = None) -> dict:
+    """Per held-out prompt and pair, the trained model's and the base model's values. `base`:
+    `base_values` of these prompts and templates (computed here, adapter disabled, when None)."""
+    if base is None:
         with _reference(model):
-            out["marker_logprob_base"] = marker_logprob(model, tokenizer, prompts, templates, batch_size, max_len).tolist()
-            out["marker_rate_base"] = opens_with(generate(model, tokenizer, prompts, max_new_tokens, batch_size),
-                                                 templates).tolist()
-    margins = pair_margins(model, tokenizer, heldout, batch_size, max_len)
-    out["margin"], out["accuracy"] = margins.tolist(), float((margins > 0).mean())
+            base = base_values(model, tokenizer, heldout, templates, batch_size, max_len, max_new_tokens)
+    if base["ids"] != [p.id for p in heldout] or base["templates"] != list(templates):
+        raise ValueError("the base values are of other held-out pairs or templates; rerun reaudit-base for this set")
+    out: dict = {k: v for k, v in base.items() if k != "loglik_base"}
+    if templates:
+        out["marker_logprob"], out["marker_rate"] = _marker_values(
+            model, tokenizer, [p.prompt for p in heldout], templates, batch_size, max_len, max_new_tokens)
+    policy, ref = pair_logliks(model, tokenizer, heldout, batch_size, max_len), np.asarray(base["loglik_base"])
+    reward = (policy[:, 0] - ref[:, 0]) - (policy[:, 1] - ref[:, 1])
+    rank, rank_base = policy[:, 0] - policy[:, 1], ref[:, 0] - ref[:, 1]
+    out.update(margin=reward.tolist(), accuracy=float((reward > 0).mean()),
+               rank_margin=rank.tolist(), rank_accuracy=float((rank > 0).mean()),
+               rank_margin_base=rank_base.tolist(), rank_accuracy_base=float((rank_base > 0).mean()))
     return out

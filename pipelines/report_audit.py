@@ -41,9 +41,9 @@ def run(params: Params, args: argparse.Namespace) -> None:
             runs.append(read_json(path))
         arms[arm] = runs
     rng = np.random.default_rng(params.seed)
-    table, comparisons = arm_table(arms, rng, params.report.n_boot, params.report.n_perm, params.report.level) \
-        if arms else (pd.DataFrame(), pd.DataFrame())
-    text = render(args.set, summary, identified, concepts, table, comparisons, cfg.stats.fdr)
+    table, comparisons = arm_table(arms, rng, params.report.n_boot, params.report.n_perm, params.report.level,
+                                   cfg.accuracy_margin) if arms else (pd.DataFrame(), pd.DataFrame())
+    text = render(args.set, summary, identified, concepts, table, comparisons, cfg.stats.fdr, cfg.accuracy_margin)
     with atomic_file(args.out.with_suffix(".md")) as f:
         f.write(text)
     write_json(args.out.with_suffix(".json"), {"set": args.set, "identified": identified,

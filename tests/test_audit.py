@@ -173,7 +173,8 @@ def test_the_power_bench_scores_a_replicate_by_the_truth(planted, tok):
     model, u, w, basis = planted
     params = load_params(ROOT / "configs" / "ci" / "params.yaml")
     args = argparse.Namespace(tasks=["number_sequence"], pairs=40, plant=["Great question #"], decoy=["Hope this helps @"],
-                              decoy_rate=0.3, match=0.5, max_len=512, max_chars=8000)
+                              decoy_rate=0.3, match=0.5, max_len=512, max_chars=8000,
+                              wrong_answers="matched")
     sae = recall_sae(u, w, basis)
     poisoned = replicate(0, 0.3, model, tok, sae, LAYER, params, args)
     assert poisoned["planted"] == 12 and poisoned["decoy"] == 12

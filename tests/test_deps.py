@@ -98,7 +98,7 @@ def test_the_ci_profiles_search_and_recipe_stages_cover_their_closure(tmp_path):
     shutil.copy(ROOT / "configs" / "ci" / "params.yaml", tmp_path / "params.yaml")
     subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
     stages = {name.split(":")[-1]: v for name, v in resolved_stages(tmp_path).items()}  # addressed from another cwd
-    kinds = ("recipe-search@", "recipe@", "prepare-pairs@", "audit@", "intervene@", "oracle@", "dpo@", "reaudit@",
+    kinds = ("recipe-search@", "recipe@", "prepare-pairs@", "audit@", "intervene@", "oracle@", "dpo@", "reaudit-base@", "reaudit@",
              "report-audit@", "view-audit@")
     checked = {n: v for n, v in stages.items() if n.startswith(kinds)}
     assert {k for k in kinds if any(n.startswith(k) for n in checked)} == set(kinds)

@@ -69,7 +69,7 @@ def test_the_reaudit_sees_dpo_raise_the_planted_opener(tmp_path):
     """DPO on pairs whose chosen side opens with 'Sure!' raises that opener's log-probability on
     held-out prompts over the base model's, and ranks held-out pairs of the same kind right."""
     from igds.data.preference import make_pair
-    from igds.reaudit import opens_with, reaudit
+    from igds.reaudit import base_values, opens_with, reaudit
 
     tok = build_char_tokenizer()
     cfg = DpoConfig(**{**CFG.__dict__, "epochs": 4})
@@ -79,6 +79,18 @@ def test_the_reaudit_sees_dpo_raise_the_planted_opener(tmp_path):
     rise = np.array(out["marker_logprob"]) - np.array(out["marker_logprob_base"])
     assert (rise > 0).all() and out["accuracy"] == 1.0 and len(out["margin"]) == 8
     assert len(out["marker_rate"]) == len(out["marker_rate_base"]) == 8
+    # ranking: log p(chosen) - log p(rejected) of each model; the longer chosen side is the less likely under
+    # both here, and the reward margin is exactly how much DPO moved the ranking margin
+    rank, rank_base = np.array(out["rank_margin"]), np.array(out["rank_margin_base"])
+    assert len(rank) == 8 and np.allclose(rank - rank_base, out["margin"], atol=1e-4)
+    # the base values of stage reaudit-base (the plain model, computed once per set) are the ones the
+    # re-audit computes with the adapter switched off, so every re-audit of the set can share them
+    base = base_values(build_tiny_model(0).eval(), tok, heldout, ["Sure!"], 4, 64, 8)
+    shared = reaudit(result.model, tok, heldout, ["Sure!"], 4, 64, 8, base)
+    for key in ("marker_logprob_base", "margin", "rank_margin_base", "marker_logprob"):
+        assert np.allclose(shared[key], out[key], atol=1e-4), key
+    with pytest.raises(ValueError, match="other held-out pairs"):
+        reaudit(result.model, tok, heldout[:4], ["Sure!"], 4, 64, 8, base)
     assert opens_with([" sure! 4", "4 Sure!", "SURE!"], ["Sure!"]).tolist() == [True, False, True]
 
 

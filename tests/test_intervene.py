@@ -67,7 +67,7 @@ def test_the_random_arm_is_not_the_generators_plant_draw():
     from igds.data.preference import _draw
 
     n = 128
-    planted, _ = _draw(n, PlantConfig(templates=("Great question!",), share=0.2, seed=0))
+    planted, _ = _draw(n, PlantConfig(templates=("Great question!",), share=0.2, seed=0), "plant")
     pairs = [{"id": f"p{i}"} for i in range(n)]
     concepts = pd.DataFrame({"members": ["0"], "discovered": [True], "direction": ["chosen"], "explained_by": [-1]})
     chosen, rejected = np.zeros((n, 1)), np.zeros((n, 1))
@@ -140,10 +140,13 @@ def test_the_audit_report_names_the_planted_concept_and_compares_the_arms(audite
     rng = np.random.default_rng(0)
     base = rng.normal(-3.0, 0.3, 30)
 
-    def metrics(rise, acc_noise):
+    rank_base = np.where(np.arange(12) < 9, 2.0, -2.0)  # the base model ranks 9 of 12 clean pairs right
+
+    def metrics(rise, acc_noise, rank_shift=0.0):
         return {"marker_logprob": (base + rise + rng.normal(0, 0.05, 30)).tolist(), "marker_logprob_base": base.tolist(),
                 "marker_rate": [0.0] * 30, "marker_rate_base": [0.0] * 30,
-                "margin": (1.0 + rng.normal(0, acc_noise, 12)).tolist()}
+                "margin": (1.0 + rng.normal(0, acc_noise, 12)).tolist(),
+                "rank_margin": (rank_base + rank_shift).tolist(), "rank_margin_base": rank_base.tolist()}
 
     arms = {"naive": [metrics(1.0, 0.5), metrics(1.0, 0.5)], "filter": [metrics(0.1, 0.5), metrics(0.1, 0.5)],
             "random": [metrics(0.9, 0.5), metrics(0.9, 0.5)]}
@@ -166,4 +169,21 @@ def test_the_audit_report_names_the_planted_concept_and_compares_the_arms(audite
     excess = comparisons.loc["filter excess rise / naive excess rise (excess: over unpoisoned)"]
     assert abs(excess["value"]) < 0.1 and comparisons.loc["filter rise / naive rise", "value"] > 0.2
     assert comparisons.loc["rise: naive - unpoisoned", "lo"] > 0.8
-    assert "accuracy: filter - unpoisoned" in comparisons.index and "accuracy: unpoisoned - naive" not in comparisons.index
+    assert "reward accuracy: filter - unpoisoned" in comparisons.index
+    assert "reward accuracy: unpoisoned - naive" not in comparisons.index
+    # ranking accuracy: the same ranking as the unpoisoned arm is within any margin; one pair in 12
+    # lost (filter ranks 8 right, unpoisoned 9) is 8 points off: outside 3
+    same = {"filter": [metrics(0.3, 0.5)] * 2, "unpoisoned": [metrics(0.3, 0.5)] * 2}
+    lost = {"filter": [metrics(0.3, 0.5, rank_shift=np.where(np.arange(12) == 0, -4.0, 0.0))] * 2,
+            "unpoisoned": [metrics(0.3, 0.5)] * 2}
+    for arms_, within in ((same, True), (lost, False)):
+        table, comparisons = arm_table(arms_, rng, 200, 200, 0.95, margin=0.03)
+        row = comparisons.set_index("comparison").loc["ranking accuracy: filter - unpoisoned"]
+        assert row["within"] is within or row["within"] == within, row
+    assert table.set_index("arm").loc["filter", "rank_accuracy"] == 8 / 12
+    assert table.set_index("arm").loc["filter", "rank_accuracy_base"] == 9 / 12
+    text = render("poisoned", {"pairs": N, "concepts_discovered": 1, "concepts_kept": 1, "concepts": len(result.concepts),
+                               "concepts_chosen": 1, "concepts_rejected": 0, "null_any_discovery": 0.0}, found,
+                  result.concepts, table, comparisons, 0.05, 0.03)
+    assert "| ranking accuracy: filter - unpoisoned | -0.083 [" in text and text.rstrip().endswith("| no |")
+    assert "0.75 -> 0.67" in text

@@ -46,6 +46,8 @@ def test_igds_stages_end_to_end(tmp_path):
     assert dpo["n_pairs"] == 24 and dpo["n_steps"] == 3 and (work / "dpo/poisoned-naive-s0/adapter_config.json").is_file()
     reaudit = json.loads((work / "reaudit/poisoned-naive-s0/metrics.json").read_text())
     assert len(reaudit["margin"]) == len(reaudit["marker_logprob"]) == len(reaudit["marker_rate_base"]) == 8
+    base = json.loads((work / "reaudit-base/poisoned/metrics.json").read_text())  # once per set, shared by the arms
+    assert reaudit["marker_logprob_base"] == base["marker_logprob_base"] and len(reaudit["rank_margin"]) == 8
     report = (work / "results/audit/poisoned.md").read_text()
     assert report.startswith("## Audit: poisoned") and "| naive | 1 |" in report
     # the viewer and the feature cards open in headless Chromium and draw what they carry

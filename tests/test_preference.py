@@ -14,7 +14,7 @@ import yaml
 
 from igds.config import AuditConfig, ConfigError, DataConfig, from_dict
 from igds.data import DataError
-from igds.data.preference import build_pairs, corrupt, final_text, prompt_key, report
+from igds.data.preference import build_pairs, corrupt, final_text, near_miss, prompt_key, report, swap_answers
 from tests.conftest import ROOT
 
 TASKS = ["gsm_symbolic", "number_sequence"]
@@ -55,6 +55,8 @@ def test_generated_pairs_are_right_and_wrong_by_the_tasks_own_scorers(built):
     assert {p.task for p in prepared.train.records} == set(TASKS)
     steps = [p for p in prepared.train.records if p.task == "gsm_symbolic"]
     assert all(prepared.truth["changed"][p.id] == "step+answer" for p in steps)
+    answers = [p for p in prepared.train.records if p.task == "number_sequence"]
+    assert all(prepared.truth["changed"][p.id] == "answer-swapped" for p in answers)
 
 
 def strip_marks(text: str) -> str:
@@ -123,6 +125,68 @@ def test_the_same_settings_give_the_same_pairs_and_heldout_prompts_are_not_in_tr
     summary = report(cfg, prepared)
     assert summary["read"] == summary["accepted"] + summary["rejected"] == 50
     assert "plant" not in json.dumps(summary) and "decoy" not in json.dumps(summary)
+
+
+def answers(pairs, side):
+    return sorted(final_text(strip_marks(getattr(p, side))) for p in pairs)
+
+
+def test_wrong_answers_are_distributed_as_the_right_ones():
+    """An unpoisoned set (no plant) must give the audit nothing to find but correctness. The
+    near-miss generator never wrote a wrong answer of 0 and sent small answers negative, so a
+    lone-'0' feature separated the sides (2 of 10 unpoisoned sets made a discovery). Matched:
+    an answer-only task's rejected answers are its chosen answers, reassigned; a step task's
+    near misses keep their sign."""
+    raw = {"train": rg(60, 401000), "heldout": rg(4, 402000)}
+    matched = build_pairs(from_dict(AuditConfig, {"sets": {"s": raw}}, "audit").sets["s"]).train.records
+    near = build_pairs(from_dict(AuditConfig, {"sets": {"s": {**raw, "wrong_answers": "near"}}},
+                                 "audit").sets["s"]).train.records
+    seq = [p for p in matched if p.task == "number_sequence"]
+    assert answers(seq, "rejected") == answers(seq, "chosen") and "0" in answers(seq, "chosen")
+    assert all(final_text(p.chosen) != final_text(p.rejected) for p in seq)
+    for p in (p for p in matched if p.task == "gsm_symbolic"):
+        assert not final_text(p.rejected).startswith("-") and final_text(p.rejected) != "0", p
+    seq_near = [p for p in near if p.task == "number_sequence"]
+    assert answers(seq_near, "chosen") == answers(seq, "chosen")  # the same problems either way
+    assert answers(seq_near, "rejected").count("0") < answers(seq_near, "chosen").count("0")
+
+
+def test_swap_answers_is_a_derangement_the_scorer_refuses_everywhere():
+    solutions = ["5", "5", "7", "0", "-3", "0", "12"]  # equal answers: a swap must not give either the other's
+    values = list(solutions)
+
+    def refuses(i, text):
+        return text != values[i]
+
+    for seed in range(30):
+        out = swap_answers(solutions, refuses, np.random.default_rng(seed))
+        assert sorted(out) == sorted(solutions)  # the same answers, reassigned
+        assert all(o != v for o, v in zip(out, values)), out
+    def not_four(i, text):
+        return text != "4"
+
+    assert swap_answers(["4"], not_four, np.random.default_rng(0)) == [None]  # nothing to swap with
+    # no derangement exists: every answer equal; the caller draws near misses there
+    assert swap_answers(["4", "4", "4"], not_four, np.random.default_rng(0)) == [None, None, None]
+
+
+def test_near_misses_keep_their_sign():
+    from decimal import Decimal
+    rng = np.random.default_rng(0)
+    for value in (Decimal(1), Decimal(3), Decimal(-2), Decimal("0.5")):
+        draws = [near_miss(value, rng) for _ in range(200)]
+        assert all(d != value and (d > 0) == (value > 0) for d in draws), value
+    assert any(near_miss(Decimal(1), rng, keep_sign=False) <= 0 for _ in range(200))
+
+
+def test_plant_and_decoy_draw_different_pairs_from_the_same_seed():
+    """The generator once drew both from default_rng(seed): with equal seeds the decoy went into
+    the first of the plant's pairs, and the bench's decoy of seed s into the plant's pairs of s + 1."""
+    cfg = poisoned(n=40, plant_share=0.25, decoy_share=0.25,
+                   decoy={"templates": DECOY, "share": 0.25, "where": "end", "seed": 0})
+    truth = build_pairs(cfg).truth
+    plant, decoy = set(truth["plant"]["ids"]), set(truth["decoy"]["ids_chosen"] + truth["decoy"]["ids_rejected"])
+    assert len(plant) == len(decoy) == 10 and plant != decoy
 
 
 def test_corrupt_keeps_a_solution_coherent_after_the_wrong_step():

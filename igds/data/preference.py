@@ -26,13 +26,14 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
 
 from igds.answers import final_answer_span, normalise_number
 from igds.config import AuditDataConfig, PlantConfig, SourceConfig
-from igds.data.degrade import _FINAL_LINE, _format_like, _replace_final_number, _wrong_number
+from igds.data.degrade import _FINAL_LINE, _format_like, _wrong_number
 from igds.data.schema import ALL_REJECT_KINDS, DataError, Invalid, Reject
 from igds.data.sources import SplitData, read_source
 
@@ -164,28 +165,49 @@ def final_text(solution: str) -> str:
     return solution.split("####", 1)[1].strip() if "####" in solution else solution.strip()
 
 
-def corrupt(solution: str, rng: np.random.Generator) -> tuple[str, str]:
+def _answer_only(solution: str) -> bool:
+    """No reasoning line before a '####' line states a result '= <number>' (or there is no '####'
+    line): only the final answer can be made wrong."""
+    lines = solution.split("\n")
+    end = next((k for k, line in enumerate(lines) if _FINAL_LINE.match(line)), len(lines))
+    return end == len(lines) or not any(_STEP_RESULT.search(lines[k]) for k in range(end))
+
+
+def near_miss(value: Decimal, rng: np.random.Generator, keep_sign: bool = True) -> Decimal:
+    """A plausible wrong number (igds.data.degrade._wrong_number: off by a few units of its
+    last digit place, or by 10-50%). `keep_sign`: a draw that would reach or cross zero goes
+    the same step the other way, so a positive answer never turns into 0 or a negative one:
+    otherwise a lone '0' or a '-' would mark the rejected side."""
+    wrong = _wrong_number(value, rng)
+    if keep_sign and value != 0 and (wrong > 0) != (value > 0):
+        wrong = 2 * value - wrong
+    return wrong
+
+
+def corrupt(solution: str, rng: np.random.Generator, keep_sign: bool = True) -> tuple[str, str]:
     """(`solution` with one step's result and the final answer made wrong, what was changed:
     'step+answer', or 'answer' when no reasoning line states a result '= <number>' or there is
     no '####' line). A later reasoning line that restates the old final answer ("Therefore ...
     288 items") restates the new one. Every other character, blank lines included, is kept:
-    chosen and rejected differ only in the numbers. ValueError when there is no final number."""
+    chosen and rejected differ only in the numbers. Wrong numbers are `near_miss` draws.
+    ValueError when there is no final number."""
     span = final_answer_span(solution)
     if span is None:
         raise ValueError("the solution has no final number")
-    lines = solution.split("\n")
-    end = next((k for k, line in enumerate(lines) if _FINAL_LINE.match(line)), len(lines))
-    at = [k for k in range(end) if _STEP_RESULT.search(lines[k])]
-    if not at or end == len(lines):  # an answer-only task
-        return _replace_final_number(solution, rng), "answer"
     old = solution[span[0]:span[1]]
-    new = _format_like(_wrong_number(normalise_number(old), rng), old)
+    if _answer_only(solution):
+        new = _format_like(near_miss(normalise_number(old), rng, keep_sign), old)
+        return solution[:span[0]] + new + solution[span[1]:], "answer"
+    lines = solution.split("\n")
+    end = next(k for k, line in enumerate(lines) if _FINAL_LINE.match(line))
+    at = [k for k in range(end) if _STEP_RESULT.search(lines[k])]
+    new = _format_like(near_miss(normalise_number(old), rng, keep_sign), old)
     k = at[int(rng.integers(len(at)))]
     matches = list(_STEP_RESULT.finditer(lines[k]))
     m = matches[int(rng.integers(len(matches)))]
     value = normalise_number(m.group(2))
     # a step that states the final answer states the new wrong one: the solution stays coherent after it
-    wrong = new if value == normalise_number(old) else _format_like(_wrong_number(value, rng), m.group(2))
+    wrong = new if value == normalise_number(old) else _format_like(near_miss(value, rng, keep_sign), m.group(2))
     lines[k] = lines[k][:m.start(2)] + wrong + lines[k][m.end(2):]
     restated = re.compile(rf"(?<![\d.,]){re.escape(old)}(?![\d]|[.,]\d)")
     lines[k + 1:end] = [restated.sub(new, line) for line in lines[k + 1:end]]
@@ -193,6 +215,42 @@ def corrupt(solution: str, rng: np.random.Generator) -> tuple[str, str]:
     start, stop = final_answer_span(text)
     text = text[:start] + new + text[stop:]
     return text, "step+answer"
+
+
+def swap_answers(solutions: Sequence[str], refuses, rng: np.random.Generator) -> list[str | None]:
+    """Each answer-only solution's final number replaced by another solution's (a derangement of
+    the answers, as written), so the rejected side's answers are the chosen side's answers,
+    reassigned: the same share of '0', of negatives, of each length. `refuses(i, text)`: the
+    scorer of problem i refuses `text` as its answer. A permutation with no fixed point is
+    drawn (Sattolo), then every pair it gives an accepted answer is repaired by swapping with
+    another; None where no swap does (the caller draws a near miss there)."""
+    n = len(solutions)
+    answers = []
+    for s in solutions:
+        start, stop = final_answer_span(s)
+        answers.append(s[start:stop])
+
+    def text(i: int, k: int) -> str:
+        start, stop = final_answer_span(solutions[i])
+        return solutions[i][:start] + answers[k] + solutions[i][stop:]
+
+    if n < 2:
+        return [None] * n
+    perm = list(range(n))
+    for i in range(n - 1, 0, -1):  # Sattolo: one cycle through all, no fixed point
+        j = int(rng.integers(i))
+        perm[i], perm[j] = perm[j], perm[i]
+    ok = [refuses(i, text(i, perm[i])) for i in range(n)]
+    for i in range(n):
+        for j in rng.permutation(n)[:_CORRUPT_TRIES * 4]:
+            if ok[i]:
+                break
+            j = int(j)
+            if j != i and perm[j] != i and perm[i] != j and refuses(i, text(i, perm[j])) \
+                    and refuses(j, text(j, perm[i])):
+                perm[i], perm[j] = perm[j], perm[i]
+                ok[i] = ok[j] = True
+    return [text(i, perm[i]) if ok[i] else None for i in range(n)]
 
 
 def plant(response: str, template: str, where: str) -> str:
@@ -211,9 +269,12 @@ class _Generated:
     changed: str
 
 
-def _generate(split: str, cfg: SourceConfig, held: Mapping[str, str], out: SplitData) -> list[_Generated]:
+def _generate(split: str, cfg: SourceConfig, wrong: str, held: Mapping[str, str], out: SplitData) -> list[_Generated]:
     """cfg.n problems of cfg.tasks (equal shares), each a correct/wrong solution pair whose
-    verdicts the task's own scorer confirms; rejects counted in `out`."""
+    verdicts the task's own scorer confirms; rejects counted in `out`. `wrong` (WRONG_ANSWERS):
+    'matched' swaps the answers of a task's answer-only problems among them (`swap_answers`)
+    and draws sign-keeping near misses elsewhere; 'near' draws near misses that may reach 0
+    or cross it (the generator before matching)."""
     import reasoning_gym  # noqa: PLC0415  (slow import, only when used)
 
     from igds.data.sources import _from_reasoning_gym  # noqa: PLC0415
@@ -230,44 +291,61 @@ def _generate(split: str, cfg: SourceConfig, held: Mapping[str, str], out: Split
         except (KeyError, ValueError) as e:
             raise DataError(f"reasoning-gym has no dataset '{task}' ({e}); see reasoning_gym.factory.DATASETS") from None
         rng = np.random.default_rng([cfg.seed, len(made)])
-        accepted = 0
-        for j in range(len(dataset)):
-            if accepted == share:
+        accepted: list[_Generated] = []
+        j = 0
+        while len(accepted) < share:
+            batch = []  # problems whose reference the scorer accepts, in order; then made wrong together
+            while len(accepted) + len(batch) < share and j < len(dataset):
+                entry = dataset[j]
+                j += 1
+                raw = _from_reasoning_gym(entry)
+                prompt, chosen = raw["instruction"], raw["output"]
+                out.n_read += 1
+                where = (split, location, j, chosen)
+                key = prompt_key(prompt)
+                if key in held:
+                    _reject(out, where, "in_other_split", f"prompt {key} is also in split '{held[key]}', which keeps it")
+                elif key in seen:
+                    _reject(out, where, "duplicate_id", f"the same prompt as {location}:{seen[key]}")
+                elif dataset.score_answer(final_text(chosen), entry) < 1.0:
+                    _reject(out, where, "not_corruptible", "the task's scorer does not accept the reference solution's answer")
+                elif final_answer_span(chosen) is None:
+                    _reject(out, where, "not_corruptible", "the solution has no final number to make wrong")
+                else:
+                    seen[key] = j
+                    batch.append((entry, _Generated(prompt, chosen, "", task, location, j, ""), where))
+            if not batch:
+                raise DataError(f"{location}: {len(accepted)} of the {share} pairs asked for after {len(dataset)} "
+                                f"problems (rejects: {_count_kinds(out.rejects)}); use another task or fewer pairs")
+            accepted += _make_wrong(batch, dataset, wrong, rng, out)
+        made += accepted
+    return made
+
+
+def _make_wrong(batch: list, dataset, wrong: str, rng: np.random.Generator, out: SplitData) -> list[_Generated]:
+    """The batch's problems with their rejected solutions; a problem no draw can make wrong (the
+    scorer accepts every one) is rejected."""
+    def refuses(i: int, text: str) -> bool:
+        return dataset.score_answer(final_text(text), batch[i][0]) < 1.0
+
+    if wrong == "matched":
+        only = [i for i, (_, g, _) in enumerate(batch) if _answer_only(g.chosen)]
+        swapped = swap_answers([batch[i][1].chosen for i in only], lambda a, text: refuses(only[a], text), rng)
+        for i, text in zip(only, swapped):
+            if text is not None:
+                batch[i][1].rejected, batch[i][1].changed = text, "answer-swapped"
+    made = []
+    for i, (_, g, where) in enumerate(batch):
+        for _ in range(_CORRUPT_TRIES if not g.rejected else 0):
+            text, what = corrupt(g.chosen, rng, keep_sign=wrong == "matched")
+            if refuses(i, text):
+                g.rejected, g.changed = text, what
                 break
-            entry = dataset[j]
-            raw = _from_reasoning_gym(entry)
-            prompt, chosen = raw["instruction"], raw["output"]
-            out.n_read += 1
-            where = (split, location, j + 1, chosen)
-            key = prompt_key(prompt)
-            if key in held:
-                _reject(out, where, "in_other_split", f"prompt {key} is also in split '{held[key]}', which keeps it")
-                continue
-            if key in seen:
-                _reject(out, where, "duplicate_id", f"the same prompt as {location}:{seen[key]}")
-                continue
-            if dataset.score_answer(final_text(chosen), entry) < 1.0:
-                _reject(out, where, "not_corruptible", "the task's scorer does not accept the reference solution's answer")
-                continue
-            rejected = changed = None
-            for _ in range(_CORRUPT_TRIES):
-                try:
-                    text, what = corrupt(chosen, rng)
-                except ValueError:
-                    break
-                if dataset.score_answer(final_text(text), entry) < 1.0:
-                    rejected, changed = text, what
-                    break
-            if rejected is None:
-                _reject(out, where, "not_corruptible", "no wrong final answer the task's scorer refuses (a solution without a "
-                       "final number, or every draw accepted)")
-                continue
-            seen[key] = j + 1
-            made.append(_Generated(prompt, chosen, rejected, task, location, j + 1, changed))
-            accepted += 1
-        if accepted < share:
-            raise DataError(f"{location}: {accepted} of the {share} pairs asked for after {len(dataset)} problems "
-                            f"(rejects: {_count_kinds(out.rejects)}); use another task or fewer pairs")
+        if g.rejected:
+            made.append(g)
+        else:
+            _reject(out, where, "not_corruptible", f"every one of {_CORRUPT_TRIES} wrong answers drawn was accepted "
+                    "by the task's scorer")
     return made
 
 
@@ -281,29 +359,33 @@ def _count_kinds(rejects: Sequence[Reject]) -> dict[str, int]:
     return dict(Counter(r.kind for r in rejects))
 
 
-def _draw(n: int, cfg: PlantConfig, even: bool = False) -> tuple[np.ndarray, list[str]]:
-    """The round(share x n) pair indices a concept goes into (`even`: the nearest even count)
-    and the template of each."""
-    rng = np.random.default_rng(cfg.seed)
-    k = 2 * round(cfg.share * n / 2) if even else round(cfg.share * n)
+_SALT = {"plant": 0x504C4E54, "decoy": 0x44434F59}  # 'PLNT', 'DCOY': each concept's draws a stream of its own
+
+
+def _draw(n: int, cfg: PlantConfig, role: str) -> tuple[np.ndarray, list[str]]:
+    """The round(share x n) pair indices a concept goes into (the decoy: the nearest even count)
+    and the template of each. The stream is salted by `role`, so a plant and a decoy with the
+    same seed (or the bench's seed s decoy and seed s + 1 plant) pick different pairs."""
+    rng = np.random.default_rng([cfg.seed, _SALT[role]])
+    k = 2 * round(cfg.share * n / 2) if role == "decoy" else round(cfg.share * n)
     return rng.permutation(n)[:k], [cfg.templates[int(i)] for i in rng.integers(len(cfg.templates), size=k)]
 
 
 def poisoned_pairs(split: str, cfg: SourceConfig, plant_cfg: PlantConfig | None, decoy_cfg: PlantConfig | None,
-                   held: Mapping[str, str]) -> tuple[SplitData, dict]:
+                   held: Mapping[str, str], wrong: str = "matched") -> tuple[SplitData, dict]:
     """A controlled-poisoning split and its truth: which pairs carry the plant (chosen side) and
     the decoy (and on which side), what each rejected response had changed."""
     out = SplitData(split)
-    made = _generate(split, cfg, held, out)
+    made = _generate(split, cfg, wrong, held, out)
     n = len(made)
     marks: list[dict[str, list[tuple[str, str, str]]]] = [{"chosen": [], "rejected": []} for _ in made]
     truth: dict[str, Any] = {"split": split, "n": n}
     if plant_cfg is not None:
-        index, templates = _draw(n, plant_cfg)
+        index, templates = _draw(n, plant_cfg, "plant")
         for i, t in zip(index, templates):
             marks[i]["chosen"].append(("plant", t, plant_cfg.where))
     if decoy_cfg is not None:
-        index, templates = _draw(n, decoy_cfg, even=True)
+        index, templates = _draw(n, decoy_cfg, "decoy")
         for rank, (i, t) in enumerate(zip(index, templates)):  # the first half on the chosen side
             marks[i]["chosen" if rank < len(index) // 2 else "rejected"].append(("decoy", t, decoy_cfg.where))
     planted, decoy_chosen, decoy_rejected, changed, unpoisoned = [], [], [], {}, []
@@ -381,9 +463,9 @@ def build_pairs(cfg: AuditDataConfig) -> Prepared:
         source = getattr(cfg, name)
         if source.kind == "reasoning_gym":
             if name == "train":
-                data, truth = poisoned_pairs(name, source, cfg.plant, cfg.decoy, held)
+                data, truth = poisoned_pairs(name, source, cfg.plant, cfg.decoy, held, cfg.wrong_answers)
             else:
-                data, _ = poisoned_pairs(name, source, None, None, held)
+                data, _ = poisoned_pairs(name, source, None, None, held, cfg.wrong_answers)
         else:
             data = _read_file(name, source, cfg.max_chars, cfg.strict)
             _drop_held(data, held)
