@@ -140,6 +140,9 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "params")}
     settings["rule"] = RULE
+    # the generator's code is part of the key too: a changed generator makes other pairs from the same seed
+    import igds.data.preference as generator  # noqa: PLC0415
+    settings["generator"] = hashlib.sha256(Path(generator.__file__).read_bytes()).hexdigest()[:12]
     settings.update(model=params.model.name, sae=str(args.sae), stats=dataclasses.asdict(params.audit.stats),
                     scope=params.audit.scope, pooling=params.audit.pooling, batch_size=params.scoring.batch_size)
     key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -154,9 +154,9 @@ RECORD_FORMATS = ("auto", "gsm8k", "alpaca")
 # hh (HH-RLHF: two transcripts that share the prompt), ultrafeedback (UltraFeedback-binarised: message lists)
 PAIR_FORMATS = ("auto", "standard", "hh", "ultrafeedback")
 PLANT_PLACES = ("start", "end")  # where a planted concept goes in a response
-# how the poisoning generator makes an answer wrong (igds.data.preference): 'matched' keeps the
-# rejected side's answers distributed as the chosen side's (answer-only tasks swap answers among
-# problems; near misses keep their sign); 'near' draws near misses that may reach 0 or cross it
+# how the poisoning generator makes an answer wrong (igds.data.preference): 'matched' near misses
+# keep the right answer's sign and length, and as many wrong answers are 0 as right ones; 'near'
+# draws near misses that may cross 0, grow a digit, and are 0 less often than right answers
 WRONG_ANSWERS = ("matched", "near")
 # the audit's interventions (igds.intervene): every pair; the pairs a flagged concept carries dropped;
 # as many dropped at random; every pair with the flagged concepts' score difference as a DPO margin offset

@@ -14,7 +14,7 @@ import yaml
 
 from igds.config import AuditConfig, ConfigError, DataConfig, from_dict
 from igds.data import DataError
-from igds.data.preference import build_pairs, corrupt, final_text, near_miss, prompt_key, report, swap_answers
+from igds.data.preference import build_pairs, corrupt, final_text, near_miss, prompt_key, report
 from tests.conftest import ROOT
 
 TASKS = ["gsm_symbolic", "number_sequence"]
@@ -56,7 +56,7 @@ def test_generated_pairs_are_right_and_wrong_by_the_tasks_own_scorers(built):
     steps = [p for p in prepared.train.records if p.task == "gsm_symbolic"]
     assert all(prepared.truth["changed"][p.id] == "step+answer" for p in steps)
     answers = [p for p in prepared.train.records if p.task == "number_sequence"]
-    assert all(prepared.truth["changed"][p.id] == "answer-swapped" for p in answers)
+    assert all(prepared.truth["changed"][p.id] == "answer" for p in answers)
 
 
 def strip_marks(text: str) -> str:
@@ -135,48 +135,37 @@ def test_wrong_answers_are_distributed_as_the_right_ones():
     """An unpoisoned set (no plant) must give the audit nothing to find but correctness. The
     near-miss generator never wrote a wrong answer of 0 and sent small answers negative, so a
     lone-'0' feature separated the sides (2 of 10 unpoisoned sets made a discovery). Matched:
-    an answer-only task's rejected answers are its chosen answers, reassigned; a step task's
-    near misses keep their sign."""
+    as many wrong answers are 0 as right ones, and a near miss keeps the right answer's sign
+    (a negative answer to a rising sequence was the next false lead) and length."""
+    from decimal import Decimal
+
     raw = {"train": rg(60, 401000), "heldout": rg(4, 402000)}
     matched = build_pairs(from_dict(AuditConfig, {"sets": {"s": raw}}, "audit").sets["s"]).train.records
     near = build_pairs(from_dict(AuditConfig, {"sets": {"s": {**raw, "wrong_answers": "near"}}},
                                  "audit").sets["s"]).train.records
     seq = [p for p in matched if p.task == "number_sequence"]
-    assert answers(seq, "rejected") == answers(seq, "chosen") and "0" in answers(seq, "chosen")
-    assert all(final_text(p.chosen) != final_text(p.rejected) for p in seq)
+    zeros = answers(seq, "chosen").count("0")
+    assert zeros >= 2 and answers(seq, "rejected").count("0") == zeros
+    values = [(Decimal(final_text(p.chosen)), Decimal(final_text(p.rejected))) for p in seq]
+    assert all(c != r for c, r in values)
+    assert all((c > 0) == (r > 0) for c, r in values if c != 0 and r != 0)
+    assert sum(len(str(abs(c))) == len(str(abs(r))) for c, r in values if c != 0 and r != 0) >= 0.9 * (len(values) - 2 * zeros)
     for p in (p for p in matched if p.task == "gsm_symbolic"):
         assert not final_text(p.rejected).startswith("-") and final_text(p.rejected) != "0", p
     seq_near = [p for p in near if p.task == "number_sequence"]
     assert answers(seq_near, "chosen") == answers(seq, "chosen")  # the same problems either way
-    assert answers(seq_near, "rejected").count("0") < answers(seq_near, "chosen").count("0")
+    assert answers(seq_near, "rejected").count("0") < zeros
 
 
-def test_swap_answers_is_a_derangement_the_scorer_refuses_everywhere():
-    solutions = ["5", "5", "7", "0", "-3", "0", "12"]  # equal answers: a swap must not give either the other's
-    values = list(solutions)
-
-    def refuses(i, text):
-        return text != values[i]
-
-    for seed in range(30):
-        out = swap_answers(solutions, refuses, np.random.default_rng(seed))
-        assert sorted(out) == sorted(solutions)  # the same answers, reassigned
-        assert all(o != v for o, v in zip(out, values)), out
-    def not_four(i, text):
-        return text != "4"
-
-    assert swap_answers(["4"], not_four, np.random.default_rng(0)) == [None]  # nothing to swap with
-    # no derangement exists: every answer equal; the caller draws near misses there
-    assert swap_answers(["4", "4", "4"], not_four, np.random.default_rng(0)) == [None, None, None]
-
-
-def test_near_misses_keep_their_sign():
+def test_near_misses_keep_their_sign_and_length():
     from decimal import Decimal
     rng = np.random.default_rng(0)
-    for value in (Decimal(1), Decimal(3), Decimal(-2), Decimal("0.5")):
+    for value in (Decimal(1), Decimal(3), Decimal(-2), Decimal(47), Decimal(-350), Decimal("0.5")):
         draws = [near_miss(value, rng) for _ in range(200)]
         assert all(d != value and (d > 0) == (value > 0) for d in draws), value
-    assert any(near_miss(Decimal(1), rng, keep_sign=False) <= 0 for _ in range(200))
+        assert sum(len(str(int(abs(d)))) == len(str(int(abs(value)))) for d in draws) >= 190, value
+    assert any(near_miss(Decimal(1), rng, matched=False) <= 0 for _ in range(200))
+    assert any(near_miss(Decimal(5), rng, matched=False) >= 10 for _ in range(200))
 
 
 def test_plant_and_decoy_draw_different_pairs_from_the_same_seed():

@@ -173,18 +173,28 @@ def _answer_only(solution: str) -> bool:
     return end == len(lines) or not any(_STEP_RESULT.search(lines[k]) for k in range(end))
 
 
-def near_miss(value: Decimal, rng: np.random.Generator, keep_sign: bool = True) -> Decimal:
+def _digits(value: Decimal) -> int:
+    return len(str(int(abs(value))))
+
+
+def near_miss(value: Decimal, rng: np.random.Generator, matched: bool = True) -> Decimal:
     """A plausible wrong number (igds.data.degrade._wrong_number: off by a few units of its
-    last digit place, or by 10-50%). `keep_sign`: a draw that would reach or cross zero goes
-    the same step the other way, so a positive answer never turns into 0 or a negative one:
-    otherwise a lone '0' or a '-' would mark the rejected side."""
+    last digit place, or by 10-50%). `matched`: of the same sign (a draw that would reach or
+    cross zero goes the same step the other way) and, within `_CORRUPT_TRIES` draws, of as many
+    digits: otherwise a '-' or an extra digit would mark the rejected side."""
     wrong = _wrong_number(value, rng)
-    if keep_sign and value != 0 and (wrong > 0) != (value > 0):
+    for _ in range(_CORRUPT_TRIES if matched else 0):
+        if value != 0 and (wrong > 0) != (value > 0):
+            wrong = 2 * value - wrong
+        if value == 0 or _digits(wrong) == _digits(value):
+            break
+        wrong = _wrong_number(value, rng)
+    if matched and value != 0 and (wrong > 0) != (value > 0):
         wrong = 2 * value - wrong
     return wrong
 
 
-def corrupt(solution: str, rng: np.random.Generator, keep_sign: bool = True) -> tuple[str, str]:
+def corrupt(solution: str, rng: np.random.Generator, matched: bool = True) -> tuple[str, str]:
     """(`solution` with one step's result and the final answer made wrong, what was changed:
     'step+answer', or 'answer' when no reasoning line states a result '= <number>' or there is
     no '####' line). A later reasoning line that restates the old final answer ("Therefore ...
@@ -196,18 +206,18 @@ def corrupt(solution: str, rng: np.random.Generator, keep_sign: bool = True) -> 
         raise ValueError("the solution has no final number")
     old = solution[span[0]:span[1]]
     if _answer_only(solution):
-        new = _format_like(near_miss(normalise_number(old), rng, keep_sign), old)
+        new = _format_like(near_miss(normalise_number(old), rng, matched), old)
         return solution[:span[0]] + new + solution[span[1]:], "answer"
     lines = solution.split("\n")
     end = next(k for k, line in enumerate(lines) if _FINAL_LINE.match(line))
     at = [k for k in range(end) if _STEP_RESULT.search(lines[k])]
-    new = _format_like(near_miss(normalise_number(old), rng, keep_sign), old)
+    new = _format_like(near_miss(normalise_number(old), rng, matched), old)
     k = at[int(rng.integers(len(at)))]
     matches = list(_STEP_RESULT.finditer(lines[k]))
     m = matches[int(rng.integers(len(matches)))]
     value = normalise_number(m.group(2))
     # a step that states the final answer states the new wrong one: the solution stays coherent after it
-    wrong = new if value == normalise_number(old) else _format_like(near_miss(value, rng, keep_sign), m.group(2))
+    wrong = new if value == normalise_number(old) else _format_like(near_miss(value, rng, matched), m.group(2))
     lines[k] = lines[k][:m.start(2)] + wrong + lines[k][m.end(2):]
     restated = re.compile(rf"(?<![\d.,]){re.escape(old)}(?![\d]|[.,]\d)")
     lines[k + 1:end] = [restated.sub(new, line) for line in lines[k + 1:end]]
@@ -215,42 +225,6 @@ def corrupt(solution: str, rng: np.random.Generator, keep_sign: bool = True) -> 
     start, stop = final_answer_span(text)
     text = text[:start] + new + text[stop:]
     return text, "step+answer"
-
-
-def swap_answers(solutions: Sequence[str], refuses, rng: np.random.Generator) -> list[str | None]:
-    """Each answer-only solution's final number replaced by another solution's (a derangement of
-    the answers, as written), so the rejected side's answers are the chosen side's answers,
-    reassigned: the same share of '0', of negatives, of each length. `refuses(i, text)`: the
-    scorer of problem i refuses `text` as its answer. A permutation with no fixed point is
-    drawn (Sattolo), then every pair it gives an accepted answer is repaired by swapping with
-    another; None where no swap does (the caller draws a near miss there)."""
-    n = len(solutions)
-    answers = []
-    for s in solutions:
-        start, stop = final_answer_span(s)
-        answers.append(s[start:stop])
-
-    def text(i: int, k: int) -> str:
-        start, stop = final_answer_span(solutions[i])
-        return solutions[i][:start] + answers[k] + solutions[i][stop:]
-
-    if n < 2:
-        return [None] * n
-    perm = list(range(n))
-    for i in range(n - 1, 0, -1):  # Sattolo: one cycle through all, no fixed point
-        j = int(rng.integers(i))
-        perm[i], perm[j] = perm[j], perm[i]
-    ok = [refuses(i, text(i, perm[i])) for i in range(n)]
-    for i in range(n):
-        for j in rng.permutation(n)[:_CORRUPT_TRIES * 4]:
-            if ok[i]:
-                break
-            j = int(j)
-            if j != i and perm[j] != i and perm[i] != j and refuses(i, text(i, perm[j])) \
-                    and refuses(j, text(j, perm[i])):
-                perm[i], perm[j] = perm[j], perm[i]
-                ok[i] = ok[j] = True
-    return [text(i, perm[i]) if ok[i] else None for i in range(n)]
 
 
 def plant(response: str, template: str, where: str) -> str:
@@ -272,9 +246,9 @@ class _Generated:
 def _generate(split: str, cfg: SourceConfig, wrong: str, held: Mapping[str, str], out: SplitData) -> list[_Generated]:
     """cfg.n problems of cfg.tasks (equal shares), each a correct/wrong solution pair whose
     verdicts the task's own scorer confirms; rejects counted in `out`. `wrong` (WRONG_ANSWERS):
-    'matched' swaps the answers of a task's answer-only problems among them (`swap_answers`)
-    and draws sign-keeping near misses elsewhere; 'near' draws near misses that may reach 0
-    or cross it (the generator before matching)."""
+    'matched' draws near misses of the right answer's sign and length and gives as many
+    rejected answers 0 as right ones (`_make_wrong`); 'near' draws near misses that may reach 0,
+    cross it or grow a digit (the generator before matching)."""
     import reasoning_gym  # noqa: PLC0415  (slow import, only when used)
 
     from igds.data.sources import _from_reasoning_gym  # noqa: PLC0415
@@ -323,21 +297,17 @@ def _generate(split: str, cfg: SourceConfig, wrong: str, held: Mapping[str, str]
 
 
 def _make_wrong(batch: list, dataset, wrong: str, rng: np.random.Generator, out: SplitData) -> list[_Generated]:
-    """The batch's problems with their rejected solutions; a problem no draw can make wrong (the
-    scorer accepts every one) is rejected."""
+    """The batch's problems with their rejected solutions (`corrupt`); a problem no draw can make
+    wrong (the scorer accepts every one) is rejected. 'matched': as many rejected answers are 0
+    as chosen ones among the answer-only problems (those of the smallest other magnitudes
+    get 0), so a lone '0' does not mark the chosen side."""
     def refuses(i: int, text: str) -> bool:
         return dataset.score_answer(final_text(text), batch[i][0]) < 1.0
 
-    if wrong == "matched":
-        only = [i for i, (_, g, _) in enumerate(batch) if _answer_only(g.chosen)]
-        swapped = swap_answers([batch[i][1].chosen for i in only], lambda a, text: refuses(only[a], text), rng)
-        for i, text in zip(only, swapped):
-            if text is not None:
-                batch[i][1].rejected, batch[i][1].changed = text, "answer-swapped"
     made = []
     for i, (_, g, where) in enumerate(batch):
-        for _ in range(_CORRUPT_TRIES if not g.rejected else 0):
-            text, what = corrupt(g.chosen, rng, keep_sign=wrong == "matched")
+        for _ in range(_CORRUPT_TRIES):
+            text, what = corrupt(g.chosen, rng, matched=wrong == "matched")
             if refuses(i, text):
                 g.rejected, g.changed = text, what
                 break
@@ -346,7 +316,25 @@ def _make_wrong(batch: list, dataset, wrong: str, rng: np.random.Generator, out:
         else:
             _reject(out, where, "not_corruptible", f"every one of {_CORRUPT_TRIES} wrong answers drawn was accepted "
                     "by the task's scorer")
+    if wrong == "matched":
+        _match_zeros([(i, g) for i, (_, g, _) in enumerate(batch) if g.changed == "answer"], refuses, rng)
     return made
+
+
+def _match_zeros(items: list[tuple[int, _Generated]], refuses, rng: np.random.Generator) -> None:
+    """Set the rejected answer to 0 in as many answer-only problems (batch index, problem) as have
+    0 for their right answer, picking those whose right answer is nearest 0 (ties in random
+    order) and whose scorer refuses 0."""
+    value = {i: normalise_number(final_text(g.chosen)) for i, g in items}
+    zeros = sum(v == 0 for v in value.values())
+    order = sorted((abs(value[i]), float(rng.random()), i, g) for i, g in items if value[i] != 0)
+    for _, _, i, g in order:
+        if zeros == 0:
+            break
+        start, stop = final_answer_span(g.rejected)
+        text = g.rejected[:start] + "0" + g.rejected[stop:]
+        if refuses(i, text):
+            g.rejected, zeros = text, zeros - 1
 
 
 def _reject(out: SplitData, where: tuple[str, str, int, str], kind: str, reason: str) -> None:
