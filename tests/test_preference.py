@@ -281,3 +281,18 @@ def test_a_profile_with_audit_sets_must_train_an_arm(tmp_path):
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     with pytest.raises(ConfigError, match="audit.dpo.arms"):
         load_params(path)
+
+
+def test_the_accuracy_bench_draws_as_many_new_heldout_pairs_none_with_a_train_prompt():
+    """bench.audit_accuracy scores trained adapters on more held-out pairs than the profile
+    re-audits: of the set's own tasks and generator, a new seed, no prompt of the train split."""
+    from bench.audit_accuracy import heldout_pairs
+    from igds.config import load_params
+
+    params = load_params(ROOT / "configs" / "ci" / "params.yaml")
+    cfg = params.audit.sets["poisoned"]
+    pairs = heldout_pairs(params, "poisoned", 30, 913000)
+    train = build_pairs(cfg).train.records
+    assert len(pairs) == 30 and {p.task for p in pairs} == set(cfg.heldout.tasks)
+    assert not {prompt_key(p.prompt) for p in pairs} & {prompt_key(p.prompt) for p in train}
+    assert not any(t in p.chosen + p.rejected for p in pairs for t in PLANT + DECOY)

@@ -1,0 +1,135 @@
+"""python -m bench.audit_accuracy: the re-audit's two accuracies on more clean held-out pairs, for
+the DPO adapters a profile's run already trained (issue 17).
+
+The audit's criterion "clean held-out pair accuracy stays within 3 points of DPO on unpoisoned
+data" needs a CI of +-3 points, and a profile's own re-audit (configs/audit: 100 held-out pairs
+x 3 seeds) gives about +-6. Re-training is not needed to narrow it: this scores the trained
+adapters (`<run>/dpo/<set>-<arm>-s<seed>`) on `--pairs` new clean pairs of the set's own tasks
+(the set's generator and `wrong_answers`, a new seed, prompts disjoint from the train split) and
+reports, as the report-audit stage does (igds.audit_report.arm_table), per arm the reward
+accuracy (implicit DPO margin > 0) and the ranking accuracy (log p(chosen) > log p(rejected),
+and the base model's), and each arm against the unpoisoned arm with whether the CI of the
+difference lies within `audit.accuracy_margin`. Pairs and seeds are resampled.
+
+Writes results/audit-accuracy.json and .md (atomically). One forward pass per response per
+adapter: run it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from igds.artifacts import atomic_file, write_json
+from igds.config import load_params
+
+log = logging.getLogger("bench.audit_accuracy")
+
+
+def heldout_pairs(params, set_name: str, n: int, seed: int) -> list:
+    """`n` clean pairs of the set's tasks from generator seed `seed`, none with a train prompt."""
+    from igds.data.preference import build_pairs  # noqa: PLC0415
+
+    cfg = params.audit.sets[set_name]
+    heldout = dataclasses.replace(cfg.heldout, n=n, seed=seed)
+    return build_pairs(dataclasses.replace(cfg, heldout=heldout)).heldout.records
+
+
+def score(run: Path, params, set_name: str, arms: list[str], pairs: list) -> dict[str, list[dict]]:
+    """Per arm, per seed: the re-audit's accuracy metrics ('margin', 'rank_margin', 'rank_margin_base')."""
+    from peft import PeftModel  # noqa: PLC0415
+
+    from igds.models.loading import load_model  # noqa: PLC0415
+    from igds.reaudit import pair_logliks  # noqa: PLC0415
+
+    batch, max_len = params.scoring.batch_size, params.audit.dpo.max_len
+    loaded = load_model(params.model.name, params.model.device, params.model.dtype)
+    base = pair_logliks(loaded.model.eval(), loaded.tokenizer, pairs, batch, max_len)
+    out: dict[str, list[dict]] = {}
+    for arm in arms:
+        for seed in params.audit.dpo.seeds:
+            adapter = run / "dpo" / f"{set_name}-{arm}-s{seed}"
+            if not (adapter / "adapter_config.json").is_file():
+                raise FileNotFoundError(f"{adapter} holds no adapter; run the profile's dpo stages first")
+            t0 = time.perf_counter()
+            fresh = load_model(params.model.name, params.model.device, params.model.dtype)
+            model = PeftModel.from_pretrained(fresh.model, adapter).eval()
+            policy = pair_logliks(model, fresh.tokenizer, pairs, batch, max_len)
+            reward = (policy[:, 0] - base[:, 0]) - (policy[:, 1] - base[:, 1])
+            out.setdefault(arm, []).append({"margin": reward.tolist(), "rank_margin": (policy[:, 0] - policy[:, 1]).tolist(),
+                                            "rank_margin_base": (base[:, 0] - base[:, 1]).tolist()})
+            log.info("%s-s%d: reward accuracy %.3f, ranking accuracy %.3f (base %.3f); %.0f s", arm, seed,
+                     (reward > 0).mean(), (policy[:, 0] > policy[:, 1]).mean(), (base[:, 0] > base[:, 1]).mean(),
+                     time.perf_counter() - t0)
+    return out
+
+
+def markdown(doc: dict) -> str:
+    s = doc["settings"]
+    lines = [f"# Audit accuracy on more held-out pairs ({doc['date']}, {doc['machine']})", "",
+             f"The adapters of {s['run']} (set {s['set']}, seeds {s['seeds']}), {s['pairs']} new clean held-out pairs "
+             f"(generator seed {s['seed']}); base model ranking accuracy {doc['base_rank_accuracy']:.3f}.", "",
+             "| arm | reward accuracy [CI] | ranking accuracy [CI] |", "|---|---:|---:|"]
+    for row in doc["arms"]:
+        lines.append(f"| {row['arm']} | {row['accuracy']:.3f} [{row['accuracy_lo']:.3f}, {row['accuracy_hi']:.3f}] | "
+                     f"{row['rank_accuracy']:.3f} [{row['rank_accuracy_lo']:.3f}, {row['rank_accuracy_hi']:.3f}] |")
+    lines += ["", f"| comparison | value [95% CI] | p | CI within ±{s['margin']:.2f} |", "|---|---:|---:|---|"]
+    for row in doc["comparisons"]:
+        within = row.get("within")
+        verdict = "–" if within is None or (isinstance(within, float) and np.isnan(within)) else ("yes" if within else "no")
+        lines.append(f"| {row['comparison']} | {row['value']:+.3f} [{row['lo']:+.3f}, {row['hi']:+.3f}] | "
+                     f"{row['p']:.3g} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.audit_accuracy", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", type=Path, required=True, help="a repo where the profile ran (its params.yaml, dpo/)")
+    parser.add_argument("--set", default="poisoned")
+    parser.add_argument("--arms", nargs="+", default=["naive", "filter", "random", "shaping", "unpoisoned"])
+    parser.add_argument("--pairs", type=int, default=400)
+    parser.add_argument("--seed", type=int, default=913000, help="the generator's seed of the new held-out pairs")
+    parser.add_argument("--out", type=Path, default=Path("results/audit-accuracy.json"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+    from igds.audit_report import arm_table  # noqa: PLC0415
+
+    params = load_params(args.run / "params.yaml")
+    if "unpoisoned" not in args.arms:
+        raise SystemExit("--arms must include unpoisoned: the reference every arm is compared with")
+    t0 = time.perf_counter()
+    pairs = heldout_pairs(params, args.set, args.pairs, args.seed)
+    metrics = score(args.run, params, args.set, args.arms, pairs)
+    rng = np.random.default_rng(params.seed)
+    table, comparisons = arm_table(metrics, rng, params.report.n_boot, params.report.n_perm, params.report.level,
+                                   params.audit.accuracy_margin)
+    comparisons = comparisons[comparisons["comparison"].str.endswith("- unpoisoned")]
+    base = np.asarray(metrics["unpoisoned"][0]["rank_margin_base"])
+    doc = {"settings": {"run": str(args.run), "set": args.set, "arms": args.arms, "pairs": len(pairs), "seed": args.seed,
+                        "seeds": list(params.audit.dpo.seeds), "margin": params.audit.accuracy_margin,
+                        "model": params.model.name},
+           "base_rank_accuracy": float((base > 0).mean()), "arms": table.to_dict("records"),
+           "comparisons": comparisons.to_dict("records"), "wall_s": round(time.perf_counter() - t0, 1),
+           "date": datetime.date.today().isoformat(), "machine": _machine()}
+    write_json(args.out, doc)
+    with atomic_file(args.out.with_suffix(".md")) as f:
+        f.write(markdown(doc))
+    print(markdown(doc))
+
+
+def _machine() -> str:
+    import os  # noqa: PLC0415
+    import platform  # noqa: PLC0415
+
+    return f"{os.cpu_count()} CPU cores, {platform.machine()}"
+
+
+if __name__ == "__main__":
+    main()
