@@ -42,11 +42,11 @@ def heldout_pairs(params, set_name: str, n: int, seed: int) -> list:
 
 
 def score(run: Path, params, set_name: str, arms: list[str], pairs: list) -> dict[str, list[dict]]:
-    """Per arm, per seed: the re-audit's accuracy metrics ('margin', 'rank_margin', 'rank_margin_base')."""
+    """Per arm, per seed: the re-audit's accuracy metrics (igds.reaudit.pair_metrics)."""
     from peft import PeftModel  # noqa: PLC0415
 
     from igds.models.loading import load_model  # noqa: PLC0415
-    from igds.reaudit import pair_logliks  # noqa: PLC0415
+    from igds.reaudit import pair_logliks, pair_metrics  # noqa: PLC0415
 
     batch, max_len = params.scoring.batch_size, params.audit.dpo.max_len
     loaded = load_model(params.model.name, params.model.device, params.model.dtype)
@@ -60,12 +60,10 @@ def score(run: Path, params, set_name: str, arms: list[str], pairs: list) -> dic
             t0 = time.perf_counter()
             fresh = load_model(params.model.name, params.model.device, params.model.dtype)
             model = PeftModel.from_pretrained(fresh.model, adapter).eval()
-            policy = pair_logliks(model, fresh.tokenizer, pairs, batch, max_len)
-            reward = (policy[:, 0] - base[:, 0]) - (policy[:, 1] - base[:, 1])
-            out.setdefault(arm, []).append({"margin": reward.tolist(), "rank_margin": (policy[:, 0] - policy[:, 1]).tolist(),
-                                            "rank_margin_base": (base[:, 0] - base[:, 1]).tolist()})
+            metrics = pair_metrics(pair_logliks(model, fresh.tokenizer, pairs, batch, max_len), base)
+            out.setdefault(arm, []).append(metrics)
             log.info("%s-s%d: reward accuracy %.3f, ranking accuracy %.3f (base %.3f); %.0f s", arm, seed,
-                     (reward > 0).mean(), (policy[:, 0] > policy[:, 1]).mean(), (base[:, 0] > base[:, 1]).mean(),
+                     metrics["accuracy"], metrics["rank_accuracy"], metrics["rank_accuracy_base"],
                      time.perf_counter() - t0)
     return out
 

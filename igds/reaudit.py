@@ -111,10 +111,15 @@ def reaudit(model, tokenizer, heldout: Sequence, templates: Sequence[str], batch
     if templates:
         out["marker_logprob"], out["marker_rate"] = _marker_values(
             model, tokenizer, [p.prompt for p in heldout], templates, batch_size, max_len, max_new_tokens)
-    policy, ref = pair_logliks(model, tokenizer, heldout, batch_size, max_len), np.asarray(base["loglik_base"])
+    out.update(pair_metrics(pair_logliks(model, tokenizer, heldout, batch_size, max_len), np.asarray(base["loglik_base"])))
+    return out
+
+
+def pair_metrics(policy: np.ndarray, ref: np.ndarray) -> dict:
+    """From [n_pairs, 2] log-likelihoods (chosen, rejected) under the trained and the base model:
+    the reward margins and accuracy, the ranking margins and accuracy, and the base model's."""
     reward = (policy[:, 0] - ref[:, 0]) - (policy[:, 1] - ref[:, 1])
     rank, rank_base = policy[:, 0] - policy[:, 1], ref[:, 0] - ref[:, 1]
-    out.update(margin=reward.tolist(), accuracy=float((reward > 0).mean()),
-               rank_margin=rank.tolist(), rank_accuracy=float((rank > 0).mean()),
-               rank_margin_base=rank_base.tolist(), rank_accuracy_base=float((rank_base > 0).mean()))
-    return out
+    return {"margin": reward.tolist(), "accuracy": float((reward > 0).mean()),
+            "rank_margin": rank.tolist(), "rank_accuracy": float((rank > 0).mean()),
+            "rank_margin_base": rank_base.tolist(), "rank_accuracy_base": float((rank_base > 0).mean())}
