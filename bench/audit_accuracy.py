@@ -12,7 +12,9 @@ and the base model's), and each arm against the unpoisoned arm with whether the 
 difference lies within `audit.accuracy_margin`. Pairs and seeds are resampled.
 
 Writes results/audit-accuracy.json and .md (atomically). One forward pass per response per
-adapter: run it alone.
+adapter: run it alone. Each adapter's per-pair values go to `<out>.partial.json` as it finishes,
+under a key of the settings, the generator's code and the adapter's weights: an interrupted run
+continues where it stopped, and a changed adapter or generator is scored again.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import hashlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -34,38 +38,66 @@ log = logging.getLogger("bench.audit_accuracy")
 
 def heldout_pairs(params, set_name: str, n: int, seed: int) -> list:
     """`n` clean pairs of the set's tasks from generator seed `seed`, none with a train prompt."""
-    from igds.data.preference import build_pairs  # noqa: PLC0415
+    from igds.data.preference import build_pairs
 
     cfg = params.audit.sets[set_name]
     heldout = dataclasses.replace(cfg.heldout, n=n, seed=seed)
     return build_pairs(dataclasses.replace(cfg, heldout=heldout)).heldout.records
 
 
-def score(run: Path, params, set_name: str, arms: list[str], pairs: list) -> dict[str, list[dict]]:
-    """Per arm, per seed: the re-audit's accuracy metrics (igds.reaudit.pair_metrics)."""
-    from peft import PeftModel  # noqa: PLC0415
+def score(run: Path, params, set_name: str, arms: list[str], seeds: list[int], pairs: list,
+          partial: Path, key: str) -> dict[str, list[dict]]:
+    """Per arm, per seed: the re-audit's accuracy metrics (igds.reaudit.pair_metrics). Each
+    adapter's metrics are kept in `partial` under `key` and the adapter's weights' hash, and
+    reused from there."""
+    from peft import PeftModel
 
-    from igds.models.loading import load_model  # noqa: PLC0415
-    from igds.reaudit import pair_logliks, pair_metrics  # noqa: PLC0415
+    from igds.models.loading import load_model
+    from igds.reaudit import pair_logliks, pair_metrics
 
+    adapters = {(arm, seed): run / "dpo" / f"{set_name}-{arm}-s{seed}" for arm in arms for seed in seeds}
+    for adapter in adapters.values():
+        if not (adapter / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"{adapter} holds no adapter; run the profile's dpo stages for it first "
+                                    f"(audit.dpo.seeds and audit.dpo.arms must include it)")
+    done = _load_partial(partial, key)
     batch, max_len = params.scoring.batch_size, params.audit.dpo.max_len
     loaded = load_model(params.model.name, params.model.device, params.model.dtype)
-    base = pair_logliks(loaded.model.eval(), loaded.tokenizer, pairs, batch, max_len)
+    if "base" not in done:
+        done["base"] = pair_logliks(loaded.model.eval(), loaded.tokenizer, pairs, batch, max_len).tolist()
+    base = np.asarray(done["base"])
     out: dict[str, list[dict]] = {}
-    for arm in arms:
-        for seed in params.audit.dpo.seeds:
-            adapter = run / "dpo" / f"{set_name}-{arm}-s{seed}"
-            if not (adapter / "adapter_config.json").is_file():
-                raise FileNotFoundError(f"{adapter} holds no adapter; run the profile's dpo stages first")
+    for (arm, seed), adapter in adapters.items():
+        name = f"{arm}-s{seed}:{_weights_hash(adapter)}"
+        if name in done:
+            metrics = pair_metrics(np.asarray(done[name]), base)
+        else:
             t0 = time.perf_counter()
             fresh = load_model(params.model.name, params.model.device, params.model.dtype)
             model = PeftModel.from_pretrained(fresh.model, adapter).eval()
-            metrics = pair_metrics(pair_logliks(model, fresh.tokenizer, pairs, batch, max_len), base)
-            out.setdefault(arm, []).append(metrics)
+            policy = pair_logliks(model, fresh.tokenizer, pairs, batch, max_len)
+            done[name] = policy.tolist()
+            write_json(partial, {"key": key, "runs": done})
+            metrics = pair_metrics(policy, base)
             log.info("%s-s%d: reward accuracy %.3f, ranking accuracy %.3f (base %.3f); %.0f s", arm, seed,
                      metrics["accuracy"], metrics["rank_accuracy"], metrics["rank_accuracy_base"],
                      time.perf_counter() - t0)
+        out.setdefault(arm, []).append(metrics)
     return out
+
+
+def _load_partial(path: Path, key: str) -> dict:
+    if not path.is_file():
+        return {}
+    old = json.loads(path.read_text(encoding="utf-8"))
+    return old.get("runs", {}) if old.get("key") == key else {}
+
+
+def _weights_hash(adapter: Path) -> str:
+    weights = sorted(adapter.glob("adapter_model.*"))
+    if not weights:
+        raise FileNotFoundError(f"{adapter} has adapter_config.json but no adapter_model.* weights")
+    return hashlib.sha256(weights[0].read_bytes()).hexdigest()[:16]
 
 
 def markdown(doc: dict) -> str:
@@ -93,25 +125,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--arms", nargs="+", default=["naive", "filter", "random", "shaping", "unpoisoned"])
     parser.add_argument("--pairs", type=int, default=400)
     parser.add_argument("--seed", type=int, default=913000, help="the generator's seed of the new held-out pairs")
+    parser.add_argument("--seeds", type=int, nargs="+", help="the training seeds to score (default: the run's audit.dpo.seeds)")
     parser.add_argument("--out", type=Path, default=Path("results/audit-accuracy.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
-    from igds.audit_report import arm_table  # noqa: PLC0415
+    from igds.audit_report import arm_table
 
     params = load_params(args.run / "params.yaml")
     if "unpoisoned" not in args.arms:
         raise SystemExit("--arms must include unpoisoned: the reference every arm is compared with")
     t0 = time.perf_counter()
+    seeds = list(args.seeds or params.audit.dpo.seeds)
     pairs = heldout_pairs(params, args.set, args.pairs, args.seed)
-    metrics = score(args.run, params, args.set, args.arms, pairs)
+    # what the per-pair log-likelihoods depend on, besides the adapter (whose weights' hash names each entry)
+    key = hashlib.sha256(json.dumps({"pairs": [(p.id, p.chosen, p.rejected) for p in pairs], "model": params.model.name,
+                                     "dtype": params.model.dtype, "max_len": params.audit.dpo.max_len},
+                                    sort_keys=True).encode()).hexdigest()[:16]
+    partial = args.out.with_suffix(".partial.json")
+    metrics = score(args.run, params, args.set, args.arms, seeds, pairs, partial, key)
     rng = np.random.default_rng(params.seed)
     table, comparisons = arm_table(metrics, rng, params.report.n_boot, params.report.n_perm, params.report.level,
                                    params.audit.accuracy_margin)
     comparisons = comparisons[comparisons["comparison"].str.endswith("- unpoisoned")]
     base = np.asarray(metrics["unpoisoned"][0]["rank_margin_base"])
     doc = {"settings": {"run": str(args.run), "set": args.set, "arms": args.arms, "pairs": len(pairs), "seed": args.seed,
-                        "seeds": list(params.audit.dpo.seeds), "margin": params.audit.accuracy_margin,
+                        "seeds": seeds, "margin": params.audit.accuracy_margin,
                         "model": params.model.name},
            "base_rank_accuracy": float((base > 0).mean()), "arms": table.to_dict("records"),
            "comparisons": comparisons.to_dict("records"), "wall_s": round(time.perf_counter() - t0, 1),
@@ -123,8 +162,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _machine() -> str:
-    import os  # noqa: PLC0415
-    import platform  # noqa: PLC0415
+    import os
+    import platform
 
     return f"{os.cpu_count()} CPU cores, {platform.machine()}"
 

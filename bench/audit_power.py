@@ -10,6 +10,12 @@ audited (igds.audit.audit, params.yaml's audit.stats). Per replicate it records:
   planted pairs, precision and recall >= `--match`; a kept discovery whose one-sided firings
   pick out the decoy pairs better);
 - any discovery (the unpoisoned sets: a calibrated audit makes none in <= 5% of them);
+- on an unpoisoned set with discoveries, whether each one replicates: the same concept (its
+  member features, pooled and scaled as the audit does) tested on an independent unpoisoned set
+  of the same tasks (another generator seed) with the audit's own tests and FDR, and discovered
+  there leaning the same way. Unpoisoned pairs still prefer the right answer to the wrong one, so
+  a concept the model reads as correctness is a true difference, not an error of the audit: it
+  replicates. A false discovery does not (`--no-replicate` skips this);
 - the sign-flip null replicates with any discovery (igds.audit.null_calibration).
 The issue's targets: planted found in >= 90% of seeds at rate 0.2 and >= 50% at 0.1; <= 5% of
 unpoisoned sets and of sign-flip nulls with any discovery; the decoy in <= 5% of seeds. Each
@@ -34,7 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from igds.artifacts import atomic_file, write_json
-from igds.audit import audit, clopper_pearson, kept_discoveries
+from igds.audit import AuditSettings, audit, clopper_pearson, concept_activations, feature_scale, \
+    kept_discoveries, test_table
 from igds.audit_encode import encode_pairs
 from igds.audit_report import identify_planted
 from igds.config import WRONG_ANSWERS, AuditDataConfig, PlantConfig, SourceConfig, load_params
@@ -46,10 +53,12 @@ DECOY = ("Hope this helps.",)
 # what counts as found (igds.audit_report.identify_planted); part of the resume key, so a
 # changed rule re-runs every replicate rather than mixing the two
 RULE = "kept-best-f1-v3"
+# the independent sets a discovery on an unpoisoned set is re-tested on: generator seeds apart from pair_set's
+REPLICATION_BASE = 700_000
 
 
-def pair_set(seed: int, rate: float, args: argparse.Namespace) -> AuditDataConfig:
-    base = 400_000 + 1000 * seed
+def pair_set(seed: int, rate: float, args: argparse.Namespace, base: int = 400_000) -> AuditDataConfig:
+    base = base + 1000 * seed
     source = SourceConfig(kind="reasoning_gym", tasks=tuple(args.tasks), n=args.pairs, seed=base)
     heldout = SourceConfig(kind="reasoning_gym", tasks=tuple(args.tasks), n=1, seed=base + 500)
     plant = PlantConfig(templates=tuple(args.plant), share=rate, seed=seed) if rate > 0 else None
@@ -71,7 +80,15 @@ def replicate(seed: int, rate: float, model, tokenizer, sae, layer: int, params,
                    [p.task for p in pairs], params.audit.stats)
     found = identify_planted([p.id for p in pairs], encoded.chosen, encoded.rejected, result.concepts,
                              prepared.truth, args.match)
+    found_concepts = result.concepts.index[result.concepts.discovered.astype(bool)]
+    replicated = None
+    if rate == 0 and len(found_concepts) and args.replicate:
+        members = [result.members[c] for c in found_concepts]
+        directions = result.concepts.loc[found_concepts, "direction"].to_numpy()
+        replicated = replicates(members, directions, build_pairs(pair_set(seed, 0.0, args, REPLICATION_BASE)).train.records,
+                                model, tokenizer, sae, layer, params, args).tolist()
     return {"seed": seed, "rate": rate, "pairs": len(pairs), "planted": found["planted_pairs"],
+            "replicated": replicated,
             "decoy": found["decoy_pairs"], "discoveries": int(result.concepts.discovered.sum()),
             "kept": len(kept_discoveries(result.concepts)),
             "discoveries_chosen": int((result.concepts.badge == "chosen").sum()),
@@ -81,6 +98,26 @@ def replicate(seed: int, rate: float, model, tokenizer, sae, layer: int, params,
             "planted_found": found["plant_found"], "decoy_found": found["decoy_found"],
             "null_any": float((result.null.discoveries > 0).mean()) if len(result.null) else None,
             "concepts": len(result.concepts), "wall_s": round(time.perf_counter() - t0, 2)}
+
+
+def replicates(members: list[list[int]], directions, pairs: list, model, tokenizer, sae, layer: int, params,
+               args) -> np.ndarray:
+    """[n_concepts] bool: each concept (its member features; its direction on the set it was
+    found in) is a discovery on `pairs`, an independent set, leaning the same way. The audit's
+    tests and BH over these concepts only, at the audit's FDR."""
+    encoded = encode_pairs(model, tokenizer, sae, pairs, layer, params.scoring.batch_size, args.max_len,
+                           params.audit.scope, params.audit.pooling)
+    return replicated_on(members, directions, encoded.chosen, encoded.rejected,
+                         encoded.length_chosen - encoded.length_rejected, params.audit.stats)
+
+
+def replicated_on(members: list[list[int]], directions, chosen: np.ndarray, rejected: np.ndarray,
+                  length_diff: np.ndarray, settings: AuditSettings) -> np.ndarray:
+    """`replicates` on already encoded pairs: chosen, rejected [n_pairs, n_features]."""
+    scale = feature_scale(chosen, rejected)
+    cc, cr = concept_activations(chosen, members, scale), concept_activations(rejected, members, scale)
+    table = test_table(cc, cr, np.asarray(length_diff, dtype=float), settings, np.random.default_rng(settings.seed))
+    return (table["discovered"].to_numpy(dtype=bool) & (table["direction"].to_numpy() == np.asarray(directions)))
 
 
 def summarise(rows: list[dict], level: float) -> list[dict]:
@@ -93,8 +130,16 @@ def summarise(rows: list[dict], level: float) -> list[dict]:
         lo, hi = clopper_pearson(np.array([k]), np.array([n]), level)
         decoy = sum(r["decoy_found"] for r in sub)
         null = [r["null_any"] for r in sub if r["null_any"] is not None]
-        out.append({"rate": rate, "seeds": n, "measure": key, "share": k / n, "lo": float(lo[0]), "hi": float(hi[0]),
-                    "decoy_found": decoy / n, "null_any": float(np.mean(null)) if null else None})
+        row = {"rate": rate, "seeds": n, "measure": key, "share": k / n, "lo": float(lo[0]), "hi": float(hi[0]),
+               "decoy_found": decoy / n, "null_any": float(np.mean(null)) if null else None}
+        if rate == 0 and all(r.get("replicated") is not None for r in sub if r["discoveries"]):
+            # sets with a discovery that does not replicate on an independent set: the audit's own errors
+            found = [x for r in sub for x in (r.get("replicated") or [])]
+            k_false = sum(not all(r["replicated"]) for r in sub if r["discoveries"])
+            lo, hi = clopper_pearson(np.array([k_false]), np.array([n]), level)
+            row.update(discoveries=len(found), replicated=int(sum(found)), unreplicated_share=k_false / n,
+                       unreplicated_lo=float(lo[0]), unreplicated_hi=float(hi[0]))
+        out.append(row)
     return out
 
 
@@ -109,6 +154,12 @@ def markdown(doc: dict) -> str:
         null = "–" if s["null_any"] is None else f"{s['null_any']:.1%}"
         lines.append(f"| {s['rate']:.2f} | {s['seeds']} | {s['share']:.0%} [{s['lo']:.0%}, {s['hi']:.0%}] | "
                      f"{s['decoy_found']:.0%} | {null} |")
+    for s in doc["summary"]:
+        if "unreplicated_share" in s:
+            lines += ["", f"Unpoisoned sets: {s['discoveries']} discoveries in all, {s['replicated']} of them discovered again, "
+                      f"leaning the same way, on an independent unpoisoned set of the same tasks. Sets with a discovery "
+                      f"that does not replicate: {s['unreplicated_share']:.0%} [{s['unreplicated_lo']:.0%}, "
+                      f"{s['unreplicated_hi']:.0%}] of {s['seeds']}."]
     return "\n".join(lines) + "\n"
 
 
@@ -130,6 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--match", type=float, default=0.5, help="precision and recall a found concept must reach")
     parser.add_argument("--max-len", type=int, default=768)
     parser.add_argument("--max-chars", type=int, default=8000)
+    parser.add_argument("--no-replicate", dest="replicate", action="store_false",
+                        help="skip re-testing the unpoisoned sets' discoveries on independent sets")
     parser.add_argument("--out", type=Path, default=Path("results/audit-power.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")

@@ -174,7 +174,7 @@ def test_the_power_bench_scores_a_replicate_by_the_truth(planted, tok):
     params = load_params(ROOT / "configs" / "ci" / "params.yaml")
     args = argparse.Namespace(tasks=["number_sequence"], pairs=40, plant=["Great question #"], decoy=["Hope this helps @"],
                               decoy_rate=0.3, match=0.5, max_len=512, max_chars=8000,
-                              wrong_answers="matched")
+                              wrong_answers="matched", replicate=True)
     sae = recall_sae(u, w, basis)
     poisoned = replicate(0, 0.3, model, tok, sae, LAYER, params, args)
     assert poisoned["planted"] == 12 and poisoned["decoy"] == 12
@@ -183,6 +183,22 @@ def test_the_power_bench_scores_a_replicate_by_the_truth(planted, tok):
     assert clean["planted"] == clean["decoy"] == 0 and clean["discoveries"] == 0 and not clean["planted_found"]
     summary = summarise([poisoned, clean], 0.95)
     assert [(s["rate"], s["measure"], s["share"]) for s in summary] == [(0.3, "planted_found", 1.0), (0.0, "any", 0.0)]
+
+
+def test_a_discovery_replicates_on_an_independent_set_only_where_that_set_carries_it_the_same_way():
+    """bench.audit_power re-tests an unpoisoned set's discoveries on another set: a concept
+    planted there on the chosen side replicates; one that is noise there, or was found leaning
+    the other way, does not."""
+    from bench.audit_power import replicated_on
+
+    rng = np.random.default_rng(5)
+    chosen, rejected = noise(rng), noise(rng)
+    chosen[:60, 10] = 2.0 + rng.random(60)
+    lengths = rng.integers(40, 90, N)
+    settings = AuditSettings(n_boot=100)
+    got = replicated_on([[10], [20], [10, 11]], ["chosen", "chosen", "rejected"], chosen, rejected, lengths - lengths,
+                        settings)
+    assert got.tolist() == [True, False, False]
 
 
 def test_a_concept_that_leans_only_through_a_stronger_one_is_explained_away():

@@ -296,3 +296,46 @@ def test_the_accuracy_bench_draws_as_many_new_heldout_pairs_none_with_a_train_pr
     assert len(pairs) == 30 and {p.task for p in pairs} == set(cfg.heldout.tasks)
     assert not {prompt_key(p.prompt) for p in pairs} & {prompt_key(p.prompt) for p in train}
     assert not any(t in p.chosen + p.rejected for p in pairs for t in PLANT + DECOY)
+
+
+def test_the_accuracy_bench_resumes_from_its_partial_file_and_rescored_a_changed_adapter(tmp_path, monkeypatch):
+    """An interrupted bench.audit_accuracy continues: adapters already scored under the same
+    key are read back, not run again; an adapter whose weights changed, or another key, is
+    scored again."""
+    from types import SimpleNamespace
+
+    import peft
+
+    import igds.models.loading
+    import igds.reaudit
+    from bench.audit_accuracy import score
+    from igds.config import load_params
+
+    params = load_params(ROOT / "configs" / "ci" / "params.yaml")
+    for arm in ("filter", "unpoisoned"):
+        adapter = tmp_path / "dpo" / f"poisoned-{arm}-s0"
+        adapter.mkdir(parents=True)
+        (adapter / "adapter_config.json").write_text("{}")
+        (adapter / "adapter_model.safetensors").write_bytes(arm.encode())
+    calls = []
+
+    def fake_logliks(model, tokenizer, pairs, batch, max_len):
+        calls.append(model)
+        return np.array([[-1.0, -2.0]] * len(pairs)) if model == "base" else np.array([[-1.0, -3.0]] * len(pairs))
+
+    monkeypatch.setattr(igds.models.loading, "load_model",
+                        lambda *a: SimpleNamespace(model=SimpleNamespace(eval=lambda: "base"), tokenizer=None))
+    monkeypatch.setattr(peft.PeftModel, "from_pretrained",
+                        lambda model, path: SimpleNamespace(eval=lambda: f"trained:{path.name}"))
+    monkeypatch.setattr(igds.reaudit, "pair_logliks", fake_logliks)
+    partial = tmp_path / "acc.partial.json"
+    args = (tmp_path, params, "poisoned", ["filter", "unpoisoned"], [0], [object()] * 3, partial)
+
+    first = score(*args, "k1")
+    assert len(calls) == 3 and first["filter"][0]["accuracy"] == 1.0
+    assert score(*args, "k1") == first and len(calls) == 3  # all read back
+    (tmp_path / "dpo" / "poisoned-filter-s0" / "adapter_model.safetensors").write_bytes(b"retrained")
+    score(*args, "k1")
+    assert calls[3:] == ["trained:poisoned-filter-s0"]  # only the changed adapter
+    score(*args, "k2")
+    assert len(calls) == 4 + 3  # another key: base and both adapters again
