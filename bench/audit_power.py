@@ -22,7 +22,7 @@ unpoisoned sets and of sign-flip nulls with any discovery; the decoy in <= 5% of
 rate's share comes with a Clopper-Pearson CI over the seeds.
 
 Writes results/audit-power.json (atomically, after every replicate: a rerun with the same
-settings skips the replicates it has) and results/audit-power.md. Run it alone: the encoding
+settings skips the replicates it has, also with more seeds or other rates) and results/audit-power.md. Run it alone: the encoding
 is a forward pass through the SAE's layer for every response.
 """
 
@@ -197,31 +197,44 @@ def main(argv: list[str] | None = None) -> None:
     import igds.data.preference as generator  # noqa: PLC0415
     settings["generator"] = hashlib.sha256(Path(generator.__file__).read_bytes()).hexdigest()[:12]
     settings.update(model=params.model.name, sae=str(args.sae), stats=dataclasses.asdict(params.audit.stats),
-                    scope=params.audit.scope, pooling=params.audit.pooling, batch_size=params.scoring.batch_size)
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+                    scope=params.audit.scope, pooling=params.audit.pooling, batch_size=params.scoring.batch_size,
+                    layer=params.sae.layer, fdr=params.audit.stats.fdr, level=params.audit.stats.level)
+    key = resume_key(settings)
     rows: list[dict] = []
     if args.out.is_file():
         old = json.loads(args.out.read_text(encoding="utf-8"))
-        rows = old.get("rows", []) if old.get("key") == key else []
+        rows = old.get("rows", []) if resume_key(old.get("settings", {})) == key else []
+    # a replicate is redone when its replication check is asked for and missing
+    rows = [r for r in rows if not (args.replicate and r["rate"] == 0 and r["discoveries"] and r.get("replicated") is None)]
     done = {(r["seed"], r["rate"]) for r in rows}
+    wanted = [(seed, rate) for rate in args.rates for seed in range(args.seeds if rate > 0 else args.unpoisoned_seeds)]
     loaded = load_model(params.model.name, params.model.device, params.model.dtype)
     sae = load_sae(args.sae, params.model.device)
     layer = params.sae.layer
     check_sae_layer(sae, layer, str(args.sae))
-    settings.update(layer=layer, fdr=params.audit.stats.fdr, level=params.audit.stats.level)
-    for rate in args.rates:
-        for seed in range(args.seeds if rate > 0 else args.unpoisoned_seeds):
-            if (seed, rate) in done:
-                continue
-            row = replicate(seed, rate, loaded.model, loaded.tokenizer, sae, layer, params, args)
-            rows.append(row)
-            log.info("rate %.2f seed %d: %s", rate, seed, row)
-            write_json(args.out, _document(key, settings, rows, params.audit.stats.level))
+    for seed, rate in wanted:
+        if (seed, rate) in done:
+            continue
+        row = replicate(seed, rate, loaded.model, loaded.tokenizer, sae, layer, params, args)
+        rows.append(row)
+        log.info("rate %.2f seed %d: %s", rate, seed, row)
+        write_json(args.out, _document(key, settings, rows, params.audit.stats.level))
+    rows = sorted((r for r in rows if (r["seed"], r["rate"]) in set(wanted)), key=lambda r: (-r["rate"], r["seed"]))
     doc = _document(key, settings, rows, params.audit.stats.level)
     write_json(args.out, doc)
     with atomic_file(args.out.with_suffix(".md")) as f:
         f.write(markdown(doc))
     print(markdown(doc))
+
+
+# settings that choose which replicates to run, not what one computes: a rerun with more seeds or
+# another rate keeps the replicates it has
+RESUME_FREE = ("rates", "seeds", "unpoisoned_seeds", "replicate")
+
+
+def resume_key(settings: dict) -> str:
+    kept = {k: v for k, v in settings.items() if k not in RESUME_FREE}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _document(key: str, settings: dict, rows: list[dict], level: float) -> dict:

@@ -201,6 +201,20 @@ def test_a_discovery_replicates_on_an_independent_set_only_where_that_set_carrie
     assert got.tolist() == [True, False, False]
 
 
+def test_the_power_bench_keeps_its_replicates_when_only_more_seeds_or_rates_are_asked_for():
+    """bench.audit_power's resume key: more seeds, other rates or the replication switch keep the
+    replicates already run; anything that changes what one computes (the SAE, the generator,
+    the pairs per set) starts again."""
+    from bench.audit_power import resume_key
+
+    settings = {"sae": "run/sae", "generator": "abc", "pairs": 200, "seeds": 10, "unpoisoned_seeds": 20,
+                "rates": [0.2, 0.1, 0.0], "replicate": True}
+    key = resume_key(settings)
+    assert resume_key({**settings, "seeds": 30, "unpoisoned_seeds": 40, "rates": [0.0], "replicate": False}) == key
+    for change in ({"sae": "other/sae"}, {"generator": "abd"}, {"pairs": 100}):
+        assert resume_key({**settings, **change}) != key
+
+
 def test_a_concept_that_leans_only_through_a_stronger_one_is_explained_away():
     """f50 fires on the planted chosen responses (as the plant's f10-12 do) and on a decoy on both
     sides equally: discovered, but on the pairs the plant does not carry it is balanced, so it
