@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from igds.models.residual import add_to_residual, capture_residual, resume_after_layer
 from igds.tokens import Batch, Tokenized, iter_batches
@@ -57,7 +58,7 @@ def answer_loglik(model, tok: Tokenized, batch_size: int, pad_id: int,
     """
     out = np.zeros(len(tok))
     device = next(model.parameters()).device
-    with torch.inference_mode():
+    with torch.inference_mode(), tqdm(total=len(tok), desc="log-likelihood", unit="ex", leave=False) as bar:
         for batch in iter_batches(tok, batch_size, pad_id, scope, device):
             steering = add_to_residual(model, steer[0], steer[1].to(device)) if steer else contextlib.nullcontext()
             with steering:
@@ -66,6 +67,7 @@ def answer_loglik(model, tok: Tokenized, batch_size: int, pad_id: int,
             if total:
                 mean = mean * batch.scope_mask[:, 1:].sum(dim=1).clamp(min=1)
             out[batch.index] = mean.cpu().numpy()
+            bar.update(len(batch.index))
     return out
 
 
