@@ -156,7 +156,8 @@ def markdown(doc: dict) -> str:
                      f"{s['decoy_found']:.0%} | {null} |")
     for s in doc["summary"]:
         if "unreplicated_share" in s:
-            lines += ["", f"Unpoisoned sets: {s['discoveries']} discoveries in all, {s['replicated']} of them discovered again, "
+            lines += ["", f"Unpoisoned sets: {s['discoveries']} discover{'y' if s['discoveries'] == 1 else 'ies'} in all, "
+                      f"{s['replicated']} of them discovered again, "
                       f"leaning the same way, on an independent unpoisoned set of the same tasks. Sets with a discovery "
                       f"that does not replicate: {s['unreplicated_share']:.0%} [{s['unreplicated_lo']:.0%}, "
                       f"{s['unreplicated_hi']:.0%}] of {s['seeds']}."]
