@@ -187,3 +187,45 @@ def test_the_audit_report_names_the_planted_concept_and_compares_the_arms(audite
                   result.concepts, table, comparisons, 0.05, 0.03)
     assert "| ranking accuracy: filter - unpoisoned | -0.083 [" in text and text.rstrip().endswith("| no |")
     assert "0.75 -> 0.67" in text
+
+
+def _reaudit_metrics(rng, rise: float, n: int = 60) -> dict:
+    base = rng.normal(-8.0, 1.0, n)
+    margin = rng.normal(0.2, 1.0, n)
+    return {"marker_logprob": (base + rise + rng.normal(0, 0.1, n)).tolist(), "marker_logprob_base": base.tolist(),
+            "marker_rate": [0.0] * n, "marker_rate_base": [0.0] * n, "margin": margin.tolist(),
+            "rank_margin": margin.tolist(), "rank_margin_base": margin.tolist()}
+
+
+def test_the_shaping_bench_reports_each_scale_against_naive():
+    """bench.audit_shaping: per scale, the rise, shaping - naive with its CI and p, and the share
+    of naive's rise left; planted rises of 2.0 (naive), 1.7 and 0.2 (two scales) come back."""
+    from bench.audit_shaping import summarise
+
+    rng = np.random.default_rng(0)
+    naive = [_reaudit_metrics(rng, 2.0) for _ in range(3)]
+    by_scale = {1.0: [_reaudit_metrics(rng, 1.7) for _ in range(3)], 4.0: [_reaudit_metrics(rng, 0.2) for _ in range(3)]}
+    rows = summarise(naive, by_scale, np.random.default_rng(1), 300, 300, 0.95)
+    assert [(r["arm"], r["scale"]) for r in rows] == [("naive", None), ("shaping", 1.0), ("shaping", 4.0)]
+    assert rows[0]["rise"] == pytest.approx(2.0, abs=0.05)
+    assert rows[1]["minus_naive"] == pytest.approx(-0.3, abs=0.05) and rows[1]["minus_naive_hi"] < 0
+    assert rows[2]["ratio"] == pytest.approx(0.1, abs=0.03) and rows[2]["p"] < 0.05
+
+
+def test_the_shaping_bench_refuses_a_work_dir_trained_from_another_run(tmp_path):
+    from bench.audit_shaping import _check_work
+    from igds.config import load_params
+    from tests.conftest import ROOT
+
+    params = load_params(ROOT / "configs" / "ci" / "params.yaml")
+    run = tmp_path / "run"
+    (run / "pairs" / "poisoned").mkdir(parents=True)
+    (run / "audit" / "poisoned").mkdir(parents=True)
+    for name in ("pairs/poisoned/train.jsonl", "pairs/poisoned/heldout.jsonl", "audit/poisoned/concepts.csv"):
+        (run / name).write_text("a")
+    work = tmp_path / "work"
+    _check_work(work, run, params, "poisoned")
+    _check_work(work, run, params, "poisoned")  # the same source: fine
+    (run / "audit" / "poisoned" / "concepts.csv").write_text("b")
+    with pytest.raises(SystemExit, match="another run or other settings"):
+        _check_work(work, run, params, "poisoned")
