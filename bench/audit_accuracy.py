@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from igds.artifacts import atomic_file, write_json
+from bench.common import machine, write_report
+from igds.artifacts import write_json
 from igds.config import load_params
 
 log = logging.getLogger("bench.audit_accuracy")
@@ -154,18 +155,8 @@ def main(argv: list[str] | None = None) -> None:
                         "model": params.model.name},
            "base_rank_accuracy": float((base > 0).mean()), "arms": table.to_dict("records"),
            "comparisons": comparisons.to_dict("records"), "wall_s": round(time.perf_counter() - t0, 1),
-           "date": datetime.date.today().isoformat(), "machine": _machine()}
-    write_json(args.out, doc)
-    with atomic_file(args.out.with_suffix(".md")) as f:
-        f.write(markdown(doc))
-    print(markdown(doc))
-
-
-def _machine() -> str:
-    import os
-    import platform
-
-    return f"{os.cpu_count()} CPU cores, {platform.machine()}"
+           "date": datetime.date.today().isoformat(), "machine": machine()}
+    write_report(args.out, doc, markdown)
 
 
 if __name__ == "__main__":

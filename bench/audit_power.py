@@ -39,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from igds.artifacts import atomic_file, write_json
+from bench.common import machine, write_report
+from igds.artifacts import write_json
 from igds.audit import AuditSettings, audit, clopper_pearson, concept_activations, feature_scale, \
     kept_discoveries, test_table
 from igds.audit_encode import encode_pairs
@@ -222,10 +223,7 @@ def main(argv: list[str] | None = None) -> None:
         write_json(args.out, _document(key, settings, rows, params.audit.stats.level))
     rows = sorted((r for r in rows if (r["seed"], r["rate"]) in set(wanted)), key=lambda r: (-r["rate"], r["seed"]))
     doc = _document(key, settings, rows, params.audit.stats.level)
-    write_json(args.out, doc)
-    with atomic_file(args.out.with_suffix(".md")) as f:
-        f.write(markdown(doc))
-    print(markdown(doc))
+    write_report(args.out, doc, markdown)
 
 
 # settings that choose which replicates to run, not what one computes: a rerun with more seeds or
@@ -240,14 +238,8 @@ def resume_key(settings: dict) -> str:
 
 def _document(key: str, settings: dict, rows: list[dict], level: float) -> dict:
     return {"key": key, "settings": settings, "rows": rows, "summary": summarise(rows, level),
-            "date": datetime.date.today().isoformat(), "machine": _machine()}
+            "date": datetime.date.today().isoformat(), "machine": machine()}
 
-
-def _machine() -> str:
-    import os  # noqa: PLC0415
-    import platform  # noqa: PLC0415
-
-    return f"{os.cpu_count()} CPU cores, {platform.machine()}"
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from igds.artifacts import atomic_file, read_json, write_json
+from bench.common import machine, write_report
+from igds.artifacts import read_json, write_json
 from igds.config import load_params
 
 log = logging.getLogger("bench.audit_shaping")
@@ -152,18 +153,9 @@ def main(argv: list[str] | None = None) -> None:
     doc = {"settings": {"run": str(args.run), "set": args.set, "scales": args.scales, "seeds": seeds,
                         "model": params.model.name},
            "rows": rows, "wall_s": round(time.perf_counter() - t0, 1),
-           "date": datetime.date.today().isoformat(), "machine": _machine()}
-    write_json(args.out, doc)
-    with atomic_file(args.out.with_suffix(".md")) as f:
-        f.write(markdown(doc))
-    print(markdown(doc))
+           "date": datetime.date.today().isoformat(), "machine": machine()}
+    write_report(args.out, doc, markdown)
 
-
-def _machine() -> str:
-    import os  # noqa: PLC0415
-    import platform  # noqa: PLC0415
-
-    return f"{os.cpu_count()} CPU cores, {platform.machine()}"
 
 
 if __name__ == "__main__":

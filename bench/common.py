@@ -36,6 +36,24 @@ def stopwatch() -> Iterator[dict]:
         out["cpu_s"] = round(time.process_time() - cpu, 4)
 
 
+def machine() -> str:
+    """The machine a bench result was measured on, for its report's heading."""
+    import platform  # noqa: PLC0415
+
+    return f"{os.cpu_count()} CPU cores, {platform.machine()}"
+
+
+def write_report(out: Path, doc: dict, markdown) -> None:
+    """`doc` to `out` (JSON) and `markdown(doc)` beside it (.md), each atomically; the markdown printed."""
+    from igds.artifacts import atomic_file, write_json  # noqa: PLC0415
+
+    write_json(out, doc)
+    text = markdown(doc)
+    with atomic_file(out.with_suffix(".md")) as f:
+        f.write(text)
+    print(text)
+
+
 def loadavg() -> list[float]:
     """The 1, 5 and 15 minute load averages (runnable processes, all users)."""
     return [round(x, 2) for x in os.getloadavg()]
