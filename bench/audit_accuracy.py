@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import machine, write_report
+from bench.common import file_hash, machine, write_report
 from igds.artifacts import write_json
 from igds.config import load_params
 
@@ -63,8 +63,8 @@ def score(run: Path, params, set_name: str, arms: list[str], seeds: list[int], p
                                     f"(audit.dpo.seeds and audit.dpo.arms must include it)")
     done = _load_partial(partial, key)
     batch, max_len = params.scoring.batch_size, params.audit.dpo.max_len
-    loaded = load_model(params.model.name, params.model.device, params.model.dtype)
     if "base" not in done:
+        loaded = load_model(params.model.name, params.model.device, params.model.dtype)
         done["base"] = pair_logliks(loaded.model.eval(), loaded.tokenizer, pairs, batch, max_len).tolist()
     base = np.asarray(done["base"])
     out: dict[str, list[dict]] = {}
@@ -98,7 +98,7 @@ def _weights_hash(adapter: Path) -> str:
     weights = sorted(adapter.glob("adapter_model.*"))
     if not weights:
         raise FileNotFoundError(f"{adapter} has adapter_config.json but no adapter_model.* weights")
-    return hashlib.sha256(weights[0].read_bytes()).hexdigest()[:16]
+    return file_hash(weights[0])
 
 
 def markdown(doc: dict) -> str:

@@ -22,8 +22,9 @@ unpoisoned sets and of sign-flip nulls with any discovery; the decoy in <= 5% of
 rate's share comes with a Clopper-Pearson CI over the seeds.
 
 Writes results/audit-power.json (atomically, after every replicate: a rerun with the same
-settings skips the replicates it has, also with more seeds or other rates) and results/audit-power.md. Run it alone: the encoding
-is a forward pass through the SAE's layer for every response.
+settings skips the replicates it has, also with more seeds or other rates) and
+results/audit-power.md. Run it alone: the encoding is a forward pass through the SAE's layer for
+every response.
 """
 
 from __future__ import annotations
@@ -221,7 +222,8 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(row)
         log.info("rate %.2f seed %d: %s", rate, seed, row)
         write_json(args.out, _document(key, settings, rows, params.audit.stats.level))
-    rows = sorted((r for r in rows if (r["seed"], r["rate"]) in set(wanted)), key=lambda r: (-r["rate"], r["seed"]))
+    asked = set(wanted)
+    rows = sorted((r for r in rows if (r["seed"], r["rate"]) in asked), key=lambda r: (-r["rate"], r["seed"]))
     doc = _document(key, settings, rows, params.audit.stats.level)
     write_report(args.out, doc, markdown)
 
@@ -239,7 +241,6 @@ def resume_key(settings: dict) -> str:
 def _document(key: str, settings: dict, rows: list[dict], level: float) -> dict:
     return {"key": key, "settings": settings, "rows": rows, "summary": summarise(rows, level),
             "date": datetime.date.today().isoformat(), "machine": machine()}
-
 
 
 if __name__ == "__main__":

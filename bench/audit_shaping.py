@@ -1,8 +1,8 @@
 """python -m bench.audit_shaping: the shaping arm at other scales (issue 17).
 
 The shaping arm adds `audit.shaping` x the flagged concepts' score difference to each pair's DPO
-margin (igds.intervene). At the profiles' 1.0 a planted pair's margin starts near +1, which
-halves its gradient rather than removing it (sigmoid(-1) = 0.27 against 0.5), and configs/audit
+margin (igds.intervene). At the profiles' 1.0 a flagged pair's margin starts near +0.8 (configs/audit),
+which scales its gradient by sigmoid(-0.8) = 0.31 rather than removing it, and configs/audit
 measured a 15% cut of the marker's rise. This runs the arm again at each `--scales` value on a
 profile's finished run (`--run`: its params.yaml, pairs/, audit/, reaudit-base/ and the naive
 arm's reaudit/), with the stages' own code (pipelines.intervene, pipelines.dpo and
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import machine, write_report
+from bench.common import file_hash, machine, write_report
 from igds.artifacts import read_json, write_json
 from igds.config import load_params
 
@@ -61,15 +61,11 @@ def train_scale(run: Path, params, set_name: str, scale: float, seeds: list[int]
 def _check_work(work: Path, run: Path, params, set_name: str) -> None:
     """What `work` was trained from (the run's pairs and audit, the DPO settings but the seeds):
     recorded on first use; a later use from anything else is refused, never mixed."""
-    import hashlib  # noqa: PLC0415
     import json  # noqa: PLC0415
 
-    def md5(path: Path) -> str:
-        return hashlib.md5(path.read_bytes()).hexdigest()
-
-    source = {"pairs": md5(run / "pairs" / set_name / "train.jsonl"),
-              "concepts": md5(run / "audit" / set_name / "concepts.csv"),
-              "heldout": md5(run / "pairs" / set_name / "heldout.jsonl"), "model": params.model.name,
+    source = {"pairs": file_hash(run / "pairs" / set_name / "train.jsonl"),
+              "concepts": file_hash(run / "audit" / set_name / "concepts.csv"),
+              "heldout": file_hash(run / "pairs" / set_name / "heldout.jsonl"), "model": params.model.name,
               "dpo": {k: v for k, v in dataclasses.asdict(params.audit.dpo).items() if k not in ("seeds", "arms")}}
     record = work / "source.json"
     if record.is_file():
@@ -155,7 +151,6 @@ def main(argv: list[str] | None = None) -> None:
            "rows": rows, "wall_s": round(time.perf_counter() - t0, 1),
            "date": datetime.date.today().isoformat(), "machine": machine()}
     write_report(args.out, doc, markdown)
-
 
 
 if __name__ == "__main__":

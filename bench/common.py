@@ -5,6 +5,7 @@ the tests use too)."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import resource
 import shutil
@@ -15,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from igds.artifacts import atomic_file, write_json
 from igds.data import Record
 
 ROOT = Path(__file__).resolve().parents[1]  # the project: bench/ sits beside igds/ and pipelines/
@@ -43,10 +45,13 @@ def machine() -> str:
     return f"{os.cpu_count()} CPU cores, {platform.machine()}"
 
 
+def file_hash(path: Path) -> str:
+    """A short content hash of a file: what a bench's resume record keys its inputs by."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
 def write_report(out: Path, doc: dict, markdown) -> None:
     """`doc` to `out` (JSON) and `markdown(doc)` beside it (.md), each atomically; the markdown printed."""
-    from igds.artifacts import atomic_file, write_json  # noqa: PLC0415
-
     write_json(out, doc)
     text = markdown(doc)
     with atomic_file(out.with_suffix(".md")) as f:
