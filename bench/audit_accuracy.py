@@ -9,7 +9,8 @@ adapters (`<run>/dpo/<set>-<arm>-s<seed>`) on `--pairs` new clean pairs of the s
 reports, as the report-audit stage does (igds.audit_report.arm_table), per arm the reward
 accuracy (implicit DPO margin > 0) and the ranking accuracy (log p(chosen) > log p(rejected),
 and the base model's), and each arm against the unpoisoned arm with whether the CI of the
-difference lies within `audit.accuracy_margin`. Pairs and seeds are resampled.
+difference lies within `audit.accuracy_margin`; with the random arm, also filter minus random
+(the same number of pairs dropped: what the filter's choice costs). Pairs and seeds are resampled.
 
 Writes results/audit-accuracy.json and .md (atomically). One forward pass per response per
 adapter: run it alone. Each adapter's per-pair values go to `<out>.partial.json` as it finishes,
@@ -30,9 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
+import pandas as pd
+
 from bench.common import file_hash, machine, write_report
 from igds.artifacts import write_json
+from igds.audit_report import ACCURACIES, _correct
 from igds.config import load_params
+from igds.stats import paired_bootstrap, paired_permutation_test
 
 log = logging.getLogger("bench.audit_accuracy")
 
@@ -85,6 +90,20 @@ def score(run: Path, params, set_name: str, arms: list[str], seeds: list[int], p
                      time.perf_counter() - t0)
         out.setdefault(arm, []).append(metrics)
     return out
+
+
+def versus(metrics: dict[str, list[dict]], arm: str, reference: str, rng: np.random.Generator, n_boot: int,
+           n_perm: int, level: float) -> list[dict]:
+    """Each accuracy of `arm` minus `reference`'s, pairs and seeds resampled (as arm_table compares
+    with unpoisoned). Filter minus random: random drops as many pairs as the filter, so this is
+    what the filter's choice costs beyond training on fewer pairs."""
+    rows = []
+    for label, key in ACCURACIES:
+        a, b = _correct(metrics[arm], key), _correct(metrics[reference], key)
+        ci = paired_bootstrap(a, b, rng, n_boot, level)
+        rows.append({"comparison": f"{label}: {arm} - {reference}", "value": ci.diff, "lo": ci.lo, "hi": ci.hi,
+                     "p": paired_permutation_test(a, b, rng, n_perm).p_value})
+    return rows
 
 
 def _load_partial(path: Path, key: str) -> dict:
@@ -149,6 +168,9 @@ def main(argv: list[str] | None = None) -> None:
     table, comparisons = arm_table(metrics, rng, params.report.n_boot, params.report.n_perm, params.report.level,
                                    params.audit.accuracy_margin)
     comparisons = comparisons[comparisons["comparison"].str.endswith("- unpoisoned")]
+    if "filter" in metrics and "random" in metrics:
+        extra = versus(metrics, "filter", "random", rng, params.report.n_boot, params.report.n_perm, params.report.level)
+        comparisons = pd.concat([comparisons, pd.DataFrame(extra)], ignore_index=True)
     base = np.asarray(metrics["unpoisoned"][0]["rank_margin_base"])
     doc = {"settings": {"run": str(args.run), "set": args.set, "arms": args.arms, "pairs": len(pairs), "seed": args.seed,
                         "seeds": seeds, "margin": params.audit.accuracy_margin,

@@ -15,7 +15,9 @@ audited (igds.audit.audit, params.yaml's audit.stats). Per replicate it records:
   of the same tasks (another generator seed) with the audit's own tests and FDR, and discovered
   there leaning the same way. Unpoisoned pairs still prefer the right answer to the wrong one, so
   a concept the model reads as correctness is a true difference, not an error of the audit: it
-  replicates. A false discovery does not (`--no-replicate` skips this);
+  replicates. A false discovery does not (`--no-replicate` skips this). A true one may not either,
+  for want of power, so each also records whether it leans the same way there at all: a false
+  one does so half the time (`lean_check`);
 - the sign-flip null replicates with any discovery (igds.audit.null_calibration).
 The issue's targets: planted found in >= 90% of seeds at rate 0.2 and >= 50% at 0.1; <= 5% of
 unpoisoned sets and of sign-flip nulls with any discovery; the decoy in <= 5% of seeds. Each
@@ -39,6 +41,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
 from bench.common import machine, write_report
 from igds.artifacts import write_json
@@ -57,9 +60,10 @@ DECOY = ("Hope this helps.",)
 RULE = "kept-best-f1-v3"
 # the independent sets a discovery on an unpoisoned set is re-tested on: generator seeds apart from pair_set's
 REPLICATION_BASE = 700_000
+SET_BASE = 400_000  # pair_set's generator seeds: SET_BASE + 1000 x data seed (+ 500: its held-out draw)
 
 
-def pair_set(seed: int, rate: float, args: argparse.Namespace, base: int = 400_000) -> AuditDataConfig:
+def pair_set(seed: int, rate: float, args: argparse.Namespace, base: int = SET_BASE) -> AuditDataConfig:
     base = base + 1000 * seed
     source = SourceConfig(kind="reasoning_gym", tasks=tuple(args.tasks), n=args.pairs, seed=base)
     heldout = SourceConfig(kind="reasoning_gym", tasks=tuple(args.tasks), n=1, seed=base + 500)
@@ -83,14 +87,15 @@ def replicate(seed: int, rate: float, model, tokenizer, sae, layer: int, params,
     found = identify_planted([p.id for p in pairs], encoded.chosen, encoded.rejected, result.concepts,
                              prepared.truth, args.match)
     found_concepts = result.concepts.index[result.concepts.discovered.astype(bool)]
-    replicated = None
+    replicated = same_lean = None
     if rate == 0 and len(found_concepts) and args.replicate:
         members = [result.members[c] for c in found_concepts]
         directions = result.concepts.loc[found_concepts, "direction"].to_numpy()
-        replicated = replicates(members, directions, build_pairs(pair_set(seed, 0.0, args, REPLICATION_BASE)).train.records,
-                                model, tokenizer, sae, layer, params, args).tolist()
+        again, lean = replicates(members, directions, build_pairs(pair_set(seed, 0.0, args, REPLICATION_BASE)).train.records,
+                                 model, tokenizer, sae, layer, params, args)
+        replicated, same_lean = again.tolist(), lean.tolist()
     return {"seed": seed, "rate": rate, "pairs": len(pairs), "planted": found["planted_pairs"],
-            "replicated": replicated,
+            "replicated": replicated, "same_lean": same_lean,
             "decoy": found["decoy_pairs"], "discoveries": int(result.concepts.discovered.sum()),
             "kept": len(kept_discoveries(result.concepts)),
             "discoveries_chosen": int((result.concepts.badge == "chosen").sum()),
@@ -103,10 +108,11 @@ def replicate(seed: int, rate: float, model, tokenizer, sae, layer: int, params,
 
 
 def replicates(members: list[list[int]], directions, pairs: list, model, tokenizer, sae, layer: int, params,
-               args) -> np.ndarray:
-    """[n_concepts] bool: each concept (its member features; its direction on the set it was
-    found in) is a discovery on `pairs`, an independent set, leaning the same way. The audit's
-    tests and BH over these concepts only, at the audit's FDR."""
+               args) -> tuple[np.ndarray, np.ndarray]:
+    """([n_concepts] bool, [n_concepts] bool): each concept (its member features; its direction
+    on the set it was found in) is a discovery on `pairs`, an independent set, leaning the same
+    way; and whether it leans the same way there at all, discovered or not. The audit's tests
+    and BH over these concepts only, at the audit's FDR."""
     encoded = encode_pairs(model, tokenizer, sae, pairs, layer, params.scoring.batch_size, args.max_len,
                            params.audit.scope, params.audit.pooling)
     return replicated_on(members, directions, encoded.chosen, encoded.rejected,
@@ -114,12 +120,13 @@ def replicates(members: list[list[int]], directions, pairs: list, model, tokeniz
 
 
 def replicated_on(members: list[list[int]], directions, chosen: np.ndarray, rejected: np.ndarray,
-                  length_diff: np.ndarray, settings: AuditSettings) -> np.ndarray:
+                  length_diff: np.ndarray, settings: AuditSettings) -> tuple[np.ndarray, np.ndarray]:
     """`replicates` on already encoded pairs: chosen, rejected [n_pairs, n_features]."""
     scale = feature_scale(chosen, rejected)
     cc, cr = concept_activations(chosen, members, scale), concept_activations(rejected, members, scale)
     table = test_table(cc, cr, np.asarray(length_diff, dtype=float), settings, np.random.default_rng(settings.seed))
-    return (table["discovered"].to_numpy(dtype=bool) & (table["direction"].to_numpy() == np.asarray(directions)))
+    same = table["direction"].to_numpy() == np.asarray(directions)
+    return table["discovered"].to_numpy(dtype=bool) & same, same
 
 
 def summarise(rows: list[dict], level: float) -> list[dict]:
@@ -141,8 +148,27 @@ def summarise(rows: list[dict], level: float) -> list[dict]:
             lo, hi = clopper_pearson(np.array([k_false]), np.array([n]), level)
             row.update(discoveries=len(found), replicated=int(sum(found)), unreplicated_share=k_false / n,
                        unreplicated_lo=float(lo[0]), unreplicated_hi=float(hi[0]))
+            row.update(lean_check(sub, n, level))
         out.append(row)
     return out
+
+
+def lean_check(rows: list[dict], n: int, level: float) -> dict:
+    """Of the unpoisoned sets with a discovery that does not replicate, those whose every such
+    discovery still leans the same way on the independent set. A false discovery leans either
+    way there (p = 1/2, and all of several at most that); a true one too weak to be discovered
+    again mostly keeps its lean. So each set that leans the other way stands for about two with a
+    false discovery: 2 x those sets, over all sets, estimates the sets with a false discovery
+    (from above, when true ones sometimes flip too). Empty where a row lacks `same_lean`."""
+    unrep = [r for r in rows if r["discoveries"] and r.get("replicated") is not None and not all(r["replicated"])]
+    if not all(r.get("same_lean") is not None for r in unrep):
+        return {}
+    same = sum(all(lean for lean, again in zip(r["same_lean"], r["replicated"]) if not again) for r in unrep)
+    lo, hi = clopper_pearson(np.array([same]), np.array([len(unrep)]), level)
+    p = float(stats.binomtest(same, len(unrep), 0.5, alternative="greater").pvalue) if unrep else None
+    false_sets = min(len(unrep), 2 * (len(unrep) - same))
+    return {"unreplicated_sets": len(unrep), "same_lean_sets": same, "same_lean_lo": float(lo[0]),
+            "same_lean_hi": float(hi[0]), "same_lean_p": p, "false_sets_estimate": false_sets / n}
 
 
 def markdown(doc: dict) -> str:
@@ -163,6 +189,12 @@ def markdown(doc: dict) -> str:
                       f"leaning the same way, on an independent unpoisoned set of the same tasks. Sets with a discovery "
                       f"that does not replicate: {s['unreplicated_share']:.0%} [{s['unreplicated_lo']:.0%}, "
                       f"{s['unreplicated_hi']:.0%}] of {s['seeds']}."]
+            if "same_lean_sets" in s and s["unreplicated_sets"]:
+                lines += ["", f"Of those {s['unreplicated_sets']} sets, {s['same_lean_sets']} have every such discovery "
+                          f"leaning the same way on the independent set ({s['same_lean_sets'] / s['unreplicated_sets']:.0%} "
+                          f"[{s['same_lean_lo']:.0%}, {s['same_lean_hi']:.0%}]; a false discovery would, at most half the "
+                          f"time: one-sided binomial p {s['same_lean_p']:.2g}). Sets with a false discovery, estimated as "
+                          f"twice those that lean the other way: {s['false_sets_estimate']:.1%} of {s['seeds']}."]
     return "\n".join(lines) + "\n"
 
 
@@ -188,6 +220,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="skip re-testing the unpoisoned sets' discoveries on independent sets")
     parser.add_argument("--out", type=Path, default=Path("results/audit-power.json"))
     args = parser.parse_args(argv)
+    if pair_set(args.unpoisoned_seeds - 1, 0.0, args).train.seed >= REPLICATION_BASE:
+        parser.error(f"--unpoisoned-seeds {args.unpoisoned_seeds}: the sets would reach generator seed "
+                     f"{REPLICATION_BASE}, where the independent replication sets start; at most "
+                     f"{(REPLICATION_BASE - SET_BASE) // 1000}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
     from igds.models.loading import load_model  # noqa: PLC0415
@@ -208,7 +244,8 @@ def main(argv: list[str] | None = None) -> None:
         old = json.loads(args.out.read_text(encoding="utf-8"))
         rows = old.get("rows", []) if resume_key(old.get("settings", {})) == key else []
     # a replicate is redone when its replication check is asked for and missing
-    rows = [r for r in rows if not (args.replicate and r["rate"] == 0 and r["discoveries"] and r.get("replicated") is None)]
+    rows = [r for r in rows if not (args.replicate and r["rate"] == 0 and r["discoveries"]
+                                    and (r.get("replicated") is None or r.get("same_lean") is None))]
     done = {(r["seed"], r["rate"]) for r in rows}
     wanted = [(seed, rate) for rate in args.rates for seed in range(args.seeds if rate > 0 else args.unpoisoned_seeds)]
     loaded = load_model(params.model.name, params.model.device, params.model.dtype)

@@ -196,9 +196,31 @@ def test_a_discovery_replicates_on_an_independent_set_only_where_that_set_carrie
     chosen[:60, 10] = 2.0 + rng.random(60)
     lengths = rng.integers(40, 90, N)
     settings = AuditSettings(n_boot=100)
-    got = replicated_on([[10], [20], [10, 11]], ["chosen", "chosen", "rejected"], chosen, rejected, lengths - lengths,
-                        settings)
-    assert got.tolist() == [True, False, False]
+    again, same = replicated_on([[10], [20], [10, 11]], ["chosen", "chosen", "rejected"], chosen, rejected,
+                                lengths - lengths, settings)
+    assert again.tolist() == [True, False, False]
+    assert same[0] and not same[2]
+
+
+def test_the_power_bench_estimates_false_discoveries_from_how_unreplicated_ones_lean():
+    """Of the unpoisoned sets with a discovery that does not replicate, those whose such
+    discoveries all lean the same way on the independent set; twice the others, over all sets,
+    estimate the sets with a false discovery. A replicated discovery's lean does not count."""
+    from bench.audit_power import lean_check
+
+    def row(replicated, same_lean):
+        return {"rate": 0.0, "discoveries": len(replicated or []), "replicated": replicated, "same_lean": same_lean}
+
+    rows = [row(None, None)] * 12 + [row([True], [True]),
+                                     row([True, False], [False, True]),  # the unreplicated one keeps its lean
+                                     row([False, False], [True, False]),  # one of two flips
+                                     row([False], [False]),
+                                     row([False], [True])]
+    got = lean_check(rows, len(rows), 0.95)
+    assert (got["unreplicated_sets"], got["same_lean_sets"]) == (4, 2)
+    assert got["false_sets_estimate"] == 4 / 17
+    assert 0 < got["same_lean_lo"] < 0.5 < got["same_lean_hi"] < 1 and got["same_lean_p"] == 11 / 16
+    assert lean_check([row([False], None)], 1, 0.95) == {}
 
 
 def test_the_power_bench_keeps_its_replicates_when_only_more_seeds_or_rates_are_asked_for():

@@ -339,3 +339,17 @@ def test_the_accuracy_bench_resumes_from_its_partial_file_and_rescored_a_changed
     assert calls[3:] == ["trained:poisoned-filter-s0"]  # only the changed adapter
     score(*args, "k2")
     assert len(calls) == 4 + 3  # another key: base and both adapters again
+
+
+def test_the_accuracy_bench_compares_the_filter_with_random_dropping_on_the_same_pairs():
+    """bench.audit_accuracy's filter - random: each accuracy's difference, paired over pairs
+    and seeds; a filter that gets 20 of 40 pairs right where random gets 10 is +0.25."""
+    from bench.audit_accuracy import versus
+
+    def runs(right: int) -> list[dict]:
+        margin = [1.0] * right + [-1.0] * (40 - right)
+        return [{"margin": margin, "rank_margin": margin}] * 2
+
+    rows = versus({"filter": runs(20), "random": runs(10)}, "filter", "random", np.random.default_rng(0), 200, 200, 0.95)
+    assert [r["comparison"] for r in rows] == ["reward accuracy: filter - random", "ranking accuracy: filter - random"]
+    assert all(r["value"] == 0.25 and r["lo"] > 0 and r["p"] < 0.05 for r in rows)
