@@ -159,16 +159,19 @@ def lean_check(rows: list[dict], n: int, level: float) -> dict:
     way there (p = 1/2, and all of several at most that); a true one too weak to be discovered
     again mostly keeps its lean. So each set that leans the other way stands for about two with a
     false discovery: 2 x those sets, over all sets, estimates the sets with a false discovery
-    (from above, when true ones sometimes flip too). Empty where a row lacks `same_lean`."""
+    (from above, when true ones sometimes flip too), with twice the Clopper-Pearson CI of the
+    share that lean the other way. Empty where a row lacks `same_lean`."""
     unrep = [r for r in rows if r["discoveries"] and r.get("replicated") is not None and not all(r["replicated"])]
     if not all(r.get("same_lean") is not None for r in unrep):
         return {}
     same = sum(all(lean for lean, again in zip(r["same_lean"], r["replicated"]) if not again) for r in unrep)
     lo, hi = clopper_pearson(np.array([same]), np.array([len(unrep)]), level)
     p = float(stats.binomtest(same, len(unrep), 0.5, alternative="greater").pvalue) if unrep else None
-    false_sets = min(len(unrep), 2 * (len(unrep) - same))
+    flipped = len(unrep) - same
+    flip_lo, flip_hi = clopper_pearson(np.array([flipped]), np.array([n]), level)
     return {"unreplicated_sets": len(unrep), "same_lean_sets": same, "same_lean_lo": float(lo[0]),
-            "same_lean_hi": float(hi[0]), "same_lean_p": p, "false_sets_estimate": false_sets / n}
+            "same_lean_hi": float(hi[0]), "same_lean_p": p, "false_sets_estimate": min(len(unrep), 2 * flipped) / n,
+            "false_sets_lo": min(1.0, 2 * float(flip_lo[0])), "false_sets_hi": min(1.0, 2 * float(flip_hi[0]))}
 
 
 def markdown(doc: dict) -> str:
@@ -194,7 +197,8 @@ def markdown(doc: dict) -> str:
                           f"leaning the same way on the independent set ({s['same_lean_sets'] / s['unreplicated_sets']:.0%} "
                           f"[{s['same_lean_lo']:.0%}, {s['same_lean_hi']:.0%}]; a false discovery would, at most half the "
                           f"time: one-sided binomial p {s['same_lean_p']:.2g}). Sets with a false discovery, estimated as "
-                          f"twice those that lean the other way: {s['false_sets_estimate']:.1%} of {s['seeds']}."]
+                          f"twice those that lean the other way: {s['false_sets_estimate']:.1%} "
+                          f"[{s['false_sets_lo']:.1%}, {s['false_sets_hi']:.1%}] of {s['seeds']}."]
     return "\n".join(lines) + "\n"
 
 
