@@ -168,10 +168,11 @@ def lean_check(rows: list[dict], n: int, level: float) -> dict:
     lo, hi = clopper_pearson(np.array([same]), np.array([len(unrep)]), level)
     p = float(stats.binomtest(same, len(unrep), 0.5, alternative="greater").pvalue) if unrep else None
     flipped = len(unrep) - same
-    flip_lo, flip_hi = clopper_pearson(np.array([flipped]), np.array([n]), level)
+    # a false discovery is an unreplicated one: neither the estimate nor its bounds exceed theirs
+    (flip_lo, unrep_lo), (flip_hi, unrep_hi) = clopper_pearson(np.array([flipped, len(unrep)]), np.array([n, n]), level)
     return {"unreplicated_sets": len(unrep), "same_lean_sets": same, "same_lean_lo": float(lo[0]),
             "same_lean_hi": float(hi[0]), "same_lean_p": p, "false_sets_estimate": min(len(unrep), 2 * flipped) / n,
-            "false_sets_lo": min(1.0, 2 * float(flip_lo[0])), "false_sets_hi": min(1.0, 2 * float(flip_hi[0]))}
+            "false_sets_lo": float(min(unrep_lo, 2 * flip_lo)), "false_sets_hi": float(min(unrep_hi, 2 * flip_hi))}
 
 
 def markdown(doc: dict) -> str:

@@ -221,6 +221,9 @@ def test_the_power_bench_estimates_false_discoveries_from_how_unreplicated_ones_
     assert got["false_sets_estimate"] == 4 / 17 and 0 < got["false_sets_lo"] < 4 / 17 < got["false_sets_hi"] <= 1
     assert 0 < got["same_lean_lo"] < 0.5 < got["same_lean_hi"] < 1 and got["same_lean_p"] == 11 / 16
     assert lean_check([row([False], None)], 1, 0.95) == {}
+    # none leans the same way: every unreplicated set may hold a false discovery, and no more
+    flips = lean_check([row(None, None)] * 97 + [row([False], [False])] * 3, 100, 0.95)
+    assert flips["false_sets_estimate"] == 0.03 and flips["false_sets_hi"] < 0.1
 
 
 def test_the_power_bench_keeps_its_replicates_when_only_more_seeds_or_rates_are_asked_for():
