@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 import pandas as pd
 
 from bench.common import file_hash, machine, write_report

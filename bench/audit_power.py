@@ -160,7 +160,8 @@ def lean_check(rows: list[dict], n: int, level: float) -> dict:
     again mostly keeps its lean. So each set that leans the other way stands for about two with a
     false discovery: 2 x those sets, over all sets, estimates the sets with a false discovery
     (from above, when true ones sometimes flip too), with twice the Clopper-Pearson CI of the
-    share that lean the other way. Empty where a row lacks `same_lean`."""
+    share that lean the other way, capped by the unreplicated sets' own. Empty where a row lacks
+    `same_lean`."""
     unrep = [r for r in rows if r["discoveries"] and r.get("replicated") is not None and not all(r["replicated"])]
     if not all(r.get("same_lean") is not None for r in unrep):
         return {}
