@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from bench.common import machine, write_report
+from bench.common import file_hash, machine, write_report
 from igds.artifacts import write_json
 from igds.audit import AuditSettings, audit, clopper_pearson, concept_activations, feature_scale, \
     kept_discoveries, test_table
@@ -144,13 +144,18 @@ def summarise(rows: list[dict], level: float) -> list[dict]:
         if rate == 0 and all(r.get("replicated") is not None for r in sub if r["discoveries"]):
             # sets with a discovery that does not replicate on an independent set: the audit's own errors
             found = [x for r in sub for x in (r.get("replicated") or [])]
-            k_false = sum(not all(r["replicated"]) for r in sub if r["discoveries"])
+            k_false = len(unreplicated(sub))
             lo, hi = clopper_pearson(np.array([k_false]), np.array([n]), level)
             row.update(discoveries=len(found), replicated=int(sum(found)), unreplicated_share=k_false / n,
                        unreplicated_lo=float(lo[0]), unreplicated_hi=float(hi[0]))
             row.update(lean_check(sub, n, level))
         out.append(row)
     return out
+
+
+def unreplicated(rows: list[dict]) -> list[dict]:
+    """The unpoisoned sets with a discovery that did not replicate on their independent set."""
+    return [r for r in rows if r["discoveries"] and r.get("replicated") is not None and not all(r["replicated"])]
 
 
 def lean_check(rows: list[dict], n: int, level: float) -> dict:
@@ -162,7 +167,7 @@ def lean_check(rows: list[dict], n: int, level: float) -> dict:
     (from above, when true ones sometimes flip too), with twice the Clopper-Pearson CI of the
     share that lean the other way, capped by the unreplicated sets' own. Empty where a row lacks
     `same_lean`."""
-    unrep = [r for r in rows if r["discoveries"] and r.get("replicated") is not None and not all(r["replicated"])]
+    unrep = unreplicated(rows)
     if not all(r.get("same_lean") is not None for r in unrep):
         return {}
     same = sum(all(lean for lean, again in zip(r["same_lean"], r["replicated"]) if not again) for r in unrep)
@@ -240,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     settings["rule"] = RULE
     # the generator's code is part of the key too: a changed generator makes other pairs from the same seed
     import igds.data.preference as generator  # noqa: PLC0415
-    settings["generator"] = hashlib.sha256(Path(generator.__file__).read_bytes()).hexdigest()[:12]
+    settings["generator"] = file_hash(Path(generator.__file__))[:12]  # 12 digits: the keys of results already kept
     settings.update(model=params.model.name, sae=str(args.sae), stats=dataclasses.asdict(params.audit.stats),
                     scope=params.audit.scope, pooling=params.audit.pooling, batch_size=params.scoring.batch_size,
                     layer=params.sae.layer, fdr=params.audit.stats.fdr, level=params.audit.stats.level)
