@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from igds.data import Record
-from igds.registry import SelectorResult, register
+from igds.core.data import Record
+from igds.core.registry import SelectorResult, register
 
 
 @register("full")

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from igds.data import Record
-from igds.registry import SelectorResult, register
+from igds.core.data import Record
+from igds.core.registry import SelectorResult, register
 
 
 def response_alone(tokenizer, records: list[Record], max_len: int):
     """The response tokens (as in the chat format) after a single start token, all scored."""
-    from igds.tokens import Tokenized, chat_parts  # noqa: PLC0415
+    from igds.core.tokens import Tokenized, chat_parts  # noqa: PLC0415
 
     start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     ids = []
@@ -31,8 +31,8 @@ class IfdSelector:
         self.params = params
 
     def score(self, pool: list[Record], ctx) -> SelectorResult:
-        from igds.loglik import answer_loglik  # noqa: PLC0415 (the model stack: only when scoring)
-        from igds.tokens import tokenize_records  # noqa: PLC0415
+        from igds.core.loglik import answer_loglik  # noqa: PLC0415 (the model stack: only when scoring)
+        from igds.core.tokens import tokenize_records  # noqa: PLC0415
 
         loaded = ctx.model()
         pad = loaded.tokenizer.pad_token_id

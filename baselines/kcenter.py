@@ -20,11 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from igds.config import ConfigError, check, fail
-from igds.data import Record
-from igds.diversity import kcenter_order
-from igds.registry import SelectorResult, register
-from igds.selection import scores_from_order
+from igds.core.config import ConfigError, check, fail
+from igds.core.data import Record
+from igds.core.diversity import kcenter_order
+from igds.core.registry import SelectorResult, register
+from igds.core.selection import scores_from_order
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,9 @@ class KCenterSelector:
         self.params = params
 
     def score(self, pool: list[Record], ctx) -> SelectorResult:
-        from igds.models.residual import decoder_layers  # noqa: PLC0415 (the model stack: only when scoring)
-        from igds.pooling import mean_pooled_hidden  # noqa: PLC0415
-        from igds.tokens import tokenize_records  # noqa: PLC0415
+        from igds.core.models.residual import decoder_layers  # noqa: PLC0415 (the model stack: only when scoring)
+        from igds.core.pooling import mean_pooled_hidden  # noqa: PLC0415
+        from igds.core.tokens import tokenize_records  # noqa: PLC0415
 
         if not pool:
             return SelectorResult(np.empty(0))

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from igds.config import check
-from igds.data import Record
-from igds.registry import SelectorResult, register
+from igds.core.config import check
+from igds.core.data import Record
+from igds.core.registry import SelectorResult, register
 
 
 @dataclass(frozen=True)
@@ -22,13 +22,13 @@ class LossParams:
 @register("loss", LossParams)
 class LossSelector:
     needs = ("model",)
-    shardable = True  # an example's score depends only on it and its batch (igds.scoring)
+    shardable = True  # an example's score depends only on it and its batch (igds.core.scoring)
 
     def __init__(self, params: LossParams):
         self.params = params
 
     def score(self, pool: list[Record], ctx) -> SelectorResult:
-        from igds.loglik import answer_loglik  # noqa: PLC0415 (the model stack: only when scoring)
+        from igds.core.loglik import answer_loglik  # noqa: PLC0415 (the model stack: only when scoring)
 
         loaded = ctx.model()
         tok = ctx.tokenized(pool)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from igds.data import Record
-from igds.registry import SelectorResult, register
+from igds.core.data import Record
+from igds.core.registry import SelectorResult, register
 
 
 @dataclass(frozen=True)

@@ -35,11 +35,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from igds.config import check
-from igds.data import Record
-from igds.diversity import example_bytes, zip_order
-from igds.registry import SelectorResult, register
-from igds.selection import scores_from_order
+from igds.core.config import check
+from igds.core.data import Record
+from igds.core.diversity import example_bytes, zip_order
+from igds.core.registry import SelectorResult, register
+from igds.core.selection import scores_from_order
 
 log = logging.getLogger(__name__)
 

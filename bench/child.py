@@ -8,12 +8,12 @@ high-water mark, so every measurement needs its own process). Prints one JSON li
 
 `baseline` imports what `score` imports and loads the model, nothing more; `score` then
 scores the pool with IGDS as the score stage does (its context from
-pipelines.score.scoring_context, igds.scoring.score_pool in chunks of scoring.chunk_batches);
+pipelines.score.scoring_context, igds.core.scoring.score_pool in chunks of scoring.chunk_batches);
 `forward` runs only the bare forward pass to layer L over the same batches (no SAE), so
 the SAE's share of the scoring increment shows. `train` runs fine-tuning steps (LoRA as
 params.yaml's `finetune:` says, AdamW, gradient clipping) on batches of exactly
-`--batch` x `--seq` tokens with the loss `--loss`: `response` (igds.head_loss, what
-igds.finetune uses), `model` (the model's own loss over [batch, seq, vocab] logits: the
+`--batch` x `--seq` tokens with the loss `--loss`: `response` (igds.core.head_loss, what
+igds.core.finetune uses), `model` (the model's own loss over [batch, seq, vocab] logits: the
 loss before issue 15) or `bare` (the decoder's forward and backward with a trivial loss, no
 LM head, no optimizer: what a training step cannot be faster than).
 
@@ -39,17 +39,17 @@ import torch
 
 # what IGDS scoring imports inside score(), imported in every mode: the baseline's RSS then
 # holds them too, and the scoring increment is the scoring's own
-import igds.pooling  # noqa: F401
-import igds.resonance  # noqa: F401
-import igds.sae  # noqa: F401
+import igds.core.pooling  # noqa: F401
+import igds.method.resonance  # noqa: F401
+import igds.core.sae  # noqa: F401
 from bench.common import peak_rss_bytes, proc_status, reset_peak_rss
-from igds.artifacts import read_json
-from igds.config import load_params
-from igds.models.loading import load_model
-from igds.models.residual import run_to_layer
-from igds.registry import build_selector
-from igds.scoring import score_pool
-from igds.tokens import iter_batches, tokenize_records
+from igds.core.artifacts import read_json
+from igds.params import load_params
+from igds.core.models.loading import load_model
+from igds.core.models.residual import run_to_layer
+from igds.core.registry import build_selector
+from igds.core.scoring import score_pool
+from igds.core.tokens import iter_batches, tokenize_records
 from pipelines.io import read_split
 from pipelines.score import scoring_context
 
@@ -63,8 +63,8 @@ def train_batches(tokenizer, pool, batch: int, seq: int, steps: int, max_len: in
     """`steps` + 1 batches of `batch` examples of exactly `seq` tokens each, from the pool's
     records: an example's response is the responses of consecutive pool records joined until
     it fills `seq` tokens (a long example: the memory worst case)."""
-    from igds.data import Record  # noqa: PLC0415
-    from igds.finetune import step_batch  # noqa: PLC0415
+    from igds.core.data import Record  # noqa: PLC0415
+    from igds.core.finetune import step_batch  # noqa: PLC0415
 
     records, i = [], 0
     for _ in range(batch * (steps + 1)):
@@ -83,8 +83,8 @@ def train_batches(tokenizer, pool, batch: int, seq: int, steps: int, max_len: in
 def train_steps(loaded, params, pool, loss_kind: str, batch: int, seq: int, steps: int) -> dict:
     """Fine-tuning steps with `loss_kind` on fixed batches: wall time of the timed steps
     (the first step is a warm-up) and the tokens per second they reach."""
-    from igds.finetune import response_items, trainable  # noqa: PLC0415
-    from igds.head_loss import ResponseLoss  # noqa: PLC0415
+    from igds.core.finetune import response_items, trainable  # noqa: PLC0415
+    from igds.core.head_loss import ResponseLoss  # noqa: PLC0415
 
     cfg = params.finetune
     batches = train_batches(loaded.tokenizer, pool, batch, seq, steps, cfg.max_len)

@@ -16,8 +16,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from igds.artifacts import atomic_file, write_json
-from igds.data import Record
+from igds.core.artifacts import atomic_file, write_json
+from igds.core.data import Record
 
 ROOT = Path(__file__).resolve().parents[1]  # the project: bench/ sits beside igds/ and pipelines/
 

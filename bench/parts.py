@@ -1,8 +1,8 @@
 """The parts of the bench. Each takes the shared `Bench` setup and returns its result
 dataclass (bench.results), which bench.json stores under the part's name. The parts call
 what the stages call: scoring contexts come from pipelines.score.scoring_context, scoring
-from igds.scoring.score_pool, the SAE from pipelines.sae.make_sae, the features document
-from pipelines.identify.features_document.
+from igds.core.scoring.score_pool, the SAE from pipelines.sae.make_sae, the features document
+from pipelines.method.identify.features_document.
 
 - throughput: IGDS scoring against a bare forward pass through layers 0..L, same batches
 - selection: every method's wall time on the same pool, as the score stage scores it
@@ -44,21 +44,22 @@ from bench.results import (
     ThroughputResult,
     Timing,
 )
-from igds.artifacts import atomic_dir, read_json, write_json, write_jsonl
-from igds.config import ConfigError, Params
-from igds.context import ScoringContext
-from igds.data import Record
-from igds.features import identify
-from igds.models.loading import LoadedModel
-from igds.models.residual import run_to_layer
-from igds.pooling import pooled_feature_activations
-from igds.registry import Selector
-from igds.resonance import chosen_features
-from igds.sae import encode_columns, load_sae, save_sae
-from igds.scoring import score_pool
-from igds.selection_metrics import auroc
-from igds.tokens import iter_batches, tokenize_records
-from pipelines.identify import features_document, identify_metrics, sae_digest
+from igds.core.artifacts import atomic_dir, read_json, write_json, write_jsonl
+from igds.core.config import ConfigError
+from igds.params import Params
+from igds.core.context import ScoringContext
+from igds.core.data import Record
+from igds.method.features import identify
+from igds.core.models.loading import LoadedModel
+from igds.core.models.residual import run_to_layer
+from igds.core.pooling import pooled_feature_activations
+from igds.core.registry import Selector
+from igds.method.resonance import chosen_features
+from igds.core.sae import encode_columns, load_sae, save_sae
+from igds.core.scoring import score_pool
+from igds.core.selection_metrics import auroc
+from igds.core.tokens import iter_batches, tokenize_records
+from pipelines.method.identify import features_document, identify_metrics, sae_digest
 from pipelines.io import read_pools, read_split
 from pipelines.sae import make_sae
 from pipelines.score import needed_artifacts, scoring_context
@@ -211,7 +212,7 @@ def encode_profile(b: Bench, sae, tok, layer: int, chosen: list[int], scope: str
     """Where IGDS's extra time goes, batch by batch over the same batches (one pass): the
     forward to layer L, the SAE's full-width encode of the in-scope tokens (all d_sae
     pre-activations, TopK: what IGDS did before `encode_columns`), and the column encode IGDS
-    scoring uses (`igds.sae.encode_columns`: the chosen features' pre-activations for every
+    scoring uses (`igds.core.sae.encode_columns`: the chosen features' pre-activations for every
     token, the full encode only of tokens where one of them is positive), with the largest
     difference between the two (0: exact)."""
     model, pad = b.loaded.model, b.loaded.tokenizer.pad_token_id
@@ -249,7 +250,7 @@ def encode_profile(b: Bench, sae, tok, layer: int, chosen: list[int], scope: str
 
 def selection(b: Bench, methods: list[str], repeats: int = 1) -> SelectionResult:
     """Each method scoring the same pool as the score stage does (its ScoringContext from
-    pipelines.score.scoring_context, igds.scoring.score_pool; the model is already loaded),
+    pipelines.score.scoring_context, igds.core.scoring.score_pool; the model is already loaded),
     best of `repeats`."""
     rows: dict[str, MethodTime] = {}
     for name in tqdm(methods, desc="methods", leave=False):
@@ -278,8 +279,8 @@ def end_to_end(b: Bench, out: Path, sae_steps: int | None = None,
                identify_overrides: dict | None = None) -> EndToEndResult:
     """IGDS's fixed cost, made by the functions the sae and identify stages call, then the pool
     scored with the fresh artifacts. Fixed = caching the activations + training
-    (pipelines.sae.make_sae) + saving + identification (igds.features.identify as
-    pipelines/identify.py calls it). Not counted: the SAE's held-out metrics (make_sae's CE
+    (pipelines.sae.make_sae) + saving + identification (igds.method.features.identify as
+    pipelines/method/identify.py calls it). Not counted: the SAE's held-out metrics (make_sae's CE
     loss recovered etc., timed as `sae_metrics`) and the feature cards, diagnostics scoring
     does not need. Writes `out`/sae and `out`/features/features.json (features_document)."""
     p = b.params
@@ -422,7 +423,7 @@ FINETUNE_PROBES = {
 def finetune_steps(b: Bench, batch: int = 8, seq: int = 384, steps: int = 3) -> FinetuneResult:
     """Training steps at `batch` x `seq` tokens (examples filled to `seq` with the pool's own
     responses), each loss in a fresh process for its own peak: the model's own loss over
-    [batch, seq, vocab] logits, igds.head_loss (the default), a bare forward+backward of the
+    [batch, seq, vocab] logits, igds.core.head_loss (the default), a bare forward+backward of the
     decoder (the ceiling), and the low-memory setting: gradient checkpointing with glibc's
     mmap threshold fixed (MALLOC_MMAP_THRESHOLD_), so freed activations leave the process."""
     pool_path = b.work / "finetune" / "pool.jsonl"

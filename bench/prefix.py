@@ -1,4 +1,4 @@
-"""python -m bench.prefix: what running the batch's common token prefix once saves (igds.prefix).
+"""python -m bench.prefix: what running the batch's common token prefix once saves (igds.core.prefix).
 
 At the default's own shapes, in one process, interleaved (the order alternates each repeat),
 best of `--repeats`:
@@ -6,7 +6,7 @@ best of `--repeats`:
   backward, clipping, AdamW) on the training batches of a `--n-train`-example selection of the
   first pool, with `finetune.share_prefix` off and on; the ratio of tokens/s;
 - the evaluate stage's log-likelihood requests (the eval split's reference answers and the
-  probe split's, in the chat format lm-eval builds) through `igds.lm.ContinuationLM` with and
+  probe split's, in the chat format lm-eval builds) through `igds.core.lm.ContinuationLM` with and
   without the shared prefix, and through lm-eval's own HFLM; the ratio of requests/s.
 Writes results/bench-prefix.json and .md. Run it alone on the machine.
 """
@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from bench.common import ROOT
-from igds.artifacts import atomic_file, write_json
-from igds.config import load_params
-from igds.models.loading import load_model
-from igds.tokens import tokenize_records
+from igds.core.artifacts import atomic_file, write_json
+from igds.params import load_params
+from igds.core.models.loading import load_model
+from igds.core.tokens import tokenize_records
 from pipelines.io import read_pool, read_split
 
 log = logging.getLogger("bench.prefix")
@@ -36,8 +36,8 @@ log = logging.getLogger("bench.prefix")
 
 def train_rates(loaded, params, records, repeats: int) -> dict:
     """tokens/s of fine-tuning steps on `records`' batches with share_prefix off and on."""
-    import igds.finetune as ft  # noqa: PLC0415
-    from igds.head_loss import ResponseLoss  # noqa: PLC0415
+    import igds.core.finetune as ft  # noqa: PLC0415
+    from igds.core.head_loss import ResponseLoss  # noqa: PLC0415
 
     cfg = params.finetune
     tok = tokenize_records(loaded.tokenizer, records, cfg.max_len)
@@ -79,8 +79,8 @@ def loglik_rates(loaded, records, batch_size: int, max_len: int, repeats: int) -
     ContinuationLM without and with the shared prefix; and the largest difference in value."""
     from lm_eval.models.huggingface import HFLM  # noqa: PLC0415
 
-    import igds.lm  # noqa: PLC0415
-    from igds.tokens import chat_parts  # noqa: PLC0415
+    import igds.core.lm  # noqa: PLC0415
+    from igds.core.tokens import chat_parts  # noqa: PLC0415
 
     tokenizer = loaded.tokenizer
     requests = []
@@ -89,18 +89,18 @@ def loglik_rates(loaded, records, batch_size: int, max_len: int, repeats: int) -
         requests.append(((prompt, r.output), tokenizer(prompt, add_special_tokens=False).input_ids,
                          tokenizer(r.output, add_special_tokens=False).input_ids))
     kwargs = dict(pretrained=loaded.model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_len)
-    adapters = {"hflm": HFLM(**kwargs), "continuation": igds.lm.ContinuationLM(**kwargs),
-                "continuation_shared_prefix": igds.lm.ContinuationLM(**kwargs)}
-    real_prefix = igds.lm.common_prefix_len
+    adapters = {"hflm": HFLM(**kwargs), "continuation": igds.core.lm.ContinuationLM(**kwargs),
+                "continuation_shared_prefix": igds.core.lm.ContinuationLM(**kwargs)}
+    real_prefix = igds.core.lm.common_prefix_len
 
     def run(name: str):
-        igds.lm.common_prefix_len = real_prefix if name == "continuation_shared_prefix" else (lambda rows: 0)
+        igds.core.lm.common_prefix_len = real_prefix if name == "continuation_shared_prefix" else (lambda rows: 0)
         try:
             t0 = time.perf_counter()
             out = adapters[name]._loglikelihood_tokens(requests, disable_tqdm=True)
             return time.perf_counter() - t0, out
         finally:
-            igds.lm.common_prefix_len = real_prefix
+            igds.core.lm.common_prefix_len = real_prefix
 
     walls, values = {n: [] for n in adapters}, {}
     for r in range(repeats):

@@ -44,11 +44,12 @@ from bench.common import ROOT, CpuShare, loadavg, resize_pool, stopwatch, subpro
 from bench.parts import Bench, break_even, dvc, end_to_end, finetune_steps, memory, selection, throughput
 from bench.report import markdown, targets
 from bench.results import BenchResult, Machine, RunConfig, from_jsonable, to_jsonable
-from igds.artifacts import atomic_file, read_json, write_json
-from igds.config import ConfigError, Params, load_params
-from igds.data import DataError
-from igds.models.loading import load_model
-from igds.registry import available
+from igds.core.artifacts import atomic_file, read_json, write_json
+from igds.core.config import ConfigError
+from igds.params import Params, load_params
+from igds.core.data import DataError
+from igds.core.models.loading import load_model
+from igds.core.registry import available
 from pipelines.io import read_pool
 
 log = logging.getLogger("bench")

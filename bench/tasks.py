@@ -7,8 +7,8 @@ candidate task this measures, on the default budget:
 - exact match after LoRA fine-tuning on `--n-train` examples of it (params.yaml's `finetune:`
   section; `--epochs` overrides its epochs), from a seed disjoint from the eval seed;
 - the gain with a paired percentile-bootstrap CI over the eval problems and a paired sign-flip
-  permutation p (igds.stats), and the wall time of each part.
-Both evaluations run as the evaluate stage runs them (igds.evaluate.write_tasks +
+  permutation p (igds.core.stats), and the wall time of each part.
+Both evaluations run as the evaluate stage runs them (igds.core.evaluate.write_tasks +
 run_lm_eval: lm-eval, chat template, greedy, stopped at the end of turn or `--max-gen-toks`).
 
 The rule (issue 15): base exact match <= 0.30 and a gain >= 0.20 whose CI excludes 0; and,
@@ -39,14 +39,15 @@ import numpy as np
 import yaml
 
 from bench.common import ROOT
-from igds.answers import extract_answer
-from igds.artifacts import atomic_file, read_json, write_json
-from igds.config import SourceConfig, load_params
-from igds.data.sources import read_source
-from igds.evaluate import TASK_EXACT_MATCH, generation_stats, run_lm_eval, write_tasks
-from igds.finetune import finetune
-from igds.models.loading import load_model
-from igds.stats import bootstrap_ci, paired_bootstrap, paired_permutation_test
+from igds.core.answers import extract_answer
+from igds.core.artifacts import atomic_file, read_json, write_json
+from igds.core.config import SourceConfig
+from igds.params import load_params
+from igds.core.data.sources import read_source
+from igds.core.evaluate import TASK_EXACT_MATCH, generation_stats, run_lm_eval, write_tasks
+from igds.core.finetune import finetune
+from igds.core.models.loading import load_model
+from igds.core.stats import bootstrap_ci, paired_bootstrap, paired_permutation_test
 
 log = logging.getLogger("bench.tasks")
 

@@ -2,7 +2,7 @@
 config, the SAE and features a stage reads. Run by every stage's entry point before it does
 any work, so a bad setting stops `dvc repro` at its first stage with one line, not twenty
 minutes in. What params.yaml alone decides (every key, type and range, and the checks
-across its sections) is checked when it is parsed (igds.config).
+across its sections) is checked when it is parsed (igds.core.config).
 
 Each error names the parameter, the bad value and the allowed range (ConfigError). No
 model weights are loaded and torch is not imported: a model's dimensions come from its
@@ -15,8 +15,9 @@ import json
 import logging
 from pathlib import Path
 
-from igds.config import ConfigError, Params
-from igds.models.dims import model_dims
+from igds.core.config import ConfigError
+from igds.params import Params
+from igds.core.models.dims import model_dims
 
 log = logging.getLogger(__name__)
 

@@ -1,61 +1,157 @@
-"""code-<kind> stage: one small file, manifests/<kind>.json, that changes exactly when the code
-a kind of stage runs changes (the sha256 of every file and folder of the stage's deps in
-dvc.yaml, read from there: one source of truth).
+"""code@<kind> stages: one small file, manifests/<kind>.json, that changes exactly when the code
+a kind of stage runs changes: the sha256 of every file of its first-party import closure.
 
-Why: the 100-odd stages of a kind (every finetune@..., every evaluate@...) depend on this one
-file instead of listing their ~25 source files each. DVC re-reads and rewrites the whole of
+    python -m pipelines.code <kind> --out manifests/<kind>.json
+
+Why manifests: the 100-odd stages of a kind (every finetune@..., every evaluate@...) depend on
+one file instead of listing their ~25 source files each. DVC re-reads and rewrites the whole of
 dvc.lock, with a round-trip YAML parser, after every stage it runs; with ~4,600 dependency
-entries that cost ~10 s per stage (a profile of `dvc repro`: 92% of DVC's own time), about half
-an hour of the default's run. A code change still re-runs every stage whose code changed: it
-re-runs code-<kind>, whose output changes, and DVC re-runs what depends on it.
+entries that cost ~10 s per stage.
+
+Why no source path is listed anywhere: a kind's files are computed here, from the source. The
+kinds are read from dvc.yaml: every stage that depends on `manifests/<kind>.json` runs `python
+-m <module>`, and the kind's code is the import closure of those modules (for a stage that picks a
+selector by name at run time, `--method`, of every selector module too). The code@<kind> stages
+depend on the whole source folders and dvc.yaml, so any edit re-runs them (milliseconds each);
+a manifest whose files did not change is rewritten identical, and DVC re-runs only the stages
+whose manifest changed.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
+import shlex
 import sys
 from pathlib import Path
 
 import yaml
 
-from igds.artifacts import write_json
+from igds.core.artifacts import write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+FIRST_PARTY = ("igds", "pipelines", "baselines")
+# Stage modules that run a selector's code, picked by `--method` at run time (select: its `draw`).
+# Every stage parses params.yaml, which imports each method module's top level to check its
+# params; that only validates (a bad value stops the stage) and never shapes an output.
+RUNS_METHOD = ("pipelines.score", "pipelines.select")
 
 
-def files_of(deps: list[str], root: Path) -> list[Path]:
-    """The files of `deps` (a folder: every file under it, Python caches left out), sorted."""
-    out: set[Path] = set()
-    for dep in deps:
-        path = root / dep
-        if path.is_dir():
-            out.update(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-        elif path.is_file():
-            out.add(path)
-        else:
-            raise FileNotFoundError(f"dvc.yaml: code stage dep {dep!r} does not exist")
-    return sorted(out)
+# --- the first-party import closure, from the source -----------------------------------------
+
+def module_file(root: Path, module: str) -> Path | None:
+    """The source file of a first-party module (a package's __init__.py), or None."""
+    base = root.joinpath(*module.split("."))
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    if base.with_suffix(".py").is_file():
+        return base.with_suffix(".py")
+    return None
+
+
+def _with_parents(module: str) -> list[str]:
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def imported_modules(root: Path, path: Path) -> set[str]:
+    """First-party modules a file imports anywhere (module level or inside functions)."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            # `from igds import registry` imports the submodule igds.core.registry
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        for name in names:
+            if name.split(".")[0] in FIRST_PARTY and module_file(root, name) is not None:
+                out.update(m for m in _with_parents(name) if module_file(root, m) is not None)
+    return out
+
+
+def closure(root: Path, modules: list[str]) -> set[Path]:
+    """Every first-party file that importing `modules` can execute, relative to root."""
+    todo = [m for name in modules for m in _with_parents(name)]
+    seen: set[str] = set()
+    while todo:
+        module = todo.pop()
+        if module in seen or module_file(root, module) is None:
+            continue
+        seen.add(module)
+        todo.extend(imported_modules(root, module_file(root, module)))
+    return {module_file(root, m).relative_to(root) for m in seen}
+
+
+def selector_modules(root: Path) -> list[str]:
+    """Every selector's module: the registry's listed ones and every module of its convention
+    package (a new method is one module there)."""
+    from igds.core.registry import CONVENTION_PACKAGE, METHODS  # noqa: PLC0415
+
+    listed = {entry.split(":")[0] for entry in METHODS.values()}
+    convention = {f"{CONVENTION_PACKAGE}.{p.stem}" for p in (root / CONVENTION_PACKAGE).glob("*.py")
+                  if not p.stem.startswith("_")}
+    return sorted(listed | convention)
+
+
+def command_modules(cmd: str, root: Path = ROOT) -> list[str]:
+    """The modules a stage command runs: `python -m <module> ... [--method <m>]`; for a stage
+    that runs a selector by name, every selector's module (the name is a param)."""
+    argv = shlex.split(cmd)
+    modules = [argv[argv.index("-m") + 1]] if "-m" in argv else []
+    if "--method" in argv and modules and modules[0] in RUNS_METHOD:
+        modules += selector_modules(root)
+    return modules
+
+
+# --- the kinds, from dvc.yaml ----------------------------------------------------------------
+
+def kinds(dvc_text: str, root: Path = ROOT) -> dict[str, list[str]]:
+    """kind -> the modules its stages run: from every stage of dvc.yaml (but the code@ stages)
+    that depends on manifests/<kind>.json."""
+    out: dict[str, set[str]] = {}
+    stages = yaml.safe_load(dvc_text).get("stages") or {}
+    for name, body in stages.items():
+        if name == "code":
+            continue
+        body = body.get("do", body)
+        manifests = [d for d in body.get("deps", []) if isinstance(d, str) and d.startswith("manifests/")]
+        if len(manifests) != 1:
+            raise ValueError(f"dvc.yaml: stage {name} must depend on exactly one manifests/<kind>.json, has {manifests}")
+        kind = manifests[0].removeprefix("manifests/").removesuffix(".json")
+        out.setdefault(kind, set()).update(command_modules(body["cmd"], root))
+    return {kind: sorted(mods) for kind, mods in sorted(out.items())}
+
+
+# --- the manifest --------------------------------------------------------------------------------
+
+def kind_files(kind: str, dvc_text: str, root: Path = ROOT) -> list[Path]:
+    """The files a kind of stage runs (relative to root, sorted): this module's and its stages'
+    modules' import closure."""
+    modules = kinds(dvc_text, root)
+    if kind not in modules:
+        raise KeyError(f"dvc.yaml: no stage depends on manifests/{kind}.json; kinds: {', '.join(modules)}")
+    return sorted(closure(root, ["pipelines.code", *modules[kind]]))
 
 
 def manifest(kind: str, dvc_yaml: Path) -> dict:
-    """{"kind", "files": {path: sha256}} of the deps of stage `code-<kind>` in dvc.yaml."""
-    stages = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8"))["stages"]
-    deps = stages.get(f"code-{kind}", {}).get("deps")
-    if not deps:
-        raise KeyError(f"{dvc_yaml}: no stage code-{kind} with deps")
-    root = dvc_yaml.parent
-    return {"kind": kind, "files": {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-                                    for p in files_of(deps, root)}}
+    """{"kind", "modules", "files": {path: sha256}} of the code a kind of stage runs."""
+    root = dvc_yaml.resolve().parent
+    text = dvc_yaml.read_text(encoding="utf-8")
+    return {"kind": kind, "modules": kinds(text, root)[kind] if kind in kinds(text, root) else [],
+            "files": {str(p): hashlib.sha256((root / p).read_bytes()).hexdigest() for p in kind_files(kind, text, root)}}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipelines.code", description=__doc__.split("\n\n")[0])
-    parser.add_argument("kind", help="the code set: stage code-<kind> in dvc.yaml")
+    parser.add_argument("kind", help="the kind: stages that depend on manifests/<kind>.json in dvc.yaml")
     parser.add_argument("--dvc-yaml", type=Path, default=Path("dvc.yaml"))
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     try:
         doc = manifest(args.kind, args.dvc_yaml)
-    except (KeyError, FileNotFoundError) as e:
+    except (KeyError, ValueError, OSError) as e:
         print(f"code: error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         sys.exit(2)
     write_json(args.out, doc)

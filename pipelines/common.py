@@ -10,8 +10,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from igds.config import ConfigError, Params, load_params
-from igds.data import DataError
+from igds.core.config import ConfigError
+from igds.params import Params, load_params
+from igds.core.data import DataError
 from igds.validate import validate
 
 USER_ERRORS = (ConfigError, DataError, FileNotFoundError)
@@ -62,14 +63,6 @@ def read_rows(path: Path, made_by: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def set_arg(params: Params, name: str):
-    """--set must name a set of pairs under audit.sets; its settings."""
-    if name not in params.audit.sets:
-        raise ConfigError(f"--set {name!r} is not under audit.sets in params.yaml; expected one of "
-                          f"{', '.join(params.audit.sets) or '(none)'}")
-    return params.audit.sets[name]
-
-
 def distributed(cpu: bool):
     """accelerate's process state when this runs as one of several processes (launched by
     `accelerate launch` or torchrun: data-parallel scoring or fine-tuning), else None (accelerate is not
@@ -83,10 +76,3 @@ def distributed(cpu: bool):
         raise ConfigError(f"WORLD_SIZE = {os.environ['WORLD_SIZE']} but accelerate set up one process; launch with "
                           "`accelerate launch --multi_gpu --num_processes N` (gloo on CPU) or torchrun")
     return state
-
-
-def read_pairs(path: Path) -> list:
-    """A prepare-pairs split (pairs/<set>/train.jsonl or heldout.jsonl) as Pair records."""
-    from igds.data.preference import Pair  # noqa: PLC0415
-
-    return [Pair(**row) for row in read_rows(path, "its prepare-pairs stage")]

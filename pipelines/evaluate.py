@@ -12,14 +12,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from igds.artifacts import atomic_dir, read_json, write_json, write_jsonl
-from igds.config import ConfigError, Params, parse_ratio
-from igds.data import DataError
-from igds.evaluate import generation_stats, run_lm_eval, write_tasks
-from igds.finetune import load_trained
-from igds.models.loading import load_model
-from igds.registry import needing
-from igds.resonance import chosen_features, feature_activation
+from igds.core.artifacts import atomic_dir, read_json, write_json, write_jsonl
+from igds.core.config import ConfigError, parse_ratio
+from igds.params import Params
+from igds.core.data import DataError
+from igds.core.evaluate import generation_stats, run_lm_eval, write_tasks
+from igds.core.finetune import load_trained
+from igds.core.models.loading import load_model
+from igds.core.registry import needing
+from igds.method.resonance import chosen_features, feature_activation
 from pipelines.common import main
 from pipelines.finetune import run_name
 from pipelines.io import peak_rss_bytes, pool_arg, read_split
@@ -83,7 +84,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
         info["feature_activation"], info["features"], info["layer"] = None, [], None
         settings = amplification_settings(params)
         if settings is not None:
-            from igds.sae import load_sae  # noqa: PLC0415
+            from igds.core.sae import load_sae  # noqa: PLC0415
 
             _, method_params = settings
             features = read_json(args.features / "features.json")

@@ -15,12 +15,13 @@ import logging
 import shutil
 from pathlib import Path
 
-from igds.artifacts import atomic_dir, write_json
-from igds.config import ConfigError, Params, parse_ratio
-from igds.data import DataError
-from igds.finetune import finetune, fingerprint, save_trained
-from igds.models.loading import load_model
-from igds.registry import selector_class
+from igds.core.artifacts import atomic_dir, write_json
+from igds.core.config import ConfigError, parse_ratio
+from igds.params import Params
+from igds.core.data import DataError
+from igds.core.finetune import finetune, fingerprint, save_trained
+from igds.core.models.loading import load_model
+from igds.core.registry import selector_class
 from pipelines.common import distributed, main, method_arg
 from pipelines.io import peak_rss_bytes, pool_arg, read_pool
 

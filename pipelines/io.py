@@ -9,8 +9,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from igds.config import ConfigError, Params
-from igds.data import DataError, Record, pool_file
+from igds.core.config import ConfigError
+from igds.params import Params
+from igds.core.data import DataError, Record, pool_file
 
 
 def read_split(path: str | Path) -> list[Record]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from igds.artifacts import atomic_file
+from igds.core.artifacts import atomic_file
 
 
 def dvc_stages(root: Path) -> set[str]:

@@ -6,9 +6,10 @@ import argparse
 import logging
 from pathlib import Path
 
-from igds.artifacts import atomic_dir, write_json, write_jsonl
-from igds.config import ConfigError, Params
-from igds.data import build_splits
+from igds.core.artifacts import atomic_dir, write_json, write_jsonl
+from igds.core.config import ConfigError
+from igds.params import Params
+from igds.core.data import build_splits
 from pipelines.common import main
 
 log = logging.getLogger("prepare")

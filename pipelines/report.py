@@ -5,7 +5,7 @@ results/report.json (both {pool: ...}), and results/plots/: the data of the DVC 
 (forest.csv, ratio_sweep.csv, train_loss.csv, with a `pool` column) and the PNGs the README
 shows (forest, ratio sweep, amplification), every pool in each. With a recipe search
 (search.solvers, search.pools): results/recipes.{md,csv}, the recipe table on eval with the
-proxy's validation first (igds.recipe_table), and results/plots/best_so_far.{csv,png}."""
+proxy's validation first (igds.recipes.table), and results/plots/best_so_far.{csv,png}."""
 
 from __future__ import annotations
 
@@ -18,15 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
-from igds.artifacts import atomic_file, read_json, write_json
-from igds.config import ConfigError, Params
-from igds.data import DataError
-from igds.plots import plot_amplification, plot_best_so_far, plot_forest, plot_ratio_sweep
-from igds.recipe_table import best_so_far_long, build_recipe_table, render_recipe_markdown, search_rows
-from igds.report import (EvalRun, SelectionInfo, amplification_points, build_table, by_pool, differences_long,
+from igds.core.artifacts import atomic_file, read_json, write_json
+from igds.core.config import ConfigError
+from igds.params import Params
+from igds.core.data import DataError
+from igds.core.plots import plot_amplification, plot_best_so_far, plot_forest, plot_ratio_sweep
+from igds.recipes.table import best_so_far_long, build_recipe_table, render_recipe_markdown, search_rows
+from igds.core.report import (EvalRun, SelectionInfo, amplification_points, build_table, by_pool, differences_long,
                          finite_mean, headline_metrics, parse_eval_run, ratio_sweep_long, render_pools_markdown,
                          report_document, train_loss_long)
-from igds.stats import correlation
+from igds.core.stats import correlation
 from pipelines.common import main
 
 log = logging.getLogger("report")

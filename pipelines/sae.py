@@ -15,14 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from igds.artifacts import atomic_dir, write_json
-from igds.config import ConfigError, Params
-from igds.data import Record
-from igds.models.loading import load_model
-from igds.models.residual import check_layer, layer_module_path
-from igds.pooling import collect_token_activations
-from igds.sae import ce_loss_recovered, check_sae_layer, load_pretrained_sae, sae_metrics, save_sae, train_sae
-from igds.tokens import iter_batches, tokenize_records
+from igds.core.artifacts import atomic_dir, write_json
+from igds.core.config import ConfigError
+from igds.params import Params
+from igds.core.data import Record
+from igds.core.models.loading import load_model
+from igds.core.models.residual import check_layer, layer_module_path
+from igds.core.pooling import collect_token_activations
+from igds.core.sae import ce_loss_recovered, check_sae_layer, load_pretrained_sae, sae_metrics, save_sae, train_sae
+from igds.core.tokens import iter_batches, tokenize_records
 from pipelines.common import main
 from pipelines.io import peak_rss_bytes, read_pools, read_split, timed
 

@@ -5,7 +5,7 @@ on-task AUROC on a mixed pool).
 Every method of params.yaml's `methods:` is scored on every pool of data.pools as
 score-shard@<pool>-<method>-<i> (`--shard i`: shard i of scoring.shards, into
 scores/<pool>/shards/) and joined by score@<pool>-<method> (`--merge`);
-the merged scores equal one process's bit for bit (igds.scoring). A method that cannot be
+the merged scores equal one process's bit for bit (igds.core.scoring). A method that cannot be
 sharded scores the whole pool in shard 0 and leaves the others empty. Without --shard or
 --merge the whole pool is scored in one process, or data-parallel under `accelerate launch`.
 Shardable methods score in chunks kept in .resume/score-<method>[-shard-i-of-n]/: a killed
@@ -25,12 +25,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from igds.artifacts import read_json, write_json, write_parquet
-from igds.config import ConfigError, Params
-from igds.context import ScoringContext
-from igds.data import DataError
-from igds.scoring import merge_info, merge_shards, score_pool
-from igds.selection_metrics import auroc, n_tied
+from igds.core.artifacts import read_json, write_json, write_parquet
+from igds.core.config import ConfigError
+from igds.params import Params
+from igds.core.context import ScoringContext
+from igds.core.data import DataError
+from igds.core.scoring import merge_info, merge_shards, score_pool
+from igds.core.selection_metrics import auroc, n_tied
 from pipelines.common import distributed, main, method_arg
 from pipelines.io import peak_rss_bytes, pool_arg, read_pool, read_split, timed
 
@@ -133,7 +134,7 @@ def _load_needs(selector, ctx: ScoringContext) -> None:
     if "model" in selector.needs:
         ctx.model()
     if "sae" in selector.needs:
-        importlib.import_module("igds.sae")
+        importlib.import_module("igds.core.sae")
 
 
 def _shard(params: Params, args: argparse.Namespace, selector) -> tuple[tuple[int, int], object]:

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from igds.artifacts import write_json, write_jsonl
-from igds.config import ConfigError, Params, parse_ratio
-from igds.data import DataError
-from igds.selection import select_top
-from igds.selection_metrics import selection_summary
+from igds.core.artifacts import write_json, write_jsonl
+from igds.core.config import ConfigError, parse_ratio
+from igds.params import Params
+from igds.core.data import DataError
+from igds.core.selection import select_top
+from igds.core.selection_metrics import selection_summary
 from pipelines.common import main, method_arg
 from pipelines.io import pool_arg, read_pool
 

@@ -10,7 +10,7 @@ from sae_lens import StandardSAE, StandardSAEConfig
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from bench.common import project_copy  # noqa: F401  (the tests' project copy is the bench's)
-from igds.data import make_record
+from igds.core.data import make_record
 
 ROOT = Path(__file__).resolve().parents[1]
 GSM8K_SAMPLE = Path(__file__).parent / "data" / "gsm8k-sample"
@@ -153,7 +153,7 @@ def trained_tiny():
     the response of a copy task is predictable from its instruction, gibberish is not."""
     import numpy as np
 
-    from igds.tokens import tokenize_records
+    from igds.core.tokens import tokenize_records
 
     tokenizer = build_char_tokenizer()
     model = build_tiny_model(seed=1).train()
@@ -177,7 +177,7 @@ def trained_tiny():
 
 def selector_for(name: str, raw: dict | None = None):
     """A selector built as the stages build it: its params parsed from a params.yaml mapping."""
-    from igds.config import method_params
-    from igds.registry import build_selector
+    from igds.core.config import method_params
+    from igds.core.registry import build_selector
 
     return build_selector(name, method_params(name, raw))

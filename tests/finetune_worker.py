@@ -8,7 +8,7 @@ import sys
 
 import torch
 
-import igds.finetune as ft
+import igds.core.finetune as ft
 from pipelines.common import distributed
 from tests.conftest import build_char_tokenizer, build_tiny_model, task
 from tests.test_finetune import CFG

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from igds.answers import extract_answer, is_correct
+from igds.core.answers import extract_answer, is_correct
 
 # lm-eval's gsm8k.yaml: strict-match "#### (\-?[0-9\.\,]+)", flexible-extract
 # "(-?[$0-9.,]{2,})|(-?[0-9]+)" (last match); exact_match then ignores ',', '$' and a final '.'

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from igds.artifacts import atomic_dir, atomic_file, read_json, write_json, write_jsonl
+from igds.core.artifacts import atomic_dir, atomic_file, read_json, write_json, write_jsonl
 
 
 def test_atomic_dir_replaces_only_on_success(tmp_path):

@@ -1,4 +1,4 @@
-"""The audit's statistics (igds.audit) on planted activations: a concept written into a share
+"""The audit's statistics (igds.audit.stats) on planted activations: a concept written into a share
 of the chosen responses is found, as one concept of its co-firing features, and a decoy on
 both sides equally is not; the tests agree with scipy's; nulls stay quiet."""
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from igds.audit import AuditSettings, audit, cluster_features, sign_test, wilcoxon
+from igds.audit.stats import AuditSettings, audit, cluster_features, sign_test, wilcoxon
 
 N, F = 240, 300
 PLANT, DECOY = (10, 11, 12), (40, 41)
@@ -118,9 +118,10 @@ def test_bad_shapes_are_refused():
 def test_the_audit_of_encoded_pairs_finds_the_planted_opener_through_the_model_and_sae(planted, tok):
     """End to end on a tiny model: '#' (only in the planted opener) carries direction u and '@'
     (only in the decoy) direction w; the SAE's f0 reads u, f3 reads w, f1 fires everywhere."""
-    from igds.audit_encode import encode_pairs
-    from igds.config import AuditConfig, from_dict
-    from igds.data.preference import build_pairs
+    from igds.audit.encode import encode_pairs
+    from igds.audit.config import AuditConfig
+    from igds.core.config import from_dict
+    from igds.audit.pairs import build_pairs
     from tests.conftest import LAYER, recall_sae
 
     model, u, w, basis = planted
@@ -146,8 +147,8 @@ def test_the_audit_of_encoded_pairs_finds_the_planted_opener_through_the_model_a
     assert not concepts.loc["3", "discovered"] and not concepts.loc["1", "discovered"]
     assert concepts.loc["1", "badge"] == "both"
     # what the viewer shows: the discovery first, on pairs it separates, its activation on the opener's '#' only
-    from igds.audit import shown_concepts
-    from igds.audit_encode import concept_examples
+    from igds.audit.stats import shown_concepts
+    from igds.audit.encode import concept_examples
 
     shown = shown_concepts(result.concepts, 2)
     assert result.concepts.loc[shown[0], "members"] == "0" and len(shown) == 2
@@ -162,12 +163,12 @@ def test_the_audit_of_encoded_pairs_finds_the_planted_opener_through_the_model_a
 
 
 def test_the_power_bench_scores_a_replicate_by_the_truth(planted, tok):
-    """bench.audit_power on the tiny model: the planted opener ('#': f0) is found and matched to
+    """bench.audit.power on the tiny model: the planted opener ('#': f0) is found and matched to
     the planted pairs; the decoy ('@': f3) is not found; an unpoisoned set makes no discovery."""
     import argparse
 
-    from bench.audit_power import replicate, summarise
-    from igds.config import load_params
+    from bench.audit.power import replicate, summarise
+    from igds.params import load_params
     from tests.conftest import LAYER, ROOT, recall_sae
 
     model, u, w, basis = planted
@@ -186,10 +187,10 @@ def test_the_power_bench_scores_a_replicate_by_the_truth(planted, tok):
 
 
 def test_a_discovery_replicates_on_an_independent_set_only_where_that_set_carries_it_the_same_way():
-    """bench.audit_power re-tests an unpoisoned set's discoveries on another set: a concept
+    """bench.audit.power re-tests an unpoisoned set's discoveries on another set: a concept
     planted there on the chosen side replicates; one that is noise there, or was found leaning
     the other way, does not."""
-    from bench.audit_power import replicated_on
+    from bench.audit.power import replicated_on
 
     rng = np.random.default_rng(5)
     chosen, rejected = noise(rng), noise(rng)
@@ -206,7 +207,7 @@ def test_the_power_bench_estimates_false_discoveries_from_how_unreplicated_ones_
     """Of the unpoisoned sets with a discovery that does not replicate, those whose such
     discoveries all lean the same way on the independent set; twice the others, over all sets,
     estimate the sets with a false discovery. A replicated discovery's lean does not count."""
-    from bench.audit_power import lean_check
+    from bench.audit.power import lean_check
 
     def row(replicated, same_lean):
         return {"rate": 0.0, "discoveries": len(replicated or []), "replicated": replicated, "same_lean": same_lean}
@@ -227,10 +228,10 @@ def test_the_power_bench_estimates_false_discoveries_from_how_unreplicated_ones_
 
 
 def test_the_power_bench_keeps_its_replicates_when_only_more_seeds_or_rates_are_asked_for():
-    """bench.audit_power's resume key: more seeds, other rates or the replication switch keep the
+    """bench.audit.power's resume key: more seeds, other rates or the replication switch keep the
     replicates already run; anything that changes what one computes (the SAE, the generator,
     the pairs per set) starts again."""
-    from bench.audit_power import resume_key
+    from bench.audit.power import resume_key
 
     settings = {"sae": "run/sae", "generator": "abc", "pairs": 200, "seeds": 10, "unpoisoned_seeds": 20,
                 "rates": [0.2, 0.1, 0.0], "replicate": True}
@@ -245,7 +246,7 @@ def test_a_concept_that_leans_only_through_a_stronger_one_is_explained_away():
     sides equally: discovered, but on the pairs the plant does not carry it is balanced, so it
     is explained by the plant's concept. f60, planted in other pairs, stays; the interventions
     act on the kept ones."""
-    from igds.audit import kept_discoveries, reading_order, shown_concepts
+    from igds.audit.stats import kept_discoveries, reading_order, shown_concepts
 
     rng = np.random.default_rng(3)
     chosen, rejected = noise(rng), noise(rng)

@@ -1,7 +1,7 @@
 """The bad-input sweep through the prepare stage (`python -m pipelines.prepare`), no model.
 
 One pool file (plain, and gzipped) starts with a UTF-8 byte-order mark and holds good
-records mixed with every defect igds/data rejects (and blank lines, which are skipped);
+records mixed with every defect igds/core/data rejects (and blank lines, which are skipped);
 the stage must keep every good record, quarantine every bad one in data/rejects.jsonl
 with its file, line, kind and reason, and reconcile read = accepted + rejected in
 data/report.json. A file that cannot be read whole stops the stage with one line. tests/test_data.py covers read_source
@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from igds.config import DataConfig, SourceConfig, from_dict
-from igds.data import REJECT_KINDS, build_splits, read_source, record_id
+from igds.core.config import DataConfig, SourceConfig, from_dict
+from igds.core.data import REJECT_KINDS, build_splits, read_source, record_id
 from tests.conftest import GSM8K_SAMPLE, ROOT
 
 MAX_CHARS = 300
@@ -173,7 +173,7 @@ def test_every_defect_is_quarantined_with_file_line_and_reason(tmp_path, name):
         assert split["read"] == split["accepted"] + split["rejected"]
     assert report["read"] == report["accepted"] + report["rejected"]
     assert report["rejected"] == len(rejects) == len(bad)
-    # the kinds this sweep covers: every kind igds/data rejects a record with
+    # the kinds this sweep covers: every kind igds/core/data rejects a record with
     assert set(s["rejected_by_kind"]) == set(REJECT_KINDS)
 
 

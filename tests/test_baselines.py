@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from igds.config import ConfigError
-from igds.data import make_record
-from igds.models.loading import LoadedModel
-from igds.context import ScoringContext
-from igds.registry import available
-from igds.selection import select_top
+from igds.core.config import ConfigError
+from igds.core.data import make_record
+from igds.core.models.loading import LoadedModel
+from igds.core.context import ScoringContext
+from igds.core.registry import available
+from igds.core.selection import select_top
 from tests.conftest import copy_record, fluent_record, random_word, selector_for
 
 

@@ -33,10 +33,11 @@ from bench.results import (
 )
 import bench.run
 from bench.run import DEFAULT_PARTS, PARTS, parse_args, parse_parts, partial_path
-from igds.artifacts import read_json, write_json, write_jsonl
-from igds.config import SaeConfig, ScoringConfig, SelectConfig, load_params, parse_methods
-from igds.models.loading import LoadedModel
-from igds.sae import load_sae, save_sae
+from igds.core.artifacts import read_json, write_json, write_jsonl
+from igds.core.config import SaeConfig, ScoringConfig, SelectConfig, parse_methods
+from igds.params import load_params
+from igds.core.models.loading import LoadedModel
+from igds.core.sae import load_sae, save_sae
 from tests.conftest import LAYER, ROOT, build_char_tokenizer, build_tiny_model, general, other, recall_sae, task
 
 MB = 2**20

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from igds.pooling import pooled_feature_activations
-from igds.tokens import tokenize_records
-from igds.cards import feature_cards, render_snippet, scoped_token_activations, token_activations
-from igds.data import make_record
+from igds.core.pooling import pooled_feature_activations
+from igds.core.tokens import tokenize_records
+from igds.core.cards import feature_cards, render_snippet, scoped_token_activations, token_activations
+from igds.core.data import make_record
 from tests.conftest import LAYER, general, recall_sae, task
 
 

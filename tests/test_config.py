@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from igds.config import ConfigError, load_params
+from igds.core.config import ConfigError
+from igds.params import load_params
 from tests.conftest import ROOT
 
 

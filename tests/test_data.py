@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from igds.config import ConfigError, DataConfig, SourceConfig, from_dict
-from igds.data import REJECT_KINDS, DataError, Reject, build_splits, make_record, read_source, record_id, sources
-from igds.evaluate import extract_answer, normalise_number
-from igds.data.schema import ALL_REJECT_KINDS, PAIR_REJECT_KINDS
+from igds.core.config import ConfigError, DataConfig, SourceConfig, from_dict
+from igds.core.data import REJECT_KINDS, DataError, Reject, build_splits, make_record, read_source, record_id, sources
+from igds.core.evaluate import extract_answer, normalise_number
+from igds.core.data.schema import ALL_REJECT_KINDS, PAIR_REJECT_KINDS
 from tests.conftest import GSM8K_SAMPLE, ROOT
 
 
@@ -416,10 +416,10 @@ def test_a_gsm8k_answer_whose_final_line_holds_no_number_is_a_reject(tmp_path):
 
 
 def reject_kinds_in_the_code() -> set[str]:
-    """Every literal kind igds/data rejects with: Invalid(kind, ...), _reject(.., .., kind, ...), Reject(.., kind, ...)."""
+    """Every literal kind igds/core/data rejects with: Invalid(kind, ...), _reject(.., .., kind, ...), Reject(.., kind, ...)."""
     position = {"Invalid": 0, "_reject": 2, "Reject": 3}
     kinds = set()
-    for path in (ROOT / "igds" / "data").glob("*.py"):
+    for path in (ROOT / "igds" / "core" / "data").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) in position:
                 arg = node.args[position[node.func.id]] if len(node.args) > position[node.func.id] else None
@@ -436,8 +436,8 @@ def test_every_reject_kind_is_defined_once_with_its_fix():
 
 
 def test_a_within_task_pool_is_the_target_task_only_with_its_share_degraded_and_reported():
-    from igds.data.degrade import degradation
-    from igds.selection_metrics import degraded_kept
+    from igds.core.data.degrade import degradation
+    from igds.core.selection_metrics import degraded_kept
 
     cfg = data_cfg(pools=["mixed", "within"], mix={"on_task_share": 0.5, "distractors": rg(["spell_backward"], 1, 9)},
                    degrade={"share": 0.25, "kinds": ["wrong_answer", "dropped_step"], "seed": 7})

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from igds.answers import extract_answer, is_correct
-from igds.data.degrade import DEGRADE_KINDS, applicable, degradation, degrade, degrade_share
-from igds.data.schema import make_record
+from igds.core.answers import extract_answer, is_correct
+from igds.core.data.degrade import DEGRADE_KINDS, applicable, degradation, degrade, degrade_share
+from igds.core.data.schema import make_record
 
 COT = "Tom has 3 apples.\nHe buys 4 more: 3 + 4 = 7.\nHe gives away 2: 7 - 2 = 5.\n#### 5"
 

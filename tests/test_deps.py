@@ -1,52 +1,34 @@
-"""Every stage's dvc.yaml deps cover its command's whole first-party import closure (read
-from the source), so a code change can never leave an output that `dvc status` calls up to
-date. A stage that picks its method by name (--method) also depends on that method's module.
-A stage's code deps are those of the code manifest it depends on (manifests/<kind>.json, the
-output of stage code-<kind>, which changes whenever one of its deps does)."""
+"""The code a stage runs is in its stage graph: every stage depends on one code manifest
+(manifests/<kind>.json, stage code@<kind>), and a manifest holds its kind's whole first-party
+import closure, computed from the source (pipelines/code.py), so a code change can never leave
+an output that `dvc status` calls up to date, and no source path is listed by hand."""
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
+from pipelines.code import closure, command_modules, kind_files, kinds, manifest
 from tests.conftest import ROOT
-from tests.deps import closure, command_modules, uncovered
+
+SOURCES = ("igds", "pipelines", "baselines")
+LISTED_PATH = re.compile(r"\b(?:igds|pipelines|baselines)/[\w/.-]+")
 
 
 def resolved_stages(root: Path) -> dict[str, tuple[str, list[str]]]:
-    """name -> (cmd, deps) of every stage dvc.yaml expands (foreach and matrix included), a
-    dep on a code manifest replaced by the deps of the stage that writes it."""
+    """name -> (cmd, deps) of every stage dvc.yaml expands (foreach and matrix included)."""
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
-        raw = {stage.addressing: (stage.cmd, [d.def_path for d in stage.deps]) for stage in repo.index.stages}
-        writers = {o.def_path: stage.addressing for stage in repo.index.stages for o in stage.outs}
-    return {name: (cmd, with_manifests(deps, raw, writers)) for name, (cmd, deps) in raw.items()}
-
-
-def with_manifests(deps: list[str], raw: dict, writers: dict[str, str]) -> list[str]:
-    out = []
-    for dep in deps:
-        out.append(dep)
-        if dep.startswith("manifests/"):
-            out += raw[writers[dep]][1]
-    return out
-
-
-def test_stages_of_a_kind_depend_on_one_code_manifest():
-    """No stage but a code-<kind> stage lists source files: dvc.lock stays small (DVC rewrites
-    it whole after every stage), and each manifest lists its kind's code once."""
-    from dvc.repo import Repo
-
-    with Repo(str(ROOT)) as repo:
-        for stage in repo.index.stages:
-            code = [d.def_path for d in stage.deps if d.def_path.startswith(("igds", "pipelines", "baselines"))]
-            if stage.addressing.startswith("code-"):
-                assert "pipelines/code.py" in code, stage.addressing
-            else:
-                assert code == [], (stage.addressing, code)
-                assert sum(d.def_path.startswith("manifests/") for d in stage.deps) == 1, stage.addressing
+        return {stage.addressing.split(":")[-1]: (stage.cmd, [d.def_path for d in stage.deps])
+                for stage in repo.index.stages}
 
 
 @pytest.fixture(scope="module")
@@ -54,53 +36,116 @@ def stages():
     return resolved_stages(ROOT)
 
 
-def test_every_stage_runs_a_pipeline_module(stages):
-    assert len(stages) > 10
-    for name, (cmd, _) in stages.items():
-        assert command_modules(cmd)[0].startswith("pipelines."), (name, cmd)
+def test_no_source_path_is_listed_in_any_dvc_yaml():
+    for path in ROOT.rglob("dvc.yaml"):
+        if ".venv" not in path.parts:
+            assert LISTED_PATH.findall(path.read_text(encoding="utf-8")) == [], path
 
 
-def test_deps_cover_each_stage_command_import_closure(stages):
+def test_the_check_for_listed_paths_finds_a_planted_one():
+    assert LISTED_PATH.findall("    deps:\n      - igds/core/sae.py\n      - data/pool.jsonl\n") == ["igds/core/sae.py"]
+
+
+def test_each_stage_depends_on_one_code_manifest_and_the_code_stages_on_the_sources(stages):
+    """Only the code@ stages depend on source folders (the whole of them, so any edit re-runs the
+    cheap manifests); every other stage on exactly one manifest: dvc.lock stays small."""
+    for name, (_, deps) in stages.items():
+        code = [d for d in deps if d.split("/")[0] in SOURCES]
+        if name.startswith("code@"):
+            assert sorted(code) == sorted(SOURCES), name
+        else:
+            assert code == [], (name, code)
+            assert sum(d.startswith("manifests/") for d in deps) == 1, name
+
+
+def test_the_code_stages_are_the_kinds_the_stages_use():
+    text = (ROOT / "dvc.yaml").read_text(encoding="utf-8")
+    foreach = yaml.safe_load(text)["stages"]["code"]["foreach"]
+    assert foreach == list(kinds(text)), "dvc.yaml's code: foreach must list the kinds of manifests/<kind>.json the stages use"
+
+
+def test_every_stage_command_closure_is_in_its_manifest(stages):
+    text = (ROOT / "dvc.yaml").read_text(encoding="utf-8")
+    files = {kind: set(kind_files(kind, text)) for kind in kinds(text)}
     missing = {}
     for name, (cmd, deps) in stages.items():
-        files = closure(ROOT, command_modules(cmd))
-        assert files, name
-        if gaps := uncovered(files, deps):
-            missing[name] = gaps
-    assert missing == {}, "dvc.yaml deps miss imported modules: " + "; ".join(
-        f"{name}: {', '.join(gaps)}" for name, gaps in sorted(missing.items()))
+        if name.startswith("code@"):
+            continue
+        (dep,) = [d for d in deps if d.startswith("manifests/")]
+        needed = closure(ROOT, command_modules(cmd))
+        assert needed, name
+        if gaps := needed - files[dep.removeprefix("manifests/").removesuffix(".json")]:
+            missing[name] = sorted(map(str, gaps))
+    assert missing == {}, missing
 
 
-def test_the_check_fails_when_a_stage_loses_one_imported_module(stages):
-    cmd, deps = stages["identify"]
-    assert "manifests/identify.json" in deps
-    files = closure(ROOT, command_modules(cmd))
-    assert Path("igds/sae.py") in files and Path("igds/models/residual.py") in files
-    assert uncovered(files, [d for d in deps if d != "igds/sae.py"]) == ["igds/sae.py"]
-    # a directory dep covers what is under it; losing it uncovers all of them
-    assert "igds/models/residual.py" in uncovered(files, [d for d in deps if d != "igds/models"])
+def test_a_score_stage_manifest_holds_every_selector(stages):
+    text = (ROOT / "dvc.yaml").read_text(encoding="utf-8")
+    cmd, _ = stages["score-shard@mixed-less-0"]
+    assert "baselines.less" in command_modules(cmd) and "igds.method.resonance" in command_modules(cmd)
+    files = set(kind_files("score", text))
+    assert {Path("baselines/less/__init__.py"), Path("baselines/less/gradients.py"), Path("baselines/zip.py"),
+            Path("igds/method/resonance.py"), Path("igds/core/lora.py")} <= files
+    assert Path("igds/audit/dpo.py") not in files  # only what the kind runs
 
 
-def test_a_score_stage_depends_on_its_method_module(stages):
-    cmd, deps = stages["score-shard@mixed-less-0"]
-    files = closure(ROOT, command_modules(cmd))
-    assert {Path("baselines/less.py"), Path("igds/gradients.py"), Path("igds/lora.py")} <= files
-    assert uncovered(files, deps) == []
+def _toy_project(root: Path) -> Path:
+    for pkg in ("igds", "pipelines"):
+        (root / pkg).mkdir(parents=True)
+        (root / pkg / "__init__.py").write_text("")
+    (root / "igds" / "a.py").write_text("X = 1\n")
+    (root / "igds" / "b.py").write_text("Y = 2\n")
+    (root / "pipelines" / "stage.py").write_text("from igds.a import X\n\ndef run():\n    return X\n")
+    (root / "dvc.yaml").write_text("stages:\n  s:\n    cmd: python -m pipelines.stage --out o\n"
+                                   "    deps: [manifests/s.json]\n    outs: [o]\n")
+    return root / "dvc.yaml"
 
 
-def test_the_ci_profiles_search_and_recipe_stages_cover_their_closure(tmp_path):
-    """The default profile runs no recipe search and no audit: resolve configs/ci's stages to check
-    theirs too."""
-    import shutil
-    import subprocess
+def test_a_manifest_follows_the_code_it_runs(tmp_path):
+    """A planted import (inside a function) enters the manifest; an edit to a file the kind runs
+    changes the manifest, an edit to one it does not run leaves it identical."""
+    dvc_yaml = _toy_project(tmp_path)
+    first = manifest("s", dvc_yaml)
+    assert set(first["files"]) == {"igds/__init__.py", "igds/a.py", "pipelines/__init__.py", "pipelines/stage.py"}
+    (tmp_path / "igds" / "b.py").write_text("Y = 3\n")
+    assert manifest("s", dvc_yaml) == first
+    (tmp_path / "igds" / "a.py").write_text("X = 2\n")
+    second = manifest("s", dvc_yaml)
+    assert second["files"]["igds/a.py"] != first["files"]["igds/a.py"]
+    (tmp_path / "pipelines" / "stage.py").write_text("def run():\n    from igds.b import Y\n    return Y\n")
+    assert "igds/b.py" in manifest("s", dvc_yaml)["files"]
 
+
+def test_a_stage_without_one_manifest_is_refused(tmp_path):
+    dvc_yaml = _toy_project(tmp_path)
+    dvc_yaml.write_text(dvc_yaml.read_text().replace("[manifests/s.json]", "[igds/a.py]"))
+    with pytest.raises(ValueError, match="exactly one manifests"):
+        kinds(dvc_yaml.read_text(), tmp_path)
+
+
+def test_the_manifest_command_writes_and_refuses_an_unknown_kind(tmp_path):
+    out = tmp_path / "m.json"
+    subprocess.run([sys.executable, "-m", "pipelines.code", "select", "--out", str(out)], cwd=ROOT, check=True)
+    assert "pipelines/select.py" in json.loads(out.read_text())["files"]
+    proc = subprocess.run([sys.executable, "-m", "pipelines.code", "nosuch", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "no stage depends on manifests/nosuch.json" in proc.stderr
+
+
+def test_the_ci_profiles_search_and_audit_stages_are_covered(tmp_path):
+    """The default profile runs no recipe search and no audit: resolve configs/ci's stages too."""
     shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
     shutil.copy(ROOT / "configs" / "ci" / "params.yaml", tmp_path / "params.yaml")
     subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
-    stages = {name.split(":")[-1]: v for name, v in resolved_stages(tmp_path).items()}  # addressed from another cwd
-    kinds = ("recipe-search@", "recipe@", "prepare-pairs@", "audit@", "intervene@", "oracle@", "dpo@", "reaudit-base@", "reaudit@",
-             "report-audit@", "view-audit@")
-    checked = {n: v for n, v in stages.items() if n.startswith(kinds)}
-    assert {k for k in kinds if any(n.startswith(k) for n in checked)} == set(kinds)
-    missing = {name: gaps for name, (cmd, deps) in checked.items() if (gaps := uncovered(closure(ROOT, command_modules(cmd)), deps))}
+    stages = resolved_stages(tmp_path)
+    text = (ROOT / "dvc.yaml").read_text(encoding="utf-8")
+    prefixes = ("recipe-search@", "recipe@", "finalist@", "proxy-check@", "prepare-pairs@", "audit@", "intervene@",
+                "oracle@", "dpo@", "reaudit-base@", "reaudit@", "report-audit@", "view-audit@")
+    checked = {n: v for n, v in stages.items() if n.startswith(prefixes)}
+    assert {k for k in prefixes if any(n.startswith(k) for n in checked)} == set(prefixes)
+    missing = {}
+    for name, (cmd, deps) in checked.items():
+        (dep,) = [d for d in deps if d.startswith("manifests/")]
+        if gaps := closure(ROOT, command_modules(cmd)) - set(kind_files(dep[len("manifests/"):-len(".json")], text)):
+            missing[name] = gaps
     assert missing == {}, missing

@@ -1,4 +1,4 @@
-"""DPO on an arm (igds.dpo): TRL's DPOTrainer with a LoRA adapter; the shaping offset enters
+"""DPO on an arm (igds.audit.dpo): TRL's DPOTrainer with a LoRA adapter; the shaping offset enters
 TRL's loss through the precomputed reference (no hand-written loss), equal to TRL's own loss
 at offset 0 and to -log sigma(beta x margin + offset) otherwise."""
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from igds.config import DpoConfig
-from igds.dpo import train_dpo, trainer_for
+from igds.audit.config import DpoConfig
+from igds.audit.dpo import train_dpo, trainer_for
 from tests.conftest import build_char_tokenizer, build_tiny_model
 
 CFG = DpoConfig(arms=(), epochs=1, lr=5e-3, beta=0.5, batch_size=4, max_len=64, lora_r=4, lora_alpha=8,
@@ -68,8 +68,8 @@ def test_dpo_learns_the_preference_and_is_seeded(tmp_path):
 def test_the_reaudit_sees_dpo_raise_the_planted_opener(tmp_path):
     """DPO on pairs whose chosen side opens with 'Sure!' raises that opener's log-probability on
     held-out prompts over the base model's, and ranks held-out pairs of the same kind right."""
-    from igds.data.preference import make_pair
-    from igds.reaudit import base_values, opens_with, reaudit
+    from igds.audit.pairs import make_pair
+    from igds.audit.reaudit import base_values, opens_with, reaudit
 
     tok = build_char_tokenizer()
     cfg = DpoConfig(**{**CFG.__dict__, "epochs": 4})
@@ -115,8 +115,8 @@ def test_a_killed_dpo_run_resumes_from_its_checkpoint_to_the_uninterrupted_adapt
         import time
         from pathlib import Path
         from transformers import TrainerCallback
-        import igds.dpo as dpo
-        from igds.config import DpoConfig
+        import igds.audit.dpo as dpo
+        from igds.audit.config import DpoConfig
         from tests.conftest import build_char_tokenizer, build_tiny_model
         from tests.test_dpo import CFG, rows
 

@@ -9,10 +9,10 @@ from decimal import Decimal
 import pytest
 import torch
 
-from igds.data import make_record
+from igds.core.data import make_record
 
-from igds.tokens import tokenize_records
-from igds.evaluate import (
+from igds.core.tokens import tokenize_records
+from igds.core.evaluate import (
     METRICS,
     TASK_EXACT_MATCH,
     generation_stats,
@@ -24,8 +24,8 @@ from igds.evaluate import (
     run_lm_eval,
     write_tasks,
 )
-from igds.models.residual import add_to_residual
-from igds.resonance import feature_activation
+from igds.core.models.residual import add_to_residual
+from igds.method.resonance import feature_activation
 from tests.conftest import LAYER, build_char_tokenizer, build_tiny_model, copy_record, general, recall_sae, task
 
 
@@ -177,11 +177,11 @@ def _bos_char_tokenizer(template_writes_bos: bool, add_bos_token: bool = True):
 def test_lm_eval_scores_and_generates_from_the_token_ids_training_sees(tmp_path, monkeypatch, template_writes_bos,
                                                                         add_bos_token):
     """At most one BOS, whoever writes it, and the same rule on both sides: the ids lm-eval
-    feeds the model (log-likelihood and generation) begin as igds.tokens.tokenize_records's
+    feeds the model (log-likelihood and generation) begin as igds.core.tokens.tokenize_records's
     do. The last case failed while lm-eval was left to the tokenizer's own default."""
     from lm_eval.models.huggingface import HFLM
 
-    from igds.lm import ContinuationLM
+    from igds.core.lm import ContinuationLM
 
     tok, bos = _bos_char_tokenizer(template_writes_bos, add_bos_token)
     model = build_tiny_model()
@@ -220,7 +220,7 @@ def test_continuation_loglik_equals_lm_evals_own(monkeypatch):
     request cut from the left at max_length, and the caller's order."""
     from lm_eval.models.huggingface import HFLM
 
-    from igds.lm import ContinuationLM
+    from igds.core.lm import ContinuationLM
 
     tok, model = build_char_tokenizer(), build_tiny_model()
     enc = lambda text: tok(text, add_special_tokens=False).input_ids  # noqa: E731

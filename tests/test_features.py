@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from igds.pooling import pooled_feature_activations
-from igds.tokens import tokenize_records
-from igds.config import IdentifyConfig
-from igds.features import (
+from igds.core.pooling import pooled_feature_activations
+from igds.core.tokens import tokenize_records
+from igds.method.config import IdentifyConfig
+from igds.method.features import (
     FeatureRecord,
     frequency_recall,
     identify,
@@ -18,8 +18,8 @@ from igds.features import (
     jaccard,
     rank_features,
 )
-from igds.loglik import answer_loglik
-from igds.models.residual import add_to_residual
+from igds.core.loglik import answer_loglik
+from igds.core.models.residual import add_to_residual
 from tests.conftest import D, LAYER, general, hand_built_sae, other, recall_sae, task
 
 def test_frequency_recall_finds_the_task_feature_and_not_the_everywhere_feature(planted, tok):
@@ -112,7 +112,7 @@ def test_jaccard():
 
 
 def test_steered_logliks_run_layers_up_to_l_once_and_equal_full_steered_passes(planted, tok):
-    from igds.loglik import steered_logliks
+    from igds.core.loglik import steered_logliks
 
     model, *_ = planted
     tokens = tokenize_records(tok, [task(i) for i in range(7)] + [other(i) for i in range(3)], 256)
@@ -135,7 +135,7 @@ def test_steered_logliks_run_layers_up_to_l_once_and_equal_full_steered_passes(p
 
 def _planted_effects(monkeypatch, effects: np.ndarray):
     """interventional_filter on per-example effects we choose: rows = features x alphas."""
-    import igds.features as features
+    import igds.method.features as features
     from tests.conftest import build_char_tokenizer
 
     monkeypatch.setattr(features, "steered_logliks", lambda *a, **k: (np.zeros(effects.shape[1]), effects))
@@ -166,7 +166,7 @@ def test_keep_rule_ci_drops_a_noisy_winner_that_the_mean_rule_keeps(monkeypatch)
 
 
 def test_alphas_must_amplify_unless_suppression_is_allowed():
-    from igds.config import ConfigError
+    from igds.core.config import ConfigError
 
     with pytest.raises(ConfigError, match="allow_suppression"):
         IdentifyConfig(alphas=(-2.0, 2.0))

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-import igds.finetune as ft
-from igds.tokens import tokenize_records
-from igds.config import ConfigError, FinetuneConfig
+import igds.core.finetune as ft
+from igds.core.tokens import tokenize_records
+from igds.core.config import ConfigError, FinetuneConfig
 from tests.conftest import build_char_tokenizer, build_tiny_model, task
 
 CFG = FinetuneConfig(epochs=1, batch_size=2, lr=1e-2, max_len=128, lora_r=4, lora_dropout=0.0,

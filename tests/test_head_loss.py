@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import igds.finetune as ft
-from igds.head_loss import IGNORE, ResponseLoss, head_cross_entropy
-from igds.lora import add_lora
-from igds.tokens import tokenize_records
+import igds.core.finetune as ft
+from igds.core.head_loss import IGNORE, ResponseLoss, head_cross_entropy
+from igds.core.lora import add_lora
+from igds.core.tokens import tokenize_records
 from tests.conftest import build_char_tokenizer, build_tiny_model, task
 from tests.test_finetune import CFG
 

@@ -1,4 +1,4 @@
-"""The audit's interventions (igds.intervene) on planted activations: the filter drops the
+"""The audit's interventions (igds.audit.intervene) on planted activations: the filter drops the
 pairs the planted concept carries, the random arm as many others, shaping offsets exactly
 the carried pairs, the oracle the planted ones; nothing reads the truth but the oracle."""
 
@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from igds.audit import AuditSettings, audit
-from igds.intervene import arm_pairs, oracle_pairs
+from igds.audit.stats import AuditSettings, audit
+from igds.audit.intervene import arm_pairs, oracle_pairs
 from tests.test_audit import N, planted
 
 
@@ -63,8 +63,8 @@ def test_the_random_arm_is_not_the_generators_plant_draw():
     """The random arm drops as many pairs as the filter, at random: with drop_seed 0 it must not
     replay the generator's draw of the planted pairs (plant seed 0, the same permutation), which
     made configs/audit's random arm drop every planted pair."""
-    from igds.config import PlantConfig
-    from igds.data.preference import _draw
+    from igds.audit.config import PlantConfig
+    from igds.audit.pairs import _draw
 
     n = 128
     planted, _ = _draw(n, PlantConfig(templates=("Great question!",), share=0.2, seed=0), "plant")
@@ -80,7 +80,7 @@ def test_the_random_arm_is_not_the_generators_plant_draw():
 
 
 def test_the_unpoisoned_arm_is_the_truths_pairs_before_planting():
-    from igds.intervene import unpoisoned_pairs
+    from igds.audit.intervene import unpoisoned_pairs
 
     pairs = [{"id": f"p{i}", "chosen": f"Great! c{i}"} for i in range(3)]
     clean = [{"id": f"u{i}", "chosen": f"c{i}"} for i in range(3)]
@@ -106,7 +106,7 @@ def test_a_concept_of_plant_and_decoy_together_is_the_plant_and_a_concept_of_the
     alone is the decoy."""
     import pandas as pd
 
-    from igds.audit_report import identify_planted
+    from igds.audit.report import identify_planted
 
     n = 100
     ids = [f"p{i}" for i in range(n)]
@@ -127,9 +127,9 @@ def test_a_concept_of_plant_and_decoy_together_is_the_plant_and_a_concept_of_the
 
 
 def test_the_audit_report_names_the_planted_concept_and_compares_the_arms(audited):
-    """igds.audit_report with the truth: the discovered concept 10,11,12 is the plant; re-audit
+    """igds.audit.report with the truth: the discovered concept 10,11,12 is the plant; re-audit
     metrics where naive raises the marker and filter barely does give a ratio near 0.1."""
-    from igds.audit_report import arm_table, identify_planted, render
+    from igds.audit.report import arm_table, identify_planted, render
 
     pairs, chosen, rejected, result = audited
     planted = [p["id"] for p, c in zip(pairs, chosen[:, 10] >= 2.0) if c]
@@ -198,9 +198,9 @@ def _reaudit_metrics(rng, rise: float, n: int = 60) -> dict:
 
 
 def test_the_shaping_bench_reports_each_scale_against_naive():
-    """bench.audit_shaping: per scale, the rise, shaping - naive with its CI and p, and the share
+    """bench.audit.shaping: per scale, the rise, shaping - naive with its CI and p, and the share
     of naive's rise left; planted rises of 2.0 (naive), 1.7 and 0.2 (two scales) come back."""
-    from bench.audit_shaping import summarise
+    from bench.audit.shaping import summarise
 
     rng = np.random.default_rng(0)
     naive = [_reaudit_metrics(rng, 2.0) for _ in range(3)]
@@ -213,8 +213,8 @@ def test_the_shaping_bench_reports_each_scale_against_naive():
 
 
 def test_the_shaping_bench_refuses_a_work_dir_trained_from_another_run(tmp_path):
-    from bench.audit_shaping import _check_work
-    from igds.config import load_params
+    from bench.audit.shaping import _check_work
+    from igds.params import load_params
     from tests.conftest import ROOT
 
     params = load_params(ROOT / "configs" / "ci" / "params.yaml")

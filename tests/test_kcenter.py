@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from baselines.kcenter import KCenterParams, KCenterSelector
-from igds.config import ConfigError
-from igds.context import ScoringContext
-from igds.data import make_record
-from igds.diversity import kcenter_order
-from igds.models.loading import LoadedModel
-from igds.pooling import mean_pooled_hidden
-from igds.tokens import tokenize_records
+from igds.core.config import ConfigError
+from igds.core.context import ScoringContext
+from igds.core.data import make_record
+from igds.core.diversity import kcenter_order
+from igds.core.models.loading import LoadedModel
+from igds.core.pooling import mean_pooled_hidden
+from igds.core.tokens import tokenize_records
 from tests.conftest import build_char_tokenizer, build_tiny_model
 
 SIZES = (100, 40, 10, 3, 1)  # points per cluster: random picks rarely reach the small ones

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from baselines.less import LessParams, LessSelector
-from igds.gradients import SrhtProjector, adam_precondition, fwht, hadamard, lora_copy, response_loss, warm_up
-from igds.tokens import tokenize_records
-from igds.config import ConfigError, from_dict
-from igds.data import make_record
-from igds.models.loading import LoadedModel
-from igds.context import ScoringContext
+from baselines.less.gradients import SrhtProjector, adam_precondition, fwht, hadamard, lora_copy, response_loss, warm_up
+from igds.core.tokens import tokenize_records
+from igds.core.config import ConfigError, from_dict
+from igds.core.data import make_record
+from igds.core.models.loading import LoadedModel
+from igds.core.context import ScoringContext
 from tests.conftest import build_char_tokenizer, build_tiny_model
 
 @pytest.fixture(autouse=True)
@@ -160,7 +160,7 @@ def test_scores_are_deterministic_and_the_shared_model_is_untouched():
 
 
 def test_pool_gets_adam_features_and_validation_plain_ones_at_each_checkpoint(monkeypatch):
-    import igds.gradients as less  # the selector imports its machinery from here when it scores
+    import baselines.less.gradients as less  # the selector imports its machinery from here when it scores
 
     calls = []
     real = less.gradient_features

@@ -8,10 +8,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from igds.models.dims import model_dims
-from igds.models.loading import load_model
-from igds.models.residual import run_to_layer
-from igds.models.loading import bundled_gguf, convert_bundled
+from igds.core.models.dims import model_dims
+from igds.core.models.loading import load_model
+from igds.core.models.residual import run_to_layer
+from igds.core.models.loading import bundled_gguf, convert_bundled
 
 pytestmark = pytest.mark.slow
 

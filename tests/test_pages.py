@@ -1,5 +1,5 @@
-"""The HTML pages (igds.pages): the audit's viewer (igds.audit_view) and the feature cards
-(igds.cards) open in headless Chromium (Debian's package; setup.sh installs it) from a file,
+"""The HTML pages (igds.core.pages): the audit's viewer (igds.audit.view) and the feature cards
+(igds.core.cards) open in headless Chromium (Debian's package; setup.sh installs it) from a file,
 load nothing from the network, and render what they carry: plotly draws every plot, the
 concept table lists the discoveries first with their badges, a planted concept's tokens are
 shaded on its side only, the embedded data parse back. test_pipeline opens the CI profile's
@@ -16,9 +16,9 @@ import lxml.html
 import numpy as np
 import pytest
 
-from igds.audit import AuditSettings, audit
-from igds.audit_view import MORE, audit_page
-from igds.cards import cards_html
+from igds.audit.stats import AuditSettings, audit
+from igds.audit.view import MORE, audit_page
+from igds.core.cards import cards_html
 from tests.test_audit import PLANT, planted
 
 CHROMIUM = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
@@ -55,7 +55,7 @@ def drawn(dom, div_id: str) -> int:
 
 @pytest.fixture(scope="module")
 def audit_html(tmp_path_factory):
-    from pipelines.audit import summary
+    from pipelines.audit.audit import summary
 
     chosen, rejected, length_c, length_r, topics = planted(share=0.2)
     result = audit(chosen, rejected, length_c, length_r, topics, AuditSettings(n_boot=100, null_replicates=10))
@@ -101,7 +101,7 @@ def test_the_audit_page_renders_its_plots_tables_and_highlights(audit_html, tmp_
 
 
 def test_a_long_member_list_is_cut_with_the_whole_list_on_hover():
-    from igds.audit_view import members_cell
+    from igds.audit.view import members_cell
 
     assert members_cell("1,2,3") == "1,2,3"
     cell = lxml.html.fromstring(members_cell(",".join(map(str, range(20)))))

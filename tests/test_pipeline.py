@@ -84,7 +84,7 @@ def test_igds_stages_end_to_end(tmp_path):
     subset = [json.loads(line)["id"] for line in (work / "subsets/mixed/igds-0.5-s0.jsonl").read_text().splitlines()]
     assert len(subset) == (len(pool) + 1) // 2
     # the subset is the top of the scores: every id scored above the cut is in, none below it
-    # (ties at the cut are broken by a seeded hash, igds.selection.tie_key)
+    # (ties at the cut are broken by a seeded hash, igds.core.selection.tie_key)
     cut = scores["score"].sort_values(ascending=False).iloc[len(subset) - 1]
     assert set(scores["id"][scores["score"] > cut]) <= set(subset)
     assert not set(scores["id"][scores["score"] < cut]) & set(subset)
@@ -103,7 +103,7 @@ def test_igds_stages_end_to_end(tmp_path):
             assert m["wall_s"] >= 0 and m["peak_rss_bytes"] > 0, (name, method)
         for method in methods:
             assert (work / f"subsets/{name}/{method}-0.5-s0.jsonl").is_file(), (name, method)
-        # configs/ci's recipe (igds.recipes) over the methods' cached scores, IGDS's feature
+        # configs/ci's recipe (igds.recipes.recipe) over the methods' cached scores, IGDS's feature
         # activations and k-center's hidden states: materialised at the ratio's size, not trained
         recipe = json.loads((work / f"results/metrics/{name}/select-filtered-0.5-s0.json").read_text())
         assert recipe["n_selected"] == (len(pools[name]) + 1) // 2, name

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import yaml
 
-from igds.config import AuditConfig, ConfigError, DataConfig, from_dict
-from igds.data import DataError
-from igds.data.preference import build_pairs, corrupt, final_text, near_miss, prompt_key, report
+from igds.audit.config import AuditConfig
+from igds.core.config import ConfigError, DataConfig, from_dict
+from igds.core.data import DataError
+from igds.audit.pairs import build_pairs, corrupt, final_text, near_miss, prompt_key, report
 from tests.conftest import ROOT
 
 TASKS = ["gsm_symbolic", "number_sequence"]
@@ -268,12 +269,12 @@ def test_only_the_report_reads_what_was_planted():
             assert name.startswith("report") or name == "oracle", f"stage {name} depends on the truth file"
     naming = sorted(str(p.relative_to(ROOT)) for folder in ("igds", "pipelines", "baselines")
                     for p in (ROOT / folder).rglob("*.py") if "truth/" in p.read_text(encoding="utf-8"))
-    assert naming == ["pipelines/pairs.py"], naming
+    assert naming == ["pipelines/audit/pairs.py"], naming
 
 
 def test_a_profile_with_audit_sets_must_train_an_arm(tmp_path):
     """report-audit@<set> reads the re-audits of the trained arms: params.yaml refuses a set without one."""
-    from igds.config import load_params
+    from igds.params import load_params
 
     raw = yaml.safe_load((ROOT / "configs" / "ci" / "params.yaml").read_text(encoding="utf-8"))
     raw["audit"]["dpo"]["arms"] = []
@@ -284,10 +285,10 @@ def test_a_profile_with_audit_sets_must_train_an_arm(tmp_path):
 
 
 def test_the_accuracy_bench_draws_as_many_new_heldout_pairs_none_with_a_train_prompt():
-    """bench.audit_accuracy scores trained adapters on more held-out pairs than the profile
+    """bench.audit.accuracy scores trained adapters on more held-out pairs than the profile
     re-audits: of the set's own tasks and generator, a new seed, no prompt of the train split."""
-    from bench.audit_accuracy import heldout_pairs
-    from igds.config import load_params
+    from bench.audit.accuracy import heldout_pairs
+    from igds.params import load_params
 
     params = load_params(ROOT / "configs" / "ci" / "params.yaml")
     cfg = params.audit.sets["poisoned"]
@@ -299,17 +300,17 @@ def test_the_accuracy_bench_draws_as_many_new_heldout_pairs_none_with_a_train_pr
 
 
 def test_the_accuracy_bench_resumes_from_its_partial_file_and_rescored_a_changed_adapter(tmp_path, monkeypatch):
-    """An interrupted bench.audit_accuracy continues: adapters already scored under the same
+    """An interrupted bench.audit.accuracy continues: adapters already scored under the same
     key are read back, not run again; an adapter whose weights changed, or another key, is
     scored again."""
     from types import SimpleNamespace
 
     import peft
 
-    import igds.models.loading
-    import igds.reaudit
-    from bench.audit_accuracy import score
-    from igds.config import load_params
+    import igds.core.models.loading
+    import igds.audit.reaudit
+    from bench.audit.accuracy import score
+    from igds.params import load_params
 
     params = load_params(ROOT / "configs" / "ci" / "params.yaml")
     for arm in ("filter", "unpoisoned"):
@@ -323,11 +324,11 @@ def test_the_accuracy_bench_resumes_from_its_partial_file_and_rescored_a_changed
         calls.append(model)
         return np.array([[-1.0, -2.0]] * len(pairs)) if model == "base" else np.array([[-1.0, -3.0]] * len(pairs))
 
-    monkeypatch.setattr(igds.models.loading, "load_model",
+    monkeypatch.setattr(igds.core.models.loading, "load_model",
                         lambda *a: SimpleNamespace(model=SimpleNamespace(eval=lambda: "base"), tokenizer=None))
     monkeypatch.setattr(peft.PeftModel, "from_pretrained",
                         lambda model, path: SimpleNamespace(eval=lambda: f"trained:{path.name}"))
-    monkeypatch.setattr(igds.reaudit, "pair_logliks", fake_logliks)
+    monkeypatch.setattr(igds.audit.reaudit, "pair_logliks", fake_logliks)
     partial = tmp_path / "acc.partial.json"
     args = (tmp_path, params, "poisoned", ["filter", "unpoisoned"], [0], [object()] * 3, partial)
 
@@ -342,9 +343,9 @@ def test_the_accuracy_bench_resumes_from_its_partial_file_and_rescored_a_changed
 
 
 def test_the_accuracy_bench_compares_the_filter_with_random_dropping_on_the_same_pairs():
-    """bench.audit_accuracy's filter - random: each accuracy's difference, paired over pairs
+    """bench.audit.accuracy's filter - random: each accuracy's difference, paired over pairs
     and seeds; a filter that gets 20 of 40 pairs right where random gets 10 is +0.25."""
-    from bench.audit_accuracy import versus
+    from bench.audit.accuracy import versus
 
     def runs(right: int) -> list[dict]:
         margin = [1.0] * right + [-1.0] * (40 - right)

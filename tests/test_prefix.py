@@ -8,12 +8,12 @@ import dataclasses
 import pytest
 import torch
 
-import igds.finetune as ft
-from igds.config import ConfigError, FinetuneConfig
-from igds.head_loss import ResponseLoss
-from igds.lora import add_lora
-from igds.prefix import common_prefix_len, last_hidden
-from igds.tokens import tokenize_records
+import igds.core.finetune as ft
+from igds.core.config import ConfigError, FinetuneConfig
+from igds.core.head_loss import ResponseLoss
+from igds.core.lora import add_lora
+from igds.core.prefix import common_prefix_len, last_hidden
+from igds.core.tokens import tokenize_records
 from tests.conftest import build_char_tokenizer, build_tiny_model, task
 from tests.test_finetune import CFG
 

@@ -1,4 +1,4 @@
-"""The recipe table (igds.recipe_table) on planted eval runs: a solver whose finalists are right
+"""The recipe table (igds.recipes.table) on planted eval runs: a solver whose finalists are right
 more often than random is found better, with its search seeds x training seeds pooled; the
 best single selector on val is the selector its summary names; a row is never compared with
 itself; the proxy's verdict leads the section and says so when the proxy does not rank."""
@@ -10,8 +10,8 @@ import math
 import numpy as np
 import pytest
 
-from igds.recipe_table import best_so_far_long, build_recipe_table, proxy_verdict, render_recipe_markdown, search_rows
-from igds.report import EvalRun
+from igds.recipes.table import best_so_far_long, build_recipe_table, proxy_verdict, render_recipe_markdown, search_rows
+from igds.core.report import EvalRun
 
 IDS = [f"e{i}" for i in range(80)]
 

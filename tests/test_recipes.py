@@ -1,4 +1,4 @@
-"""Recipes (igds.recipes): each operator finds what is planted in its signals, shares are
+"""Recipes (igds.recipes.recipe): each operator finds what is planted in its signals, shares are
 quantiles of the current subset, materialising is seeded, and a bad recipe is one line naming
 its step."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from igds.config import ConfigError
-from igds.recipes import RecipeError, Signals, check_signals, materialise, parse_recipe, subset_key
+from igds.core.config import ConfigError
+from igds.recipes.recipe import RecipeError, Signals, check_signals, materialise, parse_recipe, subset_key
 
 
 def signals(n: int = 40, seed: int = 0, **values) -> Signals:
@@ -173,7 +173,7 @@ def test_signals_a_recipe_reads_must_be_provided():
 
 
 def test_the_recipe_stage_writes_a_subset_finetune_takes_like_a_selection(tmp_path):
-    """pipelines.recipe over planted score files: IGDS's scores and feature activations,
+    """pipelines.recipes.recipe over planted score files: IGDS's scores and feature activations,
     k-center's hidden states, loss; the subset has the ratio's size and the select stage's file
     names, and its metrics carry the trace and the select stage's fields."""
     import dataclasses
@@ -185,7 +185,7 @@ def test_the_recipe_stage_writes_a_subset_finetune_takes_like_a_selection(tmp_pa
     import pandas as pd
     import yaml
 
-    from igds.artifacts import write_jsonl
+    from igds.core.artifacts import write_jsonl
     from pipelines.finetune import training_records
     from tests.conftest import ROOT, task
 
@@ -210,7 +210,7 @@ def test_the_recipe_stage_writes_a_subset_finetune_takes_like_a_selection(tmp_pa
         {"mix": {"space": "hidden", "clusters": 2, "share": 0.9}}, {"fill": {"signal": "loss"}}]}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     out, metrics = tmp_path / "subsets", tmp_path / "metrics"
-    cmd = [sys.executable, "-m", "pipelines.recipe", "--params", str(tmp_path / "params.yaml"), "--pool", "within",
+    cmd = [sys.executable, "-m", "pipelines.recipes.recipe", "--params", str(tmp_path / "params.yaml"), "--pool", "within",
            "--recipe", "planted", "--ratio", "0.4", "--seed", "1", "--data", str(data), "--scores", str(scores),
            "--out", str(out), "--metrics", str(metrics)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)

@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 import yaml
 
-from igds import registry
-from igds.config import ConfigError, load_params, method_params
-from igds.context import ScoringContext
-from igds.data import make_record
+from igds.core import registry
+from igds.core.config import ConfigError, method_params
+from igds.params import load_params
+from igds.core.context import ScoringContext
+from igds.core.data import make_record
 from tests.conftest import ROOT, project_copy
-from tests.deps import imported_modules
+from pipelines.code import imported_modules
 
 
 def _python(code: str, cwd=ROOT) -> dict:
@@ -33,8 +34,8 @@ def _python(code: str, cwd=ROOT) -> dict:
 def test_importing_the_library_imports_no_selector():
     out = _python("""
         import json, sys
-        import igds.selection, igds.registry, igds.scoring, igds.config
-        print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'baselines' or m == 'igds.resonance')))
+        import igds.core.selection, igds.core.registry, igds.core.scoring, igds.core.config
+        print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'baselines' or m == 'igds.method.resonance')))
     """)
     assert out == []
 
@@ -42,9 +43,9 @@ def test_importing_the_library_imports_no_selector():
 def test_listing_methods_imports_none_of_them():
     out = _python("""
         import json, sys
-        from igds.registry import available
+        from igds.core.registry import available
         names = available()
-        print(json.dumps([names, sorted(m for m in sys.modules if m.startswith(('baselines', 'igds.resonance')))]))
+        print(json.dumps([names, sorted(m for m in sys.modules if m.startswith(('baselines', 'igds.method.resonance')))]))
     """)
     names, imported = out
     assert {"igds", "full", "random", "loss", "ifd", "zip", "kcenter", "less"} <= set(names) and imported == []
@@ -84,13 +85,13 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_igds_has_no_import_cycle_and_never_imports_baselines():
     graph = _igds_import_graph()
-    # a package importing its own submodules (igds.data) is not a cycle of ideas: drop parent -> child edges
+    # a package importing its own submodules (igds.core.data) is not a cycle of ideas: drop parent -> child edges
     graph = {m: {d for d in deps if not d.startswith(m + ".")} for m, deps in graph.items()}
     assert _cycle(graph) is None, _cycle(graph)
     baselines = {m for path in (ROOT / "igds").rglob("*.py") for m in imported_modules(ROOT, path)
                  if m.startswith("baselines")}
     assert baselines == set()
-    assert imported_modules(ROOT, ROOT / "igds" / "registry.py") == set()  # the leaf imports nothing of ours
+    assert imported_modules(ROOT, ROOT / "igds" / "core" / "registry.py") == set()  # the leaf imports nothing of ours
 
 
 def test_the_cycle_finder_finds_a_planted_cycle():
@@ -138,7 +139,7 @@ def test_an_unknown_section_is_a_one_line_error_naming_it(tmp_path, section):
 
 
 def test_a_selector_must_return_its_typed_result():
-    from igds.scoring import score_pool
+    from igds.core.scoring import score_pool
 
     @registry.register("returns-array")
     class Bad:
@@ -160,8 +161,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from igds.config import check
-from igds.registry import SelectorResult, register
+from igds.core.config import check
+from igds.core.registry import SelectorResult, register
 
 
 @dataclass(frozen=True)
@@ -202,10 +203,10 @@ def test_a_new_method_is_one_module_and_one_params_entry(tmp_path):
              ("evaluate", "-0.5-0")]} <= stages
     out = _python("""
         import json
-        from igds.config import load_params
-        from igds.context import ScoringContext
-        from igds.data import make_record
-        from igds.registry import build_selector
+        from igds.params import load_params
+        from igds.core.context import ScoringContext
+        from igds.core.data import make_record
+        from igds.core.registry import build_selector
         params = load_params("params.yaml")
         pool = [make_record("q", "", "a" * n, "t", "s") for n in (3, 1, 2)]
         result = build_selector("toy", params.methods["toy"]).score(pool, ScoringContext(seed=0, target=[]))

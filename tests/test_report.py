@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from igds.config import DataConfig, Params, ReportConfig, SourceConfig, SplitsConfig
-from igds.data import DataError
-from igds.report import build_table, parse_eval_run, render_markdown
+from igds.core.config import DataConfig, ReportConfig, SourceConfig, SplitsConfig
+from igds.params import Params
+from igds.core.data import DataError
+from igds.core.report import build_table, parse_eval_run, render_markdown
 from pipelines.report import read_selection, run
 
 EVAL_IDS = [f"e{i}" for i in range(80)]
@@ -246,7 +247,7 @@ def test_missing_reference_gives_nan_not_an_error():
 
 
 def test_the_report_reads_exactly_the_runs_params_ask_for(tmp_path):
-    from igds.config import FinetuneConfig, SelectConfig
+    from igds.core.config import FinetuneConfig, SelectConfig
     from pipelines.report import expected_runs, read_eval_runs
 
     params = Params(select=SelectConfig(ratios=(0.5,), methods=("igds", "random")),

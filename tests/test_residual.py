@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from igds.models.residual import add_to_residual, capture_residual, decoder_layers, layer_module_path, run_to_layer
+from igds.core.models.residual import add_to_residual, capture_residual, decoder_layers, layer_module_path, run_to_layer
 
 
 @pytest.mark.parametrize("layer", [0, 1, 2])

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from igds.pooling import pooled_feature_activations
-from igds.tokens import tokenize_records
-from igds.resonance import resonant_score
-from igds.selection import select_top
-from igds.selection_metrics import auroc, on_task_recall
+from igds.core.pooling import pooled_feature_activations
+from igds.core.tokens import tokenize_records
+from igds.method.resonance import resonant_score
+from igds.core.selection import select_top
+from igds.core.selection_metrics import auroc, on_task_recall
 from tests.conftest import LAYER, general, other, recall_sae, task
 
 
@@ -36,7 +36,7 @@ def test_frs_ranks_examples_with_the_feature_above_those_without(planted, tok):
 
 
 def test_frs_with_k_features_normalises_each_by_its_typical_activation():
-    from igds.pooling import FeatureActivations
+    from igds.core.pooling import FeatureActivations
 
     max_act = torch.tensor([[10.0, 0.0], [0.0, 1.0], [5.0, 0.5]])
     acts = FeatureActivations(max_act, max_act / 2, np.array([1, 1, 1]), torch.zeros(2), torch.zeros(2))

@@ -14,8 +14,8 @@ import pytest
 import torch
 from sae_lens import TopKSAE, TopKSAEConfig
 
-from igds.config import SaeConfig
-from igds.sae import (
+from igds.core.config import SaeConfig
+from igds.core.sae import (
     ce_loss_recovered,
     encode_columns,
     fold_normalisation,
@@ -216,7 +216,7 @@ def test_first_real_token_is_kept_only_when_asked(fitted_tiny_model, tiny_batch)
 
 
 def test_killed_training_resumes_to_exactly_the_uninterrupted_weights(dictionary_sae, tmp_path, monkeypatch):
-    import igds.sae as sae_module
+    import igds.core.sae as sae_module
 
     cfg = dataclasses.replace(SMALL, steps=70, checkpoint_every=20)  # 8192 tokens: 32 batches per epoch
     acts = dictionary_sae["train"]
@@ -290,7 +290,7 @@ def test_encode_columns_equals_the_full_encode_and_skips_silent_tokens(kind, mon
                                          ("blocks.12.hook_mlp_out", None), ("blocks.12.hook_resid_mid", None),
                                          ("model.layers.12.mlp", None), ("embed", None)])
 def test_hook_layer_reads_the_layer_whose_output_the_hook_is(hook, layer):
-    from igds.sae import hook_layer
+    from igds.core.sae import hook_layer
 
     assert hook_layer(hook) == layer
 
@@ -303,8 +303,9 @@ def test_a_pretrained_sae_for_another_layer_is_refused_before_any_work(monkeypat
     from sae_lens import StandardSAE, StandardSAEConfig
 
     import pipelines.sae as stage
-    from igds.data import make_record
-    from igds.config import ConfigError, load_params
+    from igds.core.data import make_record
+    from igds.core.config import ConfigError
+    from igds.params import load_params
     from tests.conftest import ROOT
 
     def pretrained(release, sae_id, device):

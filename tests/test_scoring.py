@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from igds.tokens import tokenize_records
-from igds.data import make_record
-from igds.models.loading import LoadedModel
-from igds.scoring import merge_shards, parse_shard, score_pool, split_batches
-from igds.context import ScoringContext
+from igds.core.tokens import tokenize_records
+from igds.core.data import make_record
+from igds.core.models.loading import LoadedModel
+from igds.core.scoring import merge_shards, parse_shard, score_pool, split_batches
+from igds.core.context import ScoringContext
 from tests.conftest import selector_for
 from tests.conftest import GSM8K_SAMPLE, build_char_tokenizer, build_tiny_model
 

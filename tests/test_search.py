@@ -1,4 +1,4 @@
-"""Recipe search (igds.search) on a planted objective: the value of a subset is the mean of a
+"""Recipe search (igds.recipes.search) on a planted objective: the value of a subset is the mean of a
 hidden quality that one signal tracks. Every solver spends exactly its budget on distinct
 subsets, shares the warm-up, finds a recipe near the oracle's top-k, and a search killed
 mid-way resumes from its journal to the study an uninterrupted run ends with."""
@@ -9,8 +9,8 @@ import numpy as np
 import optuna
 import pytest
 
-from igds.recipes import Signals, materialise, parse_recipe, subset_key
-from igds.search import SearchSettings, Space, recipe_from_params, run_search, suggest
+from igds.recipes.recipe import Signals, materialise, parse_recipe, subset_key
+from igds.recipes.search import SearchSettings, Space, recipe_from_params, run_search, suggest
 
 N, FINAL = 60, 30
 
@@ -117,7 +117,7 @@ def test_every_subset_is_materialised_with_the_searchs_data_seed(planted, monkey
     """The local solver's candidates must be the subsets the search evaluates: materialised with
     the same data seed (a stochastic operator draws from it), or their keys and states are another
     subset's."""
-    import igds.search
+    import igds.recipes.search
 
     sig, value, _ = planted
     seeds = []
@@ -126,7 +126,7 @@ def test_every_subset_is_materialised_with_the_searchs_data_seed(planted, monkey
         seeds.append(seed)
         return materialise(recipe, signals, final_n, seed, run_seed)
 
-    monkeypatch.setattr(igds.search, "materialise", recording)
+    monkeypatch.setattr(igds.recipes.search, "materialise", recording)
     run_search(study(), SearchSettings("local", seed=0, budget=5, warmup=2), SPACE, sig, FINAL, Objective(value),
                data_seed=7, progress=False)
     assert len(seeds) > 5 and set(seeds) == {7}
@@ -135,7 +135,7 @@ def test_every_subset_is_materialised_with_the_searchs_data_seed(planted, monkey
 def test_fixed_recipes_are_distinct_reproducible_and_span_the_zones(planted):
     """The proxy check's recipes: n distinct subsets, the same for the same seed, other ones
     for another seed; the first three are the warm-up's zone probes."""
-    from igds.search import ZONES, fixed_recipes
+    from igds.recipes.search import ZONES, fixed_recipes
 
     signals, space, final_n = planted[0], SPACE, FINAL
     first = fixed_recipes(space, signals, final_n, 12, seed=0)
@@ -146,7 +146,7 @@ def test_fixed_recipes_are_distinct_reproducible_and_span_the_zones(planted):
     for recipe, ids in first:  # each replays from its params.yaml form
         assert materialise(parse_recipe(recipe), signals, final_n, 0).ids == ids
     assert len(ZONES) == 3
-    from igds.recipes import RecipeError
+    from igds.recipes.recipe import RecipeError
 
     with pytest.raises(RecipeError, match="distinct subsets"):
         fixed_recipes(space, signals, final_n=len(signals.ids), n=3, seed=0)  # every recipe keeps the whole pool
@@ -156,7 +156,7 @@ def test_the_operators_order_is_searched_and_a_swap_edit_reorders_them(planted):
     """The space orders the enabled operators by their priorities: sampled points reach orders
     other than the canonical one, the warm-up keeps the canonical order, and the local solver's
     swap edit trades two enabled operators' places (same operators, other order)."""
-    from igds.search import SPACE_OPERATORS, local_edits, operator_order, warmup_params
+    from igds.recipes.search import SPACE_OPERATORS, local_edits, operator_order, warmup_params
 
     sig, _, _ = planted
     sampled = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))

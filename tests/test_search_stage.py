@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from igds.artifacts import write_jsonl
+from igds.core.artifacts import write_jsonl
 from tests.conftest import ROOT, build_char_tokenizer, build_tiny_model, task
 
 
@@ -54,8 +54,8 @@ def project(tmp_path_factory):
     return root
 
 
-def command(root, out, solver="local", module="pipelines.search"):
-    solver_args = ["--solver", solver, "--seed", "0"] if module == "pipelines.search" else []
+def command(root, out, solver="local", module="pipelines.recipes.search"):
+    solver_args = ["--solver", solver, "--seed", "0"] if module == "pipelines.recipes.search" else []
     return [sys.executable, "-m", module, "--params", str(root / "params.yaml"), "--pool", "mixed", *solver_args,
             "--data", str(root / "data"), "--scores", str(root / "scores"), "--out", str(out),
             "--metrics", str(out.parent / f"metrics-{out.name}")]
@@ -112,8 +112,8 @@ def test_the_single_search_scores_each_selectors_own_subset_once(project):
     methods = ["igds", "random"]  # configs/ci's finetune.methods
     assert summary["methods"] == methods and summary["fine_tunes"] == 2 and len(summary["values"]) == 2
     assert summary["best_method"] == methods[int(np.argmax(summary["values"]))]
-    from igds.config import load_params
-    from igds.recipes import subset_key
+    from igds.params import load_params
+    from igds.recipes.recipe import subset_key
     from pipelines.io import read_pool
     from pipelines.select import selection
 
@@ -131,7 +131,7 @@ def test_a_finalist_replays_the_searched_subset(project):
     whole = project / "whole"
     if not (whole / "best.yaml").exists():
         pytest.skip("needs the search test's output")
-    base = [sys.executable, "-m", "pipelines.recipe", "--params", str(project / "params.yaml"), "--pool", "mixed",
+    base = [sys.executable, "-m", "pipelines.recipes.recipe", "--params", str(project / "params.yaml"), "--pool", "mixed",
             "--finalist", "search_local_s0", "--search", str(whole), "--ratio", "0.5", "--data",
             str(project / "data"), "--scores", str(project / "scores"), "--out", str(project / "subsets"),
             "--metrics", str(project / "metrics-finalist")]
@@ -157,7 +157,7 @@ def test_the_proxy_check_scores_fixed_recipes_by_proxy_and_full_fidelity(project
     params = project / "check-params.yaml"
     params.write_text(yaml.safe_dump(raw))
     out = project / "check"
-    cmd = command(project, out, module="pipelines.check")
+    cmd = command(project, out, module="pipelines.recipes.check")
     cmd[cmd.index("--params") + 1] = str(params)
     proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -178,7 +178,7 @@ def test_the_proxy_check_scores_fixed_recipes_by_proxy_and_full_fidelity(project
 def test_progress_of_other_settings_is_set_aside_and_a_line_cut_short_is_dropped(tmp_path):
     """The proxy check's resume file: lines of the same settings are kept, a last line cut
     short by a kill is dropped; progress made with other settings is renamed, not deleted."""
-    from pipelines.check import append, read_progress
+    from pipelines.recipes.check import append, read_progress
 
     out = tmp_path / "check"
     assert read_progress(out, "k1") == {}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from igds.selection import select_top
-from igds.selection_metrics import auroc, on_task_recall
+from igds.core.selection import select_top
+from igds.core.selection_metrics import auroc, on_task_recall
 
 
 def test_select_top_keeps_the_highest_and_breaks_ties_by_seed():
@@ -49,7 +49,7 @@ def test_auroc_matches_scikit_learn_with_ties_and_infinities():
 
 
 def test_n_tied_counts_every_example_that_shares_its_score():
-    from igds.selection_metrics import n_tied
+    from igds.core.selection_metrics import n_tied
 
     assert n_tied([0.5, 0.5, 0.5, 1.0, 2.0, 2.0, np.nan, np.nan]) == 5
     assert n_tied([1.0, 2.0, 3.0]) == 0
@@ -64,7 +64,7 @@ def _select(tmp_path, method: str, seed: int, scores) -> tuple[list[str], dict]:
 
     import pandas as pd
 
-    from igds.data import make_record
+    from igds.core.data import make_record
     from tests.conftest import ROOT
 
     pool = [make_record(f"q{i}", "", f"a{i}", "t" if i % 2 else "u", "s") for i in range(40)]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from igds.stats import _two_sided_p, bootstrap_ci, correlation, holm, paired_bootstrap, paired_permutation_test
+from igds.core.stats import _two_sided_p, bootstrap_ci, correlation, holm, paired_bootstrap, paired_permutation_test
 
 
 def test_planted_difference_is_found():
@@ -194,7 +194,7 @@ def test_proxy_agreement_finds_a_proxy_that_ranks_recipes_and_one_that_does_not(
     """Recipe search's proxy check: 16 recipes with a planted true value, 3 full-fidelity seeds
     with small noise; a proxy tracking the truth has a rho near the noise ceiling with a CI
     above 0, a proxy of noise has a CI across 0, and noisier seeds lower the ceiling."""
-    from igds.stats import proxy_agreement
+    from igds.core.stats import proxy_agreement
 
     rng = np.random.default_rng(0)
     truth = np.linspace(0.0, 1.0, 16)
@@ -216,7 +216,7 @@ def test_proxy_agreement_finds_a_proxy_that_ranks_recipes_and_one_that_does_not(
 def test_proxy_agreement_of_a_constant_full_fidelity_is_undefined_not_a_crash():
     """Every recipe at the same full-fidelity value (e.g. exact match 0 on a weak model): no
     ranking to agree with, so rho, its CI and the ceiling are NaN."""
-    from igds.stats import proxy_agreement
+    from igds.core.stats import proxy_agreement
 
     a = proxy_agreement(np.linspace(0, 1, 5), np.zeros((5, 2)), np.random.default_rng(0), n_boot=200)
     assert all(math.isnan(v) for v in (a.rho, a.lo, a.hi, a.ceiling, a.ceiling_lo, a.ceiling_hi))

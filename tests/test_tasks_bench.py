@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench.tasks import choose, majority_correct, markdown, parse_spec, passes
-from igds.data.schema import make_record
+from igds.core.data.schema import make_record
 
 
 def row(task: str, base: float, gain: float, lo: float) -> dict:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from igds.data import make_record
-from igds.tokens import collate, tokenize_records
+from igds.core.data import make_record
+from igds.core.tokens import collate, tokenize_records
 from tests.conftest import build_char_tokenizer
 
 SYSTEM = "You are a helpful assistant."

@@ -10,9 +10,10 @@ import sys
 import pytest
 import yaml
 
-from igds.config import ConfigError, load_params
-from igds.registry import needing
-from igds.resonance import IgdsParams, chosen_features
+from igds.core.config import ConfigError
+from igds.params import load_params
+from igds.core.registry import needing
+from igds.method.resonance import IgdsParams, chosen_features
 from igds.validate import validate
 from tests.conftest import ROOT, build_char_tokenizer, build_tiny_model
 

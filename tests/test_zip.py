@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from baselines.zip import ZipParams, ZipSelector
-from igds.config import ConfigError, from_dict
-from igds.context import ScoringContext
-from igds.data import make_record
-from igds.diversity import CompressedPrefix, example_bytes, zip_order
-from igds.selection import select_top
+from igds.core.config import ConfigError, from_dict
+from igds.core.context import ScoringContext
+from igds.core.data import make_record
+from igds.core.diversity import CompressedPrefix, example_bytes, zip_order
+from igds.core.selection import select_top
 
 N_DISTINCT, N_DUPLICATES = 60, 30
 PREFIX = 40

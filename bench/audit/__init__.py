@@ -1,0 +1,1 @@
+"""The preference-data audit's measured studies: power and calibration, held-out accuracy, shaping."""

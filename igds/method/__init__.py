@@ -1,0 +1,1 @@
+"""IGDS itself: frequency recall, interventional filtering, the Feature-Resonant Score."""

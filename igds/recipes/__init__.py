@@ -1,0 +1,1 @@
+"""Recipe search: recipe operators, solvers, the recipe table."""

@@ -1,0 +1,1 @@
+"""The preference-data audit's stages: prepare-pairs, audit, intervene, oracle, dpo, reaudit, report-audit, view-audit."""

@@ -1,0 +1,1 @@
+"""The IGDS method's stages (identify)."""

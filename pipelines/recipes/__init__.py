@@ -1,0 +1,1 @@
+"""Recipe search's stages: recipe, recipe-search, finalist, proxy-check."""
