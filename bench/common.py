@@ -16,8 +16,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import yaml
+
 from igds.core.artifacts import atomic_file, write_json
 from igds.core.data import Record
+from igds.params import dump_params, read_params
 
 ROOT = Path(__file__).resolve().parents[1]  # the project: bench/ sits beside igds/ and pipelines/
 
@@ -118,8 +121,9 @@ def subprocess_env() -> dict[str, str]:
 
 
 def project_copy(work: Path, params: Path, env: dict[str, str] | None = None) -> Path:
-    """The project's code and stage graph in a fresh git + DVC repo at `work`, with `params`
-    (git and dvc run with `env`, default: this process's environment)."""
+    """The project's code and stage graph in a fresh git + DVC repo at `work`, with `params` (a
+    whole params file, or a profile of overrides: configs/<name>.yaml) as its params.yaml (git
+    and dvc run with `env`, default: this process's environment)."""
     work.mkdir(parents=True)
     for item in ("igds", "pipelines", "baselines", "dvc.yaml", ".dvcignore"):
         src = ROOT / item
@@ -127,7 +131,10 @@ def project_copy(work: Path, params: Path, env: dict[str, str] | None = None) ->
             shutil.copytree(src, work / item, ignore=shutil.ignore_patterns("__pycache__"))
         elif src.exists():
             shutil.copy(src, work / item)
-    shutil.copy(params, work / "params.yaml")
+    if params.resolve() == (ROOT / "params.yaml").resolve() or "include" not in (yaml.safe_load(params.read_text(encoding="utf-8")) or {}):
+        shutil.copy(params, work / "params.yaml")
+    else:  # a profile: its whole params (its overrides on what it includes)
+        (work / "params.yaml").write_text(dump_params(read_params(params)), encoding="utf-8")
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
         subprocess.run(cmd, cwd=work, check=True, capture_output=True, env=env)
     if (ROOT / ".dvc" / "plots").is_dir():  # the plot templates dvc.yaml names

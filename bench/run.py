@@ -13,7 +13,7 @@ Parts (--parts, comma-separated; default: throughput,selection,e2e,memory; `all`
   features are made once).
 - memory: peak RSS of a fresh process scoring n and 4n examples with IGDS, and of one that
   only loads the model. Target: 4n / n <= 1.3.
-- dvc: full `dvc repro` of configs/ci/params.yaml in a project copy (minutes), then a no-op
+- dvc: full `dvc repro` of configs/ci.yaml in a project copy (minutes), then a no-op
   `dvc repro` (target < 5 s) and the stages stale after a select.ratios change.
 
 Writes --out (results/bench.json, atomically) and the table beside it (results/bench.md),
@@ -126,7 +126,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="SAE training steps in the e2e part (default: sae.steps; --quick: 20)")
     parser.add_argument("--memory-factor", type=int, default=4,
                         help="the memory part scores n and this x n (default: %(default)s)")
-    parser.add_argument("--dvc-params", type=Path, default=ROOT / "configs" / "ci" / "params.yaml",
+    parser.add_argument("--dvc-params", type=Path, default=ROOT / "configs" / "ci.yaml",
                         help="the profile the dvc part reproduces (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=None,
                         help="results JSON; the markdown table goes beside it (.md) (default: results/bench.json; "

@@ -3,6 +3,7 @@ igds.recipes, igds.audit), composed here, the one module that knows every system
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,14 +99,109 @@ class Params:
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml: every section and key; an unknown one is an error."""
-    path = Path(path)
+    """Read and validate params.yaml, or a profile of overrides (read_params): every section and
+    key; an unknown one is an error."""
+    return from_dict(Params, read_params(path), "")
+
+
+# --- profiles: a file of overrides on top of another (lm-eval's `include:`, nanoGPT's configs) ----
+
+INCLUDE, DELETE = "include", "delete"
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML with YAML 1.2's exponent floats: 1e-05 is a number, as DVC (ruamel) reads it and
+    writes it (`dvc exp run -S`), not the string PyYAML's YAML 1.1 makes of it."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                              list("-+0123456789"))
+
+
+def _read_yaml(path: Path) -> dict:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 (a SafeLoader)
     except FileNotFoundError:
         raise ConfigError(f"params file {path} not found; run from the project root or pass --params") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"params file {path} is not valid YAML: {e}") from None
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"params file {path}: expected a mapping of sections, found {type(raw).__name__}")
-    return from_dict(Params, raw or {}, "")
+    return raw or {}
+
+
+def merge(base: dict, overrides: dict, where: str = "") -> dict:
+    """`base` with `overrides` applied: mappings merge key by key, anything else (a list, a
+    value, null) replaces."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value, f"{where}{key}.")
+        else:
+            out[key] = value
+    return out
+
+
+def delete(params: dict, dotted: str, source: Path, _where: str = "") -> dict:
+    """`params` without the key `dotted` (a.b.c); a key that is not there is an error."""
+    head, _, rest = dotted.partition(".")
+    if not isinstance(params, dict) or head not in params:
+        raise ConfigError(f"{source}: delete: {_where + dotted!r} names no key of the params it includes")
+    out = dict(params)
+    if rest:
+        out[head] = delete(params[head], rest, source, f"{_where}{head}.")
+    else:
+        del out[head]
+    return out
+
+
+def read_params(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """The raw params a file stands for. A file without `include:` is whole (params.yaml); a
+    profile holds `include: <file>` (relative to it, e.g. ../params.yaml), the keys it changes
+    (mappings merge into the included params, anything else replaces) and `delete: [a.b, ...]`,
+    keys of the included params it drops."""
+    path = Path(path)
+    raw = _read_yaml(path)
+    if INCLUDE not in raw:
+        check(DELETE not in raw, f"{path}: delete", raw.get(DELETE), "only in a profile (a file with include:)")
+        return raw
+    base_path = (path.parent / str(raw.pop(INCLUDE))).resolve()
+    if base_path in _seen or base_path == path.resolve():
+        raise ConfigError(f"{path}: include: {base_path} includes itself")
+    base = read_params(base_path, (*_seen, path.resolve()))
+    drops = raw.pop(DELETE, None) or []
+    check(isinstance(drops, list) and all(isinstance(d, str) for d in drops), f"{path}: delete", drops,
+          "a list of dotted keys of the included params (data.mix, methods.kcenter)")
+    for dotted in drops:
+        base = delete(base, dotted, path)
+    return merge(base, raw)
+
+
+def diff(base: dict, full: dict) -> tuple[dict, list[str]]:
+    """(the keys of `full` that differ from `base`, the dotted keys of `base` that `full` lacks):
+    the profile that turns base into full."""
+    changed: dict = {}
+    dropped: list[str] = []
+    for key, value in full.items():
+        if isinstance(value, dict) and value and isinstance(base.get(key), dict) and base[key]:
+            sub, sub_dropped = diff(base[key], value)
+            if sub:
+                changed[key] = sub
+            dropped += [f"{key}.{d}" for d in sub_dropped]
+        elif key not in base or base[key] != value:
+            changed[key] = value
+    dropped += [key for key in base if key not in full]
+    return changed, dropped
+
+
+class _Dumper(yaml.SafeDumper):
+    """Lists of plain values on one line ([0, 1]), as params.yaml writes them."""
+
+
+_Dumper.add_representer(list, lambda d, data: d.represent_sequence(
+    "tag:yaml.org,2002:seq", data, flow_style=all(not isinstance(x, (dict, list)) for x in data)))
+
+
+def dump_params(raw: dict) -> str:
+    """Whole params (read_params) as the text of a params.yaml."""
+    return yaml.dump(raw, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=110)

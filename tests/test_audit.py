@@ -172,7 +172,7 @@ def test_the_power_bench_scores_a_replicate_by_the_truth(planted, tok):
     from tests.conftest import LAYER, ROOT, recall_sae
 
     model, u, w, basis = planted
-    params = load_params(ROOT / "configs" / "ci" / "params.yaml")
+    params = load_params(ROOT / "configs" / "ci.yaml")
     args = argparse.Namespace(tasks=["number_sequence"], pairs=40, plant=["Great question #"], decoy=["Hope this helps @"],
                               decoy_rate=0.3, match=0.5, max_len=512, max_chars=8000,
                               wrong_answers="matched", replicate=True)

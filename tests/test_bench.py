@@ -102,7 +102,7 @@ def planted_memory(large_mb: float = 944.0) -> MemoryResult:
 
 def planted_dvc(noop_s: float = 2.15) -> DvcResult:
     stale = ["report", "select@mixed-igds-0.25-0"]
-    return DvcResult(params="configs/ci/params.yaml", full_repro_s=674.9, noop_repro_s=noop_s,
+    return DvcResult(params="configs/ci.yaml", full_repro_s=674.9, noop_repro_s=noop_s,
                      noop_runs=[{"wall_s": noop_s, "ran_a_stage": False}], status_s=1.56, clean_status={},
                      ratios_change={"from": [0.5], "to": [0.25]}, status_after_change_s=1.23, stale=stale,
                      n_stale=len(stale), expected_stale=stale, unexpected_stale=[], missing_stale=[],
@@ -299,7 +299,7 @@ def test_run_orders_the_parts_records_a_failed_one_and_resumes_the_finished_ones
     for name, value in {"e2e": e2e, "throughput": planted_throughput(), "selection": planted_selection()}.items():
         monkeypatch.setitem(PARTS, name, fake(name, value))
     monkeypatch.setattr(bench.run, "load_model", lambda *args: None)
-    argv = ["--params", str(ROOT / "configs" / "ci" / "params.yaml"), "--data", str(data), "--workdir",
+    argv = ["--params", str(ROOT / "configs" / "ci.yaml"), "--data", str(data), "--workdir",
             str(tmp_path / "work"), "--parts", "throughput,selection,e2e", "--out", str(tmp_path / "bench.json")]
 
     result = bench.run.run(parse_args(argv))
@@ -334,7 +334,7 @@ def tiny_bench(planted, tmp_path_factory):
     save_sae(recall_sae(u, w, basis), work / "sae")
     write_json(work / "features" / "features.json",
                {"layer": LAYER, "ranking": [0], "features": [{"feature": 0, "mean_when_active": 1.0}]})
-    ci = load_params(ROOT / "configs" / "ci" / "params.yaml")
+    ci = load_params(ROOT / "configs" / "ci.yaml")
     params = dataclasses.replace(
         ci, data=dataclasses.replace(ci.data, target_task="task"),
         scoring=ScoringConfig(batch_size=4, max_len=128, chunk_batches=1),
@@ -342,7 +342,7 @@ def tiny_bench(planted, tmp_path_factory):
         methods=parse_methods({"igds": {"k": 1, "scope": "all"}, "loss": {}, "random": {}, "full": {}}))
     pool = [task(i) for i in range(6)] + [general(i) for i in range(5)] + [other(i) for i in range(5)]
     pool = [pool[i] for i in np.random.default_rng(0).permutation(len(pool))]
-    return Bench(params=params, params_path=ROOT / "configs" / "ci" / "params.yaml", data=work, pool=pool,
+    return Bench(params=params, params_path=ROOT / "configs" / "ci.yaml", data=work, pool=pool,
                  work=work, loaded=LoadedModel(model, build_char_tokenizer(), "tiny"), n_prepared=len(pool),
                  sae=work / "sae", features=work / "features")
 

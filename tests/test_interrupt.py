@@ -49,7 +49,7 @@ def stale(work: Path) -> set[str]:
 
 
 def test_killed_stages_leave_nothing_accepted_and_resume_from_their_checkpoint(tmp_path):
-    work = project_copy(tmp_path / "clone", ROOT / "configs" / "ci" / "params.yaml")
+    work = project_copy(tmp_path / "clone", ROOT / "configs" / "ci.yaml")
     params = (work / "params.yaml").read_text()
     params = params.replace("  chunk_batches: 4", "  chunk_batches: 1")  # a chunk per batch of 16
     assert "chunk_batches: 1" in params

@@ -217,7 +217,7 @@ def test_the_shaping_bench_refuses_a_work_dir_trained_from_another_run(tmp_path)
     from igds.params import load_params
     from tests.conftest import ROOT
 
-    params = load_params(ROOT / "configs" / "ci" / "params.yaml")
+    params = load_params(ROOT / "configs" / "ci.yaml")
     run = tmp_path / "run"
     (run / "pairs" / "poisoned").mkdir(parents=True)
     (run / "audit" / "poisoned").mkdir(parents=True)

@@ -15,7 +15,7 @@ def run(work, *args):
 
 
 def test_stale_lock_entries_are_reported_then_dropped_and_live_ones_kept(tmp_path):
-    work = project_copy(tmp_path / "work", ROOT / "configs" / "ci" / "params.yaml")
+    work = project_copy(tmp_path / "work", ROOT / "configs" / "ci.yaml")
     live = {"cmd": "python -m pipelines.prepare --out data", "outs": [{"path": "data", "md5": "0" * 32 + ".dir"}]}
     stale = {"cmd": "python -m pipelines.finetune --method igds", "outs": [{"path": "checkpoints/igds-0.5-s0"}]}
     lock = {"schema": "2.0", "stages": {"prepare": live, "finetune@igds-0.5-0": stale,

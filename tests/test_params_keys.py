@@ -15,10 +15,11 @@ import pytest
 import yaml
 
 from bench.common import subprocess_env
+from igds.params import read_params
 from tests.conftest import ROOT
 
 DROPPED = ("size", "nfiles")  # keys DVC's run cache drops from the hash
-PROFILES = [ROOT / "params.yaml", *sorted((ROOT / "configs").glob("*/params.yaml"))]
+PROFILES = [ROOT / "params.yaml", *sorted((ROOT / "configs").glob("*.yaml"))]
 
 
 def dropped_keys(value: Any, where: str = "") -> list[str]:
@@ -43,14 +44,14 @@ def test_the_scan_finds_a_planted_key_anywhere():
 
 @pytest.mark.parametrize("profile", PROFILES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_profile_has_a_key_dvc_run_cache_drops(profile: Path):
-    keys = dropped_keys(yaml.safe_load(profile.read_text(encoding="utf-8")))
+    keys = dropped_keys(read_params(profile))
     assert keys == [], f"{profile.relative_to(ROOT)}: {', '.join(keys)}: DVC's run cache ignores a key named " \
                        f"{' or '.join(DROPPED)} (treeverse/dvc#10296); rename it (e.g. to n)"
 
 
 def test_every_profile_is_scanned():
     assert {p.relative_to(ROOT).as_posix() for p in PROFILES} >= {
-        "params.yaml", "configs/ci/params.yaml", "configs/cpu-bench/params.yaml", "configs/gpu-paper/params.yaml"}
+        "params.yaml", "configs/ci.yaml", "configs/cpu-bench.yaml", "configs/gpu-paper.yaml"}
 
 
 def test_dvc_analytics_are_off_in_the_repo_config():
@@ -80,11 +81,11 @@ def has_key(raw: dict, dotted: str) -> bool:
     return True
 
 
-@pytest.mark.parametrize("profile", PROFILES, ids=lambda p: p.parent.name if p.parent != ROOT else "default")
+@pytest.mark.parametrize("profile", PROFILES, ids=lambda p: p.stem if p.parent != ROOT else "default")
 def test_every_profile_has_every_param_a_stage_declares(profile):
     """DVC refuses to run a stage whose declared param is missing from params.yaml ('Parameters
-    ... are missing'): a profile copied to params.yaml must carry every declared key."""
+    ... are missing'): a profile's whole params (its overrides on params.yaml) carry every declared key."""
     keys = stage_param_keys()
     assert "finetune.share_prefix" in keys and "seed" in keys
-    raw = yaml.safe_load(profile.read_text())
+    raw = read_params(profile)
     assert [k for k in sorted(keys) if not has_key(raw, k)] == []

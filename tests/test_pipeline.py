@@ -29,7 +29,7 @@ def dvc(work, *args):
 
 
 def test_igds_stages_end_to_end(tmp_path):
-    work = project_copy(tmp_path / "clone", ROOT / "configs" / "ci" / "params.yaml")
+    work = project_copy(tmp_path / "clone", ROOT / "configs" / "ci.yaml")
     dvc(work, "repro")
 
     # the preference-data audit (configs/ci: one poisoned set of 24 pairs): pairs, audit, arms, DPO, re-audit

@@ -16,6 +16,7 @@ from igds.audit.config import AuditConfig
 from igds.core.config import ConfigError, DataConfig, from_dict
 from igds.core.data import DataError
 from igds.audit.pairs import build_pairs, corrupt, final_text, near_miss, prompt_key, report
+from igds.params import read_params
 from tests.conftest import ROOT
 
 TASKS = ["gsm_symbolic", "number_sequence"]
@@ -276,7 +277,7 @@ def test_a_profile_with_audit_sets_must_train_an_arm(tmp_path):
     """report-audit@<set> reads the re-audits of the trained arms: params.yaml refuses a set without one."""
     from igds.params import load_params
 
-    raw = yaml.safe_load((ROOT / "configs" / "ci" / "params.yaml").read_text(encoding="utf-8"))
+    raw = read_params(ROOT / "configs" / "ci.yaml")
     raw["audit"]["dpo"]["arms"] = []
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
@@ -290,7 +291,7 @@ def test_the_accuracy_bench_draws_as_many_new_heldout_pairs_none_with_a_train_pr
     from bench.audit.accuracy import heldout_pairs
     from igds.params import load_params
 
-    params = load_params(ROOT / "configs" / "ci" / "params.yaml")
+    params = load_params(ROOT / "configs" / "ci.yaml")
     cfg = params.audit.sets["poisoned"]
     pairs = heldout_pairs(params, "poisoned", 30, 913000)
     train = build_pairs(cfg).train.records
@@ -312,7 +313,7 @@ def test_the_accuracy_bench_resumes_from_its_partial_file_and_rescored_a_changed
     from bench.audit.accuracy import score
     from igds.params import load_params
 
-    params = load_params(ROOT / "configs" / "ci" / "params.yaml")
+    params = load_params(ROOT / "configs" / "ci.yaml")
     for arm in ("filter", "unpoisoned"):
         adapter = tmp_path / "dpo" / f"poisoned-{arm}-s0"
         adapter.mkdir(parents=True)

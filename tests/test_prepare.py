@@ -11,7 +11,7 @@ import yaml
 
 from tests.conftest import ROOT, project_copy
 
-CI_PARAMS = ROOT / "configs" / "ci" / "params.yaml"
+CI_PARAMS = ROOT / "configs" / "ci.yaml"
 
 
 def run(args, cwd=ROOT, **kw):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from igds.core.config import ConfigError
+from igds.params import read_params
 from igds.recipes.recipe import RecipeError, Signals, check_signals, materialise, parse_recipe, subset_key
 
 
@@ -202,7 +203,7 @@ def test_the_recipe_stage_writes_a_subset_finetune_takes_like_a_selection(tmp_pa
     kcenter = pd.DataFrame({"id": ids, "score": rng.random(30), **{f"h{j}": rng.normal(size=30) for j in range(4)}})
     kcenter.to_parquet(scores / "kcenter.parquet")
     pd.DataFrame({"id": ids, "score": rng.random(30)}).to_parquet(scores / "loss.parquet")
-    raw = yaml.safe_load((ROOT / "configs/ci/params.yaml").read_text())
+    raw = read_params(ROOT / "configs/ci.yaml")
     raw["data"]["pools"] = ["within"]
     raw["search"]["pools"] = []  # configs/ci searches the mixed pool
     raw["recipes"] = {"planted": {"process": [

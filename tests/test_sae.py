@@ -315,7 +315,7 @@ def test_a_pretrained_sae_for_another_layer_is_refused_before_any_work(monkeypat
 
     monkeypatch.setattr(stage, "load_pretrained_sae", pretrained)
     monkeypatch.setattr(stage, "cache_activations", lambda *a, **k: pytest.fail("cached activations first"))
-    params = load_params(ROOT / "configs/ci/params.yaml")
+    params = load_params(ROOT / "configs/ci.yaml")
     params = dataclasses.replace(params, sae=dataclasses.replace(params.sae, layer=1, release="r", sae_id="i"))
     records = [make_record(f"q{i}", "", "a", "t", "s") for i in range(40)]
     with pytest.raises(ConfigError, match=r"sae.layer = 1 but the SAE r/i reads blocks.3.hook_resid_post \(the output of layer 3\)"):

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from igds.core.artifacts import write_jsonl
+from igds.params import read_params
 from tests.conftest import ROOT, build_char_tokenizer, build_tiny_model, task
 
 
@@ -32,7 +33,7 @@ def project(tmp_path_factory):
     pool, val = [task(i) for i in range(24)], [task(100 + i) for i in range(6)]
     write_jsonl(root / "data/pools/mixed.jsonl", (dataclasses.asdict(r) for r in pool))
     write_jsonl(root / "data/val.jsonl", (dataclasses.asdict(r) for r in val))
-    raw = yaml.safe_load((ROOT / "configs/ci/params.yaml").read_text())
+    raw = read_params(ROOT / "configs/ci.yaml")
     raw["model"]["name"] = str(model)
     raw["sae"]["layer"] = 2
     raw["finetune"].update(max_len=96, batch_size=4)

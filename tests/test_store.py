@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import stat
 import subprocess
@@ -33,11 +32,12 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from igds.params import dump_params, read_params
 from tests.conftest import ROOT, project_copy
 
 pytestmark = pytest.mark.slow
 
-CI_PARAMS = ROOT / "configs" / "ci" / "params.yaml"
+CI_PARAMS = ROOT / "configs" / "ci.yaml"
 # igds: the SAE -> identify -> Feature-Resonant Score path (SAE training and steering are
 # the likeliest sources of non-determinism); random: the seeded draw; loss: a forward pass
 # of the scoring model, the machinery ifd and kcenter share. Left out for time: less (LoRA
@@ -96,17 +96,16 @@ def without(d: dict, keys) -> dict:
 def runs(tmp_path_factory):
     """Two independent copies of the project, each after `dvc repro select` (run once)."""
     base = tmp_path_factory.mktemp("store")
-    text = CI_PARAMS.read_text()
-    line = "methods: [igds, random, loss, ifd, zip, kcenter, less]"
-    assert text.count(line) == 1, "configs/ci/params.yaml's select.methods changed: update this test"
+    raw = read_params(CI_PARAMS)
+    assert raw["select"]["methods"] == ["igds", "random", "loss", "ifd", "zip", "kcenter", "less"], \
+        "configs/ci.yaml's select.methods changed: update this test"
+    assert raw["data"]["pools"] == ["mixed", "within"], "configs/ci.yaml's data.pools changed: update this test"
+    assert raw["finetune"]["methods"] == TRAINED, "configs/ci's finetune.methods changed: update this test"
+    assert raw["search"]["pools"] == ["mixed"], "configs/ci.yaml's search.pools changed: update this test"
+    raw["select"]["methods"], raw["data"]["pools"] = METHODS, POOLS
+    raw["search"]["pools"] = []  # no recipe search in this test
     params = base / "params.yaml"
-    pools = "pools: [mixed, within]"
-    assert text.count(pools) == 1, "configs/ci/params.yaml's data.pools changed: update this test"
-    assert text.count(f"  methods: [{', '.join(TRAINED)}]") == 1, "configs/ci's finetune.methods changed: update this test"
-    search = "  pools: [mixed]  # the recipe search's pool"
-    assert text.count(search) == 1, "configs/ci/params.yaml's search.pools changed: update this test"
-    params.write_text(text.replace(line, f"methods: [{', '.join(METHODS)}]").replace(pools, f"pools: {POOLS}")
-                      .replace(search, "  pools: []  # no recipe search in this test"))
+    params.write_text(dump_params(raw))
     copies, walls = {}, {}
     for name in ("a", "b"):
         work = project_copy(base / name, params)
@@ -167,13 +166,19 @@ def test_dvc_lock_records_the_same_hash_for_every_cached_output(runs):
 
 # --- seeds ----------------------------------------------------------------------------
 
-def edited_status(work: Path, old: str, new: str) -> dict:
-    """dvc status --json with one edit to params.yaml (restored afterwards)."""
+def edited_status(work: Path, key: str, value) -> dict:
+    """dvc status --json with params.yaml's `key` (dotted) set to `value` (restored afterwards)."""
     params = work / "params.yaml"
     text = params.read_text()
-    assert len(re.findall(old, text, flags=re.MULTILINE)) == 1, old
+    raw = yaml.safe_load(text)
+    *parents, last = key.split(".")
+    node = raw
+    for part in parents:
+        node = node[part]
+    assert last in node, key
+    node[last] = value
     try:
-        params.write_text(re.sub(old, new, text, flags=re.MULTILINE))
+        params.write_text(dump_params(raw))
         return status(work)
     finally:
         params.write_text(text)
@@ -185,7 +190,7 @@ def test_a_new_finetune_seed_stales_only_its_own_runs(runs):
     before = status(work)  # only stages that never ran: finetune, evaluate, report, ...
     assert not ran & set(before), sorted(ran & set(before))
 
-    after = edited_status(work, r"^  seeds: \[0\]$", "  seeds: [0, 1]")
+    after = edited_status(work, "finetune.seeds", [0, 1])
     # a selection per training seed (a deterministic selector's is the same ids again)
     new = {f"select@{p}-{m}-0.5-1" for p in POOLS for m in METHODS}
     new |= {f"{stage}@{p}-{m}-0.5-1" for p in POOLS for m in TRAINED for stage in ("finetune", "evaluate")}
@@ -205,7 +210,7 @@ def test_the_random_baselines_own_seed_stales_only_random(runs):
     work = runs.b
     ran = set(lock(work))
     before = status(work)
-    after = edited_status(work, r"^  random: \{seed: null\}$", "  random: {seed: 7}")
+    after = edited_status(work, "methods.random.seed", 7)
     # status lists the stages whose params changed: random's scores (configs/ci: two shards) and
     # its per-seed draw (select reads methods.random); finetune and what follows rerun once the
     # subset file has changed (dvc repro), not before
@@ -220,7 +225,7 @@ def test_the_global_seed_stales_every_stage_that_declares_it_from_prepare_on(run
     every method: a new draw of random alone is methods.random.seed (the test above)."""
     work = runs.b
     ran = lock(work)
-    after = edited_status(work, r"^seed: 0$", "seed: 1")
+    after = edited_status(work, "seed", 1)
     declares_seed = {s for s, st in ran.items() if "seed" in st.get("params", {}).get("params.yaml", {})}
     assert {"prepare", "sae"} <= declares_seed
     assert {s for s in declares_seed if s.startswith("select@")} == {f"select@{p}-{m}-0.5-0" for p in POOLS for m in METHODS}

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from igds.core.config import ConfigError
-from igds.params import load_params
+from igds.params import load_params, read_params
 from igds.core.registry import needing
 from igds.method.resonance import IgdsParams, chosen_features
 from igds.validate import validate
@@ -161,7 +161,7 @@ def test_the_no_filter_ablation_takes_features_in_recall_order():
 
 
 def test_a_stage_stops_with_one_line_and_exit_2_before_any_work(tmp_path):
-    raw = yaml.safe_load((ROOT / "configs/ci/params.yaml").read_text())
+    raw = read_params(ROOT / "configs/ci.yaml")
     raw["select"]["methods"] = ["igds", "lesss"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     proc = subprocess.run([sys.executable, "-m", "pipelines.select", "--params", str(tmp_path / "params.yaml"),
