@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from igds.core.artifacts import atomic_dir, read_json, write_json, write_jsonl
-from igds.core.config import ConfigError, parse_ratio
+from igds.core.config import ConfigError
 from igds.params import Params
 from igds.core.data import DataError
 from igds.core.evaluate import generation_stats, run_lm_eval, write_tasks
@@ -22,40 +22,40 @@ from igds.core.models.loading import load_model
 from igds.core.registry import needing
 from igds.method.resonance import chosen_features, feature_activation
 from pipelines.common import main
-from pipelines.finetune import run_name
-from pipelines.io import peak_rss_bytes, pool_arg, read_split
+from pipelines.finetune import run_arg
+from pipelines.io import peak_rss_bytes, read_split
 
 log = logging.getLogger("evaluate")
 
 
 def amplification_settings(params: Params) -> tuple[str, object] | None:
-    """(method, its params) whose features the feature activation measures: `igds` when it
-    reads features/, else the one method that does; None when no method does. Variants of
-    IGDS (`igds_k3: {method: igds, k: 3}`) are measured through `igds`'s choice."""
+    """(method, its params) whose features the feature activation measures: the one method that
+    reads features/ under its selector's own name (variants such as `igds_k3: {method: igds, k: 3}`
+    are measured through that method's choice), else the one method that reads them; None when
+    no method does."""
     readers = needing(params.methods, "features")
-    if "igds" in readers:
-        return "igds", params.methods["igds"]
-    if len(readers) > 1:
-        raise ConfigError(f"params.yaml: methods {readers} all read features/; feature amplification measures "
-                          "one method's features (name one of them `igds`)")
-    return (readers[0], params.methods[readers[0]]) if readers else None
+    own = [name for name in readers if params.methods.kind(name) == name]
+    chosen = own if own else readers
+    if len(chosen) > 1:
+        raise ConfigError(f"params.yaml: methods {chosen} all read features/; feature amplification measures "
+                          "one method's features (keep one of them under its selector's own name)")
+    return (chosen[0], params.methods[chosen[0]]) if chosen else None
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
     cfg = params.evaluate
     if args.run == "base":
         name, method, ratio, seed = "base", "base", None, None
+        out = args.out / "base"
     else:
-        if args.ratio is not None:
-            parse_ratio(args.ratio)
-        name = run_name(args.method, args.ratio, args.seed)
-        pool_arg(params, args.pool)
-        method, ratio, seed = args.method, (float(args.ratio) if args.ratio else 1.0), args.seed
+        run_id = run_arg(params, args)
+        name, method, ratio, seed = run_id.stem, run_id.name, run_id.share, run_id.seed
+        out = run_id.evaluation(args.out)
     model_name = params.finetune.model or params.model.name
     loaded = load_model(model_name, params.model.device, params.model.dtype)
     model, train = loaded.model, {}
     if name != "base":
-        checkpoint = args.checkpoints / name
+        checkpoint = run_id.checkpoint(args.checkpoints)
         if not (checkpoint / "train.json").is_file():
             raise DataError(f"{checkpoint} is not a finished fine-tune; run `dvc repro` for its finetune stage")
         train = read_json(checkpoint / "train.json")
@@ -68,7 +68,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
             "train_loss": train.get("loss", []),
             "n_eval": len(eval_records), "n_probe": len(probe_records)}
     t0 = time.perf_counter()
-    with atomic_dir(args.out / name) as tmp:
+    with atomic_dir(out) as tmp:
         task_dir = tmp / "tasks"
         tasks = write_tasks(task_dir, eval_records, probe_records, loaded.tokenizer, cfg.max_gen_toks, cfg.n_generate)
         with tempfile.TemporaryDirectory() as cache:  # keep lm-eval's dataset cache out of the artifact
@@ -113,10 +113,10 @@ def _args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--data", type=Path, default=Path("data"))
     parser.add_argument("--pool", default="mixed", help="the pool the checkpoint was trained on (recorded)")
-    parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
+    parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"), help="the checkpoints' root")
     parser.add_argument("--sae", type=Path, default=Path("sae"))
     parser.add_argument("--features", type=Path, default=Path("features"))
-    parser.add_argument("--out", type=Path, default=Path("results/eval"))
+    parser.add_argument("--out", type=Path, default=Path("results/eval"), help="the evaluations' root (a pool's folder under it)")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from igds.core.config import ConfigError
 from igds.params import Params
 from igds.core.data import DataError
 from igds.core.plots import plot_amplification, plot_best_so_far, plot_forest, plot_ratio_sweep
+from igds.core.runs import FULL, RunId, ratio_text
 from igds.recipes.table import best_so_far_long, build_recipe_table, render_recipe_markdown, search_rows
 from igds.core.report import (EvalRun, SelectionInfo, amplification_points, build_table, by_pool, differences_long,
                          finite_mean, headline_metrics, parse_eval_run, ratio_sweep_long, render_pools_markdown,
@@ -50,9 +51,13 @@ def expected_runs(params: Params) -> list[str]:
     (results/eval/<pool>/<run>): full-s<seed>, <method>-<ratio>-s<seed> for the fine-tuned
     methods. Evaluations left on disk by other params are not reported. The untouched model
     (read_base) is every pool's."""
-    seeds = params.finetune.seeds
-    return ([f"full-s{s}" for s in seeds]
-            + [f"{m}-{r}-s{s}" for m in params.finetuned_methods for r in params.select.ratios for s in seeds])
+    return [run.stem for run in trained_runs("-", params.finetuned_methods, params.select.ratios, params.finetune.seeds)]
+
+
+def trained_runs(pool: str, names, ratios, seeds) -> list[RunId]:
+    """full at every seed, then every name at every ratio and seed (igds.core.runs names them)."""
+    return ([RunId(pool, FULL, None, s) for s in seeds]
+            + [RunId(pool, name, ratio_text(r), s) for name in names for r in ratios for s in seeds])
 
 
 def _parse(path: Path) -> EvalRun:
@@ -192,8 +197,7 @@ def write_recipe_section(params: Params, args: argparse.Namespace, base: EvalRun
     singles = [m for m in params.finetuned_methods if m in params.select.methods]
     if params.search.solvers or params.search.check.recipes:
         for pool in params.search.pools:
-            names = ([f"full-s{s}" for s in params.finetune.seeds]
-                     + [f"{m}-{ratio:g}-s{s}" for m in [*singles, *params.finalists] for s in params.finetune.seeds])
+            names = [run.stem for run in trained_runs(pool, [*singles, *params.finalists], [ratio], params.finetune.seeds)]
             runs = [base, *read_eval_runs(args.eval / pool, names)]
             searches, single, checks[pool] = read_search_metrics(params, args.metrics / pool)
             rows = search_rows(runs, singles, ratio, params.finalists, searches, single)

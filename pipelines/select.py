@@ -18,9 +18,10 @@ from pathlib import Path
 import pandas as pd
 
 from igds.core.artifacts import write_json, write_jsonl
-from igds.core.config import ConfigError, parse_ratio
+from igds.core.config import ConfigError
 from igds.params import Params
 from igds.core.data import DataError
+from igds.core.runs import RunId
 from igds.core.selection import select_top
 from igds.core.selection_metrics import selection_summary
 from pipelines.common import main, method_arg
@@ -49,19 +50,17 @@ def run(params: Params, args: argparse.Namespace) -> None:
     if params.methods.selector_class(method_arg(params, args.method)).keeps_all:
         raise ConfigError(f"select: method '{args.method}' keeps the whole pool; it has no selection to make "
                           "(finetune trains it on the pool)")
-    ratio = parse_ratio(args.ratio)
-    pool = read_pool(args.data, pool_arg(params, args.pool))
-    kept, selector = selection(params, args.method, args.scores, args.pool, pool, ratio, args.seed)
+    run_id = RunId(pool_arg(params, args.pool), args.method, args.ratio, args.seed)
+    pool = read_pool(args.data, run_id.pool)
+    kept, selector = selection(params, args.method, args.scores, args.pool, pool, run_id.share, args.seed)
     per_seed = selector.randomness == "per_seed"
-    # the file name carries the ratio as dvc.yaml spells it
-    name = f"{args.method}-{args.ratio}-s{args.seed}"
-    write_jsonl(args.out / f"{name}.jsonl", ({"id": i} for i in kept))
-    metrics = {"method": args.method, "pool": args.pool, "ratio": ratio, "seed": args.seed,
+    write_jsonl(run_id.subset(args.out), ({"id": i} for i in kept))
+    metrics = {"method": args.method, "pool": args.pool, "ratio": run_id.share, "seed": args.seed,
                "selection_seed": args.seed if per_seed else None,
                "selection_randomness": selector.randomness or "none",
                **selection_summary(pool, kept, params.data.target_task if params.data is not None else None)}
-    write_json(args.metrics / f"select-{name}.json", metrics)
-    log.info("%s @ %g seed %d: kept %d of %d; on-task recall %.3f", args.method, ratio, args.seed, len(kept),
+    write_json(run_id.selection_metrics(args.metrics), metrics)
+    log.info("%s @ %s seed %d: kept %d of %d; on-task recall %.3f", args.method, run_id.ratio, args.seed, len(kept),
              len(pool), metrics["on_task_recall"])
 
 
@@ -72,8 +71,8 @@ def _args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, default=Path("data"))
     parser.add_argument("--pool", default="mixed", help="the candidate pool (one of data.pools; default: mixed)")
     parser.add_argument("--scores", type=Path, default=Path("scores"))
-    parser.add_argument("--out", type=Path, default=Path("subsets"))
-    parser.add_argument("--metrics", type=Path, default=Path("results/metrics"))
+    parser.add_argument("--out", type=Path, default=Path("subsets"), help="the subsets' root (a pool's folder under it)")
+    parser.add_argument("--metrics", type=Path, default=Path("results/metrics"), help="the metrics' root")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from igds.params import dump_params, read_params
 from pipelines.code import closure, command_modules, kind_files, kinds, manifest
 from tests.conftest import ROOT
 
@@ -135,7 +136,7 @@ def test_the_manifest_command_writes_and_refuses_an_unknown_kind(tmp_path):
 def test_the_ci_profiles_search_and_audit_stages_are_covered(tmp_path):
     """The default profile runs no recipe search and no audit: resolve configs/ci's stages too."""
     shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
-    shutil.copy(ROOT / "configs" / "ci.yaml", tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text(dump_params(read_params(ROOT / "configs" / "ci.yaml")))
     subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
     stages = resolved_stages(tmp_path)
     text = (ROOT / "dvc.yaml").read_text(encoding="utf-8")

@@ -199,12 +199,12 @@ def test_igds_stages_end_to_end(tmp_path):
                            ("two", ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "-m"])):
         out = tmp_path / f"checkpoints-{name}"
         proc = subprocess.run([*launcher, "pipelines.finetune", "--params", str(no_dropout), "--pool", "mixed",
-                               "--method", "igds", "--ratio", "0.5", "--seed", "0", "--subsets", "subsets/mixed",
+                               "--method", "igds", "--ratio", "0.5", "--seed", "0", "--subsets", "subsets",
                                "--out", str(out)], cwd=work, capture_output=True,
                               text=True)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        trained[name] = (json.loads((out / "igds-0.5-s0/train.json").read_text()),
-                         load_file(out / "igds-0.5-s0/adapter_model.safetensors"))
+        trained[name] = (json.loads((out / "mixed/igds-0.5-s0/train.json").read_text()),
+                         load_file(out / "mixed/igds-0.5-s0/adapter_model.safetensors"))
     (info_one, lora_one), (info_two, lora_two) = trained["one"], trained["two"]
     assert (info_one["n_processes"], info_two["n_processes"]) == (1, 2)
     assert info_two["loss"] == pytest.approx(info_one["loss"], rel=1e-4)

@@ -9,6 +9,7 @@ import sys
 
 import yaml
 
+from igds.params import dump_params, read_params
 from tests.conftest import ROOT, project_copy
 
 CI_PARAMS = ROOT / "configs" / "ci.yaml"
@@ -47,7 +48,9 @@ def test_prepare_writes_the_splits_and_a_reconciled_report(tmp_path):
 
 def test_user_errors_are_one_line_without_traceback(tmp_path):
     bad = tmp_path / "params.yaml"
-    bad.write_text(CI_PARAMS.read_text().replace("on_task_share: 0.5", "on_task_share: 2"))
+    text = dump_params(read_params(CI_PARAMS))
+    assert text.count("on_task_share: 0.5") == 1
+    bad.write_text(text.replace("on_task_share: 0.5", "on_task_share: 2"))
     proc = run([sys.executable, "-m", "pipelines.prepare", "--params", str(bad), "--out", str(tmp_path / "d")])
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr

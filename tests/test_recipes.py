@@ -187,6 +187,7 @@ def test_the_recipe_stage_writes_a_subset_finetune_takes_like_a_selection(tmp_pa
     import yaml
 
     from igds.core.artifacts import write_jsonl
+    from igds.core.runs import RunId
     from pipelines.finetune import training_records
     from tests.conftest import ROOT, task
 
@@ -216,14 +217,14 @@ def test_the_recipe_stage_writes_a_subset_finetune_takes_like_a_selection(tmp_pa
            "--out", str(out), "--metrics", str(metrics)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    kept = [json.loads(line)["id"] for line in (out / "planted-0.4-s1.jsonl").read_text().splitlines()]
+    kept = [json.loads(line)["id"] for line in (out / "within" / "planted-0.4-s1.jsonl").read_text().splitlines()]
     assert len(kept) == math.ceil(0.4 * 30) and len(set(kept)) == len(kept)
     top = set(ids[15:])  # the share-0.5 filter kept IGDS's top half; fill cut within it
     assert set(kept) <= top
-    m = json.loads((metrics / "select-planted-0.4-s1.json").read_text())
+    m = json.loads((metrics / "within" / "select-planted-0.4-s1.json").read_text())
     assert [t["operator"] for t in m["trace"]] == ["score_filter", "semdedup", "mix", "fill"]
     assert m["trace"][0]["n_out"] == 15 and m["n_selected"] == 12 and m["recipe"]["process"][0]["score_filter"]["share"] == 0.5
-    assert [r.id for r in training_records("planted", "0.4", data, out, seed=1, pool="within", kind="recipe")] == kept
+    assert [r.id for r in training_records(RunId("within", "planted", "0.4", 1), data, out, kind="recipe")] == kept
     # a signal no method provides is refused before any work, naming the step
     raw["recipes"]["planted"]["process"][-1] = {"fill": {"signal": "lesss"}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))

@@ -140,10 +140,10 @@ def test_a_finalist_replays_the_searched_subset(project):
         proc = subprocess.run([*base, "--seed", seed], cwd=ROOT, env=ENV, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((whole / "summary.json").read_text())
-    kept = [json.loads(line)["id"] for line in (project / "subsets/search_local_s0-0.5-s0.jsonl").read_text().splitlines()]
+    kept = [json.loads(line)["id"] for line in (project / "subsets/mixed/search_local_s0-0.5-s0.jsonl").read_text().splitlines()]
     assert kept == summary["best_ids"]  # seed 0: the subset the search evaluated, id for id
-    m0 = json.loads((project / "metrics-finalist/select-search_local_s0-0.5-s0.json").read_text())
-    m1 = json.loads((project / "metrics-finalist/select-search_local_s0-0.5-s1.json").read_text())
+    m0 = json.loads((project / "metrics-finalist/mixed/select-search_local_s0-0.5-s0.json").read_text())
+    m1 = json.loads((project / "metrics-finalist/mixed/select-search_local_s0-0.5-s1.json").read_text())
     assert m0["same_as_searched"] is True and m0["searched_key"] == summary["best_key"]
     assert m1["same_as_searched"] == (m1["subset_key"] == summary["best_key"])
     bad = subprocess.run([*base[:8], "search_tpe_s0", *base[9:], "--seed", "0"], cwd=ROOT, env=ENV,

@@ -21,7 +21,7 @@ def test_select_top_keeps_the_highest_and_breaks_ties_by_seed():
     with_nan = scores.copy()
     with_nan[1] = np.nan
     assert "id1" not in select_top(ids, with_nan, 0.9, seed=0)
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(ValueError, match="is not a share in"):
         select_top(ids, scores, 0.0, seed=0)
 
 
@@ -80,8 +80,8 @@ def _select(tmp_path, method: str, seed: int, scores) -> tuple[list[str], dict]:
                            "--scores", str(tmp_path / "scores"), "--out", str(tmp_path / "subsets"),
                            "--metrics", str(tmp_path / "metrics")], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    kept = [json.loads(line)["id"] for line in (tmp_path / f"subsets/{method}-0.5-s{seed}.jsonl").read_text().splitlines()]
-    return kept, json.loads((tmp_path / f"metrics/select-{method}-0.5-s{seed}.json").read_text())
+    kept = [json.loads(line)["id"] for line in (tmp_path / f"subsets/mixed/{method}-0.5-s{seed}.jsonl").read_text().splitlines()]
+    return kept, json.loads((tmp_path / f"metrics/mixed/select-{method}-0.5-s{seed}.json").read_text())
 
 
 @pytest.mark.parametrize("method, varies", [("random", True), ("kcenter", True), ("loss", False), ("less", False)])

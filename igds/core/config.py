@@ -35,6 +35,13 @@ DEGRADE_KINDS = ("wrong_answer", "dropped_step", "shuffled_steps", "truncated")
 # damaging a share of them
 POOLS = ("mixed", "within")
 POOLING = ("max", "mean")  # an example's activation over its scoped tokens
+RATIO_ALLOWED = "a share in (0, 1) (ratio 1 is the `full` subset)"
+
+
+def ratio_ok(value: Any) -> bool:
+    """The one bound on a selection ratio (select.ratios, search.ratio, a stage's --ratio): a share
+    strictly inside (0, 1); the whole pool is the `full` subset, which has no ratio."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 < value < 1.0
 
 
 class ConfigError(ValueError):
@@ -349,21 +356,10 @@ class SelectConfig:
     def __post_init__(self) -> None:
         check(len(self.methods) > 0 and len(set(self.methods)) == len(self.methods), "methods", self.methods,
               "a non-empty list of distinct method names")
-        check(len(self.ratios) > 0, "ratios", self.ratios, "a non-empty list of shares in (0, 1)")
+        check(len(self.ratios) > 0, "ratios", self.ratios, f"a non-empty list, each {RATIO_ALLOWED}")
         for i, ratio in enumerate(self.ratios):
-            check(0.0 < ratio < 1.0, f"ratios[{i}]", ratio, "a share in (0, 1); ratio 1 is the `full` method")
+            check(ratio_ok(ratio), f"ratios[{i}]", ratio, RATIO_ALLOWED)
         check(len(set(self.ratios)) == len(self.ratios), "ratios", self.ratios, "distinct shares")
-
-
-def parse_ratio(text: str) -> float:
-    """A ratio given on a stage's command line (from dvc.yaml's matrix), validated like select.ratios."""
-    try:
-        ratio = float(text)
-    except ValueError:
-        ratio = float("nan")
-    if not 0.0 < ratio <= 1.0:
-        raise ConfigError(f"--ratio {text!r} is not allowed; expected a share in (0, 1]")
-    return ratio
 
 
 FINETUNE_KINDS = ("lora", "full")

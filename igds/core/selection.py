@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from igds.core.config import RATIO_ALLOWED, ratio_ok
+
 
 def tie_key(seed: int, example_id: str) -> int:
     """A seeded hash of the id: breaks score ties the same way in every run."""
@@ -20,8 +22,8 @@ def select_top(ids: Sequence[str], scores: np.ndarray, ratio: float, seed: int) 
 
     NaN scores (an example a method could not score) rank last.
     """
-    if not 0.0 < ratio <= 1.0:
-        raise ValueError(f"ratio {ratio} is outside (0, 1]")
+    if not ratio_ok(ratio):
+        raise ValueError(f"ratio {ratio} is not {RATIO_ALLOWED}")
     if len(ids) != len(scores):
         raise ValueError(f"{len(ids)} ids but {len(scores)} scores")
     n_keep = math.ceil(ratio * len(ids))

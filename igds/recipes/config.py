@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from igds.core.config import check, fail
+from igds.core.config import RATIO_ALLOWED, check, fail, ratio_ok
 
 FINALIST_PREFIX = "search_"  # a search's finalist is method search_<solver>_s<seed> (Params.finalists)
 
@@ -76,7 +76,7 @@ class SearchConfig:
         check(1 <= self.warmup <= self.budget, "warmup", self.warmup, f"an integer in [1, budget = {self.budget}]")
         check(self.patience >= 1 and self.candidates >= 1, "patience", self.patience, "a positive integer")
         check(self.beta >= 0, "beta", self.beta, "a non-negative number")
-        check(0.0 < self.ratio < 1.0, "ratio", self.ratio, "a share in (0, 1)")
+        check(ratio_ok(self.ratio), "ratio", self.ratio, RATIO_ALLOWED)
 
 
 class RecipeParams(dict):

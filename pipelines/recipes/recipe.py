@@ -25,9 +25,10 @@ import pandas as pd
 import yaml
 
 from igds.core.artifacts import write_json, write_jsonl
-from igds.core.config import ConfigError, parse_ratio
+from igds.core.config import ConfigError
 from igds.params import Params
 from igds.core.data import DataError
+from igds.core.runs import RunId
 from igds.recipes.recipe import materialise, parse_recipe, parse_recipes, signal_sources, signals_from_scores, subset_key
 from igds.core.selection_metrics import selection_summary
 from pipelines.common import main
@@ -79,15 +80,15 @@ def run(params: Params, args: argparse.Namespace) -> None:
                           f"{', '.join(params.recipes) or '(none)'}")
     else:
         recipe = parse_recipes(params)[args.recipe]  # every recipe checked: one bad recipe stops them all
-    ratio = parse_ratio(args.ratio)
-    pool = read_pool(args.data, pool_arg(params, args.pool))
+    run_id = RunId(pool_arg(params, args.pool), args.recipe, args.ratio, args.seed)
+    ratio = run_id.share
+    pool = read_pool(args.data, run_id.pool)
     info: dict = {}
     with timed(info, "wall_s"):
         signals = read_signals(params, args.scores, pool, recipe.signals())
         result = materialise(recipe, signals, math.ceil(ratio * len(pool)), params.seed, args.seed)
     kept = result.ids
-    name = f"{args.recipe}-{args.ratio}-s{args.seed}"  # the file name carries the ratio as dvc.yaml spells it
-    write_jsonl(args.out / f"{name}.jsonl", ({"id": i} for i in kept))
+    write_jsonl(run_id.subset(args.out), ({"id": i} for i in kept))
     metrics = {"method": args.recipe, "recipe": recipe.as_dict(), "pool": args.pool, "ratio": ratio,
                "seed": args.seed, "selection_seed": args.seed, "selection_randomness": "per_seed",
                "subset_key": subset_key(kept), "trace": result.trace,
@@ -95,7 +96,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
     if args.finalist is not None:  # is this training seed's subset the one the search evaluated?
         metrics.update(searched_key=searched_key,
                        same_as_searched=None if searched_key is None else metrics["subset_key"] == searched_key)
-    write_json(args.metrics / f"select-{name}.json", metrics)
+    write_json(run_id.selection_metrics(args.metrics), metrics)
     log.info("%s @ %g seed %d: kept %d of %d (%s); on-task recall %.3f", args.recipe, ratio, args.seed, len(kept),
              len(pool), " -> ".join(str(t["n_out"]) for t in result.trace), metrics["on_task_recall"])
 
@@ -110,8 +111,8 @@ def _args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, default=Path("data"))
     parser.add_argument("--pool", default="mixed", help="the candidate pool (one of data.pools; default: mixed)")
     parser.add_argument("--scores", type=Path, default=Path("scores"))
-    parser.add_argument("--out", type=Path, default=Path("subsets"))
-    parser.add_argument("--metrics", type=Path, default=Path("results/metrics"))
+    parser.add_argument("--out", type=Path, default=Path("subsets"), help="the subsets' root (a pool's folder under it)")
+    parser.add_argument("--metrics", type=Path, default=Path("results/metrics"), help="the metrics' root")
 
 
 if __name__ == "__main__":
