@@ -114,7 +114,7 @@ def test_full_fine_tuning_moves_the_base_weights():
 
 
 def test_unknown_target_modules_are_a_config_error():
-    with pytest.raises(ConfigError, match="finetune.target_modules"):
+    with pytest.raises(ConfigError, match="finetune.train.target_modules"):
         ft.finetune(build_tiny_model(seed=0), build_char_tokenizer(), records(2),
                     dataclasses.replace(CFG, target_modules=("c_attn",)), seed=0, progress=False)
 

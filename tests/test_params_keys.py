@@ -86,6 +86,6 @@ def test_every_profile_has_every_param_a_stage_declares(profile):
     """DVC refuses to run a stage whose declared param is missing from params.yaml ('Parameters
     ... are missing'): a profile's whole params (its overrides on params.yaml) carry every declared key."""
     keys = stage_param_keys()
-    assert "finetune.share_prefix" in keys and "seed" in keys
+    assert "finetune.train" in keys and "finetune.train.kind" in keys and "seed" in keys
     raw = read_params(profile)
     assert [k for k in sorted(keys) if not has_key(raw, k)] == []

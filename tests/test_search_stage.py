@@ -36,7 +36,7 @@ def project(tmp_path_factory):
     raw = read_params(ROOT / "configs/ci.yaml")
     raw["model"]["name"] = str(model)
     raw["sae"]["layer"] = 2
-    raw["finetune"].update(max_len=96, batch_size=4)
+    raw["finetune"]["train"].update(max_len=96, batch_size=4)
     raw["scoring"].update(max_len=96, batch_size=4)
     raw["search"].update(solvers=["local"], seeds=[0], pools=["mixed"], budget=5, warmup=2, candidates=6)
     (root / "params.yaml").write_text(yaml.safe_dump(raw))

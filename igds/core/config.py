@@ -363,6 +363,9 @@ class SelectConfig:
 
 
 FINETUNE_KINDS = ("lora", "full")
+# finetune.train: what decides what a fine-tune learns (the proxy fine-tunes share it)
+TRAIN_KEYS = ("model", "kind", "lr", "batch_size", "warmup_ratio", "weight_decay", "max_grad_norm", "max_len", "lora_r",
+              "lora_alpha", "lora_dropout", "target_modules", "share_prefix")
 
 
 @dataclass(frozen=True)
@@ -394,6 +397,35 @@ class FinetuneConfig:
     # once per row (igds.core.prefix); same loss and gradients, except that LoRA dropout draws one
     # mask for the prefix positions of the whole batch
     share_prefix: bool = False
+
+    @classmethod
+    def parse(cls, raw: Any, where: str) -> FinetuneConfig:
+        """params.yaml's finetune section: `train:` holds the keys that decide what a fine-tune
+        learns (TRAIN_KEYS), so every stage that trains (finetune, recipe search's proxy, the
+        proxy check) depends on `finetune.train` once; seeds, methods, epochs and the memory and
+        resume settings sit beside it."""
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            fail(where, raw, "a mapping")
+        train = raw.get("train") or {}
+        if not isinstance(train, dict):
+            fail(_join(where, "train"), train, f"a mapping of {', '.join(TRAIN_KEYS)}")
+        for key in raw:
+            if key in TRAIN_KEYS:
+                raise ConfigError(f"params.yaml: {_join(where, key)} belongs under {_join(where, 'train')} "
+                                  f"(write {_join(where, 'train.' + key)})")
+        for key in train:
+            if key not in TRAIN_KEYS:
+                raise ConfigError(f"params.yaml: unknown key {_join(where, 'train.' + key)}; allowed keys: "
+                                  f"{', '.join(sorted(TRAIN_KEYS))}")
+        try:
+            return from_dict(cls, {**{k: v for k, v in raw.items() if k != "train"}, **train}, where)
+        except _KeyError as e:
+            tail = e.key.rsplit(".", 1)[-1]
+            if tail in TRAIN_KEYS and e.key == _join(where, tail):
+                e.key = _join(where, "train." + tail)
+            raise
 
     def __post_init__(self) -> None:
         check(self.kind in FINETUNE_KINDS, "kind", self.kind, f"one of {FINETUNE_KINDS}")

@@ -97,7 +97,7 @@ def trainable(model, cfg: FinetuneConfig, seed: int):
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     missing = [m for m in cfg.target_modules if m not in names]
     if missing:
-        raise ConfigError(f"params.yaml: finetune.target_modules = {list(cfg.target_modules)} names modules "
+        raise ConfigError(f"params.yaml: finetune.train.target_modules = {list(cfg.target_modules)} names modules "
                           f"{missing} that {type(model).__name__} does not have")
     return add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                     target_modules=cfg.target_modules, seed=seed, task_type="CAUSAL_LM")
