@@ -30,7 +30,7 @@ def main(stage: str, run: Callable[[Params, argparse.Namespace], None],
     weights are loaded). `reads(params, args)` names the artifacts the stage reads:
     {"sae": dir, "features": dir}, checked against params when they exist."""
     parser = argparse.ArgumentParser(prog=f"python -m pipelines.{stage}")
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--params", default="params.yaml", help="params file, or a profile of overrides (configs/<name>.yaml) (default: params.yaml)")
     parser.add_argument("-v", "--verbose", action="store_true")
     if add_args is not None:
         add_args(parser)

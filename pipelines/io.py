@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import json
 import resource
 import sys
@@ -58,3 +60,15 @@ def timed(into: dict, key: str = "wall_s"):
     start = time.perf_counter()
     yield
     into[key] = round(time.perf_counter() - start, 3)
+
+
+def subset_args(parser: argparse.ArgumentParser) -> None:
+    """The arguments of a stage that writes a subset (select, recipe, finalist): the run's ratio and
+    seed (igds.core.runs.RunId with --pool and the subset's name), its inputs and the output roots."""
+    parser.add_argument("--ratio", required=True, help="the final size as a share of the pool, in (0, 1)")
+    parser.add_argument("--seed", type=int, required=True, help="the training seed this subset is for")
+    parser.add_argument("--data", type=Path, default=Path("data"))
+    parser.add_argument("--pool", default="mixed", help="the candidate pool (one of data.pools; default: mixed)")
+    parser.add_argument("--scores", type=Path, default=Path("scores"))
+    parser.add_argument("--out", type=Path, default=Path("subsets"), help="the subsets' root (a pool's folder under it)")
+    parser.add_argument("--metrics", type=Path, default=Path("results/metrics"), help="the metrics' root")

@@ -25,7 +25,7 @@ from igds.core.runs import RunId
 from igds.core.selection import select_top
 from igds.core.selection_metrics import selection_summary
 from pipelines.common import main, method_arg
-from pipelines.io import pool_arg, read_pool
+from pipelines.io import pool_arg, read_pool, subset_args
 
 log = logging.getLogger("select")
 
@@ -66,13 +66,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
 
 def _args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", required=True)
-    parser.add_argument("--ratio", required=True, help="share of the pool kept, in (0, 1]")
-    parser.add_argument("--seed", type=int, required=True, help="the training seed this subset is for")
-    parser.add_argument("--data", type=Path, default=Path("data"))
-    parser.add_argument("--pool", default="mixed", help="the candidate pool (one of data.pools; default: mixed)")
-    parser.add_argument("--scores", type=Path, default=Path("scores"))
-    parser.add_argument("--out", type=Path, default=Path("subsets"), help="the subsets' root (a pool's folder under it)")
-    parser.add_argument("--metrics", type=Path, default=Path("results/metrics"), help="the metrics' root")
+    subset_args(parser)
 
 
 if __name__ == "__main__":

@@ -416,10 +416,11 @@ def test_a_gsm8k_answer_whose_final_line_holds_no_number_is_a_reject(tmp_path):
 
 
 def reject_kinds_in_the_code() -> set[str]:
-    """Every literal kind igds/core/data rejects with: Invalid(kind, ...), _reject(.., .., kind, ...), Reject(.., kind, ...)."""
+    """Every literal kind the readers reject with (igds/core/data: SFT records; igds/audit/pairs.py: preference
+    pairs): Invalid(kind, ...), _reject(.., .., kind, ...), Reject(.., kind, ...)."""
     position = {"Invalid": 0, "_reject": 2, "Reject": 3}
     kinds = set()
-    for path in (ROOT / "igds" / "core" / "data").glob("*.py"):
+    for path in [*(ROOT / "igds" / "core" / "data").glob("*.py"), ROOT / "igds" / "audit" / "pairs.py"]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) in position:
                 arg = node.args[position[node.func.id]] if len(node.args) > position[node.func.id] else None

@@ -32,7 +32,7 @@ from igds.core.runs import RunId
 from igds.recipes.recipe import materialise, parse_recipe, parse_recipes, signal_sources, signals_from_scores, subset_key
 from igds.core.selection_metrics import selection_summary
 from pipelines.common import main
-from pipelines.io import pool_arg, read_pool, timed
+from pipelines.io import pool_arg, read_pool, subset_args, timed
 
 log = logging.getLogger("recipe")
 
@@ -106,13 +106,7 @@ def _args(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--recipe", help="a recipe under recipes: in params.yaml")
     which.add_argument("--finalist", help="a search's best recipe: search_<solver>_s<seed> (with --search)")
     parser.add_argument("--search", type=Path, default=None, help="the finalist's search/<pool>/<solver>-s<seed>")
-    parser.add_argument("--ratio", required=True, help="the final size as a share of the pool, in (0, 1)")
-    parser.add_argument("--seed", type=int, required=True, help="the training seed this subset is for")
-    parser.add_argument("--data", type=Path, default=Path("data"))
-    parser.add_argument("--pool", default="mixed", help="the candidate pool (one of data.pools; default: mixed)")
-    parser.add_argument("--scores", type=Path, default=Path("scores"))
-    parser.add_argument("--out", type=Path, default=Path("subsets"), help="the subsets' root (a pool's folder under it)")
-    parser.add_argument("--metrics", type=Path, default=Path("results/metrics"), help="the metrics' root")
+    subset_args(parser)
 
 
 if __name__ == "__main__":
