@@ -6,8 +6,8 @@ A selector whose randomness is `per_seed` (random, k-center) redraws it for each
 seed from its cached scores (`draw`), so the seeds vary selection as well as training; a
 deterministic one gives every seed the same subset, and one whose randomness is `fixed`
 (LESS's warm-up) too (the metrics say which: `selection_seed`, `selection_randomness`). The
-ratio comes from dvc.yaml's matrix over select.ratios, and names the files exactly as given
-on the command line."""
+ratio comes from dvc.yaml's matrix over select.ratios; the run (igds.core.runs.RunId: pool,
+method, ratio as dvc.yaml writes it, seed) names the files."""
 
 from __future__ import annotations
 
