@@ -131,7 +131,7 @@ def project_copy(work: Path, params: Path, env: dict[str, str] | None = None) ->
             shutil.copytree(src, work / item, ignore=shutil.ignore_patterns("__pycache__"))
         elif src.exists():
             shutil.copy(src, work / item)
-    if params.resolve() == (ROOT / "params.yaml").resolve() or "include" not in (yaml.safe_load(params.read_text(encoding="utf-8")) or {}):
+    if "include" not in (yaml.safe_load(params.read_text(encoding="utf-8")) or {}):  # whole params: its text as it is
         shutil.copy(params, work / "params.yaml")
     else:  # a profile: its whole params (its overrides on what it includes)
         (work / "params.yaml").write_text(dump_params(read_params(params)), encoding="utf-8")

@@ -130,13 +130,13 @@ def _read_yaml(path: Path) -> dict:
     return raw or {}
 
 
-def merge(base: dict, overrides: dict, where: str = "") -> dict:
+def merge(base: dict, overrides: dict) -> dict:
     """`base` with `overrides` applied: mappings merge key by key, anything else (a list, a
     value, null) replaces."""
     out = dict(base)
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value, f"{where}{key}.")
+            out[key] = merge(out[key], value)
         else:
             out[key] = value
     return out

@@ -12,9 +12,9 @@ Why no source path is listed anywhere: a kind's files are computed here, from th
 kinds are read from dvc.yaml: every stage that depends on `manifests/<kind>.json` runs `python
 -m <module>`, and the kind's code is the import closure of those modules (for a stage that picks a
 selector by name at run time, `--method`, of every selector module too). The code@<kind> stages
-depend on the whole source folders and dvc.yaml, so any edit re-runs them (milliseconds each);
-a manifest whose files did not change is rewritten identical, and DVC re-runs only the stages
-whose manifest changed.
+depend on the whole source folders (DVC refuses dvc.yaml as a dep), so any edit re-runs them
+(~0.3 s each); a manifest whose files did not change is rewritten identical, and DVC re-runs only
+the stages whose manifest changed.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def imported_modules(root: Path, path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            # `from igds import registry` imports the submodule igds.core.registry
+            # `from igds.core import registry` imports the submodule igds.core.registry
             names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
         for name in names:
             if name.split(".")[0] in FIRST_PARTY and module_file(root, name) is not None:
@@ -126,21 +126,29 @@ def kinds(dvc_text: str, root: Path = ROOT) -> dict[str, list[str]]:
 
 # --- the manifest --------------------------------------------------------------------------------
 
-def kind_files(kind: str, dvc_text: str, root: Path = ROOT) -> list[Path]:
-    """The files a kind of stage runs (relative to root, sorted): this module's and its stages'
-    modules' import closure."""
+def kind_modules(kind: str, dvc_text: str, root: Path = ROOT) -> list[str]:
+    """The modules a kind of stage runs (kinds()), or a KeyError naming the kinds there are."""
     modules = kinds(dvc_text, root)
     if kind not in modules:
         raise KeyError(f"dvc.yaml: no stage depends on manifests/{kind}.json; kinds: {', '.join(modules)}")
-    return sorted(closure(root, ["pipelines.code", *modules[kind]]))
+    return modules[kind]
+
+
+def kind_files(kind: str, dvc_text: str, root: Path = ROOT, modules: list[str] | None = None) -> list[Path]:
+    """The files a kind of stage runs (relative to root, sorted): this module's and its stages'
+    modules' import closure (`modules`: the kind's, when already known)."""
+    modules = kind_modules(kind, dvc_text, root) if modules is None else modules
+    return sorted(closure(root, ["pipelines.code", *modules]))
 
 
 def manifest(kind: str, dvc_yaml: Path) -> dict:
     """{"kind", "modules", "files": {path: sha256}} of the code a kind of stage runs."""
     root = dvc_yaml.resolve().parent
     text = dvc_yaml.read_text(encoding="utf-8")
-    return {"kind": kind, "modules": kinds(text, root)[kind] if kind in kinds(text, root) else [],
-            "files": {str(p): hashlib.sha256((root / p).read_bytes()).hexdigest() for p in kind_files(kind, text, root)}}
+    modules = kind_modules(kind, text, root)
+    files = kind_files(kind, text, root, modules)
+    return {"kind": kind, "modules": modules,
+            "files": {str(p): hashlib.sha256((root / p).read_bytes()).hexdigest() for p in files}}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from igds.core.artifacts import atomic_file
-from igds.core.config import ConfigError
-from igds.params import diff, dump_params, load_params, read_params
+from igds.core.config import ConfigError, from_dict
+from igds.params import Params, diff, dump_params, read_params
 
 
 def hydra_value(value: Any) -> str:
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         whole = read_params(args.profile)
-        load_params(args.profile)  # the profile is valid as a whole before anything runs
+        from_dict(Params, whole, "")  # the profile is valid as a whole before anything runs
         if args.write is not None:
             if args.write.resolve() == args.params.resolve():
                 raise ConfigError(f"--write {args.write}: that is the tracked params file; run the profile with --exp, "
