@@ -120,10 +120,13 @@ def subprocess_env() -> dict[str, str]:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "DVC_NO_ANALYTICS": "1", "PATH": path}
 
 
-def project_copy(work: Path, params: Path, env: dict[str, str] | None = None) -> Path:
+def project_copy(work: Path, params: Path, env: dict[str, str] | None = None,
+                 files: dict[str, str] | None = None) -> Path:
     """The project's code and stage graph in a fresh git + DVC repo at `work`, with `params` (a
-    whole params file, or a profile of overrides: configs/<name>.yaml) as its params.yaml (git
-    and dvc run with `env`, default: this process's environment)."""
+    whole params file, or a profile of overrides: configs/<name>.yaml) as its params.yaml and
+    that file's run list as its runs.yaml, computed by the copy's own code after `files`
+    ({relative path: text}, e.g. a new selector's module) are written (git and dvc run with `env`,
+    default: this process's environment)."""
     work.mkdir(parents=True)
     for item in ("igds", "pipelines", "baselines", "dvc.yaml", ".dvcignore"):
         src = ROOT / item
@@ -135,6 +138,10 @@ def project_copy(work: Path, params: Path, env: dict[str, str] | None = None) ->
         shutil.copy(params, work / "params.yaml")
     else:  # a profile: its whole params (its overrides on what it includes)
         (work / "params.yaml").write_text(dump_params(read_params(params)), encoding="utf-8")
+    for name, text in (files or {}).items():
+        (work / name).write_text(text, encoding="utf-8")
+    subprocess.run([sys.executable, "-m", "pipelines.runs"], cwd=work, check=True, capture_output=True,
+                   env={**(env or os.environ), "PYTHONPATH": str(work)})  # its stage graph: the runs those params ask for
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
         subprocess.run(cmd, cwd=work, check=True, capture_output=True, env=env)
     if (ROOT / ".dvc" / "plots").is_dir():  # the plot templates dvc.yaml names

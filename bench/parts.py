@@ -46,7 +46,7 @@ from bench.results import (
 )
 from igds.core.artifacts import atomic_dir, read_json, write_json, write_jsonl
 from igds.core.config import ConfigError
-from igds.params import Params
+from igds.params import Params, load_params
 from igds.core.context import ScoringContext
 from igds.core.data import Record
 from igds.method.features import identify
@@ -58,6 +58,7 @@ from igds.method.resonance import chosen_features
 from igds.core.sae import encode_columns, load_sae, save_sae
 from igds.core.scoring import score_pool
 from igds.core.selection_metrics import auroc
+from pipelines.runs import write_runs
 from igds.core.tokens import iter_batches, tokenize_records
 from pipelines.method.identify import features_document, identify_metrics, sae_digest
 from pipelines.io import read_pools, read_split
@@ -457,7 +458,8 @@ def _dvc(work: Path, *args: str, log_to: Path | None = None) -> tuple[str, float
 def dvc(work: Path, params: Path, noop_repeats: int = 3) -> DvcResult:
     """Full `dvc repro` of `params` in a project copy, then `dvc repro` with nothing changed
     (best of `noop_repeats`), then the stages `dvc status --json` calls stale after a change
-    of select.ratios only (expected: select, finetune, evaluate at the new ratio, and report)."""
+    of select.ratios only, a ratio added (expected: the subsets, fine-tunes and evaluations at the new ratio, and
+    the report)."""
     copy = project_copy(work, params, env=subprocess_env())
     log.info("dvc: full `dvc repro` of %s in %s (minutes)", params, copy)
     _, full_s = _dvc(copy, "repro", log_to=work.parent / "dvc-repro.log")
@@ -472,21 +474,22 @@ def dvc(work: Path, params: Path, noop_repeats: int = 3) -> DvcResult:
     old = list(raw["select"]["ratios"])
     new = next(r for r in (0.25, 0.75, 0.125) if r not in old)
     # edit the one line, so no other value changes its spelling (and DVC sees nothing else change)
-    text = re.sub(r"(?m)^(\s+ratios:\s*)\[[^\]]*\]", rf"\g<1>[{new}]", text, count=1)
-    if yaml.safe_load(text)["select"]["ratios"] != [new]:
+    text = re.sub(r"(?m)^(\s+ratios:\s*)\[[^\]]*\]", rf"\g<1>[{', '.join(map(str, [*old, new]))}]", text, count=1)
+    if yaml.safe_load(text)["select"]["ratios"] != [*old, new]:
         raise RuntimeError(f"could not set select.ratios in {copy / 'params.yaml'} (expects `ratios: [...]`)")
     (copy / "params.yaml").write_text(text)
+    write_runs(copy / "params.yaml")  # the added ratio's runs
     status, status_changed_s = _dvc(copy, "status", "--json")
     stale = sorted(s.split(":")[-1] for s in json.loads(status or "{}"))
-    seeds = raw["finetune"]["seeds"]
-    methods = raw["select"]["methods"]
-    pools = (raw.get("data") or {}).get("pools", ["mixed"])
-    expected = sorted({f"{stage}@{p}-{m}-{new}-{s}" for p in pools for m in methods for s in seeds
-                       for stage in ("select", "finetune", "evaluate")} | {"report"})
+    edited = load_params(copy / "params.yaml")
+    runs = [(p, s) for p in (edited.data.pools if edited.data is not None else ("mixed",)) for s in edited.finetune.seeds]
+    expected = sorted({f"subset@{p}-{m}-{new}-s{s}" for p, s in runs for m in (*edited.select.methods, *edited.recipes)}
+                      | {f"{stage}@{p}-{m}-{new}-s{s}" for p, s in runs for m in edited.finetuned_methods
+                         for stage in ("finetune", "evaluate")} | {"report"})
     return DvcResult(
         params=str(params), full_repro_s=full_s, noop_repro_s=min(run["wall_s"] for run in noop), noop_runs=noop,
         status_s=status_s, clean_status=json.loads(status_clean or "{}"),
-        ratios_change={"from": old, "to": [new]}, status_after_change_s=status_changed_s,
+        ratios_change={"from": old, "to": [*old, new]}, status_after_change_s=status_changed_s,
         stale=stale, n_stale=len(stale), expected_stale=expected,
         unexpected_stale=sorted(set(stale) - set(expected)), missing_stale=sorted(set(expected) - set(stale)),
         upstream_stale=[s for s in stale if s.split("@")[0] in ("prepare", "sae", "identify", "score")],

@@ -35,7 +35,7 @@ class Params:
     # absent: every built-in method with its defaults
     methods: MethodParams = field(default_factory=lambda: parse_methods({name: {} for name in registry.METHODS}))
     # data recipes (igds.recipes.recipe), each materialised into a subset per pool, ratio and seed by
-    # recipe@<pool>-<name>-<ratio>-<seed>, from the cached signals of every method above
+    # subset@<pool>-<name>-<ratio>-s<seed>, from the cached signals of every method above
     recipes: RecipeParams = field(default_factory=RecipeParams)
 
     def __post_init__(self) -> None:
@@ -43,7 +43,7 @@ class Params:
         for i, name in enumerate(self.select.methods):
             if name not in selectable:
                 if name in self.methods:
-                    why = "it keeps the whole pool, so it is trained once per seed (finetune-full), not selected"
+                    why = "it keeps the whole pool, so it is trained once per seed (its subset is full-s<seed>), not selected"
                 elif name in registry.available():
                     why = f"add `{name}: {{}}` under methods: (its score stage comes from there)"
                 else:

@@ -32,10 +32,10 @@ from igds.core.artifacts import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRST_PARTY = ("igds", "pipelines", "baselines")
-# Stage modules that run a selector's code, picked by `--method` at run time (select: its `draw`).
+# Stage modules that run a selector's code, picked by `--method` at run time (subset: its `draw`).
 # Every stage parses params.yaml, which imports each method module's top level to check its
 # params; that only validates (a bad value stops the stage) and never shapes an output.
-RUNS_METHOD = ("pipelines.score", "pipelines.select")
+RUNS_METHOD = ("pipelines.score", "pipelines.subset")
 
 
 # --- the first-party import closure, from the source -----------------------------------------
@@ -96,11 +96,11 @@ def selector_modules(root: Path) -> list[str]:
 
 
 def command_modules(cmd: str, root: Path = ROOT) -> list[str]:
-    """The modules a stage command runs: `python -m <module> ... [--method <m>]`; for a stage
-    that runs a selector by name, every selector's module (the name is a param)."""
+    """The modules a stage command runs: `python -m <module> ...`; for a stage that runs a
+    selector by name (RUNS_METHOD), every selector's module (the name is a param)."""
     argv = shlex.split(cmd)
     modules = [argv[argv.index("-m") + 1]] if "-m" in argv else []
-    if "--method" in argv and modules and modules[0] in RUNS_METHOD:
+    if modules and modules[0] in RUNS_METHOD:  # subset's --method comes from runs.yaml (${item.args})
         modules += selector_modules(root)
     return modules
 

@@ -1,5 +1,5 @@
-"""evaluate@<pool>-<run> stage: results/eval/<pool>/<run>/ (results/eval/base/ for the untouched
-model) with metrics.json (aggregate and per-example
+"""evaluate@<pool>-<stem> stage (runs.yaml lists them) and evaluate-base:
+results/eval/<pool>/<stem>/ (results/eval/base/ for the untouched model) with metrics.json (aggregate and per-example
 scores, feature activation, training facts), samples.jsonl (lm-eval's raw per-sample outputs)
 and tasks/ (the generated lm-eval task YAMLs and data, so a run can be re-checked by hand).
 `--run base` evaluates the untouched trained model."""
@@ -13,33 +13,25 @@ import time
 from pathlib import Path
 
 from igds.core.artifacts import atomic_dir, read_json, write_json, write_jsonl
-from igds.core.config import ConfigError
 from igds.params import Params
 from igds.core.data import DataError
 from igds.core.evaluate import generation_stats, run_lm_eval, write_tasks
 from igds.core.finetune import load_trained
 from igds.core.models.loading import load_model
-from igds.core.registry import needing
 from igds.method.resonance import chosen_features, feature_activation
 from pipelines.common import main
 from pipelines.finetune import run_arg
+from pipelines.runs import amplification_method
 from pipelines.io import peak_rss_bytes, read_split
 
 log = logging.getLogger("evaluate")
 
 
 def amplification_settings(params: Params) -> tuple[str, object] | None:
-    """(method, its params) whose features the feature activation measures: the one method that
-    reads features/ under its selector's own name (variants such as `igds_k3: {method: igds, k: 3}`
-    are measured through that method's choice), else the one method that reads them; None when
-    no method does."""
-    readers = needing(params.methods, "features")
-    own = [name for name in readers if params.methods.kind(name) == name]
-    chosen = own if own else readers
-    if len(chosen) > 1:
-        raise ConfigError(f"params.yaml: methods {chosen} all read features/; feature amplification measures "
-                          "one method's features (keep one of them under its selector's own name)")
-    return (chosen[0], params.methods[chosen[0]]) if chosen else None
+    """(method, its params) whose features the feature activation measures
+    (pipelines.runs.amplification_method), or None when no method reads features."""
+    method = amplification_method(params)
+    return None if method is None else (method, params.methods[method])
 
 
 def run(params: Params, args: argparse.Namespace) -> None:

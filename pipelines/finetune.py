@@ -1,5 +1,5 @@
-"""finetune@<pool>-<method>-<ratio>-<seed> stage (and finetune-full@<pool>-<seed>): SFT of the
-trained model on a selection from a pool, written to checkpoints/<pool>/<run>/ (LoRA adapter or
+"""finetune@<pool>-<stem> stage (runs.yaml lists them: every selection, recipe, finalist and
+full): SFT of the trained model on the run's subset of a pool, written to checkpoints/<pool>/<stem>/ (LoRA adapter or
 full model, plus train.json). A resume checkpoint lives beside it in
 checkpoints/<pool>/.resume/<run>/ (DVC removes a
 stage's outputs before running it, so it cannot live inside), and is deleted on success.
@@ -21,27 +21,21 @@ from igds.params import Params
 from igds.core.data import DataError
 from igds.core.finetune import finetune, fingerprint, save_trained
 from igds.core.models.loading import load_model
-from igds.core.registry import selector_class
 from igds.core.runs import RunId
-from pipelines.common import distributed, main, method_arg
+from pipelines.common import distributed, main
+from pipelines.runs import trained
 from pipelines.io import peak_rss_bytes, pool_arg, read_pool
 
 log = logging.getLogger("finetune")
 
 
-def training_records(run_id: RunId, data: Path, subsets: Path, kind: str | None = None):
+def training_records(run_id: RunId, data: Path, subsets: Path):
     """The examples run `run_id` trains on: its subset's ids (subsets/<pool>/<stem>.jsonl under the
-    root `subsets`) looked up in the pool; for `full` (no ratio) the whole pool.
-    `kind`: the subset's registered selector (params.methods.kind), when its name is a variant's;
-    "recipe" for a recipe or a finalist (its subset is the recipe stage's)."""
+    root `subsets`, written by subset@<pool>-<stem>; full's is the whole pool) looked up in the pool,
+    in the subset's order."""
     pool = read_pool(data, run_id.pool)
-    if run_id.ratio is None:
-        if kind == "recipe" or not selector_class(kind or run_id.name).keeps_all:
-            raise ConfigError(f"finetune: method '{run_id.name}' needs --ratio (only a method that keeps the whole "
-                              "pool trains without a selection)")
-        return pool
     path = run_id.subset(subsets)
-    made_by = run_id.stage("select" if kind != "recipe" else "recipe")
+    made_by = run_id.stage("subset")
     if not path.is_file():
         raise DataError(f"{path} not found; run `dvc repro {made_by}` first")
     by_id = {r.id: r for r in pool}
@@ -50,22 +44,29 @@ def training_records(run_id: RunId, data: Path, subsets: Path, kind: str | None 
     if unknown:
         raise DataError(f"{path}: {len(unknown)} id(s) are not in pool {run_id.pool!r} (first: {unknown[0]}); "
                         f"rerun {made_by}")
+    if not ids:
+        raise DataError(f"{path} keeps no example; rerun {made_by}")
     return [by_id[i] for i in ids]
 
 
 def run_arg(params: Params, args: argparse.Namespace) -> RunId:
-    """The run a finetune or evaluate stage names on its command line (--pool, --method, --ratio, --seed)."""
-    return RunId(pool_arg(params, args.pool), args.method, args.ratio, args.seed)
+    """The run a finetune or evaluate stage names on its command line (--pool, --method, --ratio,
+    --seed): one that params.yaml asks for (pipelines.runs.trained)."""
+    run_id = RunId(pool_arg(params, args.pool), args.method, args.ratio, args.seed)
+    asked = trained(params)
+    if run_id not in asked:
+        names = sorted({r.name for r in asked if r.pool == run_id.pool})
+        raise ConfigError(f"run {run_id.key} is not one params.yaml trains (pool {run_id.pool}: {', '.join(names)}; "
+                          f"ratios {', '.join(sorted({r.ratio for r in asked if r.ratio}))}; seeds "
+                          f"{', '.join(str(s) for s in params.finetune.seeds)})")
+    return run_id
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
     cfg = params.finetune
-    subset_made = args.method in params.recipes or args.method in params.finalists  # by recipe@ or finalist@
-    method = args.method if subset_made else method_arg(params, args.method)
     run_id = run_arg(params, args)
     name = run_id.stem
-    records = training_records(run_id, args.data, args.subsets,
-                               kind="recipe" if subset_made else params.methods.kind(method))
+    records = training_records(run_id, args.data, args.subsets)
     model_name = cfg.model or params.model.name
     loaded = load_model(model_name, params.model.device, params.model.dtype)
     out = run_id.checkpoint(args.out)

@@ -63,9 +63,9 @@ def timed(into: dict, key: str = "wall_s"):
 
 
 def subset_args(parser: argparse.ArgumentParser) -> None:
-    """The arguments of a stage that writes a subset (select, recipe, finalist): the run's ratio and
+    """The arguments of the stage that writes a subset (pipelines.subset): the run's ratio and
     seed (igds.core.runs.RunId with --pool and the subset's name), its inputs and the output roots."""
-    parser.add_argument("--ratio", required=True, help="the final size as a share of the pool, in (0, 1)")
+    parser.add_argument("--ratio", default=None, help="the final size as a share of the pool, in (0, 1) (none for full)")
     parser.add_argument("--seed", type=int, required=True, help="the training seed this subset is for")
     parser.add_argument("--data", type=Path, default=Path("data"))
     parser.add_argument("--pool", default="mixed", help="the candidate pool (one of data.pools; default: mixed)")

@@ -10,7 +10,6 @@ proxy's validation first (igds.recipes.table), and results/plots/best_so_far.{cs
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import math
@@ -120,18 +119,18 @@ def read_selection(metrics_dir: Path, method: str, ratio: float, seeds=None) -> 
     """On-task recall and degraded share selected (means over training seeds) and the
     selection seeds from a pool's select-<method>-<ratio>-s<seed>.json, one per training seed
     (only `seeds` if given), and the scoring wall time from score-<method>.json; NaN / () where
-    absent (full has no selection; a pool without degraded examples has no degraded share).
+    absent (a pool without degraded examples has no degraded share).
 
     Files are matched on their own method, ratio and seed keys, so the ratio's spelling in
     the file name (dvc.yaml's) does not matter."""
     recalls, shares, selection_seeds, found = [], [], set(), set()
-    for path in sorted(metrics_dir.glob(f"select-{method}-*-s*.json")):
-        raw = _read(path, f"rerun `dvc repro select` for {method} at {ratio:g}")
+    for path in sorted(metrics_dir.glob(f"select-{method}-*.json")):  # <method>-<ratio>-s<seed>, full-s<seed>
+        raw = _read(path, f"rerun its subset@ stage ({method} at {ratio:g})")
         if not isinstance(raw, dict) or raw.get("method") != method or "seed" not in raw:
             continue
         file_ratio, seed = _field(raw, path, "ratio"), raw["seed"]
         if isinstance(seed, bool) or not isinstance(seed, int):
-            raise DataError(f"{path}: seed = {seed!r} is not an integer; rerun the select stage")
+            raise DataError(f"{path}: seed = {seed!r} is not an integer; rerun the subset stage that writes it")
         if not math.isclose(file_ratio, ratio, abs_tol=1e-6) or (seeds is not None and seed not in seeds):
             continue
         found.add(seed)
@@ -149,27 +148,15 @@ def read_selection(metrics_dir: Path, method: str, ratio: float, seeds=None) -> 
                          selection_seeds=tuple(sorted(selection_seeds)))
 
 
-def pool_degraded_share(metrics_dir: Path) -> float:
-    """The pool's share of degraded examples: degraded_share_pool of any of its select metrics
-    (every selection draws from the same pool); NaN if none has it (no degraded examples)."""
-    for path in sorted(metrics_dir.glob("select-*.json")):
-        share = _field(_read(path, "rerun the select stage that writes it"), path, "degraded_share_pool")
-        if math.isfinite(share):
-            return share
-    return float("nan")
-
-
 def read_selections(metrics_dir: Path, runs: list[EvalRun]) -> dict[tuple[str, float], SelectionInfo]:
     """(method, ratio) -> SelectionInfo of every fine-tuned group of a pool's runs, over its
-    seeds; full keeps the whole pool, so its degraded share is the pool's."""
+    seeds, each from its own runs' select-<stem>.json (full's too: subset@<pool>-full-s<seed>
+    writes the pool's on-task recall and damaged share, and no other run's file is read for it)."""
     seeds: dict[tuple, set] = {}
     for r in runs:
         if r.method != "base":
             seeds.setdefault((r.method, r.ratio), set()).add(r.seed)
-    selection = {key: read_selection(metrics_dir, *key, seeds=seeds[key]) for key in seeds}
-    share = pool_degraded_share(metrics_dir)
-    return {key: dataclasses.replace(info, degraded_share=share) if key[0] == "full" else info
-            for key, info in selection.items()}
+    return {key: read_selection(metrics_dir, *key, seeds=seeds[key]) for key in seeds}
 
 
 def read_search_metrics(params: Params, metrics_dir: Path) -> tuple[list[dict], dict, dict | None]:

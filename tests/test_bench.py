@@ -101,7 +101,7 @@ def planted_memory(large_mb: float = 944.0) -> MemoryResult:
 
 
 def planted_dvc(noop_s: float = 2.15) -> DvcResult:
-    stale = ["report", "select@mixed-igds-0.25-0"]
+    stale = ["report", "subset@mixed-igds-0.25-s0"]
     return DvcResult(params="configs/ci.yaml", full_repro_s=674.9, noop_repro_s=noop_s,
                      noop_runs=[{"wall_s": noop_s, "ran_a_stage": False}], status_s=1.56, clean_status={},
                      ratios_change={"from": [0.5], "to": [0.25]}, status_after_change_s=1.23, stale=stale,

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from igds.params import dump_params, read_params
+from igds.params import dump_params, load_params, read_params
 from pipelines.code import closure, command_modules, kind_files, kinds, manifest
+from pipelines.runs import render
 from tests.conftest import ROOT
 
 SOURCES = ("igds", "pipelines", "baselines")
@@ -126,8 +127,8 @@ def test_a_stage_without_one_manifest_is_refused(tmp_path):
 
 def test_the_manifest_command_writes_and_refuses_an_unknown_kind(tmp_path):
     out = tmp_path / "m.json"
-    subprocess.run([sys.executable, "-m", "pipelines.code", "select", "--out", str(out)], cwd=ROOT, check=True)
-    assert "pipelines/select.py" in json.loads(out.read_text())["files"]
+    subprocess.run([sys.executable, "-m", "pipelines.code", "subset", "--out", str(out)], cwd=ROOT, check=True)
+    assert {"pipelines/select.py", "pipelines/recipes/recipe.py"} <= set(json.loads(out.read_text())["files"])
     proc = subprocess.run([sys.executable, "-m", "pipelines.code", "nosuch", "--out", str(out)], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "no stage depends on manifests/nosuch.json" in proc.stderr
@@ -137,10 +138,11 @@ def test_the_ci_profiles_search_and_audit_stages_are_covered(tmp_path):
     """The default profile runs no recipe search and no audit: resolve configs/ci's stages too."""
     shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
     (tmp_path / "params.yaml").write_text(dump_params(read_params(ROOT / "configs" / "ci.yaml")))
+    (tmp_path / "runs.yaml").write_text(render(load_params(tmp_path / "params.yaml")))
     subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
     stages = resolved_stages(tmp_path)
     text = (ROOT / "dvc.yaml").read_text(encoding="utf-8")
-    prefixes = ("recipe-search@", "recipe@", "finalist@", "proxy-check@", "prepare-pairs@", "audit@", "intervene@",
+    prefixes = ("recipe-search@", "subset@mixed-search_", "finetune@mixed-search_", "proxy-check@", "prepare-pairs@", "audit@", "intervene@",
                 "oracle@", "dpo@", "reaudit-base@", "reaudit@", "report-audit@", "view-audit@")
     checked = {n: v for n, v in stages.items() if n.startswith(prefixes)}
     assert {k for k in prefixes if any(n.startswith(k) for n in checked)} == set(prefixes)

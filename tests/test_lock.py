@@ -19,7 +19,7 @@ def test_stale_lock_entries_are_reported_then_dropped_and_live_ones_kept(tmp_pat
     live = {"cmd": "python -m pipelines.prepare --out data", "outs": [{"path": "data", "md5": "0" * 32 + ".dir"}]}
     stale = {"cmd": "python -m pipelines.finetune --method igds", "outs": [{"path": "checkpoints/igds-0.5-s0"}]}
     lock = {"schema": "2.0", "stages": {"prepare": live, "finetune@igds-0.5-0": stale,
-                                        "select@within-igds-0.5-0": live}}
+                                        "subset@within-igds-0.5-s0": live}}
     (work / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
 
     check = run(work, "--check")
@@ -28,7 +28,7 @@ def test_stale_lock_entries_are_reported_then_dropped_and_live_ones_kept(tmp_pat
 
     assert run(work).returncode == 0
     assert yaml.safe_load((work / "dvc.lock").read_text()) == {
-        "schema": "2.0", "stages": {"prepare": live, "select@within-igds-0.5-0": live}}
+        "schema": "2.0", "stages": {"prepare": live, "subset@within-igds-0.5-s0": live}}
     assert run(work, "--check").returncode == 0
     status = subprocess.run(["dvc", "status", "--json"], cwd=work, capture_output=True, text=True)
     assert status.returncode == 0, status.stderr  # DVC reads the rewritten lock

@@ -16,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from pipelines.runs import write_runs
 from tests.conftest import ROOT, project_copy
 
 pytestmark = pytest.mark.slow
@@ -103,6 +104,10 @@ def test_igds_stages_end_to_end(tmp_path):
             assert m["wall_s"] >= 0 and m["peak_rss_bytes"] > 0, (name, method)
         for method in methods:
             assert (work / f"subsets/{name}/{method}-0.5-s0.jsonl").is_file(), (name, method)
+        # full is a subset like any other (subset@<pool>-full-s0): the whole pool, in its order
+        full = [json.loads(line)["id"] for line in (work / f"subsets/{name}/full-s0.jsonl").read_text().splitlines()]
+        assert full == [r["id"] for r in pools[name]], name
+        assert json.loads((work / f"results/metrics/{name}/select-full-s0.json").read_text())["n_selected"] == len(full)
         # configs/ci's recipe (igds.recipes.recipe) over the methods' cached scores, IGDS's feature
         # activations and k-center's hidden states: materialised at the ratio's size, not trained
         recipe = json.loads((work / f"results/metrics/{name}/select-filtered-0.5-s0.json").read_text())
@@ -213,11 +218,13 @@ def test_igds_stages_end_to_end(tmp_path):
         torch.testing.assert_close(lora_two[key], value, rtol=1e-3, atol=1e-5, msg=key)
 
     assert "Running stage" not in dvc(work, "repro")  # nothing changed, nothing runs
-    params = (work / "params.yaml").read_text().replace("ratios: [0.5]", "ratios: [0.25]")
+    params = (work / "params.yaml").read_text().replace("ratios: [0.5]", "ratios: [0.5, 0.25]")
+    assert "ratios: [0.5, 0.25]" in params  # a ratio added: only its runs (and the report) are stale
     (work / "params.yaml").write_text(params)
+    write_runs(work / "params.yaml")  # the new ratio's runs
     stale = set(json.loads(dvc(work, "status", "--json")))
-    expected = ({f"select@{name}-{m}-0.25-0" for name in pools for m in methods}
-                | {f"{stage}@{name}-{m}-0.25-0" for name in pools for m in finetuned for stage in ("finetune", "evaluate")}
-                | {f"recipe@{name}-filtered-0.25-0" for name in pools}  # the recipe is materialised per ratio
+    expected = ({f"subset@{name}-{m}-0.25-s0" for name in pools for m in methods}
+                | {f"{stage}@{name}-{m}-0.25-s0" for name in pools for m in finetuned for stage in ("finetune", "evaluate")}
+                | {f"subset@{name}-filtered-0.25-s0" for name in pools}  # the recipe is materialised per ratio
                 | {"report"})  # the recipe search has its own ratio (search.ratio): not stale
     assert {s.split(":")[-1] for s in stale} == expected, sorted(stale)

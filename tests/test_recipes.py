@@ -212,7 +212,7 @@ def test_the_recipe_stage_writes_a_subset_finetune_takes_like_a_selection(tmp_pa
         {"mix": {"space": "hidden", "clusters": 2, "share": 0.9}}, {"fill": {"signal": "loss"}}]}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     out, metrics = tmp_path / "subsets", tmp_path / "metrics"
-    cmd = [sys.executable, "-m", "pipelines.recipes.recipe", "--params", str(tmp_path / "params.yaml"), "--pool", "within",
+    cmd = [sys.executable, "-m", "pipelines.subset", "--params", str(tmp_path / "params.yaml"), "--pool", "within",
            "--recipe", "planted", "--ratio", "0.4", "--seed", "1", "--data", str(data), "--scores", str(scores),
            "--out", str(out), "--metrics", str(metrics)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -224,11 +224,11 @@ def test_the_recipe_stage_writes_a_subset_finetune_takes_like_a_selection(tmp_pa
     m = json.loads((metrics / "within" / "select-planted-0.4-s1.json").read_text())
     assert [t["operator"] for t in m["trace"]] == ["score_filter", "semdedup", "mix", "fill"]
     assert m["trace"][0]["n_out"] == 15 and m["n_selected"] == 12 and m["recipe"]["process"][0]["score_filter"]["share"] == 0.5
-    assert [r.id for r in training_records(RunId("within", "planted", "0.4", 1), data, out, kind="recipe")] == kept
+    assert [r.id for r in training_records(RunId("within", "planted", "0.4", 1), data, out)] == kept
     # a signal no method provides is refused before any work, naming the step
     raw["recipes"]["planted"]["process"][-1] = {"fill": {"signal": "lesss"}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-        "recipe: error: params.yaml: recipes.planted.process[3].fill.signal = 'lesss' is not allowed; expected a "
+        "subset: error: params.yaml: recipes.planted.process[3].fill.signal = 'lesss' is not allowed; expected a "
         "signal of the pool: one of " + ", ".join(sorted({*raw["methods"], "length"}))], proc.stderr

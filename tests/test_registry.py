@@ -193,14 +193,13 @@ def test_a_new_method_is_one_module_and_one_params_entry(tmp_path):
     raw["select"]["methods"].append("toy")
     raw["finetune"]["methods"].append("toy")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    work = project_copy(tmp_path / "work", tmp_path / "params.yaml")
-    (work / "baselines" / "toy.py").write_text(TOY)
+    work = project_copy(tmp_path / "work", tmp_path / "params.yaml", files={"baselines/toy.py": TOY})
     proc = subprocess.run(["dvc", "stage", "list"], cwd=work, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     stages = {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
     assert {f"{stage}@{pool}-toy{tail}" for pool in ("mixed", "within") for stage, tail in
-            [("score-shard", "-0"), ("score", ""), ("select", "-0.5-0"), ("finetune", "-0.5-0"),
-             ("evaluate", "-0.5-0")]} <= stages
+            [("score-shard", "-0"), ("score", ""), ("subset", "-0.5-s0"), ("finetune", "-0.5-s0"),
+             ("evaluate", "-0.5-s0")]} <= stages
     out = _python("""
         import json
         from igds.params import load_params

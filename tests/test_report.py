@@ -67,13 +67,20 @@ def write_fixture(root, seeds=(0,), ratios=(0.5,), pool="mixed", effects=None, d
     for m, wall_s in (("igds", 21.0), ("loss", 300.0), ("random", 0.01), ("full", 0.01)):
         (metrics / f"score-{m}.json").write_text(json.dumps({"method": m, "wall_s": wall_s}))
     for m, recall in (("igds", 0.9), ("loss", 0.4), ("random", 0.5)):
-        for r in ratios:  # full has no select file: its recall is 1 by construction
+        for r in ratios:
             for s in seeds:  # one per training seed; random redraws its subset per seed
                 spread = 0.02 * (s - np.mean(seeds))
                 extra = {} if degraded is None else {"degraded_share_selected": degraded[m] + spread,
                                                      "degraded_share_pool": degraded["pool"]}
                 write_select(metrics, m, r, s, recall * r / 0.5 + spread,
                              selection_seed=s if m == "random" else None, **extra)
+    for s in seeds:  # full's subset (subset@<pool>-full-s<seed>): the whole pool
+        extra = {} if degraded is None else {"degraded_share_selected": degraded["pool"],
+                                             "degraded_share_pool": degraded["pool"]}
+        path = metrics / f"select-full-s{s}.json"
+        path.write_text(json.dumps({"method": "full", "ratio": 1.0, "seed": s, "selection_seed": None,
+                                    "selection_randomness": "none", "n_pool": 398, "n_selected": 398,
+                                    "on_task_recall": 1.0, "on_task_share_selected": 0.5, **extra}))
 
 
 def write_select(metrics, method, ratio, seed, recall, selection_seed=None, spelled=None, **extra):
@@ -316,6 +323,17 @@ def test_selection_is_read_per_seed(tmp_path):
     write_select(metrics, "loss", 0.5, 0, 0.3, selection_seed="zero")
     with pytest.raises(DataError, match=r"select-loss-0\.5-s0\.json: selection_seed = 'zero'"):
         read_selection(metrics, "loss", 0.5, seeds={0})
+
+
+def test_full_reads_its_own_selection_not_another_runs_file(tmp_path):
+    """The full row's damaged share is its own subset's (select-full-s<seed>.json): a pool
+    without damaged examples reports none, even beside another profile's or an older run's
+    select file that has one (issue 32: it took the first file that had a share)."""
+    write_fixture(tmp_path, seeds=(0,))
+    write_select(tmp_path / "metrics" / "mixed", "ifd", 0.5, 0, 0.3, degraded_share_selected=0.1,
+                 degraded_share_pool=0.30)  # left over: a method this report does not have
+    table = pd.read_csv(run_report(tmp_path) / "table.csv")
+    assert table["degraded_share"].isna().all() and row(table, "full")["on_task_recall"] == 1.0
 
 
 def test_generations_at_the_token_limit_are_shown(tmp_path):

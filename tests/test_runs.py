@@ -3,15 +3,19 @@ stages write exactly the paths it derives."""
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from igds.core.config import ConfigError
 from igds.core.runs import FULL, RunId, parse_ratio, ratio_text
+from igds.params import dump_params, load_params, read_params
+from pipelines.runs import render, stale, trained
 from tests.conftest import ROOT
 from tests.test_deps import resolved_stages
 
@@ -23,9 +27,10 @@ def test_a_run_names_its_files():
     assert run.selection_metrics() == Path("results/metrics/mixed/select-igds-0.5-s1.json")
     assert run.checkpoint() == Path("checkpoints/mixed/igds-0.5-s1")
     assert run.evaluation(Path("out")) == Path("out/mixed/igds-0.5-s1")
-    assert run.stage("finetune") == "finetune@mixed-igds-0.5-1"
+    assert run.stage("finetune") == "finetune@mixed-igds-0.5-s1"
     full = RunId("within", FULL, None, 0)
-    assert full.stem == "full-s0" and full.share == 1.0 and full.stage("evaluate") == "evaluate-full@within-0"
+    assert full.stem == "full-s0" and full.share == 1.0 and full.stage("evaluate") == "evaluate@within-full-s0"
+    assert full.subset() == Path("subsets/within/full-s0.jsonl")
 
 
 @pytest.mark.parametrize("text, message", [
@@ -72,35 +77,88 @@ def _run_of(cmd: str) -> RunId | None:
     return RunId(opt["--pool"], name, opt.get("--ratio"), int(opt["--seed"]))
 
 
-def test_dvc_yaml_writes_the_paths_the_run_identity_derives(tmp_path):
-    """Every subset, fine-tune and evaluation stage of configs/ci (every kind: selections, recipes,
-    finalists, full) writes exactly its run's paths; selections' and recipes' stage names are the
-    run's too."""
+def _ci_project(tmp_path: Path) -> Path:
     shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
-    from igds.params import dump_params, read_params
-
     (tmp_path / "params.yaml").write_text(dump_params(read_params(ROOT / "configs" / "ci.yaml")))
+    (tmp_path / "runs.yaml").write_text(render(load_params(tmp_path / "params.yaml")))
     subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    return tmp_path
+
+
+def test_one_stage_kind_each_writes_the_paths_the_run_identity_derives(tmp_path):
+    """configs/ci's stages: one subset, one finetune and one evaluate kind (plus the untouched
+    model's evaluate-base); each such stage is named for its run and writes exactly its run's
+    paths, for every sort of run (selections, recipes, finalists, full); and the runs are those
+    params asks for."""
     from dvc.repo import Repo
 
-    with Repo(str(tmp_path)) as repo:
+    project = _ci_project(tmp_path)
+    with Repo(str(project)) as repo:
         outs = {s.addressing.split(":")[-1]: [o.def_path for o in s.outs] for s in repo.index.stages}
-    stages = resolved_stages(tmp_path)
-    seen = set()
+    stages = resolved_stages(project)
+    by_kind: dict[str, set[RunId]] = {}
     for name, (cmd, _) in stages.items():
         module = shlex.split(cmd)[2]
-        run = _run_of(cmd) if module in ("pipelines.select", "pipelines.recipes.recipe", "pipelines.finetune",
-                                         "pipelines.evaluate") else None
-        if run is None:
+        if module not in ("pipelines.subset", "pipelines.finetune", "pipelines.evaluate") or name == "evaluate-base":
             continue
+        run = _run_of(cmd)
         kind = name.split("@")[0]
-        seen.add(kind)
-        expected = {"pipelines.select": [run.subset(), run.selection_metrics()],
-                    "pipelines.recipes.recipe": [run.subset(), run.selection_metrics()],
-                    "pipelines.finetune": [run.checkpoint()],
-                    "pipelines.evaluate": [run.evaluation()]}[module]
+        assert name == run.stage(kind), name
+        expected = {"subset": [run.subset(), run.selection_metrics()], "finetune": [run.checkpoint()],
+                    "evaluate": [run.evaluation()]}[kind]
         assert [Path(p) for p in outs[name]] == expected, name
-        if kind in ("select", "recipe", "finetune", "evaluate", "finetune-full", "evaluate-full"):
-            assert name == run.stage(kind.removesuffix("-full")), name
-    assert seen == {"select", "recipe", "finalist", "finetune", "finetune-full", "finetune-finalist", "evaluate",
-                    "evaluate-full", "evaluate-finalist"}
+        by_kind.setdefault(kind, set()).add(run)
+    assert set(by_kind) == {"subset", "finetune", "evaluate"}
+    assert {n.split("@")[0] for n in stages} >= {"subset", "finetune", "evaluate", "evaluate-base"}
+    assert not {n.split("@")[0] for n in stages} & {"select", "recipe", "finalist", "finetune-full", "evaluate-full",
+                                                    "finetune-finalist", "evaluate-finalist"}
+    params = load_params(project / "params.yaml")
+    assert by_kind["finetune"] == by_kind["evaluate"] == set(trained(params))
+    names = {r.name for r in by_kind["subset"]}
+    assert {FULL, "igds", "filtered", "search_random_s0"} <= names and by_kind["finetune"] <= by_kind["subset"]
+
+
+def test_the_committed_run_list_is_the_one_params_gives():
+    """runs.yaml is generated (python -m pipelines.runs): the committed file is its text for
+    params.yaml, byte for byte."""
+    assert (ROOT / "runs.yaml").read_text(encoding="utf-8") == render(load_params(ROOT / "params.yaml")), \
+        "runs.yaml is stale: run `python -m pipelines.runs` and commit it"
+
+
+def test_a_stale_run_list_stops_every_stage(tmp_path):
+    """A params edit that changes the runs (a ratio added) without regenerating runs.yaml: --check
+    says which runs are missing, and a stage refuses to run (before it reads anything)."""
+    project = _ci_project(tmp_path)
+    whole = read_params(project / "params.yaml")
+    whole["select"]["ratios"] = [0.5, 0.25]
+    (project / "params.yaml").write_text(dump_params(whole))
+    check = subprocess.run([sys.executable, "-m", "pipelines.runs", "--check"], cwd=project, capture_output=True,
+                           text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert check.returncode == 1 and "subsets missing (mixed-igds-0.25-s0" in check.stderr, check.stderr
+    stage = subprocess.run([sys.executable, "-m", "pipelines.prepare", "--out", "data"], cwd=project,
+                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert stage.returncode == 2 and "runs.yaml is not the run list params.yaml gives" in stage.stderr, stage.stderr
+    assert not (project / "data").exists()
+    subprocess.run([sys.executable, "-m", "pipelines.runs"], cwd=project, check=True, capture_output=True,
+                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert "subset@mixed-igds-0.25-s0" in resolved_stages(project)
+
+
+def test_a_profile_passes_its_own_run_list(tmp_path):
+    """pipelines.profile's -S overrides, applied as dvc exp run applies them to the default's
+    params.yaml and runs.yaml, give configs/ci's params and a run list fresh for them."""
+    from dvc.utils.cli_parse import to_path_overrides
+    from dvc.utils.hydra import apply_overrides
+
+    for name in ("params.yaml", "runs.yaml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    flags = subprocess.run([sys.executable, "-m", "pipelines.profile", str(ROOT / "configs" / "ci.yaml"),
+                            "--params", str(tmp_path / "params.yaml"), "--set-params"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split("\n")
+    assert any(f.startswith("runs.yaml:") for f in flags)
+    for path, overrides in to_path_overrides([f for f in flags if f]).items():
+        apply_overrides(str(tmp_path / path), overrides)
+    ci = load_params(ROOT / "configs" / "ci.yaml")
+    assert load_params(tmp_path / "params.yaml") == ci
+    assert stale(ci, tmp_path / "runs.yaml") is None
+    assert stale(load_params(ROOT / "params.yaml"), tmp_path / "runs.yaml") is not None

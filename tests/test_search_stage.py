@@ -132,7 +132,7 @@ def test_a_finalist_replays_the_searched_subset(project):
     whole = project / "whole"
     if not (whole / "best.yaml").exists():
         pytest.skip("needs the search test's output")
-    base = [sys.executable, "-m", "pipelines.recipes.recipe", "--params", str(project / "params.yaml"), "--pool", "mixed",
+    base = [sys.executable, "-m", "pipelines.subset", "--params", str(project / "params.yaml"), "--pool", "mixed",
             "--finalist", "search_local_s0", "--search", str(whole), "--ratio", "0.5", "--data",
             str(project / "data"), "--scores", str(project / "scores"), "--out", str(project / "subsets"),
             "--metrics", str(project / "metrics-finalist")]

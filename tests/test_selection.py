@@ -75,7 +75,7 @@ def _select(tmp_path, method: str, seed: int, scores) -> tuple[list[str], dict]:
     for j in range(3):  # k-center's cached embeddings
         frame[f"h{j}"] = np.random.default_rng(j).normal(size=len(pool))
     frame.to_parquet(tmp_path / f"scores/{method}.parquet")
-    proc = subprocess.run([sys.executable, "-m", "pipelines.select", "--params", str(ROOT / "configs/ci.yaml"),
+    proc = subprocess.run([sys.executable, "-m", "pipelines.subset", "--params", str(ROOT / "configs/ci.yaml"),
                            "--method", method, "--ratio", "0.5", "--seed", str(seed), "--data", str(tmp_path / "data"),
                            "--scores", str(tmp_path / "scores"), "--out", str(tmp_path / "subsets"),
                            "--metrics", str(tmp_path / "metrics")], cwd=ROOT, capture_output=True, text=True)

@@ -1,7 +1,7 @@
 """The artifact store on the real default model (CI profile sizes), up to the selections.
 
-- Determinism: `dvc repro select` in two independent project copies gives byte-identical
-  artifacts (data, SAE weights, features, scores, subsets); only the wall-time / memory
+- Determinism: `dvc repro` of the selections (subset@<pool>-<method>-0.5-s0) in two independent
+  project copies gives byte-identical artifacts (data, SAE weights, features, scores, subsets); only the wall-time / memory
   fields of the files in VOLATILE_FILES (metrics, not cached) may differ; dvc.lock records the
   same md5 for every cached output.
 - Seeds: a new fine-tune seed stales only its own fine-tune and evaluation runs (and the
@@ -33,6 +33,7 @@ import pytest
 import yaml
 
 from igds.params import dump_params, read_params
+from pipelines.runs import write_runs
 from tests.conftest import ROOT, project_copy
 
 pytestmark = pytest.mark.slow
@@ -45,6 +46,7 @@ CI_PARAMS = ROOT / "configs" / "ci.yaml"
 METHODS = ["igds", "random", "loss"]
 TRAINED = ["igds", "random"]  # configs/ci's finetune.methods: selected and also fine-tuned
 POOLS = ["within"]  # one pool keeps the test short (test_pipeline runs both)
+SELECTED = [f"subset@{p}-{m}-0.5-s0" for p in POOLS for m in METHODS]  # what the fixture runs (and its inputs)
 TAMPERED = "scores/within/igds.parquet"  # the remote object that the tamper tests overwrite
 
 ENV = {
@@ -94,7 +96,7 @@ def without(d: dict, keys) -> dict:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Two independent copies of the project, each after `dvc repro select` (run once)."""
+    """Two independent copies of the project, each after `dvc repro` of the selections (run once)."""
     base = tmp_path_factory.mktemp("store")
     raw = read_params(CI_PARAMS)
     assert raw["select"]["methods"] == ["igds", "random", "loss", "ifd", "zip", "kcenter", "less"], \
@@ -111,10 +113,10 @@ def runs(tmp_path_factory):
         work = project_copy(base / name, params)
         (work / ".gitignore").write_text("__pycache__/\n")
         start = time.perf_counter()
-        dvc(work, "repro", "select")
+        dvc(work, "repro", *SELECTED)
         walls[name] = time.perf_counter() - start
         copies[name] = work
-    print(f"\ndvc repro select: {', '.join(f'{k} {v:.0f} s' for k, v in walls.items())}")
+    print(f"\ndvc repro the selections: {', '.join(f'{k} {v:.0f} s' for k, v in walls.items())}")
     return SimpleNamespace(base=base, walls=walls, **copies)
 
 
@@ -167,9 +169,10 @@ def test_dvc_lock_records_the_same_hash_for_every_cached_output(runs):
 # --- seeds ----------------------------------------------------------------------------
 
 def edited_status(work: Path, key: str, value) -> dict:
-    """dvc status --json with params.yaml's `key` (dotted) set to `value` (restored afterwards)."""
-    params = work / "params.yaml"
-    text = params.read_text()
+    """dvc status --json with params.yaml's `key` (dotted) set to `value` and runs.yaml regenerated
+    for it (both restored afterwards)."""
+    params, runs = work / "params.yaml", work / "runs.yaml"
+    text, runs_text = params.read_text(), runs.read_text()
     raw = yaml.safe_load(text)
     *parents, last = key.split(".")
     node = raw
@@ -179,9 +182,11 @@ def edited_status(work: Path, key: str, value) -> dict:
     node[last] = value
     try:
         params.write_text(dump_params(raw))
+        write_runs(params)
         return status(work)
     finally:
         params.write_text(text)
+        runs.write_text(runs_text)
 
 
 def test_a_new_finetune_seed_stales_only_its_own_runs(runs):
@@ -192,10 +197,10 @@ def test_a_new_finetune_seed_stales_only_its_own_runs(runs):
 
     after = edited_status(work, "finetune.seeds", [0, 1])
     # a selection per training seed (a deterministic selector's is the same ids again)
-    new = {f"select@{p}-{m}-0.5-1" for p in POOLS for m in METHODS}
-    new |= {f"{stage}@{p}-{m}-0.5-1" for p in POOLS for m in TRAINED for stage in ("finetune", "evaluate")}
-    new |= {f"{stage}@{p}-1" for p in POOLS for stage in ("finetune-full", "evaluate-full")}
-    new |= {f"recipe@{p}-filtered-0.5-1" for p in POOLS}  # configs/ci's recipe, materialised per training seed
+    new = {f"subset@{p}-{m}-0.5-s1" for p in POOLS for m in METHODS}
+    new |= {f"{stage}@{p}-{m}-0.5-s1" for p in POOLS for m in TRAINED for stage in ("finetune", "evaluate")}
+    new |= {f"{stage}@{p}-full-s1" for p in POOLS for stage in ("subset", "finetune", "evaluate")}
+    new |= {f"subset@{p}-filtered-0.5-s1" for p in POOLS}  # configs/ci's recipe, materialised per training seed
     # no finalists: this test turns the recipe search off (test_search_stage covers a finalist per training seed)
     assert set(after) - set(before) == new, sorted(set(after) - set(before))
     assert not ran & set(after)  # prepare, sae, identify, score, seed 0's selections: untouched
@@ -215,7 +220,7 @@ def test_the_random_baselines_own_seed_stales_only_random(runs):
     # its per-seed draw (select reads methods.random); finetune and what follows rerun once the
     # subset file has changed (dvc repro), not before
     random = {name for p in POOLS for name in (f"score-shard@{p}-random-0", f"score-shard@{p}-random-1",
-                                               f"score@{p}-random", f"select@{p}-random-0.5-0")}
+                                               f"score@{p}-random", f"subset@{p}-random-0.5-s0")}
     assert ran & set(after) == random, sorted(ran & set(after))
     assert set(after) - set(before) == random
 
@@ -228,7 +233,7 @@ def test_the_global_seed_stales_every_stage_that_declares_it_from_prepare_on(run
     after = edited_status(work, "seed", 1)
     declares_seed = {s for s, st in ran.items() if "seed" in st.get("params", {}).get("params.yaml", {})}
     assert {"prepare", "sae"} <= declares_seed
-    assert {s for s in declares_seed if s.startswith("select@")} == {f"select@{p}-{m}-0.5-0" for p in POOLS for m in METHODS}
+    assert {s for s in declares_seed if s.startswith("subset@")} == {f"subset@{p}-{m}-0.5-s0" for p in POOLS for m in METHODS}
     assert set(ran) & set(after) == declares_seed, sorted(set(ran) & set(after))
 
 

@@ -164,14 +164,14 @@ def test_a_stage_stops_with_one_line_and_exit_2_before_any_work(tmp_path):
     raw = read_params(ROOT / "configs/ci.yaml")
     raw["select"]["methods"] = ["igds", "lesss"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    proc = subprocess.run([sys.executable, "-m", "pipelines.select", "--params", str(tmp_path / "params.yaml"),
+    proc = subprocess.run([sys.executable, "-m", "pipelines.subset", "--params", str(tmp_path / "params.yaml"),
                            "--method", "igds", "--ratio", "0.5", "--seed", "0", "--data", str(tmp_path / "data"),
                            "--scores", str(tmp_path / "scores"), "--out", str(tmp_path / "subsets"),
                            "--metrics", str(tmp_path / "metrics")],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert lines == ["select: error: params.yaml: select.methods[1] = 'lesss' is not allowed; expected one of "
+    assert lines == ["subset: error: params.yaml: select.methods[1] = 'lesss' is not allowed; expected one of "
                      "ifd, igds, kcenter, less, loss, random, zip (it is not under methods: (a variant is "
                      "declared there: `igds_k3: {method: igds, k: 3}`))"], proc.stderr
     assert not (tmp_path / "subsets").exists()

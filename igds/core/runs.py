@@ -1,6 +1,7 @@
 """One run identity: (pool, subset name, ratio as written, seed) names every subset, checkpoint
-and evaluation of the benchmark, so select, recipe and finalist (which write subsets), finetune,
-evaluate and the report agree on one name without each building its own.
+and evaluation of the benchmark and the subset@, finetune@ and evaluate@ stages that make them
+(pipelines.runs lists them for dvc.yaml), so the stages and the report agree on one name without
+each building its own.
 
 A subset's name is a selector's (igds, random, a variant), a recipe's, a search finalist's
 (search_<solver>_s<seed>) or `full` (the whole pool: no ratio). The ratio travels as text, as
@@ -76,9 +77,12 @@ class RunId:
     def evaluation(self, root: Path = Path("results/eval")) -> Path:
         return root / self.pool / self.stem
 
+    @property
+    def key(self) -> str:
+        """<pool>-<stem>: the run's key in runs.yaml, and so its stages' names after the @."""
+        return f"{self.pool}-{self.stem}"
+
     def stage(self, kind: str) -> str:
-        """The stage (dvc.yaml's matrix name) of `kind` (select, recipe, finetune, evaluate) that
-        makes this run's artifact; full's fine-tune and evaluation are kind-full@<pool>-<seed>."""
-        if self.ratio is None:
-            return f"{kind}-full@{self.pool}-{self.seed}"
-        return f"{kind}@{self.pool}-{self.name}-{self.ratio}-{self.seed}"
+        """The stage of `kind` (subset, finetune, evaluate) that makes this run's artifact:
+        <kind>@<pool>-<stem> (dvc.yaml's foreach over runs.yaml)."""
+        return f"{kind}@{self.key}"

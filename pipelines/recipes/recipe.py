@@ -1,13 +1,13 @@
-"""recipe@<pool>-<recipe>-<ratio>-<seed> stage: a recipe of params.yaml `recipes:` materialised
+"""A recipe's subset, as the subset@<pool>-<recipe>-<ratio>-s<seed> stage (pipelines.subset) writes it: a recipe of params.yaml `recipes:` materialised
 (igds.recipes.recipe) over the pool's cached signals into subsets/<pool>/<recipe>-<ratio>-s<seed>.jsonl,
-the file a select stage writes for a method, so finetune/evaluate/report take it like one; and
+the file a selector's subset has, so finetune/evaluate/report take it like one; and
 results/metrics/<pool>/select-<recipe>-<ratio>-s<seed>.json with the select stage's fields (on-task
 recall, degraded share) plus the recipe's trace (each step's size in and out) and the subset's
 key (igds.recipes.recipe.subset_key). The signals are every score under scores/<pool>/ that a method
 of `methods:` wrote; the final size is ceil(ratio x pool), as select's; the training seed seeds
 the recipe's draws (mix, diversify), as select's per-seed draws.
 
-finalist@<pool>-<solver>-<search seed>-<seed> runs it with `--finalist search_<solver>_s<k>
+subset@<pool>-search_<solver>_s<k>-<ratio>-s<seed> runs it with `--finalist search_<solver>_s<k>
 --search search/<pool>/<solver>-s<k>`: the search's best.yaml materialised into
 subsets/<pool>/search_<solver>_s<k>-<ratio>-s<seed>.jsonl for the full-fidelity retraining; its
 metrics say whether the subset is the one the search evaluated (`same_as_searched`: a recipe
@@ -31,8 +31,7 @@ from igds.core.data import DataError
 from igds.core.runs import RunId
 from igds.recipes.recipe import materialise, parse_recipe, parse_recipes, signal_sources, signals_from_scores, subset_key
 from igds.core.selection_metrics import selection_summary
-from pipelines.common import main
-from pipelines.io import pool_arg, read_pool, subset_args, timed
+from pipelines.io import pool_arg, read_pool, timed
 
 log = logging.getLogger("recipe")
 
@@ -99,15 +98,3 @@ def run(params: Params, args: argparse.Namespace) -> None:
     write_json(run_id.selection_metrics(args.metrics), metrics)
     log.info("%s @ %g seed %d: kept %d of %d (%s); on-task recall %.3f", args.recipe, ratio, args.seed, len(kept),
              len(pool), " -> ".join(str(t["n_out"]) for t in result.trace), metrics["on_task_recall"])
-
-
-def _args(parser: argparse.ArgumentParser) -> None:
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--recipe", help="a recipe under recipes: in params.yaml")
-    which.add_argument("--finalist", help="a search's best recipe: search_<solver>_s<seed> (with --search)")
-    parser.add_argument("--search", type=Path, default=None, help="the finalist's search/<pool>/<solver>-s<seed>")
-    subset_args(parser)
-
-
-if __name__ == "__main__":
-    main("recipe", run, _args, uses_model=False)

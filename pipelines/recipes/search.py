@@ -5,7 +5,7 @@ scored on data/val.jsonl (never eval). Writes search/<pool>/<solver>-s<seed>/:
   search resumes where it stopped: run the stage again);
 - evaluated.jsonl: every evaluated subset in order (step, proxy value, subset key, recipe, the
   best value so far: the best-so-far curve);
-- best.yaml: the best recipe in params.yaml's form (finalist@<pool>-<solver>-<search seed>-<seed>
+- best.yaml: the best recipe in params.yaml's form (subset@<pool>-search_<solver>_s<search seed>-<ratio>-s<seed>
   materialises it per training seed; finetune/evaluate then retrain it at full fidelity);
 - summary.json: budget spent, proposals made, reused subsets, best value and subset, wall time;
 and results/metrics/<pool>/search-<solver>-s<seed>.json, the summary with the best-so-far curve.

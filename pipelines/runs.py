@@ -1,0 +1,206 @@
+"""python -m pipelines.runs: runs.yaml, every run params.yaml asks for, which dvc.yaml's one
+subset, one finetune and one evaluate stage kind iterate over (`foreach: ${subsets}`, `foreach:
+${runs}`).
+
+    python -m pipelines.runs            # write runs.yaml for params.yaml
+    python -m pipelines.runs --check    # exit 1, naming the difference, when runs.yaml is stale
+
+Why a generated file: a run is a selection (select.methods x select.ratios), a recipe
+(recipes x select.ratios), a search finalist (search.solvers x search.seeds, on search.pools at
+search.ratio) or `full` (the whole pool), each per pool and training seed, and DVC's templating
+iterates over one list but cannot build that union. So the list is computed here, from params
+alone, into the file dvc.yaml reads (`vars:`); every name and path in it comes from
+igds.core.runs.RunId. It is never edited by hand and never silently stale: every stage refuses to
+run when it differs from what params.yaml gives (pipelines.common.main), a test fails when the
+committed one does, and `python -m pipelines.profile --exp` passes a profile's own runs as
+overrides, as it does its params.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from igds.core.artifacts import atomic_file
+from igds.core.config import ConfigError
+from igds.core.data import pool_file
+from igds.core.registry import needing
+from igds.core.runs import FULL, RunId, ratio_text
+from igds.params import Params, load_params
+
+RUNS_FILE = "runs.yaml"
+HEADER = ("# Generated from params.yaml by `python -m pipelines.runs`; do not edit. Every subset, fine-tune and\n"
+          "# evaluation dvc.yaml's subset@, finetune@ and evaluate@ stages make (igds.core.runs.RunId names them).\n")
+
+
+def pools(params: Params) -> tuple[str, ...]:
+    """The candidate pools, in params order (the mixed pool without a data section)."""
+    return params.data.pools if params.data is not None else ("mixed",)
+
+
+def trained(params: Params) -> list[RunId]:
+    """Every run that is fine-tuned and evaluated, per pool: full at every seed, every fine-tuned
+    method and recipe at every ratio and seed, then (on search.pools) every finalist at
+    search.ratio and every seed."""
+    seeds = params.finetune.seeds
+    out = []
+    for pool in pools(params):
+        out += [RunId(pool, FULL, None, s) for s in seeds]
+        out += [RunId(pool, name, ratio_text(r), s) for name in params.finetuned_methods
+                for r in params.select.ratios for s in seeds]
+        if pool in params.search.pools:
+            out += [RunId(pool, name, ratio_text(params.search.ratio), s) for name in params.finalists for s in seeds]
+    return out
+
+
+def _subset(run: RunId, args: str, made_from: str, signals: str, param: str) -> dict:
+    """One subset@ stage: its run, command-line arguments, the two inputs it reads (one may
+    repeat the other) and the params key its selection reads beyond seed and data.target_task."""
+    return {"pool": run.pool, "stem": run.stem, "args": f"--pool {run.pool} {args} --seed {run.seed}",
+            "input": made_from, "signals": signals, "param": param}
+
+
+def subsets(params: Params) -> dict[str, dict]:
+    """Every subset@ stage, by key (<pool>-<stem>): full, every selected method and recipe at
+    every ratio, and the finalists, per pool and training seed."""
+    out: dict[str, dict] = {}
+    seeds = params.finetune.seeds
+    for pool in pools(params):
+        pool_path, scores = f"data/{pool_file(pool)}.jsonl", f"scores/{pool}"
+        for s in seeds:
+            run = RunId(pool, FULL, None, s)
+            out[run.key] = _subset(run, f"--method {FULL}", pool_path, pool_path, "data.target_task")
+        for name in params.select.methods:
+            for r in params.select.ratios:
+                for s in seeds:
+                    run = RunId(pool, name, ratio_text(r), s)
+                    score = f"{scores}/{name}.parquet"
+                    out[run.key] = _subset(run, f"--method {name} --ratio {run.ratio}", score, score, f"methods.{name}")
+        for name in params.recipes:
+            for r in params.select.ratios:
+                for s in seeds:
+                    run = RunId(pool, name, ratio_text(r), s)
+                    out[run.key] = _subset(run, f"--recipe {name} --ratio {run.ratio}", scores, scores, f"recipes.{name}")
+        if pool in params.search.pools:
+            for name, (solver, search_seed) in params.finalists.items():
+                search = f"search/{pool}/{solver}-s{search_seed}"
+                for s in seeds:
+                    run = RunId(pool, name, ratio_text(params.search.ratio), s)
+                    out[run.key] = _subset(run, f"--finalist {name} --search {search} --ratio {run.ratio}",
+                                             f"{search}/best.yaml", scores, "search.ratio")
+    return out
+
+
+def amplification_method(params: Params) -> str | None:
+    """The method whose chosen features every evaluation measures (its feature activation): the
+    one method that reads features/ under its selector's own name (variants such as `igds_k3:
+    {method: igds, k: 3}` are measured through that method's choice), else the one method that
+    reads them; None when no method does."""
+    readers = needing(params.methods, "features")
+    own = [name for name in readers if params.methods.kind(name) == name]
+    chosen = own if own else readers
+    if len(chosen) > 1:
+        raise ConfigError(f"params.yaml: methods {chosen} all read features/; feature amplification measures "
+                          "one method's features (keep one of them under its selector's own name)")
+    return chosen[0] if chosen else None
+
+
+def amplification_param(params: Params) -> str:
+    """The params key evaluate@ depends on for the feature activation: the measured method's
+    (amplification_method), or `evaluate` (already a dependency) when no method reads features;
+    it depends on no other method's params."""
+    method = amplification_method(params)
+    return "evaluate" if method is None else f"methods.{method}"
+
+
+def document(params: Params) -> dict:
+    """runs.yaml's content for `params`."""
+    runs = {run.key: {"pool": run.pool, "stem": run.stem,
+                        "args": f"--pool {run.pool} --method {run.name}"
+                                + ("" if run.ratio is None else f" --ratio {run.ratio}") + f" --seed {run.seed}"}
+            for run in trained(params)}
+    return {"amplification": amplification_param(params), "subsets": subsets(params), "runs": runs}
+
+
+def render(params: Params) -> str:
+    return HEADER + yaml.safe_dump(document(params), sort_keys=False, default_flow_style=None, width=1000)
+
+
+def write_runs(params_path: str | Path) -> Path:
+    """runs.yaml beside `params_path`, for that file's params (atomically); its path."""
+    out = Path(params_path).parent / RUNS_FILE
+    with atomic_file(out) as f:
+        f.write(render(load_params(params_path)))
+    return out
+
+
+def stale(params: Params, path: Path) -> str | None:
+    """Why `path` (runs.yaml) does not hold the runs `params` gives, or None when it does (its
+    content is compared, not its text: `dvc exp run -S` rewrites the file in its own style)."""
+    want = document(params)
+    try:
+        have = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except yaml.YAMLError as e:
+        have, why = None, f"not valid YAML ({e})"
+    else:
+        why = "missing" if have is None else ""
+    if have == want:
+        return None
+    if not why:
+        parts = []
+        for section in ("subsets", "runs"):
+            mine, theirs = have.get(section) or {}, want[section]
+            missing = [k for k in theirs if k not in mine]
+            extra = [k for k in mine if k not in theirs]
+            changed = [k for k in theirs if k in mine and mine[k] != theirs[k]]
+            for what, keys in (("missing", missing), ("not asked for", extra), ("changed", changed)):
+                if keys:
+                    parts.append(f"{len(keys)} {section} {what} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})")
+        if have.get("amplification") != want["amplification"]:
+            parts.append(f"amplification {have.get('amplification')!r}, params give {want['amplification']!r}")
+        why = "; ".join(parts) or "other keys"
+    return (f"{path} is not the run list params.yaml gives: {why}. Run `python -m pipelines.runs`, then `dvc repro` "
+            "(a profile: `python -m pipelines.profile <profile> --exp` passes its own)")
+
+
+def check_fresh(params: Params, params_path: str | Path) -> None:
+    """A ConfigError when the runs.yaml beside `params_path` is stale (no check when there is
+    none: a stage run outside a DVC project)."""
+    path = Path(params_path).parent / RUNS_FILE
+    if path.is_file():
+        why = stale(params, path)
+        if why is not None:
+            raise ConfigError(why)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.runs", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
+    parser.add_argument("--out", type=Path, default=None, help="the run list (default: runs.yaml beside --params)")
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when the file is stale")
+    args = parser.parse_args(argv)
+    out = args.out if args.out is not None else args.params.parent / RUNS_FILE
+    try:
+        params = load_params(args.params)
+    except ConfigError as e:
+        print(f"runs: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if args.check:
+        why = stale(params, out)
+        if why is not None:
+            print(f"runs: {why}", file=sys.stderr)
+            sys.exit(1)
+        return
+    with atomic_file(out) as f:
+        f.write(render(params))
+    print(f"runs: wrote {out}: {len(document(params)['subsets'])} subsets, {len(trained(params))} trained runs",
+          file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
