@@ -139,9 +139,12 @@ def project_copy(work: Path, params: Path, env: dict[str, str] | None = None,
     else:  # a profile: its whole params (its overrides on what it includes)
         (work / "params.yaml").write_text(dump_params(read_params(params)), encoding="utf-8")
     for name, text in (files or {}).items():
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
         (work / name).write_text(text, encoding="utf-8")
-    subprocess.run([sys.executable, "-m", "pipelines.runs"], cwd=work, check=True, capture_output=True,
-                   env={**(env or os.environ), "PYTHONPATH": str(work)})  # its stage graph: the runs those params ask for
+    runs = subprocess.run([sys.executable, "-m", "pipelines.runs"], cwd=work, capture_output=True, text=True,
+                          env={**(env or os.environ), "PYTHONPATH": str(work)})  # its stage graph, from its params
+    if runs.returncode != 0:
+        raise RuntimeError(f"python -m pipelines.runs in {work}: {runs.stderr.strip()}")
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
         subprocess.run(cmd, cwd=work, check=True, capture_output=True, env=env)
     if (ROOT / ".dvc" / "plots").is_dir():  # the plot templates dvc.yaml names

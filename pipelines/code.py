@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import ast
 import hashlib
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -107,6 +108,11 @@ def command_modules(cmd: str, root: Path = ROOT) -> list[str]:
 
 # --- the kinds, from dvc.yaml ----------------------------------------------------------------
 
+def is_code_manifest(dep: str) -> bool:
+    """manifests/<kind>.json (not an input's hash under manifests/inputs/, pipelines.inputs)."""
+    return re.fullmatch(r"manifests/[^/]+\.json", dep) is not None
+
+
 def kinds(dvc_text: str, root: Path = ROOT) -> dict[str, list[str]]:
     """kind -> the modules its stages run: from every stage of dvc.yaml (but the code@ stages)
     that depends on manifests/<kind>.json."""
@@ -116,7 +122,7 @@ def kinds(dvc_text: str, root: Path = ROOT) -> dict[str, list[str]]:
         if name == "code":
             continue
         body = body.get("do", body)
-        manifests = [d for d in body.get("deps", []) if isinstance(d, str) and d.startswith("manifests/")]
+        manifests = sorted({d for d in body.get("deps", []) if isinstance(d, str) and is_code_manifest(d)})
         if len(manifests) != 1:
             raise ValueError(f"dvc.yaml: stage {name} must depend on exactly one manifests/<kind>.json, has {manifests}")
         kind = manifests[0].removeprefix("manifests/").removesuffix(".json")

@@ -1,6 +1,8 @@
-"""python -m pipelines.runs: runs.yaml, every run params.yaml asks for, which dvc.yaml's one
-subset, one finetune and one evaluate stage kind iterate over (`foreach: ${subsets}`, `foreach:
-${runs}`).
+"""python -m pipelines.runs: runs.yaml, the part of the stage graph that params.yaml decides:
+every run it asks for, which dvc.yaml's one subset, one finetune and one evaluate stage kind
+iterate over (`foreach: ${subsets}`, `foreach: ${runs}`), and every file it names as a data
+source, which input@<key> stages hash for the stage that reads it (`${inputs}`, `${reads}`,
+`${pair_sets}`: pipelines.inputs).
 
     python -m pipelines.runs            # write runs.yaml for params.yaml
     python -m pipelines.runs --check    # exit 1, naming the difference, when runs.yaml is stale
@@ -32,6 +34,7 @@ from igds.core.runs import FULL, RunId, ratio_text
 from igds.params import Params, load_params
 
 RUNS_FILE = "runs.yaml"
+INPUTS = "manifests/inputs"  # input@<key> writes <reader>/<key>.json under it (pipelines.inputs)
 HEADER = ("# Generated from params.yaml by `python -m pipelines.runs`; do not edit. Every subset, fine-tune and\n"
           "# evaluation dvc.yaml's subset@, finetune@ and evaluate@ stages make (igds.core.runs.RunId names them).\n")
 
@@ -116,13 +119,42 @@ def amplification_param(params: Params) -> str:
     return "evaluate" if method is None else f"methods.{method}"
 
 
+def named_files(params: Params) -> dict[str, tuple[str, str]]:
+    """Every file or local folder params.yaml names as a data source, by key <reader>-<where>:
+    (path, reader), the reader being the stage that reads it (prepare; pairs-<set> for
+    prepare-pairs@<set>). A `kind: hf` path that is no local folder is a hub id (not a file)."""
+    sources: list[tuple[str, str, object]] = []
+    if params.data is not None:
+        sources += [("prepare", name, source) for name, source in params.data.split_sources().items()]
+    for name, data in params.audit.sets.items():
+        sources += [(f"pairs-{name}", part, getattr(data, part)) for part in ("train", "heldout")]
+    out = {}
+    for reader, where, source in sources:
+        if source.kind == "jsonl" or (source.kind == "hf" and Path(source.path).is_dir()):
+            if not Path(source.path).exists():
+                raise ConfigError(f"params.yaml: the {where} source of {reader}: {source.path} not found (a path is "
+                                  "relative to the project root); fix its path")
+            out[f"{reader}-{where}"] = (source.path, reader)
+    return out
+
+
+def reads(params: Params, reader: str, code: str) -> str:
+    """The dependency that stands for the files `reader` reads: its folder of input manifests,
+    or (when params names no file for it) its code manifest again, a path that always exists."""
+    has = any(r == reader for _, r in named_files(params).values())
+    return f"{INPUTS}/{reader}" if has else f"manifests/{code}.json"
+
+
 def document(params: Params) -> dict:
     """runs.yaml's content for `params`."""
     runs = {run.key: {"pool": run.pool, "stem": run.stem,
                         "args": f"--pool {run.pool} --method {run.name}"
                                 + ("" if run.ratio is None else f" --ratio {run.ratio}") + f" --seed {run.seed}"}
             for run in trained(params)}
-    return {"amplification": amplification_param(params), "subsets": subsets(params), "runs": runs}
+    return {"amplification": amplification_param(params), "subsets": subsets(params), "runs": runs,
+            "inputs": {key: {"path": path, "reader": reader} for key, (path, reader) in named_files(params).items()},
+            "reads": {"prepare": reads(params, "prepare", "prepare")},
+            "pair_sets": {name: {"reads": reads(params, f"pairs-{name}", "pairs")} for name in params.audit.sets}}
 
 
 def render(params: Params) -> str:
@@ -151,7 +183,7 @@ def stale(params: Params, path: Path) -> str | None:
         return None
     if not why:
         parts = []
-        for section in ("subsets", "runs"):
+        for section in ("subsets", "runs", "inputs", "pair_sets"):
             mine, theirs = have.get(section) or {}, want[section]
             missing = [k for k in theirs if k not in mine]
             extra = [k for k in mine if k not in theirs]
@@ -159,8 +191,9 @@ def stale(params: Params, path: Path) -> str | None:
             for what, keys in (("missing", missing), ("not asked for", extra), ("changed", changed)):
                 if keys:
                     parts.append(f"{len(keys)} {section} {what} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})")
-        if have.get("amplification") != want["amplification"]:
-            parts.append(f"amplification {have.get('amplification')!r}, params give {want['amplification']!r}")
+        for key in ("amplification", "reads"):
+            if have.get(key) != want[key]:
+                parts.append(f"{key} {have.get(key)!r}, params give {want[key]!r}")
         why = "; ".join(parts) or "other keys"
     return (f"{path} is not the run list params.yaml gives: {why}. Run `python -m pipelines.runs`, then `dvc repro` "
             "(a profile: `python -m pipelines.profile <profile> --exp` passes its own)")
@@ -187,17 +220,18 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out if args.out is not None else args.params.parent / RUNS_FILE
     try:
         params = load_params(args.params)
+        if args.check:
+            why = stale(params, out)
+            if why is not None:
+                print(f"runs: {why}", file=sys.stderr)
+                sys.exit(1)
+            return
+        text = render(params)
     except ConfigError as e:
         print(f"runs: error: {e}", file=sys.stderr)
         sys.exit(2)
-    if args.check:
-        why = stale(params, out)
-        if why is not None:
-            print(f"runs: {why}", file=sys.stderr)
-            sys.exit(1)
-        return
     with atomic_file(out) as f:
-        f.write(render(params))
+        f.write(text)
     print(f"runs: wrote {out}: {len(document(params)['subsets'])} subsets, {len(trained(params))} trained runs",
           file=sys.stderr)
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from igds.params import dump_params, load_params, read_params
-from pipelines.code import closure, command_modules, kind_files, kinds, manifest
+from pipelines.code import closure, command_modules, is_code_manifest, kind_files, kinds, manifest
 from pipelines.runs import render
 from tests.conftest import ROOT
 
@@ -57,7 +57,7 @@ def test_each_stage_depends_on_one_code_manifest_and_the_code_stages_on_the_sour
             assert sorted(code) == sorted(SOURCES), name
         else:
             assert code == [], (name, code)
-            assert sum(d.startswith("manifests/") for d in deps) == 1, name
+            assert len({d for d in deps if is_code_manifest(d)}) == 1, name
 
 
 def test_the_code_stages_are_the_kinds_the_stages_use():
@@ -73,7 +73,7 @@ def test_every_stage_command_closure_is_in_its_manifest(stages):
     for name, (cmd, deps) in stages.items():
         if name.startswith("code@"):
             continue
-        (dep,) = [d for d in deps if d.startswith("manifests/")]
+        (dep,) = {d for d in deps if is_code_manifest(d)}
         needed = closure(ROOT, command_modules(cmd))
         assert needed, name
         if gaps := needed - files[dep.removeprefix("manifests/").removesuffix(".json")]:
@@ -148,7 +148,7 @@ def test_the_ci_profiles_search_and_audit_stages_are_covered(tmp_path):
     assert {k for k in prefixes if any(n.startswith(k) for n in checked)} == set(prefixes)
     missing = {}
     for name, (cmd, deps) in checked.items():
-        (dep,) = [d for d in deps if d.startswith("manifests/")]
+        (dep,) = {d for d in deps if is_code_manifest(d)}
         if gaps := closure(ROOT, command_modules(cmd)) - set(kind_files(dep[len("manifests/"):-len(".json")], text)):
             missing[name] = gaps
     assert missing == {}, missing

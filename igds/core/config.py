@@ -170,6 +170,9 @@ class SourceConfig:
     path: str | None = None  # jsonl: a file; hf: a hub id or a local dataset dir
     name: str | None = None  # hf: config name (e.g. 'main' for openai/gsm8k)
     split: str = "train"  # hf: split
+    # hf hub id: the dataset's commit (a sha from huggingface.co/datasets/<id>/commits/main), so the
+    # stage graph changes when the data does; `main` takes whatever it is now (not reproducible)
+    revision: str | None = None
     format: str = "auto"  # jsonl/hf record shape: gsm8k (question/answer) or alpaca
     task: str | None = None  # jsonl/hf: task label of the records (default: file stem / dataset id)
     strip_calculator: bool = True  # gsm8k: drop '<<48/2=24>>' calculator annotations

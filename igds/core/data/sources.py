@@ -159,13 +159,19 @@ def _hf_items(cfg: SourceConfig) -> Iterator[_Item]:
     import datasets  # noqa: PLC0415
 
     local = Path(cfg.path)
+    if not local.exists() and not cfg.path.startswith(("/", ".", "~")) and cfg.revision is None:
+        raise DataError(f"hf dataset {cfg.path} is a hub id without a pinned revision: set `revision:` of its "
+                        f"source in params.yaml to a commit (huggingface.co/datasets/{cfg.path}/commits/main), "
+                        "or to `main` to take whatever it is now (not reproducible)")
     try:
         if (local / "dataset_info.json").is_file() or (local / "dataset_dict.json").is_file():
             dataset = datasets.load_from_disk(str(local))
             if isinstance(dataset, datasets.DatasetDict):
                 dataset = dataset[cfg.split]
-        else:  # a hub id (needs the internet) or a local folder of data files
+        elif local.is_dir():  # a local folder of data files (an input@ stage hashes it)
             dataset = datasets.load_dataset(cfg.path, cfg.name, split=cfg.split)
+        else:  # a hub id (needs the internet), pinned: its revision is a param the reader depends on
+            dataset = datasets.load_dataset(cfg.path, cfg.name, split=cfg.split, revision=cfg.revision)
     except (OSError, ValueError, KeyError) as e:  # missing, offline, no such split or config
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(f"hf dataset {cfg.path} cannot be loaded ({first}); check data.splits.*.path, name and "
