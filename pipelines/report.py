@@ -115,32 +115,28 @@ def _selection_seed(raw, path: Path):
     return value
 
 
-def read_selection(metrics_dir: Path, method: str, ratio: float, seeds=None) -> SelectionInfo:
+def read_selection(metrics_dir: Path, method: str, ratio: float, seeds) -> SelectionInfo:
     """On-task recall and degraded share selected (means over training seeds) and the
-    selection seeds from a pool's select-<method>-<ratio>-s<seed>.json, one per training seed
-    (only `seeds` if given), and the scoring wall time from score-<method>.json; NaN / () where
-    absent (a pool without degraded examples has no degraded share).
-
-    Files are matched on their own method, ratio and seed keys, so the ratio's spelling in
-    the file name (dvc.yaml's) does not matter."""
-    recalls, shares, selection_seeds, found = [], [], set(), set()
-    for path in sorted(metrics_dir.glob(f"select-{method}-*.json")):  # <method>-<ratio>-s<seed>, full-s<seed>
-        raw = _read(path, f"rerun its subset@ stage ({method} at {ratio:g})")
-        if not isinstance(raw, dict) or raw.get("method") != method or "seed" not in raw:
-            continue
-        file_ratio, seed = _field(raw, path, "ratio"), raw["seed"]
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise DataError(f"{path}: seed = {seed!r} is not an integer; rerun the subset stage that writes it")
-        if not math.isclose(file_ratio, ratio, abs_tol=1e-6) or (seeds is not None and seed not in seeds):
-            continue
-        found.add(seed)
+    selection seeds from the runs' own select-<stem>.json (igds.core.runs.RunId names them: one
+    per training seed in `seeds`, each must exist), and the scoring wall time from
+    score-<method>.json; NaN / () where absent (a pool without degraded examples has no
+    degraded share). No other file is read: a folder other profiles and older runs also write
+    to is never globbed."""
+    recalls, shares, selection_seeds = [], [], set()
+    for seed in sorted(seeds):
+        run = RunId(metrics_dir.name, method, None if method == FULL else ratio_text(ratio), seed)
+        path = metrics_dir / run.selection_metrics(Path(".")).name
+        if not path.is_file():
+            raise DataError(f"{path} not found; run `dvc repro {run.stage('subset')}` (it writes the subset this "
+                            "run trained on)")
+        raw = _read(path, f"rerun `dvc repro {run.stage('subset')}`")
+        if not isinstance(raw, dict) or raw.get("method") != method or raw.get("seed") != seed or \
+                not math.isclose(_field(raw, path, "ratio"), ratio, abs_tol=1e-6):
+            raise DataError(f"{path}: not {method} at {ratio:g}, seed {seed}; rerun `dvc repro {run.stage('subset')}`")
         recalls.append(_field(raw, path, "on_task_recall"))
         shares.append(_field(raw, path, "degraded_share_selected"))
         if (selection_seed := _selection_seed(raw, path)) is not None:
             selection_seeds.add(selection_seed)
-    if seeds is not None and found and set(seeds) - found:
-        log.warning("%s at %g: no select metrics for seed(s) %s; on-task recall averages seeds %s", method, ratio,
-                    sorted(set(seeds) - found), sorted(found))
     score = metrics_dir / f"score-{method}.json"
     fix = f"rerun `dvc repro score@{metrics_dir.name}-{method}`"
     wall_s = _field(_read(score, fix), score, "wall_s") if score.is_file() else float("nan")

@@ -303,13 +303,16 @@ def test_variance_column_names_the_sources(tmp_path):
     assert set(table["variance"]) == {"eval examples"}  # one seed: one training run, one subset
 
 
-def test_selection_is_read_per_seed(tmp_path):
-    metrics = tmp_path / "metrics"
+def test_selection_is_read_per_seed_from_exactly_its_runs_files(tmp_path):
+    """Each seed's select-<stem>.json as the run identity names it; files of other seeds, ratios,
+    spellings or names in the same folder are never read; a missing one names its stage."""
+    metrics = tmp_path / "mixed"
     metrics.mkdir()
-    write_select(metrics, "random", 0.5, 0, 0.4, selection_seed=0, spelled="0.50")  # dvc.yaml's spelling
+    write_select(metrics, "random", 0.5, 0, 0.4, selection_seed=0)
     write_select(metrics, "random", 0.5, 1, 0.6, selection_seed=1)
     write_select(metrics, "random", 0.5, 7, 0.0, selection_seed=7)  # a seed params no longer ask for
     write_select(metrics, "random", 0.25, 0, 0.0, selection_seed=0)
+    write_select(metrics, "random", 0.5, 1, 0.0, selection_seed=1, spelled="0.50")  # not the run identity's name
     (metrics / "select-random-0.5.json").write_text(json.dumps({"method": "random", "ratio": 0.5,
                                                                 "on_task_recall": 0.0}))  # stale, unseeded name
     info = read_selection(metrics, "random", 0.5, seeds={0, 1})
@@ -319,10 +322,14 @@ def test_selection_is_read_per_seed(tmp_path):
     write_select(metrics, "igds", 0.5, 1, 0.8)
     igds = read_selection(metrics, "igds", 0.5, seeds={0, 1})
     assert igds.on_task_recall == pytest.approx(0.8) and igds.selection_seeds == ()  # deterministic
-    assert math.isnan(read_selection(metrics, "loss", 0.5, seeds={0}).on_task_recall)
+    with pytest.raises(DataError, match=r"select-loss-0\.5-s0\.json not found; run `dvc repro subset@mixed-loss-0\.5-s0`"):
+        read_selection(metrics, "loss", 0.5, seeds={0})
     write_select(metrics, "loss", 0.5, 0, 0.3, selection_seed="zero")
     with pytest.raises(DataError, match=r"select-loss-0\.5-s0\.json: selection_seed = 'zero'"):
         read_selection(metrics, "loss", 0.5, seeds={0})
+    (metrics / "select-zip-0.5-s0.json").write_text((metrics / "select-igds-0.5-s0.json").read_text())
+    with pytest.raises(DataError, match=r"select-zip-0\.5-s0\.json: not zip at 0\.5, seed 0"):
+        read_selection(metrics, "zip", 0.5, seeds={0})
 
 
 def test_full_reads_its_own_selection_not_another_runs_file(tmp_path):
