@@ -107,7 +107,8 @@ def write_jsonl(path: Path, rows, final_newline: bool = True, bom: bool = False)
 
 
 def write_params(tmp_path: Path, pool: Path, **data) -> Path:
-    splits = {name: {"kind": "jsonl", "path": str(write_jsonl(tmp_path / f"{name}.jsonl", rows))}
+    splits = {name: {"kind": "jsonl", "path": str(write_jsonl(tmp_path / f"{name}.jsonl", rows)),
+                     **({"task": "pool"} if name != "general" else {})}  # prior and eval: the target task
               for name, rows in (("prior", PRIOR), ("eval", EVAL), ("general", GENERAL))}
     splits["pool"] = {"kind": "jsonl", "path": str(pool)}
     params = {"seed": 0, "data": {"target_task": "pool", "strict": False, "max_chars": MAX_CHARS,
@@ -226,7 +227,8 @@ def mixed_cfg(tmp_path: Path) -> DataConfig:
              (("prior", PRIOR), ("eval", EVAL), ("general", GENERAL), ("on", ON_TASK), ("off", DISTRACTORS))}
     return from_dict(DataConfig, {
         "target_task": "on",
-        "splits": {**{n: {"kind": "jsonl", "path": str(files[n])} for n in SPLIT_FILES},
+        "splits": {**{n: {"kind": "jsonl", "path": str(files[n]), **({"task": "on"} if n != "general" else {})}
+                      for n in SPLIT_FILES},
                    "pool": {"kind": "jsonl", "path": str(files["on"]), "n": 8, "task": "on"}},
         "mix": {"on_task_share": 0.5, "distractors": {"kind": "jsonl", "path": str(files["off"]), "task": "off"}},
     }, "data")

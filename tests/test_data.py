@@ -212,9 +212,9 @@ def test_splits_are_disjoint_and_eval_keeps_shared_examples(tmp_path):
     files = {n: write_lines(tmp_path / f"{n}.jsonl", rows) for n, rows in
              [("eval", eval_rows), ("prior", prior_rows), ("pool", pool_rows)]}
     cfg = data_cfg(splits={
-        "prior": {"kind": "jsonl", "path": str(files["prior"])},
+        "prior": {"kind": "jsonl", "path": str(files["prior"]), "task": "gsm_symbolic"},
         "pool": {"kind": "jsonl", "path": str(files["pool"]), "task": "gsm_symbolic"},
-        "eval": {"kind": "jsonl", "path": str(files["eval"])},
+        "eval": {"kind": "jsonl", "path": str(files["eval"]), "task": "gsm_symbolic"},
         "general": rg(["syllogism"], 5, 4),
     })
     prepared = build_splits(cfg, seed=0)
@@ -497,3 +497,30 @@ def test_reasoning_gym_options_set_the_difficulty_and_are_named_in_the_source():
     for bad in ({"size": 5}, {"seed": 3}):
         with pytest.raises(ConfigError, match="splits.pool.options"):
             data_cfg(splits=splits(pool={**rg(["chain_sum"], 20, 2), "options": bad}))
+
+
+@pytest.mark.parametrize("split, source, message", [
+    ("val", rg(["chain_sum"], 5, 7), r"^split 'val' \(.*\) holds 5 of 5 records of other tasks than data.target_task = "
+                                     r"'gsm_symbolic': chain_sum \(5\); val is the target task's"),
+    ("eval", rg(["gsm_symbolic", "chain_sum"], 10, 3), r"^split 'eval' .* holds 5 of 10 records of other tasks"),
+    ("probe", rg(["gsm_symbolic", "chain_sum"], 6, 8), r"^split 'probe' .* holds 3 records of data.target_task = "
+                                                       r"'gsm_symbolic'; probe holds other tasks"),
+])
+def test_a_split_without_its_roles_label_stops_prepare(split, source, message):
+    """The issue's cases: a val of another task (a profile that changed the target task kept it),
+    an eval half of another task, a probe that holds the target task: before, each passed with
+    an on-task share and no word."""
+    with pytest.raises(DataError, match=message):
+        build_splits(from_dict(DataConfig, {"target_task": "gsm_symbolic", "splits": splits(**{split: source})}, "data"),
+                     seed=0)
+
+
+def test_a_file_labelled_by_its_stem_is_not_silently_off_task(tmp_path):
+    """A prior file without `task:` takes its stem as its label: refused, naming the fix."""
+    rows = [{"question": f"What is {i} + 1?", "answer": f"#### {i + 1}"} for i in range(30)]
+    path = write_lines(tmp_path / "train.jsonl", rows)
+    cfg = from_dict(DataConfig, {"target_task": "gsm_symbolic", "splits": splits(
+        prior={"kind": "jsonl", "path": str(path), "n": 5})}, "data")
+    with pytest.raises(DataError, match=r"split 'prior' .* train \(5\); .*a file's records take its `task:`, else the "
+                                         r"file's stem"):
+        build_splits(cfg, seed=0)

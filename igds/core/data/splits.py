@@ -91,6 +91,8 @@ def build_splits(cfg: DataConfig, seed: int) -> Prepared:
         _check_not_empty(cfg, name, data[name])
     for pool in cfg.pools:
         _check_target_label(cfg, data[pool_file(pool)])
+    for name in names:
+        _check_role_label(cfg, name, data[name])
     rejects = [r for name in names for r in data[name].rejects]
     return Prepared({name: data[name].records for name in names}, rejects, _report(cfg, names, data))
 
@@ -169,6 +171,31 @@ def _check_target_label(cfg: DataConfig, pool: SplitData) -> None:
     raise DataError(f"no record of the pool ({_describe(cfg, 'pool')}) carries the target task label "
                     f"data.target_task = {cfg.target_task!r} (its labels: {labels}); set data.target_task to "
                     f"the on-task label, or give the pool's source `task: {cfg.target_task}`")
+
+
+ON_TARGET = ("prior", "eval", "val")  # the splits that are the target task: its features, its test, its search objective
+OFF_TARGET = ("probe",)  # held-out other tasks: the forgetting check
+
+
+def _check_role_label(cfg: DataConfig, name: str, split: SplitData) -> None:
+    """Every record of prior, eval and val carries the target task's label, and none of probe
+    does: a split of another task (a file's stem as its label, a profile that changed the target
+    task) would otherwise pass with an on-task share of 0 and no word."""
+    if name not in ON_TARGET + OFF_TARGET:
+        return
+    labels = Counter(r.task for r in split.records)
+    wrong = {t: n for t, n in labels.items() if (t != cfg.target_task) == (name in ON_TARGET)}
+    if not wrong:
+        return
+    shown = ", ".join(f"{t} ({n})" for t, n in sorted(wrong.items()))
+    if name in ON_TARGET:
+        raise DataError(f"split '{name}' ({_describe(cfg, name)}) holds {sum(wrong.values())} of {len(split.records)} "
+                        f"records of other tasks than data.target_task = {cfg.target_task!r}: {shown}; {name} is the "
+                        f"target task's: give data.splits.{name} the target task (a file's records take its `task:`, "
+                        "else the file's stem), or set data.target_task")
+    raise DataError(f"split '{name}' ({_describe(cfg, name)}) holds {sum(wrong.values())} records of data.target_task "
+                    f"= {cfg.target_task!r}; probe holds other tasks (the forgetting check): drop the target task "
+                    f"from data.splits.{name}")
 
 
 def _check_not_empty(cfg: DataConfig, name: str, split: SplitData) -> None:
