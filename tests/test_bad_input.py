@@ -65,6 +65,12 @@ POOL = [
     ({"instruction": "No output"}, ("bad", ("missing_field", "'output'"))),
     (gsm("Blank answer?", "  \n "), ("bad", ("empty_field", "'answer' is empty"))),
     ({"instruction": "", "output": "x"}, ("bad", ("empty_field", "'instruction' is empty"))),
+    # empty once control and invisible characters (escaped in JSON) are removed
+    ({"instruction": "\u200b\u200d\ufeff", "output": "x"},
+     ("bad", ("empty_field", "'instruction' is empty once control and invisible characters are removed (U+200B"))),
+    (b'{"instruction": "Control", "output": "\\u0000\\u0007 "}', ("bad", ("empty_field", "'output' is empty once"))),
+    # decomposed Unicode is stored composed (NFC)
+    ({"instruction": "Cafe\u0301 4", "output": "o"}, ("good", ("Caf\u00e9 4", "", "o"))),
     (gsm("Numeric answer?", 42), ("bad", ("wrong_type", "'answer' must be a string, found int"))),
     ({"instruction": ["a list"], "output": "x"}, ("bad", ("wrong_type", "'instruction' must be a string, found list"))),
     ({"instruction": "Null output", "output": None}, ("bad", ("wrong_type", "'output' must be a string, found NoneType"))),
@@ -82,6 +88,8 @@ POOL = [
     # ... or with one that holds no number the evaluator can read
     (gsm("Words?", "2 + 2 = 4\n#### four"), ("bad", ("no_final_number", "'#### four' holds no number"))),
     (gsm("Empty final?", "2 + 2 = 4\n####"), ("bad", ("no_final_number", "the evaluator can read"))),
+    # ... or with two: which is the reference?
+    (gsm("Two finals?", "2 + 2 = 4\n#### 4\n#### 5"), ("bad", ("ambiguous_final_answer", "2 '####' final-answer markers"))),
     # not an object, unknown shape
     (b'["a", "list"]', ("bad", ("not_object", "found list"))),
     (b'"just a string"', ("bad", ("not_object", "found str"))),

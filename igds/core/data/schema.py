@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ REJECT_KINDS = {
     "wrong_type": "the field must be a JSON string",
     "no_final_answer": "end the answer with '#### <number>'",
     "no_final_number": "put the final number after '####', e.g. '#### 42'",
+    "ambiguous_final_answer": "keep one '#### <number>' line: the evaluator reads the first",
     "over_long": "shorten it or raise data.max_chars",
     "duplicate_id": "remove the repeated example",
     "in_other_split": "nothing to fix: the split of higher priority keeps the example",
@@ -122,14 +124,26 @@ def _text(obj: dict, key: str, required: bool = True) -> str:
         return ""
     if not isinstance(value, str):
         raise Invalid("wrong_type", f"field '{key}' must be a string, found {type(value).__name__}")
-    if required and not value.strip():
-        raise Invalid("empty_field", f"field '{key}' is empty")
+    value = unicodedata.normalize("NFC", value)
+    if required and not visible(value):
+        hidden = sorted({f"U+{ord(c):04X}" for c in value if not c.isspace()})
+        raise Invalid("empty_field", f"field '{key}' is empty" + (
+            f" once control and invisible characters are removed ({', '.join(hidden[:4])})" if hidden else ""))
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as e:  # a JSON escape of half a surrogate pair, e.g. "\ud800"
         raise Invalid("not_utf8", f"field '{key}' holds {value[e.start:e.end]!r} at character {e.start}, "
                       "half a UTF-16 surrogate pair: not encodable as UTF-8") from None
     return value
+
+
+INVISIBLE = ("Cc", "Cf", "Cs", "Co", "Cn")  # control, format (zero-width, BOM, soft hyphen), surrogate, private, unassigned
+
+
+def visible(text: str) -> bool:
+    """Whether `text` shows anything: a character that is neither white space nor a control or
+    invisible one (JSON brings `\u0000` and zero-width spaces through escapes)."""
+    return any(not c.isspace() and unicodedata.category(c) not in INVISIBLE for c in text)
 
 
 def detect_format(obj: dict, fmt: str) -> str:
@@ -151,6 +165,9 @@ def _check_final_number(answer: str) -> None:
     answer it cannot read would be a reference no generation can match."""
     if "####" not in answer:
         raise Invalid("no_final_answer", "field 'answer' has no '#### <final answer>' line (GSM8K format)")
+    if answer.count("####") > 1:
+        raise Invalid("ambiguous_final_answer", f"field 'answer' has {answer.count('####')} '####' final-answer "
+                      "markers; which one is the reference is ambiguous")
     final = answer.split("####", 1)[1].split("\n", 1)[0]  # the rest of the line, as the evaluator reads it
     if normalise_number(final) is None:
         raise Invalid("no_final_number", f"field 'answer': its final-answer line '####{final}' holds no "
