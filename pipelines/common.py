@@ -14,6 +14,7 @@ from igds.core.config import ConfigError
 from igds.params import Params, load_params
 from igds.core.data import DataError
 from igds.validate import validate
+from igds.core.registry import did_you_mean
 from pipelines.runs import check_fresh
 
 USER_ERRORS = (ConfigError, DataError, FileNotFoundError)
@@ -52,8 +53,8 @@ def main(stage: str, run: Callable[[Params, argparse.Namespace], None],
 def method_arg(params: Params, method: str) -> str:
     """--method must be a method params.yaml lists under `methods:` (its params come from there)."""
     if method not in params.methods:
-        raise ConfigError(f"--method {method!r} is not under methods: in params.yaml; expected one of "
-                          f"{', '.join(params.methods)}")
+        raise ConfigError(f"--method {method!r} is not under methods: in params.yaml{did_you_mean(method, params.methods)}; "
+                          f"expected one of {', '.join(params.methods)}")
     return method
 
 

@@ -52,6 +52,8 @@ POOL = [
     (b'{"question": "cut off", "answer": ', ("bad", ("malformed_json", "malformed JSON"))),
     (b'{"instruction": "a", "output": "b"} {"instruction": "c"}', ("bad", ("malformed_json", "Extra data"))),
     (b"{'instruction': 'single quotes', 'output': 'x'}", ("bad", ("malformed_json", "malformed JSON"))),
+    (b'{"instruction": "a raw \x00 NUL", "output": "x"}', ("bad", ("malformed_json", "raw control character U+0000"))),
+    (b'\xef\xbb\xbf{"instruction": "joined", "output": "x"}', ("bad", ("malformed_json", "byte-order mark (U+FEFF) starts this line"))),
     (b"   \t", ("blank", None)),
     # not UTF-8: a Latin-1 byte, a truncated multi-byte sequence
     (b'{"instruction": "caf\xe9", "output": "latin-1"}', ("bad", ("not_utf8", "not valid UTF-8 (byte 20)"))),

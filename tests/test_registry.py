@@ -212,3 +212,16 @@ def test_a_new_method_is_one_module_and_one_params_entry(tmp_path):
         print(json.dumps([list(result.scores), list(result.extras["length"])]))
     """, cwd=work)
     assert out == [[-3.0, -1.0, -2.0], [3.0, 1.0, 2.0]]
+
+
+def test_a_method_typo_offers_the_closest_name():
+    from igds.core.config import ConfigError
+    from igds.core.registry import UnknownMethod
+    from igds.params import Params, from_dict, read_params
+
+    assert "unknown method 'kcentre' (did you mean 'kcenter'?)" in str(UnknownMethod("kcentre"))
+    assert "did you mean" not in str(UnknownMethod("zzzzzz"))
+    raw = read_params(ROOT / "params.yaml")
+    raw["select"]["methods"] = ["igds", "ifdd"]
+    with pytest.raises(ConfigError, match=r"select.methods\[1\] = 'ifdd' is not allowed; .*did you mean 'ifd'\?"):
+        from_dict(Params, raw, "")

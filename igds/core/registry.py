@@ -24,6 +24,7 @@ as methods the validation calls when they exist (keys relative to the method's s
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 import importlib.util
 import pkgutil
@@ -139,7 +140,13 @@ class UnknownMethod(KeyError):
         self.method = name
 
     def __str__(self) -> str:
-        return f"unknown method '{self.method}'; available: {', '.join(available())}"
+        return f"unknown method '{self.method}'{did_you_mean(self.method, available())}; available: {', '.join(available())}"
+
+
+def did_you_mean(name: str, names) -> str:
+    """"; did you mean 'x'?" for the closest of `names` to a typo (difflib), or ""."""
+    close = difflib.get_close_matches(name, list(names), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def selector_class(name: str) -> type:

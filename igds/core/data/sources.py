@@ -189,10 +189,17 @@ def _parse(payload: Any) -> Any:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as e:
         raise Invalid("not_utf8", f"not valid UTF-8 (byte {e.start})") from None
+    if text.startswith("\ufeff"):  # a BOM inside a file: files joined with `cat` (utf-8-sig would not help)
+        raise Invalid("malformed_json", "malformed JSON: a byte-order mark (U+FEFF) starts this line, not the file "
+                      "(files concatenated?); remove it")
     try:
         return json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as e:
-        raise Invalid("malformed_json", f"malformed JSON: {e.msg} at column {e.colno}") from None
+        what = e.msg.removesuffix(" at")
+        if what.startswith("Invalid control character") and e.pos < len(text):
+            what = (f"a raw control character U+{ord(text[e.pos]):04X} inside a string (write it escaped, "
+                    f"\\u{ord(text[e.pos]):04x}, or remove it)")
+        raise Invalid("malformed_json", f"malformed JSON: {what} at column {e.colno}") from None
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
