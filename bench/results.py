@@ -134,7 +134,7 @@ class Reproduces:
 @dataclass
 class EndToEndResult:
     sae_steps: int
-    sae_train_tokens: int  # sae.train_tokens: the cap
+    sae_train_tokens: int | None  # sae.train_tokens: met or refused (None: every token the text gives)
     n_train_tokens: int  # token activations the SAE trained on
     n_heldout_tokens: int  # cached for the SAE's metrics
     identify: IdentifySummary

@@ -40,14 +40,25 @@ def split_records(records: list[Record], seed: int, ce_examples: int) -> tuple[l
 
 
 def cache_activations(model, tokenizer, train: list[Record], heldout: list[Record], cfg, seed: int):
-    """Residual activations after sae.layer: (train [<= train_tokens, d], held-out [<= heldout_tokens, d])."""
+    """Residual activations after sae.layer: (train [train_tokens, d], held-out [heldout_tokens, d]),
+    a seeded sample when the text gives more; a ConfigError when it gives fewer than asked."""
     pad = tokenizer.pad_token_id
     tok_train = tokenize_records(tokenizer, train, cfg.max_len)
     tok_heldout = tokenize_records(tokenizer, heldout, cfg.max_len)
     acts_train = collect_token_activations(model, tok_train, cfg.layer, cfg.batch_size, pad, desc="caching train")
     acts_heldout = collect_token_activations(model, tok_heldout, cfg.layer, cfg.batch_size, pad,
                                              max_tokens=cfg.heldout_tokens, desc="caching held-out")
-    if acts_train.shape[0] > cfg.train_tokens:
+    wanted = [("heldout_tokens", cfg.heldout_tokens, acts_heldout.shape[0], "a tenth (at least sae.ce_examples)",
+               len(heldout))]
+    if not cfg.pretrained:  # a pretrained SAE trains on nothing here
+        wanted.insert(0, ("train_tokens", cfg.train_tokens, acts_train.shape[0], "9/10", len(train)))
+    for key, asked, got, part, n_records in wanted:  # a requested size is met or refused, never cut silently
+        if asked is not None and got < asked:
+            raise ConfigError(f"params.yaml: sae.{key} = {asked} token activations asked for, but the SAE's text "
+                              f"({part} of data/general.jsonl and every pool: {n_records} records at sae.max_len = "
+                              f"{cfg.max_len}) gives {got}; set sae.{key} to at most {got}, or give it more text "
+                              "(data.splits.general.n)")
+    if cfg.train_tokens is not None and acts_train.shape[0] > cfg.train_tokens:
         g = torch.Generator().manual_seed(seed)
         acts_train = acts_train[torch.randperm(acts_train.shape[0], generator=g)[:cfg.train_tokens]]
     return acts_train, acts_heldout

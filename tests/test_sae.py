@@ -320,3 +320,29 @@ def test_a_pretrained_sae_for_another_layer_is_refused_before_any_work(monkeypat
     records = [make_record(f"q{i}", "", "a", "t", "s") for i in range(40)]
     with pytest.raises(ConfigError, match=r"sae.layer = 1 but the SAE r/i reads blocks.3.hook_resid_post \(the output of layer 3\)"):
         stage.make_sae(params, SimpleNamespace(model=tiny_model, tokenizer=None), records, None)
+
+
+def test_a_requested_token_count_is_met_or_refused(tiny_model):
+    """sae.train_tokens / heldout_tokens are requests: a seeded sample of exactly that many when
+    the text gives more, the stage stopped naming both numbers when it gives fewer (before: a cap,
+    met silently short), every token when null."""
+    from igds.core.config import ConfigError, SaeConfig
+    from pipelines.sae import cache_activations
+    from tests.conftest import build_char_tokenizer, task
+
+    tokenizer = build_char_tokenizer()
+    train, heldout = [task(i) for i in range(8)], [task(i) for i in range(8, 10)]
+    every = cache_activations(tiny_model, tokenizer, train, heldout, SaeConfig(layer=1, train_tokens=None,
+                                                                               heldout_tokens=None), seed=0)
+    n_train, n_heldout = every[0].shape[0], every[1].shape[0]
+    met = cache_activations(tiny_model, tokenizer, train, heldout,
+                            SaeConfig(layer=1, train_tokens=n_train - 5, heldout_tokens=n_heldout), seed=0)
+    assert (met[0].shape[0], met[1].shape[0]) == (n_train - 5, n_heldout)
+    with pytest.raises(ConfigError, match=rf"sae.train_tokens = {n_train + 1} token activations asked for, but the "
+                                          rf"SAE's text \(9/10 .*: 8 records at sae.max_len = 256\) gives {n_train}; "
+                                          rf"set sae.train_tokens to at most {n_train}"):
+        cache_activations(tiny_model, tokenizer, train, heldout, SaeConfig(layer=1, train_tokens=n_train + 1,
+                                                                           heldout_tokens=None), seed=0)
+    with pytest.raises(ConfigError, match=rf"sae.heldout_tokens = {n_heldout + 1} .* gives {n_heldout};"):
+        cache_activations(tiny_model, tokenizer, train, heldout, SaeConfig(layer=1, train_tokens=None,
+                                                                           heldout_tokens=n_heldout + 1), seed=0)

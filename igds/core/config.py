@@ -304,8 +304,10 @@ class SaeConfig:
     # trained locally: a TopK SAE on cached, mean-centred, norm-scaled activations
     width: int = 8  # d_sae = width x d_model
     k: int = 32  # active features per token (L0)
-    train_tokens: int = 100_000  # activations cached for training
-    heldout_tokens: int = 10_000  # activations kept out for the metrics
+    # activations cached for training / kept out for the metrics: a number is met (a seeded sample of
+    # the text's) or the sae stage stops; null: every token the text gives (no request to meet)
+    train_tokens: int | None = 100_000
+    heldout_tokens: int | None = 10_000
     steps: int = 500
     batch_tokens: int = 1024
     lr: float = 8e-4
@@ -318,9 +320,11 @@ class SaeConfig:
         check(self.layer >= 0, "layer", self.layer, "a layer index >= 0")
         check((self.release is None) == (self.sae_id is None), "sae_id", self.sae_id,
               "set together with release (both or neither)")
-        for key in ("width", "k", "train_tokens", "heldout_tokens", "steps", "batch_tokens", "max_len", "batch_size",
-                    "ce_examples", "checkpoint_every"):
+        for key in ("width", "k", "steps", "batch_tokens", "max_len", "batch_size", "ce_examples", "checkpoint_every"):
             check(getattr(self, key) > 0, key, getattr(self, key), "a positive integer")
+        for key in ("train_tokens", "heldout_tokens"):
+            check(getattr(self, key) is None or getattr(self, key) > 0, key, getattr(self, key),
+                  "a positive integer, or null (every token the text gives)")
         check(self.lr > 0, "lr", self.lr, "a positive number")
 
     @property
