@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import ROOT, project_copy
 
@@ -81,3 +82,20 @@ def test_killed_stages_leave_nothing_accepted_and_resume_from_their_checkpoint(t
     assert not chunks.exists()
     dvc(work, "repro", "--single-item", "--force", "score-shard@mixed-loss-0")
     assert out.read_bytes() == resumed
+
+
+def test_a_full_disk_leaves_nothing_accepted_and_a_rerun_completes(tmp_path):
+    """Fault injection: every open for writing of a report.json fails with ENOSPC (tests/reads'
+    audit hook) while prepare writes its folder; the stage fails naming the cause, leaves no
+    data/ (nor its temporary) and no dvc.lock entry, and the rerun on a disk with room completes."""
+    from tests.reads import HERE
+
+    work = project_copy(tmp_path / "clone", ROOT / "configs" / "ci.yaml")
+    full = {**ENV, "IGDS_ENOSPC": "report.json", "PYTHONPATH": str(HERE)}
+    proc = subprocess.run(["dvc", "repro", "prepare"], cwd=work, capture_output=True, text=True, env=full)
+    assert proc.returncode != 0 and "No space left on device" in proc.stdout + proc.stderr, proc.stderr[-2000:]
+    assert not (work / "data").exists() and not list(work.glob(".data.tmp-*"))
+    lock = work / "dvc.lock"
+    assert not lock.exists() or "prepare" not in (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    dvc(work, "repro", "prepare")
+    assert json.loads((work / "data" / "report.json").read_text())["read"] > 0
