@@ -1,10 +1,16 @@
-"""python -m pipelines.lock: drop dvc.lock's entries of stages that dvc.yaml no longer has.
+"""python -m pipelines.lock: drop dvc.lock's entries of stages that dvc.yaml no longer has, and
+set aside a lock that DVC was interrupted while writing.
 
 Not a stage: upkeep of the lock file. DVC keeps a stage's lock entry after the stage leaves
 dvc.yaml (a renamed stage, a method or seed taken out of a matrix; treeverse/dvc#5293, not
 fixed), and it re-reads and rewrites the whole lock after every stage it runs, so stale entries
 cost every later stage time (the 2026-12-04 lock: 56 stale of 207). The stages that remain
 are kept as they are; `--check` only reports (exit 1 if any entry is stale).
+
+DVC rewrites dvc.lock in place, so a kill (or a full disk) while it writes leaves a lock it
+cannot parse, and every later `dvc` command stops on it. Such a lock is moved to
+dvc.lock.broken-<time> (nothing is deleted) and the stages are then restored from DVC's run
+cache by `dvc repro` without running again (their outputs are in the cache).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -43,7 +50,21 @@ def main(argv: list[str] | None = None) -> None:
     if not path.is_file():
         print(f"lock: error: {path} not found (nothing has run yet)", file=sys.stderr)
         sys.exit(2)
-    lock = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        lock = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if not isinstance(lock, dict) or not isinstance(lock.get("stages", {}), dict):
+            raise yaml.YAMLError("not a mapping of stages")
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        first = str(e).strip().splitlines()[0]
+        if args.check:
+            print(f"{path}: cannot be read ({first}): DVC was interrupted while writing it; run "
+                  "`python -m pipelines.lock` to set it aside, then `dvc repro` (the run cache restores what ran)")
+            sys.exit(1)
+        aside = path.with_name(f"dvc.lock.broken-{time.strftime('%Y%m%d-%H%M%S')}")
+        path.rename(aside)
+        print(f"{path}: cannot be read ({first}); moved to {aside.name}. `dvc repro` now restores every stage that "
+              "ran from the run cache (no stage runs again whose inputs did not change)")
+        return
     pruned, dropped = prune(lock, dvc_stages(args.root))
     print(f"{path}: {len(dropped)} of {len(lock.get('stages') or {})} entries name no stage of dvc.yaml"
           + "".join(f"\n  {name}" for name in dropped))

@@ -32,3 +32,28 @@ def test_stale_lock_entries_are_reported_then_dropped_and_live_ones_kept(tmp_pat
     assert run(work, "--check").returncode == 0
     status = subprocess.run(["dvc", "status", "--json"], cwd=work, capture_output=True, text=True)
     assert status.returncode == 0, status.stderr  # DVC reads the rewritten lock
+
+
+def test_a_lock_dvc_was_interrupted_writing_is_set_aside_and_the_run_cache_restores_it(tmp_path):
+    """DVC rewrites dvc.lock in place: a kill while it writes leaves half a lock, and DVC then
+    refuses every command. `python -m pipelines.lock` moves it aside; `dvc repro` restores the
+    stage from the run cache, without running it again."""
+    import os
+
+    work = project_copy(tmp_path / "work", ROOT / "configs" / "ci.yaml")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    subprocess.run(["dvc", "repro", "prepare"], cwd=work, check=True, capture_output=True, env=env)
+    whole = (work / "dvc.lock").read_text()
+    before = (work / "data" / "report.json").read_bytes()
+    cut = whole.index("size:", len(whole) // 2) + 2  # the write cut off half-way, inside a key
+    (work / "dvc.lock").write_text(whole[:cut])
+    broken = subprocess.run(["dvc", "status"], cwd=work, capture_output=True, text=True, env=env)
+    assert broken.returncode != 0  # DVC stops on it
+    check = run(work, "--check")
+    assert check.returncode == 1 and "cannot be read" in check.stdout
+    assert run(work).returncode == 0 and not (work / "dvc.lock").exists()
+    assert [p.read_text() for p in work.glob("dvc.lock.broken-*")] == [whole[:cut]]  # kept, not deleted
+    out = subprocess.run(["dvc", "repro", "prepare"], cwd=work, check=True, capture_output=True, text=True, env=env)
+    assert "Running stage 'prepare'" not in out.stdout and "Stage 'prepare' is cached" in out.stdout, out.stdout
+    assert (work / "data" / "report.json").read_bytes() == before
+    assert "prepare" in yaml.safe_load((work / "dvc.lock").read_text())["stages"]
