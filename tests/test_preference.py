@@ -355,3 +355,22 @@ def test_the_accuracy_bench_compares_the_filter_with_random_dropping_on_the_same
     rows = versus({"filter": runs(20), "random": runs(10)}, "filter", "random", np.random.default_rng(0), 200, 200, 0.95)
     assert [r["comparison"] for r in rows] == ["reward accuracy: filter - random", "ranking accuracy: filter - random"]
     assert all(r["value"] == 0.25 and r["lo"] > 0 and r["p"] < 0.05 for r in rows)
+
+
+def test_a_pair_file_reads_past_held_prompts_to_its_n_or_is_refused(tmp_path):
+    """heldout n = 2 from a file whose first pair repeats a train prompt: before, that pair was
+    dropped after reading 2 and the split was silently 1 pair; now reading goes on to 2, and a
+    file that cannot supply them is refused."""
+    train = write(tmp_path / "train.jsonl", [{"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "Seven."}])
+    pairs = [{"prompt": "Name a colour.", "chosen": "Red.", "rejected": "Nine."},
+             {"prompt": "Count to 3.", "chosen": "1 2 3", "rejected": "1 3"}]
+    heldout = write(tmp_path / "heldout.jsonl", pairs)
+    raw = {"train": {"kind": "jsonl", "path": str(train)}, "heldout": {"kind": "jsonl", "path": str(heldout), "n": 2}}
+    cfg = from_dict(AuditConfig, {"sets": {"files": raw}}, "audit").sets["files"]
+    with pytest.raises(DataError, match=r"^audit.data.heldout \(jsonl:.*\): 2 pairs asked for, but the file supplies 1 "
+                                        r"\(2 read, rejects: \{'in_other_split': 1\}\)"):
+        build_pairs(cfg)
+    write(heldout, [*pairs, {"prompt": "Spell cat.", "chosen": "c-a-t", "rejected": "k-a-t"}])
+    prepared = build_pairs(cfg)
+    assert [p.prompt for p in prepared.heldout.records] == ["Count to 3.", "Spell cat."]
+    assert [r.kind for r in prepared.heldout.rejects] == ["in_other_split"]

@@ -412,27 +412,19 @@ class Prepared:
     truth: dict = field(default_factory=dict)
 
 
-def _read_file(split: str, cfg: SourceConfig, max_chars: int, strict: bool) -> SplitData:
+def _read_file(split: str, cfg: SourceConfig, max_chars: int, strict: bool, held: Mapping[str, str]) -> SplitData:
+    """A file split's pairs: reading goes on past pairs whose prompt another split keeps
+    (in_other_split) until cfg.n are accepted; fewer is refused, never silently short."""
     def make(obj: Any, task: str, source: str) -> Pair:
         return normalise_pair(obj, fmt=cfg.format, task=task, source=source, max_chars=max_chars)
 
-    return read_source(split, cfg, max_chars=max_chars, strict=strict, make=make)
-
-
-def _drop_held(data: SplitData, held: Mapping[str, str]) -> None:
-    """Pairs of a file split whose prompt another split keeps are rejected (in_other_split)."""
-    kept = []
-    for pair in data.records:
-        key = prompt_key(pair.prompt)
-        if key in held:
-            location, line = data.origin.pop(pair.id)
-            data.rejects.append(Reject(data.name, location, line, "in_other_split",
-                                       f"prompt {key} is also in split '{held[key]}', which keeps it",
-                                       pair.prompt[:300]))
-        else:
-            kept.append(pair)
-    data.records = kept
-    data.check()
+    data = read_source(split, cfg, max_chars=max_chars, strict=strict, make=make, held=held,
+                       held_key=lambda pair: prompt_key(pair.prompt))
+    if cfg.n is not None and len(data.records) < cfg.n:
+        raise DataError(f"audit.data.{split} ({cfg.describe()}): {cfg.n} pairs asked for, but the file supplies "
+                        f"{len(data.records)} ({data.n_read} read, rejects: {_count_kinds(data.rejects)}); ask for "
+                        "fewer (n) or give it a file with more pairs")
+    return data
 
 
 def _check_strict(data: SplitData, strict: bool) -> None:
@@ -456,8 +448,7 @@ def build_pairs(cfg: AuditDataConfig) -> Prepared:
             else:
                 data, _ = poisoned_pairs(name, source, None, None, held, cfg.wrong_answers)
         else:
-            data = _read_file(name, source, cfg.max_chars, cfg.strict)
-            _drop_held(data, held)
+            data = _read_file(name, source, cfg.max_chars, cfg.strict, held)
         _check_strict(data, cfg.strict)
         if not data.records:
             raise DataError(f"audit.data.{name} ({source.describe()}): no pair accepted of {data.n_read} read "

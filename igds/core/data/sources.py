@@ -228,6 +228,7 @@ def read_source(
     held: Mapping[str, str] | None = None,
     seen: Mapping[str, str] | None = None,
     make: Callable[[Any, str, str], Any] | None = None,
+    held_key: Callable[[Any], str] | None = None,
 ) -> SplitData:
     """Read, validate and de-duplicate one source into a split's records.
 
@@ -238,8 +239,10 @@ def read_source(
     from another source (the mixed pool's on-task part) to where they are. Strict mode
     raises DataError at the first bad record (one another split holds is not bad); lenient
     mode rejects it with its reason and goes on. `make(obj, task, source)` turns a parsed
-    object into a record with an `id` or raises Invalid (default: an SFT Record, `normalise`).
+    object into a record with an `id` or raises Invalid (default: an SFT Record, `normalise`);
+    `held_key(record)` is what `held` is keyed by (default: its id; a preference pair: its prompt).
     """
+    key_of = held_key or (lambda record: record.id)
     wanted = cfg.n if n is None else n
     held = held or {}
     first_at = dict(seen or {})  # id -> where this split first has it
@@ -260,8 +263,10 @@ def read_source(
                     )
                 else:
                     record = make(_parse(item.payload), item.task, source_name)
-                if record.id in held:
-                    reason = f"id {record.id} is also in split '{held[record.id]}', which keeps it"
+                if key_of(record) in held:
+                    key = key_of(record)
+                    reason = (f"id {record.id} is also in split '{held[key]}', which keeps it" if held_key is None else
+                              f"prompt {key} is also in split '{held[key]}', which keeps it")
                     out.rejects.append(_reject(split, item, "in_other_split", reason))
                     log.debug("skipped %s:%d: %s", item.location, item.line, reason)
                     continue
