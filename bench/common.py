@@ -124,7 +124,7 @@ def project_copy(work: Path, params: Path, env: dict[str, str] | None = None,
                  files: dict[str, str] | None = None) -> Path:
     """The project's code and stage graph in a fresh git + DVC repo at `work`, with `params` (a
     whole params file, or a profile of overrides: configs/<name>.yaml) as its params.yaml and
-    that file's run list as its runs.yaml, computed by the copy's own code after `files`
+    that file's run list as its graph.yaml, computed by the copy's own code after `files`
     ({relative path: text}, e.g. a new selector's module) are written (git and dvc run with `env`,
     default: this process's environment)."""
     work.mkdir(parents=True)
@@ -141,10 +141,10 @@ def project_copy(work: Path, params: Path, env: dict[str, str] | None = None,
     for name, text in (files or {}).items():
         (work / name).parent.mkdir(parents=True, exist_ok=True)
         (work / name).write_text(text, encoding="utf-8")
-    runs = subprocess.run([sys.executable, "-m", "pipelines.runs"], cwd=work, capture_output=True, text=True,
+    runs = subprocess.run([sys.executable, "-m", "pipelines.graph"], cwd=work, capture_output=True, text=True,
                           env={**(env or os.environ), "PYTHONPATH": str(work)})  # its stage graph, from its params
     if runs.returncode != 0:
-        raise RuntimeError(f"python -m pipelines.runs in {work}: {runs.stderr.strip()}")
+        raise RuntimeError(f"python -m pipelines.graph in {work}: {runs.stderr.strip()}")
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
         subprocess.run(cmd, cwd=work, check=True, capture_output=True, env=env)
     if (ROOT / ".dvc" / "plots").is_dir():  # the plot templates dvc.yaml names

@@ -58,7 +58,7 @@ from igds.method.resonance import chosen_features
 from igds.core.sae import encode_columns, load_sae, save_sae
 from igds.core.scoring import score_pool
 from igds.core.selection_metrics import auroc
-from pipelines.runs import write_runs
+from pipelines.graph import write_graph
 from igds.core.tokens import iter_batches, tokenize_records
 from pipelines.method.identify import features_document, identify_metrics, sae_digest
 from pipelines.io import read_pools, read_split
@@ -478,7 +478,7 @@ def dvc(work: Path, params: Path, noop_repeats: int = 3) -> DvcResult:
     if yaml.safe_load(text)["select"]["ratios"] != [*old, new]:
         raise RuntimeError(f"could not set select.ratios in {copy / 'params.yaml'} (expects `ratios: [...]`)")
     (copy / "params.yaml").write_text(text)
-    write_runs(copy / "params.yaml")  # the added ratio's runs
+    write_graph(copy / "params.yaml")  # the added ratio's runs
     status, status_changed_s = _dvc(copy, "status", "--json")
     stale = sorted(s.split(":")[-1] for s in json.loads(status or "{}"))
     edited = load_params(copy / "params.yaml")

@@ -101,7 +101,7 @@ def command_modules(cmd: str, root: Path = ROOT) -> list[str]:
     selector by name (RUNS_METHOD), every selector's module (the name is a param)."""
     argv = shlex.split(cmd)
     modules = [argv[argv.index("-m") + 1]] if "-m" in argv else []
-    if modules and modules[0] in RUNS_METHOD:  # subset's --method comes from runs.yaml (${item.args})
+    if modules and modules[0] in RUNS_METHOD:  # subset's --method comes from graph.yaml (${item.args})
         modules += selector_modules(root)
     return modules
 

@@ -15,7 +15,7 @@ from igds.params import Params, load_params
 from igds.core.data import DataError
 from igds.validate import validate
 from igds.core.registry import did_you_mean
-from pipelines.runs import check_fresh
+from pipelines.graph import check_fresh
 
 USER_ERRORS = (ConfigError, DataError, FileNotFoundError)
 
@@ -41,7 +41,7 @@ def main(stage: str, run: Callable[[Params, argparse.Namespace], None],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         params = load_params(args.params)
-        check_fresh(params, args.params)  # the stage graph (runs.yaml) is the one params.yaml gives
+        check_fresh(params, args.params)  # the stage graph (graph.yaml) is the one params.yaml gives
         artifacts = reads(params, args) if reads is not None else {}
         validate(params, check_model=uses_model, sae_dir=artifacts.get("sae"), features_dir=artifacts.get("features"))
         run(params, args)

@@ -1,4 +1,4 @@
-"""evaluate@<pool>-<stem> stage (runs.yaml lists them) and evaluate-base:
+"""evaluate@<pool>-<stem> stage (graph.yaml lists them) and evaluate-base:
 results/eval/<pool>/<stem>/ (results/eval/base/ for the untouched model) with metrics.json (aggregate and per-example
 scores, feature activation, training facts), samples.jsonl (lm-eval's raw per-sample outputs)
 and tasks/ (the generated lm-eval task YAMLs and data, so a run can be re-checked by hand).
@@ -21,7 +21,7 @@ from igds.core.models.loading import load_model
 from igds.method.resonance import chosen_features, feature_activation
 from pipelines.common import main
 from pipelines.finetune import run_arg
-from pipelines.runs import amplification_method
+from pipelines.graph import amplification_method
 from pipelines.io import peak_rss_bytes, read_split
 
 log = logging.getLogger("evaluate")
@@ -29,7 +29,7 @@ log = logging.getLogger("evaluate")
 
 def amplification_settings(params: Params) -> tuple[str, object] | None:
     """(method, its params) whose features the feature activation measures
-    (pipelines.runs.amplification_method), or None when no method reads features."""
+    (pipelines.graph.amplification_method), or None when no method reads features."""
     method = amplification_method(params)
     return None if method is None else (method, params.methods[method])
 

@@ -1,4 +1,4 @@
-"""finetune@<pool>-<stem> stage (runs.yaml lists them: every selection, recipe, finalist and
+"""finetune@<pool>-<stem> stage (graph.yaml lists them: every selection, recipe, finalist and
 full): SFT of the trained model on the run's subset of a pool, written to checkpoints/<pool>/<stem>/ (LoRA adapter or
 full model, plus train.json). A resume checkpoint lives beside it in
 checkpoints/<pool>/.resume/<run>/ (DVC removes a
@@ -23,7 +23,7 @@ from igds.core.finetune import finetune, fingerprint, save_trained
 from igds.core.models.loading import load_model
 from igds.core.runs import RunId
 from pipelines.common import distributed, main
-from pipelines.runs import trained
+from pipelines.graph import trained
 from pipelines.io import peak_rss_bytes, pool_arg, read_pool
 
 log = logging.getLogger("finetune")
@@ -51,7 +51,7 @@ def training_records(run_id: RunId, data: Path, subsets: Path):
 
 def run_arg(params: Params, args: argparse.Namespace) -> RunId:
     """The run a finetune or evaluate stage names on its command line (--pool, --method, --ratio,
-    --seed): one that params.yaml asks for (pipelines.runs.trained)."""
+    --seed): one that params.yaml asks for (pipelines.graph.trained)."""
     run_id = RunId(pool_arg(params, args.pool), args.method, args.ratio, args.seed)
     asked = trained(params)
     if run_id not in asked:

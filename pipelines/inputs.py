@@ -5,7 +5,7 @@ can never restore outputs built from other contents.
 
     python -m pipelines.inputs <path> --out manifests/inputs/<reader>/<key>.json
 
-runs.yaml lists them (pipelines.runs: computed from params.yaml, never by hand); each input@
+graph.yaml lists them (pipelines.graph: computed from params.yaml, never by hand); each input@
 stage depends on its file, and its reader on the folder manifests/inputs/<reader>/. A hub
 dataset is not a file: its id and pinned `revision` are params the reader already depends on.
 """

@@ -3,9 +3,9 @@ params.yaml, without editing the tracked params.yaml.
 
     python -m pipelines.profile configs/ci.yaml                # the profile's whole params (YAML)
     python -m pipelines.profile configs/ci.yaml --set-params   # its overrides as dvc exp run -S flags (its
-                                                               # params, and its run list: runs.yaml)
+                                                               # params, and its stage graph: graph.yaml)
     python -m pipelines.profile configs/ci.yaml --exp [ARGS]   # dvc exp run --temp -n ci -S ... [ARGS]
-    python -m pipelines.profile configs/ci.yaml --write F      # its whole params into F, its runs.yaml beside it
+    python -m pipelines.profile configs/ci.yaml --write F      # its whole params into F, its graph.yaml beside it
 
 `--exp` runs the profile as a DVC experiment in a temporary workspace (DVC's convention for a
 variant of the tracked params): the workspace and params.yaml stay as they are; the outputs go
@@ -27,7 +27,7 @@ import yaml
 from igds.core.artifacts import atomic_file
 from igds.core.config import ConfigError, from_dict
 from igds.params import Params, diff, dump_params, read_params
-from pipelines.runs import RUNS_FILE, document, render
+from pipelines.graph import GRAPH_FILE, document, render
 
 
 def hydra_value(value: Any) -> str:
@@ -77,13 +77,13 @@ def _get(params: dict, dotted: str) -> Any:
 
 
 def set_runs(base: dict, whole: dict) -> list[str]:
-    """The `dvc exp run -S runs.yaml:...` overrides that turn the workspace's run list `base`
-    into the profile's `whole` (pipelines.runs.document): each section that differs replaced whole
+    """The `dvc exp run -S graph.yaml:...` overrides that turn the workspace's generated graph `base`
+    into the profile's `whole` (pipelines.graph.document): each section that differs replaced whole
     (its keys, such as mixed-igds-0.5-s0, are no Hydra key paths)."""
     flags = []
     for key, value in whole.items():
         if base.get(key) != value:
-            flags += ([f"{RUNS_FILE}:~{key}"] if key in base else []) + [f"{RUNS_FILE}:++{key}={hydra_value(value)}"]
+            flags += ([f"{GRAPH_FILE}:~{key}"] if key in base else []) + [f"{GRAPH_FILE}:++{key}={hydra_value(value)}"]
     return flags
 
 
@@ -107,14 +107,14 @@ def main(argv: list[str] | None = None) -> None:
                                   "or write it into another workspace")
             with atomic_file(args.write) as f:
                 f.write(dump_params(whole))
-            with atomic_file(args.write.parent / RUNS_FILE) as f:  # the stage graph of those params
+            with atomic_file(args.write.parent / GRAPH_FILE) as f:  # the stage graph of those params
                 f.write(render(profile))
             return
         if not (args.set_params or args.exp is not None):
             sys.stdout.write(dump_params(whole))
             return
         flags = set_params(read_params(args.params), whole)
-        runs_path = args.params.parent / RUNS_FILE
+        runs_path = args.params.parent / GRAPH_FILE
         if runs_path.is_file():  # the project's stage graph iterates over it: the profile's own runs
             flags += set_runs(yaml.safe_load(runs_path.read_text(encoding="utf-8")), document(profile))
     except ConfigError as e:

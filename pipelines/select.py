@@ -7,7 +7,7 @@ A selector whose randomness is `per_seed` (random, k-center) redraws it for each
 seed from its cached scores (`draw`), so the seeds vary selection as well as training; a
 deterministic one gives every seed the same subset, and one whose randomness is `fixed`
 (LESS's warm-up) too (the metrics say which: `selection_seed`, `selection_randomness`). The
-ratio comes from select.ratios (runs.yaml); the run (igds.core.runs.RunId: pool,
+ratio comes from select.ratios (graph.yaml); the run (igds.core.runs.RunId: pool,
 method, ratio as dvc.yaml writes it, seed) names the files."""
 
 from __future__ import annotations

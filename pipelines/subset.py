@@ -1,4 +1,4 @@
-"""subset@<pool>-<stem> stage: every subset finetune trains on, one stage kind (runs.yaml lists
+"""subset@<pool>-<stem> stage: every subset finetune trains on, one stage kind (graph.yaml lists
 them; igds.core.runs.RunId names the files): subsets/<pool>/<stem>.jsonl (the kept ids, in pool
 order for full) and results/metrics/<pool>/select-<stem>.json (its on-task recall, damaged share
 and how it was drawn).

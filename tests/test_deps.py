@@ -17,7 +17,7 @@ import yaml
 
 from igds.params import dump_params, load_params, read_params
 from pipelines.code import closure, command_modules, is_code_manifest, kind_files, kinds, manifest
-from pipelines.runs import render
+from pipelines.graph import render
 from tests.conftest import ROOT
 
 SOURCES = ("igds", "pipelines", "baselines")
@@ -138,7 +138,7 @@ def test_the_ci_profiles_search_and_audit_stages_are_covered(tmp_path):
     """The default profile runs no recipe search and no audit: resolve configs/ci's stages too."""
     shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
     (tmp_path / "params.yaml").write_text(dump_params(read_params(ROOT / "configs" / "ci.yaml")))
-    (tmp_path / "runs.yaml").write_text(render(load_params(tmp_path / "params.yaml")))
+    (tmp_path / "graph.yaml").write_text(render(load_params(tmp_path / "params.yaml")))
     subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
     stages = resolved_stages(tmp_path)
     text = (ROOT / "dvc.yaml").read_text(encoding="utf-8")

@@ -15,7 +15,7 @@ import yaml
 from igds.core.config import ConfigError
 from igds.params import dump_params, load_params, read_params
 from pipelines.inputs import contents
-from pipelines.runs import document
+from pipelines.graph import document
 from tests.conftest import GSM8K_SAMPLE, ROOT, project_copy
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "DVC_NO_ANALYTICS": "1"}

@@ -15,7 +15,7 @@ import pytest
 from igds.core.config import ConfigError
 from igds.core.runs import FULL, RunId, parse_ratio, ratio_text
 from igds.params import dump_params, load_params, read_params
-from pipelines.runs import render, stale, trained
+from pipelines.graph import render, stale, trained
 from tests.conftest import ROOT
 from tests.test_deps import resolved_stages
 
@@ -80,7 +80,7 @@ def _run_of(cmd: str) -> RunId | None:
 def _ci_project(tmp_path: Path) -> Path:
     shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
     (tmp_path / "params.yaml").write_text(dump_params(read_params(ROOT / "configs" / "ci.yaml")))
-    (tmp_path / "runs.yaml").write_text(render(load_params(tmp_path / "params.yaml")))
+    (tmp_path / "graph.yaml").write_text(render(load_params(tmp_path / "params.yaml")))
     subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
     return tmp_path
 
@@ -119,46 +119,46 @@ def test_one_stage_kind_each_writes_the_paths_the_run_identity_derives(tmp_path)
 
 
 def test_the_committed_run_list_is_the_one_params_gives():
-    """runs.yaml is generated (python -m pipelines.runs): the committed file is its text for
+    """graph.yaml is generated (python -m pipelines.graph): the committed file is its text for
     params.yaml, byte for byte."""
-    assert (ROOT / "runs.yaml").read_text(encoding="utf-8") == render(load_params(ROOT / "params.yaml")), \
-        "runs.yaml is stale: run `python -m pipelines.runs` and commit it"
+    assert (ROOT / "graph.yaml").read_text(encoding="utf-8") == render(load_params(ROOT / "params.yaml")), \
+        "graph.yaml is stale: run `python -m pipelines.graph` and commit it"
 
 
 def test_a_stale_run_list_stops_every_stage(tmp_path):
-    """A params edit that changes the runs (a ratio added) without regenerating runs.yaml: --check
+    """A params edit that changes the runs (a ratio added) without regenerating graph.yaml: --check
     says which runs are missing, and a stage refuses to run (before it reads anything)."""
     project = _ci_project(tmp_path)
     whole = read_params(project / "params.yaml")
     whole["select"]["ratios"] = [0.5, 0.25]
     (project / "params.yaml").write_text(dump_params(whole))
-    check = subprocess.run([sys.executable, "-m", "pipelines.runs", "--check"], cwd=project, capture_output=True,
+    check = subprocess.run([sys.executable, "-m", "pipelines.graph", "--check"], cwd=project, capture_output=True,
                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert check.returncode == 1 and "subsets missing (mixed-igds-0.25-s0" in check.stderr, check.stderr
     stage = subprocess.run([sys.executable, "-m", "pipelines.prepare", "--out", "data"], cwd=project,
                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert stage.returncode == 2 and "runs.yaml is not the run list params.yaml gives" in stage.stderr, stage.stderr
+    assert stage.returncode == 2 and "graph.yaml is not the stage graph params.yaml gives" in stage.stderr, stage.stderr
     assert not (project / "data").exists()
-    subprocess.run([sys.executable, "-m", "pipelines.runs"], cwd=project, check=True, capture_output=True,
+    subprocess.run([sys.executable, "-m", "pipelines.graph"], cwd=project, check=True, capture_output=True,
                    env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert "subset@mixed-igds-0.25-s0" in resolved_stages(project)
 
 
 def test_a_profile_passes_its_own_run_list(tmp_path):
     """pipelines.profile's -S overrides, applied as dvc exp run applies them to the default's
-    params.yaml and runs.yaml, give configs/ci's params and a run list fresh for them."""
+    params.yaml and graph.yaml, give configs/ci's params and a graph.yaml fresh for them."""
     from dvc.utils.cli_parse import to_path_overrides
     from dvc.utils.hydra import apply_overrides
 
-    for name in ("params.yaml", "runs.yaml"):
+    for name in ("params.yaml", "graph.yaml"):
         shutil.copy(ROOT / name, tmp_path / name)
     flags = subprocess.run([sys.executable, "-m", "pipelines.profile", str(ROOT / "configs" / "ci.yaml"),
                             "--params", str(tmp_path / "params.yaml"), "--set-params"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.split("\n")
-    assert any(f.startswith("runs.yaml:") for f in flags)
+    assert any(f.startswith("graph.yaml:") for f in flags)
     for path, overrides in to_path_overrides([f for f in flags if f]).items():
         apply_overrides(str(tmp_path / path), overrides)
     ci = load_params(ROOT / "configs" / "ci.yaml")
     assert load_params(tmp_path / "params.yaml") == ci
-    assert stale(ci, tmp_path / "runs.yaml") is None
-    assert stale(load_params(ROOT / "params.yaml"), tmp_path / "runs.yaml") is not None
+    assert stale(ci, tmp_path / "graph.yaml") is None
+    assert stale(load_params(ROOT / "params.yaml"), tmp_path / "graph.yaml") is not None

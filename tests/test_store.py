@@ -33,7 +33,7 @@ import pytest
 import yaml
 
 from igds.params import dump_params, read_params
-from pipelines.runs import write_runs
+from pipelines.graph import write_graph
 from tests.conftest import ROOT, project_copy
 
 pytestmark = pytest.mark.slow
@@ -169,9 +169,9 @@ def test_dvc_lock_records_the_same_hash_for_every_cached_output(runs):
 # --- seeds ----------------------------------------------------------------------------
 
 def edited_status(work: Path, key: str, value) -> dict:
-    """dvc status --json with params.yaml's `key` (dotted) set to `value` and runs.yaml regenerated
+    """dvc status --json with params.yaml's `key` (dotted) set to `value` and graph.yaml regenerated
     for it (both restored afterwards)."""
-    params, runs = work / "params.yaml", work / "runs.yaml"
+    params, runs = work / "params.yaml", work / "graph.yaml"
     text, runs_text = params.read_text(), runs.read_text()
     raw = yaml.safe_load(text)
     *parents, last = key.split(".")
@@ -182,7 +182,7 @@ def edited_status(work: Path, key: str, value) -> dict:
     node[last] = value
     try:
         params.write_text(dump_params(raw))
-        write_runs(params)
+        write_graph(params)
         return status(work)
     finally:
         params.write_text(text)

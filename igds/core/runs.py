@@ -1,6 +1,6 @@
 """One run identity: (pool, subset name, ratio as written, seed) names every subset, checkpoint
 and evaluation of the benchmark and the subset@, finetune@ and evaluate@ stages that make them
-(pipelines.runs lists them for dvc.yaml), so the stages and the report agree on one name without
+(pipelines.graph lists them for dvc.yaml), so the stages and the report agree on one name without
 each building its own.
 
 A subset's name is a selector's (igds, random, a variant), a recipe's, a search finalist's
@@ -79,10 +79,10 @@ class RunId:
 
     @property
     def key(self) -> str:
-        """<pool>-<stem>: the run's key in runs.yaml, and so its stages' names after the @."""
+        """<pool>-<stem>: the run's key in graph.yaml, and so its stages' names after the @."""
         return f"{self.pool}-{self.stem}"
 
     def stage(self, kind: str) -> str:
         """The stage of `kind` (subset, finetune, evaluate) that makes this run's artifact:
-        <kind>@<pool>-<stem> (dvc.yaml's foreach over runs.yaml)."""
+        <kind>@<pool>-<stem> (dvc.yaml's foreach over graph.yaml)."""
         return f"{kind}@{self.key}"

@@ -15,8 +15,8 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 # read by every stage, by design: the params (dvc.yaml names the keys), the generated stage
-# graph (pipelines.runs checks it is fresh) and dvc.yaml (the code@ stages compute the kinds from it)
-ALWAYS = {"params.yaml", "runs.yaml", "dvc.yaml"}
+# graph (pipelines.graph checks it is fresh) and dvc.yaml (the code@ stages compute the kinds from it)
+ALWAYS = {"params.yaml", "graph.yaml", "dvc.yaml"}
 
 
 def env(logs: Path) -> dict[str, str]:

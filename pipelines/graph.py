@@ -1,11 +1,11 @@
-"""python -m pipelines.runs: runs.yaml, the part of the stage graph that params.yaml decides:
+"""python -m pipelines.graph: graph.yaml, the part of the stage graph that params.yaml decides:
 every run it asks for, which dvc.yaml's one subset, one finetune and one evaluate stage kind
 iterate over (`foreach: ${subsets}`, `foreach: ${runs}`), and every file it names as a data
 source, which input@<key> stages hash for the stage that reads it (`${inputs}`, `${reads}`,
 `${pair_sets}`: pipelines.inputs).
 
-    python -m pipelines.runs            # write runs.yaml for params.yaml
-    python -m pipelines.runs --check    # exit 1, naming the difference, when runs.yaml is stale
+    python -m pipelines.graph            # write graph.yaml for params.yaml
+    python -m pipelines.graph --check    # exit 1, naming the difference, when graph.yaml is stale
 
 Why a generated file: a run is a selection (select.methods x select.ratios), a recipe
 (recipes x select.ratios), a search finalist (search.solvers x search.seeds, on search.pools at
@@ -33,10 +33,11 @@ from igds.core.registry import needing
 from igds.core.runs import FULL, RunId, ratio_text
 from igds.params import Params, load_params
 
-RUNS_FILE = "runs.yaml"
+GRAPH_FILE = "graph.yaml"
 INPUTS = "manifests/inputs"  # input@<key> writes <reader>/<key>.json under it (pipelines.inputs)
-HEADER = ("# Generated from params.yaml by `python -m pipelines.runs`; do not edit. Every subset, fine-tune and\n"
-          "# evaluation dvc.yaml's subset@, finetune@ and evaluate@ stages make (igds.core.runs.RunId names them).\n")
+HEADER = ("# Generated from params.yaml by `python -m pipelines.graph`; do not edit. What dvc.yaml iterates over:\n"
+          "# every subset, fine-tune and evaluation (subset@, finetune@, evaluate@; igds.core.runs.RunId names\n"
+          "# them) and every file params names as a data source (input@).\n")
 
 
 def pools(params: Params) -> tuple[str, ...]:
@@ -146,7 +147,7 @@ def reads(params: Params, reader: str, code: str) -> str:
 
 
 def document(params: Params) -> dict:
-    """runs.yaml's content for `params`."""
+    """graph.yaml's content for `params`."""
     runs = {run.key: {"pool": run.pool, "stem": run.stem,
                         "args": f"--pool {run.pool} --method {run.name}"
                                 + ("" if run.ratio is None else f" --ratio {run.ratio}") + f" --seed {run.seed}"}
@@ -161,16 +162,16 @@ def render(params: Params) -> str:
     return HEADER + yaml.safe_dump(document(params), sort_keys=False, default_flow_style=None, width=1000)
 
 
-def write_runs(params_path: str | Path) -> Path:
-    """runs.yaml beside `params_path`, for that file's params (atomically); its path."""
-    out = Path(params_path).parent / RUNS_FILE
+def write_graph(params_path: str | Path) -> Path:
+    """graph.yaml beside `params_path`, for that file's params (atomically); its path."""
+    out = Path(params_path).parent / GRAPH_FILE
     with atomic_file(out) as f:
         f.write(render(load_params(params_path)))
     return out
 
 
 def stale(params: Params, path: Path) -> str | None:
-    """Why `path` (runs.yaml) does not hold the runs `params` gives, or None when it does (its
+    """Why `path` (graph.yaml) does not hold the runs `params` gives, or None when it does (its
     content is compared, not its text: `dvc exp run -S` rewrites the file in its own style)."""
     want = document(params)
     try:
@@ -195,14 +196,14 @@ def stale(params: Params, path: Path) -> str | None:
             if have.get(key) != want[key]:
                 parts.append(f"{key} {have.get(key)!r}, params give {want[key]!r}")
         why = "; ".join(parts) or "other keys"
-    return (f"{path} is not the run list params.yaml gives: {why}. Run `python -m pipelines.runs`, then `dvc repro` "
+    return (f"{path} is not the stage graph params.yaml gives: {why}. Run `python -m pipelines.graph`, then `dvc repro` "
             "(a profile: `python -m pipelines.profile <profile> --exp` passes its own)")
 
 
 def check_fresh(params: Params, params_path: str | Path) -> None:
-    """A ConfigError when the runs.yaml beside `params_path` is stale (no check when there is
+    """A ConfigError when the graph.yaml beside `params_path` is stale (no check when there is
     none: a stage run outside a DVC project)."""
-    path = Path(params_path).parent / RUNS_FILE
+    path = Path(params_path).parent / GRAPH_FILE
     if path.is_file():
         why = stale(params, path)
         if why is not None:
@@ -210,29 +211,29 @@ def check_fresh(params: Params, params_path: str | Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.runs", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m pipelines.graph", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
-    parser.add_argument("--out", type=Path, default=None, help="the run list (default: runs.yaml beside --params)")
+    parser.add_argument("--out", type=Path, default=None, help="the generated graph (default: graph.yaml beside --params)")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when the file is stale")
     args = parser.parse_args(argv)
-    out = args.out if args.out is not None else args.params.parent / RUNS_FILE
+    out = args.out if args.out is not None else args.params.parent / GRAPH_FILE
     try:
         params = load_params(args.params)
         if args.check:
             why = stale(params, out)
             if why is not None:
-                print(f"runs: {why}", file=sys.stderr)
+                print(f"graph: {why}", file=sys.stderr)
                 sys.exit(1)
             return
         text = render(params)
     except ConfigError as e:
-        print(f"runs: error: {e}", file=sys.stderr)
+        print(f"graph: error: {e}", file=sys.stderr)
         sys.exit(2)
     with atomic_file(out) as f:
         f.write(text)
-    print(f"runs: wrote {out}: {len(document(params)['subsets'])} subsets, {len(trained(params))} trained runs",
+    print(f"graph: wrote {out}: {len(document(params)['subsets'])} subsets, {len(trained(params))} trained runs",
           file=sys.stderr)
 
 
