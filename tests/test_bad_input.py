@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import os
 import subprocess
 import sys
@@ -304,3 +305,20 @@ def test_a_mixed_pool_the_priors_file_cannot_fill_stops_the_stage(tmp_path):
     assert error.startswith("the mixed pool's on-task part (data.splits.pool.n x data.mix.on_task_share = 480 x 0.5): "
                             "240 records asked for, but jsonl:"), error
     assert "supplies 100 (300 read, 200 rejected: in_other_split 200)" in error, error
+
+
+ALONE = [(content, kind, phrase) for content, (what, detail) in POOL if what == "bad"
+         for kind, phrase in [detail] if kind not in ("duplicate_id", "in_other_split")]  # those need another record
+
+
+@pytest.mark.parametrize("content, kind, phrase", ALONE, ids=[f"{i}-{k}" for i, (_, k, _) in enumerate(ALONE)])
+def test_strict_mode_stops_at_every_kind_of_bad_record(tmp_path, content, kind, phrase):
+    """Each category the lenient sweep quarantines stops a strict read at its line, naming the
+    reason and the fix (the sweep covers strict: false)."""
+    from igds.core.config import SourceConfig
+    from igds.core.data import DataError
+
+    path = write_jsonl(tmp_path / "one.jsonl", [PRIOR[0], content])
+    with pytest.raises(DataError, match=re.escape(f"{path}:2: ")) as caught:
+        read_source("pool", SourceConfig(kind="jsonl", path=str(path)), max_chars=MAX_CHARS, strict=True)
+    assert phrase in str(caught.value) and REJECT_KINDS[kind] in str(caught.value)
