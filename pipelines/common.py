@@ -25,12 +25,13 @@ Reads = Callable[[Params, argparse.Namespace], dict[str, Path]]
 
 def main(stage: str, run: Callable[[Params, argparse.Namespace], None],
          add_args: Callable[[argparse.ArgumentParser], None] | None = None, *,
-         uses_model: bool = True, reads: Reads | None = None) -> None:
+         uses_model: bool = True, reads: Reads | None = None, autocast: bool = False) -> None:
     """Parse args, load and check params, run the stage; a user error exits 2 with one line.
 
     `uses_model`: check params against the model's config first (from its config file: no
     weights are loaded). `reads(params, args)` names the artifacts the stage reads:
-    {"sae": dir, "features": dir}, checked against params when they exist."""
+    {"sae": dir, "features": dir}, checked against params when they exist. `autocast`: the
+    stage fine-tunes, scores or evaluates, so it runs under model.autocast (mixed precision)."""
     parser = argparse.ArgumentParser(prog=f"python -m pipelines.{stage}")
     parser.add_argument("--params", default="params.yaml", help="params file, or a profile of overrides (configs/<name>.yaml) (default: params.yaml)")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -44,7 +45,13 @@ def main(stage: str, run: Callable[[Params, argparse.Namespace], None],
         check_fresh(params, args.params)  # the stage graph (graph.yaml) is the one params.yaml gives
         artifacts = reads(params, args) if reads is not None else {}
         validate(params, check_model=uses_model, sae_dir=artifacts.get("sae"), features_dir=artifacts.get("features"))
-        run(params, args)
+        if autocast and params.model.autocast is not None:
+            from igds.core.models.loading import mixed_precision  # noqa: PLC0415 (torch: only stages that use it)
+
+            with mixed_precision(params.model.device, params.model.autocast):
+                run(params, args)
+        else:
+            run(params, args)
     except USER_ERRORS as e:
         print(f"{stage}: error: {e}", file=sys.stderr)
         sys.exit(2)

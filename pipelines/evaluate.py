@@ -112,4 +112,4 @@ def _args(parser: argparse.ArgumentParser) -> None:
 
 
 if __name__ == "__main__":
-    main("evaluate", run, _args, reads=lambda params, args: {"sae": args.sae, "features": args.features})
+    main("evaluate", run, _args, reads=lambda params, args: {"sae": args.sae, "features": args.features}, autocast=True)

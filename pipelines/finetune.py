@@ -71,7 +71,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
     loaded = load_model(model_name, params.model.device, params.model.dtype)
     out = run_id.checkpoint(args.out)
     state_dir = out.parent / ".resume" / name
-    key = fingerprint(cfg, [r.id for r in records], args.seed, loaded.source)
+    key = fingerprint(cfg, [r.id for r in records], args.seed, f"{loaded.source} autocast={params.model.autocast}")
     dist = distributed(cpu=params.model.device == "cpu")
     accelerator = None
     if dist is not None:
@@ -110,4 +110,4 @@ def _args(parser: argparse.ArgumentParser) -> None:
 
 
 if __name__ == "__main__":
-    main("finetune", run, _args)
+    main("finetune", run, _args, autocast=True)

@@ -217,4 +217,4 @@ def _reads(params: Params, args: argparse.Namespace) -> dict[str, Path]:
 
 
 if __name__ == "__main__":
-    main("score", run, _args, reads=_reads)
+    main("score", run, _args, reads=_reads, autocast=True)

@@ -25,7 +25,7 @@ def test_the_shipped_profiles_are_valid():
 @pytest.mark.parametrize("text, message", [
     ("model: {device: tpu}", r"model.device = 'tpu' is not allowed; expected one of \('cpu', 'cuda', 'mps'\)"),
     ("model: {dtype: int8}", r"model.dtype = 'int8' is not allowed"),
-    ("model: {nmae: x}", r"unknown key model.nmae; allowed keys: device, dtype, name"),
+    ("model: {nmae: x}", r"unknown key model.nmae \(did you mean model.name\?\); allowed keys: autocast, device, dtype, name"),
     ("seed: one", r"seed = 'one' is not allowed; expected an integer"),
     ("finetune: {lr: 0.1}", r"finetune.lr belongs under finetune.train \(write finetune.train.lr\)"),
     ("finetune: {train: {lrr: 0.1}}", r"unknown key finetune.train.lrr; allowed keys: batch_size, kind, lora_alpha"),

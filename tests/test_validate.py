@@ -173,5 +173,5 @@ def test_a_stage_stops_with_one_line_and_exit_2_before_any_work(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert lines == ["subset: error: params.yaml: select.methods[1] = 'lesss' is not allowed; expected one of "
                      "ifd, igds, kcenter, less, loss, random, zip (it is not under methods: (a variant is "
-                     "declared there: `igds_k3: {method: igds, k: 3}`))"], proc.stderr
+                     "declared there: `igds_k3: {method: igds, k: 3}`); did you mean 'less'?)"], proc.stderr
     assert not (tmp_path / "subsets").exists()

@@ -8,6 +8,7 @@ Nothing below the entry point looks a key up in a dict.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 import types
 import typing
@@ -130,7 +131,10 @@ def from_dict(cls: type, data: Any, where: str) -> Any:
     for key in data:
         if key not in names:
             what = "key" if where else "section"
-            raise ConfigError(f"params.yaml: unknown {what} {_join(where, key)}; allowed {what}s: {', '.join(sorted(names))}")
+            close = difflib.get_close_matches(str(key), sorted(names), n=1, cutoff=0.6)
+            hint = f" (did you mean {_join(where, close[0])}?)" if close else ""
+            raise ConfigError(f"params.yaml: unknown {what} {_join(where, key)}{hint}; allowed {what}s: "
+                              f"{', '.join(sorted(names))}")
     kwargs = {k: _convert(hints[k], v, _join(where, k)) for k, v in data.items()}
     try:
         return cls(**kwargs)
@@ -285,12 +289,19 @@ DEVICES = ("cpu", "cuda", "mps")
 class ModelConfig:
     name: str = "smollm2-135m-instruct"  # bundled name, hub id or local directory
     device: str = "cpu"
-    dtype: str = "float32"
+    dtype: str = "float32"  # the weights' dtype
+    # mixed precision of the forward passes of fine-tuning (proxy and LESS warm-up included),
+    # scoring and evaluation (torch.autocast; weights, optimizer and SAE stay in `dtype`):
+    # null (off) | bfloat16 (CPUs with AVX512-BF16 or AMX, CUDA) | float16 (CUDA)
+    autocast: str | None = None
 
     def __post_init__(self) -> None:
         check(self.device.split(":")[0] in DEVICES, "device", self.device, f"one of {DEVICES} (cuda:N allowed)")
         check(self.dtype in ("float32", "bfloat16", "float16"), "dtype", self.dtype,
               "one of float32, bfloat16, float16")
+        check(self.autocast in (None, "bfloat16", "float16"), "autocast", self.autocast, "null, bfloat16 or float16")
+        check(self.autocast != "float16" or self.device.startswith("cuda"), "autocast", self.autocast,
+              "bfloat16 or null on a CPU (float16 autocast is for CUDA)")
 
 
 @dataclass(frozen=True)

@@ -188,4 +188,4 @@ def _args(parser: argparse.ArgumentParser) -> None:
 
 
 if __name__ == "__main__":
-    main("check", run, _args)
+    main("check", run, _args, autocast=True)

@@ -248,4 +248,4 @@ def _args(parser: argparse.ArgumentParser) -> None:
 
 
 if __name__ == "__main__":
-    main("search", run, _args)
+    main("search", run, _args, autocast=True)

@@ -9,6 +9,8 @@ loads the state dict and saves a safetensors copy in the cache; later loads take
 
 from __future__ import annotations
 
+import contextlib
+
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +60,14 @@ def resolve(name: str, cache_dir: Path | None = None) -> str:
     if Path(name).is_dir():
         return name
     return name  # a hub id: needs the internet (or a populated HF cache)
+
+
+def mixed_precision(device: str, autocast: str | None):
+    """torch.autocast over `device`'s forward passes in `autocast` (model.autocast), or a
+    context that changes nothing when it is null."""
+    if autocast is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.split(":")[0], dtype=DTYPES[autocast])
 
 
 def load_model(
