@@ -164,3 +164,29 @@ def test_gradient_checkpointing_trains_the_same_adapter():
     assert runs[1][1].loss == pytest.approx(runs[0][1].loss, abs=1e-6)
     for (k, v), (_, w) in zip(runs[1][0].state_dict().items(), runs[0][0].state_dict().items()):
         torch.testing.assert_close(v, w, msg=k)
+
+
+def test_bf16_autocast_trains_in_bf16_close_to_fp32_and_float16_is_refused_on_cpu():
+    """model.autocast: the fine-tuning step under mixed_precision('cpu', 'bfloat16') runs its
+    matrix products in bf16 (its losses differ from fp32's in the last bits, but stay close);
+    null changes nothing; float16 autocast is refused on a CPU by name."""
+    from igds.core.config import ModelConfig
+    from igds.core.models.loading import mixed_precision
+
+    a = torch.randn(4, 4)
+    with mixed_precision("cpu", "bfloat16"):
+        assert (a @ a).dtype == torch.bfloat16
+    with mixed_precision("cpu", None):
+        assert (a @ a).dtype == torch.float32
+    tok = build_char_tokenizer()
+    losses = {}
+    for mode in (None, "bfloat16", None):
+        with mixed_precision("cpu", mode):
+            losses.setdefault(mode, []).append(
+                ft.finetune(build_tiny_model(seed=0), tok, records(6), CFG, seed=0, progress=False)[1].loss)
+    assert losses[None][0] == losses[None][1] and losses["bfloat16"][0] != losses[None][0]
+    np.testing.assert_allclose(losses["bfloat16"][0], losses[None][0], rtol=0.05)
+    with pytest.raises(ConfigError, match=r"model.autocast = 'float16' is not allowed; expected bfloat16 or null on a CPU"):
+        from igds.core.config import from_dict
+
+        from_dict(ModelConfig, {"autocast": "float16"}, "model")
