@@ -16,22 +16,25 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pipelines.runs import write_runs
+from pipelines.graph import write_graph
+from tests import reads
 from tests.conftest import ROOT, project_copy
 
 pytestmark = pytest.mark.slow
 
 
-def dvc(work, *args):
+def dvc(work, *args, env=None):
     proc = subprocess.run(["dvc", *args], cwd=work, capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+                          env={**(env or os.environ), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 
 
 def test_igds_stages_end_to_end(tmp_path):
     work = project_copy(tmp_path / "clone", ROOT / "configs" / "ci.yaml")
-    dvc(work, "repro")
+    dvc(work, "repro", env=reads.env(tmp_path / "reads"))
+    # every stage read only what its dvc.yaml entry declares (a PEP 578 audit hook logged each open)
+    assert reads.undeclared(work, tmp_path / "reads") == {}
 
     # the preference-data audit (configs/ci: one poisoned set of 24 pairs): pairs, audit, arms, DPO, re-audit
     audit = json.loads((work / "results/metrics/audit-poisoned.json").read_text())
@@ -221,7 +224,7 @@ def test_igds_stages_end_to_end(tmp_path):
     params = (work / "params.yaml").read_text().replace("ratios: [0.5]", "ratios: [0.5, 0.25]")
     assert "ratios: [0.5, 0.25]" in params  # a ratio added: only its runs (and the report) are stale
     (work / "params.yaml").write_text(params)
-    write_runs(work / "params.yaml")  # the new ratio's runs
+    write_graph(work / "params.yaml")  # the new ratio's runs
     stale = set(json.loads(dvc(work, "status", "--json")))
     expected = ({f"subset@{name}-{m}-0.25-s0" for name in pools for m in methods}
                 | {f"{stage}@{name}-{m}-0.25-s0" for name in pools for m in finetuned for stage in ("finetune", "evaluate")}

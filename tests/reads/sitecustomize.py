@@ -29,8 +29,10 @@ if _DIR:
         except TypeError:
             return
         full = os.path.abspath(path)
-        if not full.startswith(_cwd + os.sep):
-            return
+        if not full.startswith(_cwd + os.sep) or not os.path.exists(full):
+            return  # outside the workspace, or a name relative to a directory fd (shutil.rmtree's)
+        if kind == "read" and os.path.isdir(full):
+            kind = "list"  # a folder opened (to fsync it after a rename, or to walk it): no file's contents
         rel = os.path.relpath(full, _cwd)
         if rel.split(os.sep)[0] in _SKIP:
             return
