@@ -180,12 +180,17 @@ def test_bf16_autocast_trains_in_bf16_close_to_fp32_and_float16_is_refused_on_cp
         assert (a @ a).dtype == torch.float32
     tok = build_char_tokenizer()
     losses = {}
+    learn = dataclasses.replace(CFG, epochs=8, lr=0.05, warmup_ratio=0.0)  # one batch, again and again
     for mode in (None, "bfloat16", None):
-        with mixed_precision("cpu", mode):
+        with mixed_precision("cpu", mode):  # around the whole run, as pipelines.common.main puts it
             losses.setdefault(mode, []).append(
-                ft.finetune(build_tiny_model(seed=0), tok, records(6), CFG, seed=0, progress=False)[1].loss)
-    assert losses[None][0] == losses[None][1] and losses["bfloat16"][0] != losses[None][0]
-    np.testing.assert_allclose(losses["bfloat16"][0], losses[None][0], rtol=0.05)
+                ft.finetune(build_tiny_model(seed=0), tok, records(2), learn, seed=0, progress=False)[1].loss)
+    fp32, bf16 = losses[None][0], losses["bfloat16"][0]
+    assert losses[None][1] == fp32 and bf16 != fp32
+    # the updates reach the next forward (autocast caches its bf16 copies of the weights for as long
+    # as the context lasts: without clearing that cache after each step, bf16 trained nothing)
+    assert min(bf16[1:]) < bf16[0] - 0.05 and min(fp32[1:]) < fp32[0] - 0.05
+    np.testing.assert_allclose(bf16, fp32, rtol=0.05)
     with pytest.raises(ConfigError, match=r"model.autocast = 'float16' is not allowed; expected bfloat16 or null on a CPU"):
         from igds.core.config import from_dict
 

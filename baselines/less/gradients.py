@@ -155,6 +155,7 @@ def warm_up(model, params: list[torch.Tensor], tok: Tokenized, index: Sequence[i
                 losses.append(loss.item())
             lrs.append(optimizer.param_groups[0]["lr"])
             optimizer.step()
+            torch.clear_autocast_cache()  # under model.autocast: the next forward casts the updated weights afresh
             schedule.step()
         state = [optimizer.state[q] for q in params]
         checkpoints.append(Checkpoint(

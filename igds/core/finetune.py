@@ -184,6 +184,7 @@ def finetune(model, tokenizer, records: list[Record], cfg: FinetuneConfig, seed:
                 loss = accelerator.reduce(loss.detach(), "sum")
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
+            torch.clear_autocast_cache()  # under model.autocast: the next forward casts the updated weights afresh
             schedule.step()
             result.loss.append(round(loss.item(), 6))
             bar.set_postfix(loss=f"{loss.item():.3f}")
