@@ -1,4 +1,4 @@
-"""evaluate@<pool>-<stem> stage (graph.yaml lists them) and evaluate-base:
+"""evaluate@<pool>-<stem> and evaluate@base stages (graph.yaml lists them):
 results/eval/<pool>/<stem>/ (results/eval/base/ for the untouched model) with metrics.json (aggregate and per-example
 scores, feature activation, training facts), samples.jsonl (lm-eval's raw per-sample outputs)
 and tasks/ (the generated lm-eval task YAMLs and data, so a run can be re-checked by hand).

@@ -1,6 +1,7 @@
 """python -m pipelines.graph: graph.yaml, the part of the stage graph that params.yaml decides:
 every run it asks for, which dvc.yaml's one subset, one finetune and one evaluate stage kind
-iterate over (`foreach: ${subsets}`, `foreach: ${runs}`), and every file it names as a data
+iterate over (`foreach: ${subsets}`, `${runs}`, `${evaluations}`: every run's and the untouched
+model's, `base`), and every file it names as a data
 source, which input@<key> stages hash for the stage that reads it (`${inputs}`, `${reads}`,
 `${pair_sets}`: pipelines.inputs).
 
@@ -152,7 +153,11 @@ def document(params: Params) -> dict:
                         "args": f"--pool {run.pool} --method {run.name}"
                                 + ("" if run.ratio is None else f" --ratio {run.ratio}") + f" --seed {run.seed}"}
             for run in trained(params)}
+    evaluations = {"base": {"args": "--run base", "checkpoint": "data/eval.jsonl", "out": "results/eval/base"}}
+    evaluations.update({run.key: {"args": runs[run.key]["args"], "checkpoint": str(run.checkpoint()),
+                                  "out": str(run.evaluation())} for run in trained(params)})
     return {"amplification": amplification_param(params), "subsets": subsets(params), "runs": runs,
+            "evaluations": evaluations,
             "inputs": {key: {"path": path, "reader": reader} for key, (path, reader) in named_files(params).items()},
             "reads": {"prepare": reads(params, "prepare", "prepare")},
             "pair_sets": {name: {"reads": reads(params, f"pairs-{name}", "pairs")} for name in params.audit.sets}}
@@ -184,7 +189,7 @@ def stale(params: Params, path: Path) -> str | None:
         return None
     if not why:
         parts = []
-        for section in ("subsets", "runs", "inputs", "pair_sets"):
+        for section in ("subsets", "runs", "evaluations", "inputs", "pair_sets"):
             mine, theirs = have.get(section) or {}, want[section]
             missing = [k for k in theirs if k not in mine]
             extra = [k for k in mine if k not in theirs]

@@ -70,7 +70,7 @@ def read_base(eval_dir: Path) -> EvalRun:
     """results/eval/base/metrics.json: the untouched model, the reference of every pool's table."""
     path = eval_dir / "base" / "metrics.json"
     if not path.is_file():
-        raise DataError(f"{path} not found; run `dvc repro evaluate-base` (the untouched model's evaluation)")
+        raise DataError(f"{path} not found; run `dvc repro evaluate@base` (the untouched model's evaluation)")
     return _parse(path)
 
 

@@ -221,7 +221,7 @@ def test_mismatched_example_ids_name_the_file(tmp_path):
 
 def test_missing_or_malformed_eval_files_are_named(tmp_path):
     (tmp_path / "eval").mkdir()
-    with pytest.raises(DataError, match=r"eval/base/metrics\.json not found; run `dvc repro evaluate-base`"):
+    with pytest.raises(DataError, match=r"eval/base/metrics\.json not found; run `dvc repro evaluate@base`"):
         run_report(tmp_path)
     write_fixture(tmp_path / "x")
     with pytest.raises(DataError, match=r"no .*eval/within/<run>/metrics\.json found; run the evaluate stages "

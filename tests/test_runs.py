@@ -86,8 +86,8 @@ def _ci_project(tmp_path: Path) -> Path:
 
 
 def test_one_stage_kind_each_writes_the_paths_the_run_identity_derives(tmp_path):
-    """configs/ci's stages: one subset, one finetune and one evaluate kind (plus the untouched
-    model's evaluate-base); each such stage is named for its run and writes exactly its run's
+    """configs/ci's stages: one subset, one finetune and one evaluate kind (the untouched model's
+    evaluation is evaluate@base); each such stage is named for its run and writes exactly its run's
     paths, for every sort of run (selections, recipes, finalists, full); and the runs are those
     params asks for."""
     from dvc.repo import Repo
@@ -99,7 +99,7 @@ def test_one_stage_kind_each_writes_the_paths_the_run_identity_derives(tmp_path)
     by_kind: dict[str, set[RunId]] = {}
     for name, (cmd, _) in stages.items():
         module = shlex.split(cmd)[2]
-        if module not in ("pipelines.subset", "pipelines.finetune", "pipelines.evaluate") or name == "evaluate-base":
+        if module not in ("pipelines.subset", "pipelines.finetune", "pipelines.evaluate") or name == "evaluate@base":
             continue
         run = _run_of(cmd)
         kind = name.split("@")[0]
@@ -109,9 +109,9 @@ def test_one_stage_kind_each_writes_the_paths_the_run_identity_derives(tmp_path)
         assert [Path(p) for p in outs[name]] == expected, name
         by_kind.setdefault(kind, set()).add(run)
     assert set(by_kind) == {"subset", "finetune", "evaluate"}
-    assert {n.split("@")[0] for n in stages} >= {"subset", "finetune", "evaluate", "evaluate-base"}
+    assert "evaluate@base" in stages and outs["evaluate@base"] == ["results/eval/base"]
     assert not {n.split("@")[0] for n in stages} & {"select", "recipe", "finalist", "finetune-full", "evaluate-full",
-                                                    "finetune-finalist", "evaluate-finalist"}
+                                                    "finetune-finalist", "evaluate-finalist", "evaluate-base"}
     params = load_params(project / "params.yaml")
     assert by_kind["finetune"] == by_kind["evaluate"] == set(trained(params))
     names = {r.name for r in by_kind["subset"]}
