@@ -290,7 +290,8 @@ def end_to_end(b: Bench, out: Path, sae_steps: int | None = None,
                           "(sae.release): pass --sae/--features and leave out the e2e part")
     # every token the bench's (possibly resized) text gives: the part times the stage on that text,
     # and records how many it had (n_train_tokens); a request the text cannot meet would stop it
-    params = replace(p, sae=replace(p.sae, train_tokens=None, heldout_tokens=None, **({"steps": sae_steps} if sae_steps else {})))
+    sae = replace(p.sae, train_tokens=None, heldout_tokens=None)
+    params = replace(p, sae=replace(sae, steps=sae_steps) if sae_steps else sae)
     cfg, icfg = params.sae, replace(p.identify, **(identify_overrides or {}))
     steps: dict[str, Timing] = {}
 
