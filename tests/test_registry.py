@@ -129,11 +129,12 @@ def test_method_params_are_parsed_into_their_frozen_dataclasses():
         method_params("loss", {"keep": "middle"})
 
 
-@pytest.mark.parametrize("section", ["scorng", "identfy"])
-def test_an_unknown_section_is_a_one_line_error_naming_it(tmp_path, section):
+@pytest.mark.parametrize("section, meant", [("scorng", "scoring"), ("identfy", "identify")])
+def test_an_unknown_section_is_a_one_line_error_naming_it(tmp_path, section, meant):
     path = tmp_path / "params.yaml"
     path.write_text((ROOT / "params.yaml").read_text() + f"\n{section}: {{}}\n")
-    with pytest.raises(ConfigError, match=rf"unknown section {section}; allowed sections: .*identify") as caught:
+    with pytest.raises(ConfigError, match=rf"unknown section {section} \(did you mean {meant}\?\); allowed sections: "
+                                          r".*identify") as caught:
         load_params(path)
     assert "\n" not in str(caught.value)
 
