@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -45,12 +46,12 @@ def main(stage: str, run: Callable[[Params, argparse.Namespace], None],
         check_fresh(params, args.params)  # the stage graph (graph.yaml) is the one params.yaml gives
         artifacts = reads(params, args) if reads is not None else {}
         validate(params, check_model=uses_model, sae_dir=artifacts.get("sae"), features_dir=artifacts.get("features"))
+        precision = contextlib.nullcontext()
         if autocast and params.model.autocast is not None:
             from igds.core.models.loading import mixed_precision  # noqa: PLC0415 (torch: only stages that use it)
 
-            with mixed_precision(params.model.device, params.model.autocast):
-                run(params, args)
-        else:
+            precision = mixed_precision(params.model.device, params.model.autocast)
+        with precision:
             run(params, args)
     except USER_ERRORS as e:
         print(f"{stage}: error: {e}", file=sys.stderr)

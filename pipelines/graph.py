@@ -33,6 +33,7 @@ from igds.core.data import pool_file
 from igds.core.registry import needing
 from igds.core.runs import FULL, RunId, ratio_text
 from igds.params import Params, load_params
+from pipelines.io import pools
 
 GRAPH_FILE = "graph.yaml"
 INPUTS = "manifests/inputs"  # input@<key> writes <reader>/<key>.json under it (pipelines.inputs)
@@ -41,9 +42,10 @@ HEADER = ("# Generated from params.yaml by `python -m pipelines.graph`; do not e
           "# them) and every file params names as a data source (input@).\n")
 
 
-def pools(params: Params) -> tuple[str, ...]:
-    """The candidate pools, in params order (the mixed pool without a data section)."""
-    return params.data.pools if params.data is not None else ("mixed",)
+def trained_runs(pool: str, names, ratios, seeds) -> list[RunId]:
+    """full at every seed, then every name at every ratio and seed (igds.core.runs names them)."""
+    return ([RunId(pool, FULL, None, s) for s in seeds]
+            + [RunId(pool, name, ratio_text(r), s) for name in names for r in ratios for s in seeds])
 
 
 def trained(params: Params) -> list[RunId]:
@@ -53,9 +55,7 @@ def trained(params: Params) -> list[RunId]:
     seeds = params.finetune.seeds
     out = []
     for pool in pools(params):
-        out += [RunId(pool, FULL, None, s) for s in seeds]
-        out += [RunId(pool, name, ratio_text(r), s) for name in params.finetuned_methods
-                for r in params.select.ratios for s in seeds]
+        out += trained_runs(pool, params.finetuned_methods, params.select.ratios, seeds)
         if pool in params.search.pools:
             out += [RunId(pool, name, ratio_text(params.search.ratio), s) for name in params.finalists for s in seeds]
     return out
@@ -140,31 +140,38 @@ def named_files(params: Params) -> dict[str, tuple[str, str]]:
     return out
 
 
-def reads(params: Params, reader: str, code: str) -> str:
-    """The dependency that stands for the files `reader` reads: its folder of input manifests,
-    or (when params names no file for it) its code manifest again, a path that always exists."""
-    has = any(r == reader for _, r in named_files(params).values())
+def reads(files: dict[str, tuple[str, str]], reader: str, code: str) -> str:
+    """The dependency that stands for the files `reader` reads (`files`: named_files): its folder of
+    input manifests, or (when params names no file for it) its code manifest again, a path that
+    always exists."""
+    has = any(r == reader for _, r in files.values())
     return f"{INPUTS}/{reader}" if has else f"manifests/{code}.json"
 
 
 def document(params: Params) -> dict:
     """graph.yaml's content for `params`."""
+    asked, files = trained(params), named_files(params)
     runs = {run.key: {"pool": run.pool, "stem": run.stem,
-                        "args": f"--pool {run.pool} --method {run.name}"
-                                + ("" if run.ratio is None else f" --ratio {run.ratio}") + f" --seed {run.seed}"}
-            for run in trained(params)}
+                      "args": f"--pool {run.pool} --method {run.name}"
+                              + ("" if run.ratio is None else f" --ratio {run.ratio}") + f" --seed {run.seed}"}
+            for run in asked}
     evaluations = {"base": {"args": "--run base", "checkpoint": "data/eval.jsonl", "out": "results/eval/base"}}
     evaluations.update({run.key: {"args": runs[run.key]["args"], "checkpoint": str(run.checkpoint()),
-                                  "out": str(run.evaluation())} for run in trained(params)})
+                                  "out": str(run.evaluation())} for run in asked})
     return {"amplification": amplification_param(params), "subsets": subsets(params), "runs": runs,
             "evaluations": evaluations,
-            "inputs": {key: {"path": path, "reader": reader} for key, (path, reader) in named_files(params).items()},
-            "reads": {"prepare": reads(params, "prepare", "prepare")},
-            "pair_sets": {name: {"reads": reads(params, f"pairs-{name}", "pairs")} for name in params.audit.sets}}
+            "inputs": {key: {"path": path, "reader": reader} for key, (path, reader) in files.items()},
+            "reads": {"prepare": reads(files, "prepare", "prepare")},
+            "pair_sets": {name: {"reads": reads(files, f"pairs-{name}", "pairs")} for name in params.audit.sets}}
+
+
+def dump(doc: dict) -> str:
+    """graph.yaml's text: the header, one line per stage."""
+    return HEADER + yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=1000)
 
 
 def render(params: Params) -> str:
-    return HEADER + yaml.safe_dump(document(params), sort_keys=False, default_flow_style=None, width=1000)
+    return dump(document(params))
 
 
 def write_graph(params_path: str | Path) -> Path:
@@ -232,14 +239,13 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"graph: {why}", file=sys.stderr)
                 sys.exit(1)
             return
-        text = render(params)
+        doc = document(params)
     except ConfigError as e:
         print(f"graph: error: {e}", file=sys.stderr)
         sys.exit(2)
     with atomic_file(out) as f:
-        f.write(text)
-    print(f"graph: wrote {out}: {len(document(params)['subsets'])} subsets, {len(trained(params))} trained runs",
-          file=sys.stderr)
+        f.write(dump(doc))
+    print(f"graph: wrote {out}: {len(doc['subsets'])} subsets, {len(doc['runs'])} trained runs", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -25,11 +25,15 @@ def read_split(path: str | Path) -> list[Record]:
         return [Record(**json.loads(line)) for line in f if line.strip()]
 
 
+def pools(params: Params) -> tuple[str, ...]:
+    """The candidate pools, in params order: data.pools (the mixed pool without a data section)."""
+    return params.data.pools if params.data is not None else ("mixed",)
+
+
 def pool_arg(params: Params, pool: str) -> str:
     """--pool must be one of params.yaml's data.pools."""
-    pools = params.data.pools if params.data is not None else ("mixed",)
-    if pool not in pools:
-        raise ConfigError(f"--pool {pool!r} is not in data.pools = {list(pools)} in params.yaml")
+    if pool not in pools(params):
+        raise ConfigError(f"--pool {pool!r} is not in data.pools = {list(pools(params))} in params.yaml")
     return pool
 
 

@@ -29,6 +29,8 @@ from igds.core.report import (EvalRun, SelectionInfo, amplification_points, buil
                          report_document, train_loss_long)
 from igds.core.stats import correlation
 from pipelines.common import main
+from pipelines.graph import trained_runs
+from pipelines.io import pools
 
 log = logging.getLogger("report")
 
@@ -40,23 +42,12 @@ def _read(path: Path, fix: str):
         raise DataError(f"{path}: not valid JSON ({e}); {fix}") from None
 
 
-def pools(params: Params) -> tuple[str, ...]:
-    """The candidate pools to report, in params order: data.pools (the mixed pool without a data section)."""
-    return params.data.pools if params.data is not None else ("mixed",)
-
-
 def expected_runs(params: Params) -> list[str]:
     """The runs params.yaml asks for in each pool, named as dvc.yaml's stages write them
     (results/eval/<pool>/<run>): full-s<seed>, <method>-<ratio>-s<seed> for the fine-tuned
     methods. Evaluations left on disk by other params are not reported. The untouched model
     (read_base) is every pool's."""
     return [run.stem for run in trained_runs("-", params.finetuned_methods, params.select.ratios, params.finetune.seeds)]
-
-
-def trained_runs(pool: str, names, ratios, seeds) -> list[RunId]:
-    """full at every seed, then every name at every ratio and seed (igds.core.runs names them)."""
-    return ([RunId(pool, FULL, None, s) for s in seeds]
-            + [RunId(pool, name, ratio_text(r), s) for name in names for r in ratios for s in seeds])
 
 
 def _parse(path: Path) -> EvalRun:

@@ -33,6 +33,15 @@ def resolved_stages(root: Path) -> dict[str, tuple[str, list[str]]]:
                 for stage in repo.index.stages}
 
 
+def ci_stage_graph(root: Path) -> Path:
+    """dvc.yaml with configs/ci's whole params and their graph.yaml in a DVC project at `root`."""
+    shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
+    (root / "params.yaml").write_text(dump_params(read_params(ROOT / "configs" / "ci.yaml")))
+    (root / "graph.yaml").write_text(render(load_params(root / "params.yaml")))
+    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=root, check=True)
+    return root
+
+
 @pytest.fixture(scope="module")
 def stages():
     return resolved_stages(ROOT)
@@ -136,11 +145,7 @@ def test_the_manifest_command_writes_and_refuses_an_unknown_kind(tmp_path):
 
 def test_the_ci_profiles_search_and_audit_stages_are_covered(tmp_path):
     """The default profile runs no recipe search and no audit: resolve configs/ci's stages too."""
-    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
-    (tmp_path / "params.yaml").write_text(dump_params(read_params(ROOT / "configs" / "ci.yaml")))
-    (tmp_path / "graph.yaml").write_text(render(load_params(tmp_path / "params.yaml")))
-    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
-    stages = resolved_stages(tmp_path)
+    stages = resolved_stages(ci_stage_graph(tmp_path))
     text = (ROOT / "dvc.yaml").read_text(encoding="utf-8")
     prefixes = ("recipe-search@", "subset@mixed-search_", "finetune@mixed-search_", "proxy-check@", "prepare-pairs@", "audit@", "intervene@",
                 "oracle@", "dpo@", "reaudit-base@", "reaudit@", "report-audit@", "view-audit@")

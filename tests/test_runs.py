@@ -17,7 +17,7 @@ from igds.core.runs import FULL, RunId, parse_ratio, ratio_text
 from igds.params import dump_params, load_params, read_params
 from pipelines.graph import render, stale, trained
 from tests.conftest import ROOT
-from tests.test_deps import resolved_stages
+from tests.test_deps import ci_stage_graph, resolved_stages
 
 
 def test_a_run_names_its_files():
@@ -77,14 +77,6 @@ def _run_of(cmd: str) -> RunId | None:
     return RunId(opt["--pool"], name, opt.get("--ratio"), int(opt["--seed"]))
 
 
-def _ci_project(tmp_path: Path) -> Path:
-    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
-    (tmp_path / "params.yaml").write_text(dump_params(read_params(ROOT / "configs" / "ci.yaml")))
-    (tmp_path / "graph.yaml").write_text(render(load_params(tmp_path / "params.yaml")))
-    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
-    return tmp_path
-
-
 def test_one_stage_kind_each_writes_the_paths_the_run_identity_derives(tmp_path):
     """configs/ci's stages: one subset, one finetune and one evaluate kind (the untouched model's
     evaluation is evaluate@base); each such stage is named for its run and writes exactly its run's
@@ -92,7 +84,7 @@ def test_one_stage_kind_each_writes_the_paths_the_run_identity_derives(tmp_path)
     params asks for."""
     from dvc.repo import Repo
 
-    project = _ci_project(tmp_path)
+    project = ci_stage_graph(tmp_path)
     with Repo(str(project)) as repo:
         outs = {s.addressing.split(":")[-1]: [o.def_path for o in s.outs] for s in repo.index.stages}
     stages = resolved_stages(project)
@@ -128,7 +120,7 @@ def test_the_committed_run_list_is_the_one_params_gives():
 def test_a_stale_run_list_stops_every_stage(tmp_path):
     """A params edit that changes the runs (a ratio added) without regenerating graph.yaml: --check
     says which runs are missing, and a stage refuses to run (before it reads anything)."""
-    project = _ci_project(tmp_path)
+    project = ci_stage_graph(tmp_path)
     whole = read_params(project / "params.yaml")
     whole["select"]["ratios"] = [0.5, 0.25]
     (project / "params.yaml").write_text(dump_params(whole))
