@@ -48,6 +48,16 @@ def machine() -> str:
     return f"{os.cpu_count()} CPU cores, {platform.machine()}"
 
 
+def interleaved(run, names: Sequence, repeats: int) -> dict:
+    """{name: [the wall seconds `run(name)` returned, per repeat]}, the order of `names` reversed
+    every other repeat, so a drift of the machine's speed falls on each alike."""
+    walls: dict = {name: [] for name in names}
+    for r in range(repeats):
+        for name in (list(names) if r % 2 == 0 else list(names)[::-1]):
+            walls[name].append(run(name))
+    return walls
+
+
 def file_hash(path: Path) -> str:
     """A short content hash of a file: what a bench's resume record keys its inputs by."""
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]

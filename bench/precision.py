@@ -33,11 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.common import ROOT
-from igds.core.artifacts import atomic_file, write_json
+from bench.common import ROOT, interleaved, write_report
+from bench.prefix import loglik_requests, training_steps
 from igds.core.models.loading import load_model, mixed_precision
 from igds.core.stats import bootstrap_ci
-from igds.core.tokens import tokenize_records
 from igds.params import load_params
 from pipelines.io import read_pool, read_split
 
@@ -48,35 +47,14 @@ MODES = {"fp32": None, "bf16": "bfloat16"}
 def train_rates(loaded, params, records, repeats: int) -> dict:
     """tokens/s of the suite's fine-tuning steps on `records`' batches, fp32 and under bf16 autocast
     (the whole step, as pipelines.common.main runs the finetune stage)."""
-    import igds.core.finetune as ft  # noqa: PLC0415
-    from igds.core.head_loss import ResponseLoss  # noqa: PLC0415
-
-    cfg = params.finetune
-    tok = tokenize_records(loaded.tokenizer, records, cfg.max_len)
-    steps = ft.batch_schedule([len(x) for x in tok.input_ids], cfg.batch_size, 1, np.random.default_rng(0))
-    model, trained = ft.trainable(copy.deepcopy(loaded.model), cfg, seed=0)
-    model.train()
-    optimizer = torch.optim.AdamW(trained, lr=cfg.lr)
-    engine = ResponseLoss(model, cfg.loss_chunk)
-    batches = [ft.step_batch(tok, idx, loaded.tokenizer.pad_token_id, "cpu") for idx in steps]
-    n_tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+    steps, batches, n_tokens = training_steps(loaded, params.finetune, records)
 
     def run(mode: str) -> float:
-        t0 = time.perf_counter()
         with mixed_precision("cpu", MODES[mode]):
-            for b in batches:
-                loss = engine(b["input_ids"], b["attention_mask"], b["labels"], max(ft.response_items(b), 1), 0)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(trained, cfg.max_grad_norm)
-                optimizer.step()
-        return time.perf_counter() - t0
+            return steps(False)
 
     run("fp32"), run("bf16")  # warm-up
-    walls = {m: [] for m in MODES}
-    for r in range(repeats):
-        for mode in (list(MODES) if r % 2 == 0 else list(MODES)[::-1]):
-            walls[mode].append(run(mode))
+    walls = interleaved(run, list(MODES), repeats)
     best = {m: min(w) for m, w in walls.items()}
     return {"n_examples": len(records), "n_steps": len(batches), "n_tokens": n_tokens,
             "tokens_per_s": {m: n_tokens / w for m, w in best.items()}, "speedup": best["fp32"] / best["bf16"],
@@ -87,28 +65,21 @@ def loglik_rates(loaded, records, batch_size: int, max_len: int, repeats: int) -
     """requests/s of the evaluate stage's log-likelihood requests (prompt -> reference answer)
     through ContinuationLM, fp32 and bf16; the largest difference in a request's value."""
     import igds.core.lm  # noqa: PLC0415
-    from igds.core.tokens import chat_parts  # noqa: PLC0415
 
-    tokenizer = loaded.tokenizer
-    requests = []
-    for r in records:
-        prompt, _ = chat_parts(tokenizer, r)
-        requests.append(((prompt, r.output), tokenizer(prompt, add_special_tokens=False).input_ids,
-                         tokenizer(r.output, add_special_tokens=False).input_ids))
-    lm = igds.core.lm.ContinuationLM(pretrained=loaded.model, tokenizer=tokenizer, batch_size=batch_size,
+    requests = loglik_requests(loaded.tokenizer, records)
+    lm = igds.core.lm.ContinuationLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=batch_size,
                                      max_length=max_len)
+    values = {}
 
-    def run(mode: str):
+    def run(mode: str) -> float:
         with mixed_precision("cpu", MODES[mode]):
             t0 = time.perf_counter()
             out = lm._loglikelihood_tokens(requests, disable_tqdm=True)
-            return time.perf_counter() - t0, [v for v, _ in out]
+            wall = time.perf_counter() - t0
+        values[mode] = [v for v, _ in out]
+        return wall
 
-    walls, values = {m: [] for m in MODES}, {}
-    for r in range(repeats):
-        for mode in (list(MODES) if r % 2 == 0 else list(MODES)[::-1]):
-            wall, values[mode] = run(mode)
-            walls[mode].append(wall)
+    walls = interleaved(run, list(MODES), repeats)
     best = {m: min(w) for m, w in walls.items()}
     diff = np.abs(np.array(values["bf16"]) - np.array(values["fp32"]))
     return {"n_requests": len(requests), "requests_per_s": {m: len(requests) / w for m, w in best.items()},
@@ -246,10 +217,7 @@ def main(argv: list[str] | None = None) -> None:
         if result["agree"] else
         "bf16 does not agree with fp32 within noise here (an arm's paired CI excludes 0, or the loss selector's "
         "top halves overlap below 90%): the default stays fp32.")
-    write_json(args.out / "bench-precision.json", result)
-    with atomic_file(args.out / "bench-precision.md") as f:
-        f.write(markdown(result))
-    print(markdown(result))
+    write_report(args.out / "bench-precision.json", result, markdown)
 
 
 if __name__ == "__main__":

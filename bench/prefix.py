@@ -14,6 +14,7 @@ Writes results/bench-prefix.json and .md. Run it alone on the machine.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import datetime
 import platform
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.common import ROOT
+from bench.common import ROOT, interleaved
 from igds.core.artifacts import atomic_file, write_json
 from igds.params import load_params
 from igds.core.models.loading import load_model
@@ -34,21 +35,22 @@ from pipelines.io import read_pool, read_split
 log = logging.getLogger("bench.prefix")
 
 
-def train_rates(loaded, params, records, repeats: int) -> dict:
-    """tokens/s of fine-tuning steps on `records`' batches with share_prefix off and on."""
+def training_steps(loaded, cfg, records):
+    """The suite's fine-tuning steps on `records`' batches (one epoch, as finetune `cfg` says: the
+    response-position loss, backward, clipping, AdamW) on a copy of the model: (a function that
+    runs them once, with or without the shared prefix, and returns its wall seconds; the batches
+    with their shared prefix lengths; their tokens)."""
     import igds.core.finetune as ft  # noqa: PLC0415
     from igds.core.head_loss import ResponseLoss  # noqa: PLC0415
 
-    cfg = params.finetune
     tok = tokenize_records(loaded.tokenizer, records, cfg.max_len)
     steps = ft.batch_schedule([len(x) for x in tok.input_ids], cfg.batch_size, 1, np.random.default_rng(0))
-    model, trained = ft.trainable(loaded.model, cfg, seed=0)
+    model, trained = ft.trainable(copy.deepcopy(loaded.model), cfg, seed=0)
     model.train()
     optimizer = torch.optim.AdamW(trained, lr=cfg.lr)
     engine = ResponseLoss(model, cfg.loss_chunk)
     batches = [(ft.step_batch(tok, idx, loaded.tokenizer.pad_token_id, "cpu"), ft.shared_prefix(tok, idx))
                for idx in steps]
-    n_tokens = sum(int(b["attention_mask"].sum()) for b, _ in batches)
 
     def run(share: bool) -> float:
         t0 = time.perf_counter()
@@ -59,13 +61,30 @@ def train_rates(loaded, params, records, repeats: int) -> dict:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trained, cfg.max_grad_norm)
             optimizer.step()
+            torch.clear_autocast_cache()  # as finetune: under autocast the next step casts the updated weights
         return time.perf_counter() - t0
 
+    return run, batches, sum(int(b["attention_mask"].sum()) for b, _ in batches)
+
+
+def loglik_requests(tokenizer, records) -> list:
+    """The evaluate stage's log-likelihood requests (prompt -> reference answer, in the chat format
+    lm-eval builds), as lm-eval's `_loglikelihood_tokens` takes them."""
+    from igds.core.tokens import chat_parts  # noqa: PLC0415
+
+    requests = []
+    for r in records:
+        prompt, _ = chat_parts(tokenizer, r)
+        requests.append(((prompt, r.output), tokenizer(prompt, add_special_tokens=False).input_ids,
+                         tokenizer(r.output, add_special_tokens=False).input_ids))
+    return requests
+
+
+def train_rates(loaded, params, records, repeats: int) -> dict:
+    """tokens/s of fine-tuning steps on `records`' batches with share_prefix off and on."""
+    run, batches, n_tokens = training_steps(loaded, params.finetune, records)
     run(False)  # warm-up
-    walls = {False: [], True: []}
-    for r in range(repeats):
-        for share in ((False, True) if r % 2 == 0 else (True, False)):
-            walls[share].append(run(share))
+    walls = interleaved(run, (False, True), repeats)
     best = {k: min(v) for k, v in walls.items()}
     return {"n_examples": len(records), "n_steps": len(batches), "n_tokens": n_tokens,
             "prefix_tokens_mean": float(np.mean([p for _, p in batches])),
@@ -80,34 +99,28 @@ def loglik_rates(loaded, records, batch_size: int, max_len: int, repeats: int) -
     from lm_eval.models.huggingface import HFLM  # noqa: PLC0415
 
     import igds.core.lm  # noqa: PLC0415
-    from igds.core.tokens import chat_parts  # noqa: PLC0415
 
     tokenizer = loaded.tokenizer
-    requests = []
-    for r in records:
-        prompt, _ = chat_parts(tokenizer, r)
-        requests.append(((prompt, r.output), tokenizer(prompt, add_special_tokens=False).input_ids,
-                         tokenizer(r.output, add_special_tokens=False).input_ids))
+    requests = loglik_requests(tokenizer, records)
     kwargs = dict(pretrained=loaded.model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_len)
     adapters = {"hflm": HFLM(**kwargs), "continuation": igds.core.lm.ContinuationLM(**kwargs),
                 "continuation_shared_prefix": igds.core.lm.ContinuationLM(**kwargs)}
     real_prefix = igds.core.lm.common_prefix_len
 
-    def run(name: str):
+    values = {}
+
+    def run(name: str) -> float:
         igds.core.lm.common_prefix_len = real_prefix if name == "continuation_shared_prefix" else (lambda rows: 0)
         try:
             t0 = time.perf_counter()
             out = adapters[name]._loglikelihood_tokens(requests, disable_tqdm=True)
-            return time.perf_counter() - t0, out
+            wall = time.perf_counter() - t0
         finally:
             igds.core.lm.common_prefix_len = real_prefix
+        values[name] = [v for v, _ in out]
+        return wall
 
-    walls, values = {n: [] for n in adapters}, {}
-    for r in range(repeats):
-        for name in (list(adapters) if r % 2 == 0 else list(adapters)[::-1]):
-            wall, out = run(name)
-            walls[name].append(wall)
-            values[name] = [v for v, _ in out]
+    walls = interleaved(run, list(adapters), repeats)
     best = {n: min(w) for n, w in walls.items()}
     ref = np.array(values["hflm"])
     return {"n_requests": len(requests), "n_tokens": sum(len(c) + len(t) for _, c, t in requests),
