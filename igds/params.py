@@ -47,8 +47,9 @@ class Params:
                 elif name in registry.available():
                     why = f"add `{name}: {{}}` under methods: (its score stage comes from there)"
                 else:
+                    close = registry.closest(name, selectable)
                     why = ("it is not under methods: (a variant is declared there: `igds_k3: {method: igds, k: 3}`)"
-                           + registry.did_you_mean(name, selectable).replace(" (", "; ").rstrip(")"))
+                           + (f"; did you mean '{close}'?" if close else ""))
                 raise ConfigError(f"params.yaml: select.methods[{i}] = {name!r} is not allowed; expected one of "
                                   f"{', '.join(selectable)} ({why})")
         pools = self.data.pools if self.data is not None else ("mixed",)

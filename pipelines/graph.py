@@ -78,17 +78,14 @@ def subsets(params: Params) -> dict[str, dict]:
         for s in seeds:
             run = RunId(pool, FULL, None, s)
             out[run.key] = _subset(run, f"--method {FULL}", pool_path, pool_path, "data.target_task")
-        for name in params.select.methods:
+        selected = ([(m, f"--method {m}", f"{scores}/{m}.parquet", f"{scores}/{m}.parquet", f"methods.{m}")
+                     for m in params.select.methods]
+                    + [(r, f"--recipe {r}", scores, scores, f"recipes.{r}") for r in params.recipes])
+        for name, how, made_from, signals, param in selected:  # a selector's or a recipe's, at every ratio
             for r in params.select.ratios:
                 for s in seeds:
                     run = RunId(pool, name, ratio_text(r), s)
-                    score = f"{scores}/{name}.parquet"
-                    out[run.key] = _subset(run, f"--method {name} --ratio {run.ratio}", score, score, f"methods.{name}")
-        for name in params.recipes:
-            for r in params.select.ratios:
-                for s in seeds:
-                    run = RunId(pool, name, ratio_text(r), s)
-                    out[run.key] = _subset(run, f"--recipe {name} --ratio {run.ratio}", scores, scores, f"recipes.{name}")
+                    out[run.key] = _subset(run, f"{how} --ratio {run.ratio}", made_from, signals, param)
         if pool in params.search.pools:
             for name, (solver, search_seed) in params.finalists.items():
                 search = f"search/{pool}/{solver}-s{search_seed}"

@@ -19,15 +19,9 @@ from pathlib import Path
 
 from igds.core.artifacts import write_json
 
-CHUNK = 1 << 20
-
-
 def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def contents(path: Path) -> dict[str, str]:

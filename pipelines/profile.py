@@ -76,7 +76,7 @@ def _get(params: dict, dotted: str) -> Any:
     return node
 
 
-def set_runs(base: dict, whole: dict) -> list[str]:
+def set_graph(base: dict, whole: dict) -> list[str]:
     """The `dvc exp run -S graph.yaml:...` overrides that turn the workspace's generated graph `base`
     into the profile's `whole` (pipelines.graph.document): each section that differs replaced whole
     (its keys, such as mixed-igds-0.5-s0, are no Hydra key paths)."""
@@ -114,9 +114,9 @@ def main(argv: list[str] | None = None) -> None:
             sys.stdout.write(dump_params(whole))
             return
         flags = set_params(read_params(args.params), whole)
-        runs_path = args.params.parent / GRAPH_FILE
-        if runs_path.is_file():  # the project's stage graph iterates over it: the profile's own runs
-            flags += set_runs(yaml.safe_load(runs_path.read_text(encoding="utf-8")), document(profile))
+        graph_path = args.params.parent / GRAPH_FILE
+        if graph_path.is_file():  # the project's stage graph iterates over it: the profile's own
+            flags += set_graph(yaml.safe_load(graph_path.read_text(encoding="utf-8")), document(profile))
     except ConfigError as e:
         print(f"profile: error: {e}", file=sys.stderr)
         sys.exit(2)

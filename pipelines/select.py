@@ -48,8 +48,8 @@ def selection(params: Params, method: str, scores_dir: Path, pool_name: str, poo
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
-    keeps_all = args.method == FULL or params.methods.selector_class(method_arg(params, args.method)).keeps_all
-    if keeps_all and args.method != FULL:
+    keeps_all = args.method == FULL
+    if not keeps_all and params.methods.selector_class(method_arg(params, args.method)).keeps_all:
         raise ConfigError(f"--method {args.method!r} keeps the whole pool; its subset is `--method {FULL}` (one per "
                           "pool and seed), not one per method")
     run_id = RunId(pool_arg(params, args.pool), args.method, args.ratio, args.seed)

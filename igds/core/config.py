@@ -8,7 +8,6 @@ Nothing below the entry point looks a key up in a dict.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 import types
 import typing
@@ -131,8 +130,8 @@ def from_dict(cls: type, data: Any, where: str) -> Any:
     for key in data:
         if key not in names:
             what = "key" if where else "section"
-            close = difflib.get_close_matches(str(key), sorted(names), n=1, cutoff=0.6)
-            hint = f" (did you mean {_join(where, close[0])}?)" if close else ""
+            close = registry.closest(key, sorted(names))
+            hint = f" (did you mean {_join(where, close)}?)" if close else ""
             raise ConfigError(f"params.yaml: unknown {what} {_join(where, key)}{hint}; allowed {what}s: "
                               f"{', '.join(sorted(names))}")
     kwargs = {k: _convert(hints[k], v, _join(where, k)) for k, v in data.items()}

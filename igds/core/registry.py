@@ -143,10 +143,16 @@ class UnknownMethod(KeyError):
         return f"unknown method '{self.method}'{did_you_mean(self.method, available())}; available: {', '.join(available())}"
 
 
+def closest(name: str, names) -> str | None:
+    """The closest of `names` to a typo `name` (difflib), or None: what a message offers instead."""
+    close = difflib.get_close_matches(str(name), list(names), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def did_you_mean(name: str, names) -> str:
-    """"; did you mean 'x'?" for the closest of `names` to a typo (difflib), or ""."""
-    close = difflib.get_close_matches(name, list(names), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    """" (did you mean 'x'?)" for the closest of `names` to a typo, or ""."""
+    match = closest(name, names)
+    return f" (did you mean '{match}'?)" if match else ""
 
 
 def selector_class(name: str) -> type:

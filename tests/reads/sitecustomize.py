@@ -12,6 +12,12 @@ import os
 import sys
 
 _DIR = os.environ.get("IGDS_READS")
+
+
+def _writes(mode, flags) -> bool:
+    """Whether an "open" audit event opens for writing (builtin open's mode, or os.open's flags)."""
+    return any(c in mode for c in "wax+") if isinstance(mode, str) else bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
+
 _SKIP = ("igds", "pipelines", "baselines", "bench", "tests", ".venv", ".git", ".dvc")
 
 if _DIR:
@@ -47,9 +53,7 @@ if _DIR:
             path, mode, flags = args
             if isinstance(path, int):
                 return
-            writes = (any(c in mode for c in "wax+") if isinstance(mode, str)
-                      else bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)))
-            if not writes:
+            if not _writes(mode, flags):
                 _log("read", path)
         elif event in ("os.listdir", "os.scandir") and args and args[0] is not None:
             _log("list", args[0])
@@ -61,10 +65,7 @@ _FULL = os.environ.get("IGDS_ENOSPC")
 if _FULL:
     def _no_space(event, args):
         if event == "open" and not isinstance(args[0], int):
-            mode, flags = args[1], args[2]
-            writes = (any(c in mode for c in "wax+") if isinstance(mode, str)
-                      else bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)))
-            if writes and _FULL in os.fsdecode(args[0]):
+            if _writes(args[1], args[2]) and _FULL in os.fsdecode(args[0]):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fsdecode(args[0]))
 
     sys.addaudithook(_no_space)

@@ -263,8 +263,8 @@ def read_source(
                     )
                 else:
                     record = make(_parse(item.payload), item.task, source_name)
-                if key_of(record) in held:
-                    key = key_of(record)
+                key = key_of(record)
+                if key in held:
                     reason = (f"id {record.id} is also in split '{held[key]}', which keeps it" if held_key is None else
                               f"prompt {key} is also in split '{held[key]}', which keeps it")
                     out.rejects.append(_reject(split, item, "in_other_split", reason))
