@@ -29,6 +29,7 @@ from pathlib import Path
 
 import yaml
 
+from igds.core import timing
 from igds.core.artifacts import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,17 +159,20 @@ def manifest(kind: str, dvc_yaml: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    timing.start("code")  # bench.floor's record of where this process's time goes ($IGDS_STAGE_TIMES)
     parser = argparse.ArgumentParser(prog="python -m pipelines.code", description=__doc__.split("\n\n")[0])
     parser.add_argument("kind", help="the kind: stages that depend on manifests/<kind>.json in dvc.yaml")
     parser.add_argument("--dvc-yaml", type=Path, default=Path("dvc.yaml"))
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    timing.mark("run_start")
     try:
         doc = manifest(args.kind, args.dvc_yaml)
     except (KeyError, ValueError, OSError) as e:
         print(f"code: error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         sys.exit(2)
     write_json(args.out, doc)
+    timing.mark("run_end")
 
 
 if __name__ == "__main__":

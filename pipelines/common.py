@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from igds.core import timing
 from igds.core.config import ConfigError
 from igds.params import Params, load_params
 from igds.core.data import DataError
@@ -42,6 +43,7 @@ def main(stage: str, run: Callable[[Params, argparse.Namespace], None],
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
+        timing.mark("run_start")
         params = load_params(args.params)
         check_fresh(params, args.params)  # the stage graph (graph.yaml) is the one params.yaml gives
         artifacts = reads(params, args) if reads is not None else {}
@@ -53,6 +55,7 @@ def main(stage: str, run: Callable[[Params, argparse.Namespace], None],
             precision = mixed_precision(params.model.device, params.model.autocast)
         with precision:
             run(params, args)
+        timing.mark("run_end")
     except USER_ERRORS as e:
         print(f"{stage}: error: {e}", file=sys.stderr)
         sys.exit(2)

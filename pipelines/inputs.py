@@ -23,6 +23,7 @@ import importlib.metadata
 import sys
 from pathlib import Path
 
+from igds.core import timing
 from igds.core.artifacts import write_json
 from igds.core.models.dims import BUNDLED, bundled_gguf
 
@@ -55,6 +56,7 @@ def model(name: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    timing.start("input")  # bench.floor's record of where this process's time goes ($IGDS_STAGE_TIMES)
     parser = argparse.ArgumentParser(prog="python -m pipelines.inputs", description=__doc__.split("\n\n")[0])
     parser.add_argument("path", type=Path, nargs="?", help="a file or folder params.yaml names")
     parser.add_argument("--model", help="a model params.yaml names (model.name, finetune.train.model)")
@@ -62,12 +64,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if (args.path is None) == (args.model is None):
         parser.error("give a path or --model, not both")
+    timing.mark("run_start")
     try:
         record = model(args.model) if args.model is not None else {"path": str(args.path), "files": contents(args.path)}
     except OSError as e:
         print(f"inputs: error: {e}", file=sys.stderr)
         sys.exit(2)
     write_json(args.out, record)
+    timing.mark("run_end")
 
 
 if __name__ == "__main__":

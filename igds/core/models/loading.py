@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from igds.core import timing
 from igds.core.artifacts import atomic_dir
 from igds.core.models.dims import BUNDLED, bundled_gguf, converted_dir
 
@@ -79,10 +80,12 @@ def load_model(
     """Load model and tokenizer in eval mode on `device` with weights in `dtype`."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype '{dtype}' is not one of {sorted(DTYPES)}")
-    source = resolve(name, cache_dir)
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[dtype]).to(device)
-    model.eval()
+    with timing.model_load():
+        source = resolve(name, cache_dir)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[dtype]).to(device)
+        model.eval()
+    timing.count_tokens(model, tokenizer.pad_token_id)  # for bench.floor, when $IGDS_STAGE_TIMES is set
     return LoadedModel(model=model, tokenizer=tokenizer, source=source)
