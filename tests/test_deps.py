@@ -157,3 +157,37 @@ def test_the_ci_profiles_search_and_audit_stages_are_covered(tmp_path):
         if gaps := closure(ROOT, command_modules(cmd)) - set(kind_files(dep[len("manifests/"):-len(".json")], text)):
             missing[name] = gaps
     assert missing == {}, missing
+
+
+def test_a_change_to_one_methods_params_reruns_only_that_methods_work(tmp_path):
+    """Issue 33: what DVC re-runs after `methods.<m>` changes is the stages whose params name it
+    and everything downstream of them (DVC's own graph). For each method of configs/ci that is
+    its own scoring, subsets, fine-tunes and evaluations; the stages that read every method's
+    signals (the recipes, the recipe search and its finalists, the proxy check); the report; and,
+    for the method whose features every evaluation measures (graph.yaml's `amplification`), the
+    evaluations. No other method's work."""
+    import networkx as nx
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    from pipelines.graph import amplification_method
+
+    root = ci_stage_graph(tmp_path)
+    params = load_params(root / "params.yaml")
+    methods = list(params.methods)
+    shared = re.compile(r"(subset|finetune|evaluate)@\w+-(filtered|search_\w+)-|recipe-search(-single)?@|proxy-check@|report$")
+    with Repo(str(root)) as repo:
+        graph = repo.index.graph
+        for method in methods:
+            key = f"methods.{method}"
+            direct = {stage for stage in repo.index.stages for dep in stage.deps if isinstance(dep, ParamsDependency)
+                      for p in dep.params if p == key or p.startswith(key + ".") or key.startswith(p + ".")}
+            assert direct, method
+            reruns = set(direct).union(*(nx.ancestors(graph, stage) for stage in direct))  # edges point upstream
+            names = {stage.addressing.split(":")[-1] for stage in reruns}
+            if method == amplification_method(params):  # every evaluation measures its features
+                names = {n for n in names if not n.startswith("evaluate@")}
+            own = {n for n in names if re.search(rf"@\w+-{method}(-|$)", n)}
+            assert {f"score@{pool}-{method}" for pool in params.data.pools} <= own, method
+            rest = names - own - {n for n in names if shared.search(n)}
+            assert rest == set(), (method, sorted(rest))  # no other method's scoring, subsets, fine-tunes
