@@ -120,7 +120,7 @@ def test_checking_params_and_the_report_stage_need_no_torch(tmp_path):
 
 def test_method_params_are_parsed_into_their_frozen_dataclasses():
     params = load_params(ROOT / "params.yaml")
-    assert set(params.methods) == {"igds", "full", "random", "loss", "ifd", "zip", "kcenter", "less"}
+    assert set(params.methods) == {"igds", "full", "random", "loss", "ifd", "zip", "kcenter", "less", "rds", "lexical"}
     igds = params.methods["igds"]
     assert type(igds).__name__ == "IgdsParams" and igds.k == 1
     with pytest.raises(Exception):

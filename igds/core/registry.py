@@ -40,6 +40,8 @@ METHODS: dict[str, str] = {  # name -> "module:Class"; anything else is baseline
     "zip": "baselines.zip:ZipSelector",
     "kcenter": "baselines.kcenter:KCenterSelector",
     "less": "baselines.less:LessSelector",
+    "rds": "baselines.rds:RdsSelector",
+    "lexical": "baselines.lexical:LexicalSelector",
 }
 CONVENTION_PACKAGE = "baselines"
 # what a selector may use besides the pool: the scoring model, the SAE, IGDS's features, the
