@@ -190,6 +190,10 @@ def test_report_finds_the_planted_igds_gain(tmp_path):
     assert md.startswith("### Pool: mixed\n") and "degraded share" not in md
     assert "percentile bootstrap, B = 300" in md and "Holm" in md and "| igds | 0.5 | 1 | 199 |" in md
     assert "sign-flip permutation test" in md and "10000 random sign flips" in md
+    # each difference states the smallest difference it could detect (80% power), wider after Holm
+    assert (igds["answer_loglik_vs_random_mdd_holm"] > igds["answer_loglik_vs_random_mdd"]
+            > (igds["answer_loglik_vs_random_hi"] - igds["answer_loglik_vs_random_lo"]) / 2)
+    assert "MDD (after Holm)" in md and "80% power" in md and " MDD " in md
     sweep = pd.read_csv(out / "plots/ratio_sweep.csv")
     assert list(sweep.columns) == ["pool", "method", "ratio", "metric", "mean", "lo", "hi"] and len(sweep) == 4 * 3
     assert set(sweep["method"]) == {"mixed: full", "mixed: igds", "mixed: random", "mixed: loss"}

@@ -20,11 +20,13 @@ import numpy as np
 import pandas as pd
 
 from igds.core.data import DataError
-from igds.core.stats import Correlation, bootstrap_ci, holm, paired_bootstrap, paired_permutation_test
+from igds.core.stats import (Correlation, bootstrap_ci, holm, minimal_detectable_difference, paired_bootstrap,
+                              paired_permutation_test)
 
 log = logging.getLogger(__name__)
 
 REFERENCES = ("random", "full")  # every method is compared with these (DESIGN: the table)
+POWER = 0.8  # the power at which each difference's minimal detectable difference is stated
 NAN = math.nan
 
 
@@ -268,7 +270,12 @@ def build_table(runs: Sequence[EvalRun], selection: Mapping[tuple[str, float], S
     table = pd.DataFrame(rows)
     for metric in ids:
         for ref in REFERENCES:
-            table[f"{metric}_vs_{ref}_p_holm"] = holm(table[f"{metric}_vs_{ref}_p"].to_numpy())
+            col = f"{metric}_vs_{ref}"
+            table[f"{col}_p_holm"] = holm(table[f"{col}_p"].to_numpy())
+            family = int(np.isfinite(table[f"{col}_p"].to_numpy(dtype=float)).sum())
+            table[f"{col}_mdd"] = minimal_detectable_difference(table[f"{col}_lo"], table[f"{col}_hi"], level, POWER)
+            table[f"{col}_mdd_holm"] = minimal_detectable_difference(table[f"{col}_lo"], table[f"{col}_hi"], level,
+                                                                     POWER, family)
     return table[_columns(list(ids))]
 
 
@@ -278,7 +285,8 @@ def _columns(metrics: Sequence[str]) -> list[str]:
         cols += [m, f"{m}_lo", f"{m}_hi"]
     for m in metrics:
         for ref in REFERENCES:
-            cols += [f"{m}_vs_{ref}{s}" for s in ("", "_lo", "_hi", "_p", "_p_holm", "_n_perm", "_p_exact")]
+            cols += [f"{m}_vs_{ref}{s}" for s in ("", "_lo", "_hi", "_p", "_p_holm", "_n_perm", "_p_exact", "_mdd",
+                                                   "_mdd_holm")]
     return cols + ["on_task_recall", "degraded_share", "selection_s", "gen_hit_limit_share", "feature_amplification",
                    "task_gain"]
 
@@ -382,7 +390,8 @@ def _tables_markdown(table: pd.DataFrame, level: float) -> list[str]:
                 c = f"{m}_vs_{ref}"
                 floor = _at_floor(r, c)  # then Holm's p, a multiple of it, is a bound too
                 diffs.append("–" if not math.isfinite(r[c]) else f"{_interval(r, c, dec[m], sign=True)} "
-                             f"{_p(r[c + '_p'], 'p', floor)} ({_p(r[c + '_p_holm'], 'Holm p', floor)})")
+                             f"{_p(r[c + '_p'], 'p', floor)} ({_p(r[c + '_p_holm'], 'Holm p', floor)}) "
+                             f"MDD {_num(r[c + '_mdd'], dec[m])} ({_num(r[c + '_mdd_holm'], dec[m])})")
         diff_rows.append([str(r["method"]), ratio, *diffs])
     kept_header = ["on-task recall", *(["degraded share"] if degraded else [])]
     lines = [f"Means with {pct} CIs:", ""]
@@ -390,7 +399,7 @@ def _tables_markdown(table: pd.DataFrame, level: float) -> list[str]:
                               "gen. at token limit", "variance"],
                              ["---", "---:", "---:", "---:", *["---:"] * (len(metrics) + len(kept_header) + 2), "---"],
                              main_rows)
-    lines += ["", f"Differences to random (same ratio) and to full, {pct} CI, p (Holm p):", ""]
+    lines += ["", f"Differences to random (same ratio) and to full, {pct} CI, p (Holm p), MDD (after Holm):", ""]
     lines += _markdown_table(["method", "ratio", *[f"{m} vs {ref}" for m in metrics for ref in REFERENCES]],
                              ["---", "---:", *["---:"] * (2 * len(metrics))], diff_rows)
     return lines
@@ -407,7 +416,11 @@ def _notes(table: pd.DataFrame, *, n_boot: int, level: float) -> list[str]:
               "permutation_type='samples'; a training-seed term is added to the null where an arm has "
               f"several seeds), {_permutation_note(table, table_metrics(table))}; unadjusted and Holm-adjusted "
               "(within each metric × reference, across the methods of one table). p≤ marks a p at that floor "
-              "(no null draw as extreme as the observed difference): the true p is smaller.", ""]
+              "(no null draw as extreme as the observed difference): the true p is smaller. "
+              f"MDD: the smallest true difference the comparison detects with {POWER:.0%} power at "
+              f"{1 - level:g} two-sided (in brackets: at Holm's strictest step, {1 - level:g} / the number of methods "
+              "compared), from the normal approximation with the standard error the CI's width gives; a "
+              "difference smaller than it is not resolved, whichever its sign.", ""]
     notes += ["variance: the sources of variation each row's intervals carry: eval examples always; "
               "training seeds when the row has several; selection when its seeds also drew different "
               "subsets (a stochastic selector, redrawn per seed). A deterministic selector's subset is "

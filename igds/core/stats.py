@@ -243,6 +243,17 @@ def holm(p_values) -> np.ndarray:
     return out
 
 
+def minimal_detectable_difference(lo, hi, level: float = 0.95, power: float = 0.8, m: int = 1) -> np.ndarray:
+    """The smallest true difference a two-sided test at 1 - `level` (Bonferroni over `m`
+    comparisons: Holm's first step) detects with probability `power`, given the difference's
+    CI [lo, hi]: the normal approximation (z_{1 - a/2m} + z_power) x SE, with the standard error
+    read from the CI's width (SE = (hi - lo) / 2 z_{1 - a/2}). NaN where the CI is."""
+    alpha = 1.0 - level
+    z_ci = stats.norm.ppf(1 - alpha / 2)
+    se = (np.asarray(hi, dtype=float) - np.asarray(lo, dtype=float)) / (2 * z_ci)
+    return (stats.norm.ppf(1 - alpha / (2 * max(m, 1))) + stats.norm.ppf(power)) * se
+
+
 def correlation(x, y) -> Correlation:
     """Pearson r and Spearman rho of x and y with their two-sided p-values.
 
