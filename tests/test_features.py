@@ -67,7 +67,7 @@ def grad_direction(model, tokenizer, records) -> torch.Tensor:
 
 def test_interventional_filter_keeps_a_helpful_direction_and_drops_a_harmful_one(planted, tok):
     model, u, w, basis = planted
-    heldout = [task(i) for i in range(20, 26)]
+    heldout = [task(i) for i in range(20, 32)]  # 12: a one-sided sign-flip p can reach 1/4096 (6: 1/64, > 0.05 / 4)
     good = grad_direction(model, tok, heldout)
     w_dec = torch.stack([good, -good])
     sae = hand_built_sae(torch.zeros(D, 2), torch.zeros(2), w_dec)
@@ -139,13 +139,15 @@ def _planted_effects(monkeypatch, effects: np.ndarray):
     from tests.conftest import build_char_tokenizer
 
     monkeypatch.setattr(features, "steered_logliks", lambda *a, **k: (np.zeros(effects.shape[1]), effects))
-    sae = hand_built_sae(torch.zeros(D, 2), torch.zeros(2), torch.eye(2, D))
+    k = effects.shape[0]  # at least as many features as rows
+    sae = hand_built_sae(torch.zeros(D, k), torch.zeros(k), torch.eye(k, D))
     tokens = tokenize_records(build_char_tokenizer(), [task(i) for i in range(effects.shape[1])], 64)
 
-    def run(rule: str) -> list[FeatureRecord]:
-        records = [FeatureRecord(f, 1.0, 0.0, 1.0, 1.0, scale=1.0) for f in (0, 1)]
-        interventional_filter(None, sae, records, tokens, layer=LAYER, alphas=(1.0,), min_effect=0.0,
-                              batch_size=4, pad_id=0, keep_rule=rule)
+    def run(rule: str, alphas=(1.0,)) -> list[FeatureRecord]:
+        n_features = effects.shape[0] // len(alphas)
+        records = [FeatureRecord(f, 1.0, 0.0, 1.0, 1.0, scale=1.0) for f in range(n_features)]
+        interventional_filter(None, sae, records, tokens, layer=LAYER, alphas=alphas, min_effect=0.0,
+                              batch_size=4, pad_id=0, keep_rule=rule, n_perm=2000)
         return records
 
     return run
@@ -163,6 +165,27 @@ def test_keep_rule_ci_drops_a_noisy_winner_that_the_mean_rule_keeps(monkeypatch)
     assert ci[0].causal_effect == pytest.approx(0.01)
     assert ci[1].kept and ci[1].causal_effect_lo > 0.04
     assert by_rule["mean"][0].kept and by_rule["mean"][1].kept
+
+
+def test_holm_controls_the_error_over_features_x_alphas_where_the_best_alpha_ci_does_not(monkeypatch):
+    """16 null features x 2 alphas (effects drawn around 0) and one real one: picking each
+    feature's best alpha and checking its CI keeps some nulls (the best of two is optimistic);
+    Holm over the 34 tests keeps the real feature alone, at its significant alpha, and BH too."""
+    rng = np.random.default_rng(3)
+    n = 24
+    null = rng.normal(0, 0.1, (32, n))
+    real = np.stack([rng.normal(0.0, 0.1, n), 0.2 + rng.normal(0, 0.02, n)])  # alpha 1: nothing; alpha 2: a gain
+    run = _planted_effects(monkeypatch, np.concatenate([null, real]))
+    ci = run("ci", alphas=(1.0, 2.0))
+    assert sum(r.kept for r in ci[:16]) >= 1 and ci[16].kept  # nulls pass the uncorrected best-alpha rule
+    for rule in ("holm", "bh"):
+        records = run(rule, alphas=(1.0, 2.0))
+        assert [r.feature for r in records if r.kept] == [16], rule
+        real_rec = records[16]
+        assert real_rec.best_alpha == 2.0 and real_rec.p_adjusted < 0.05
+        assert real_rec.p_adjusted >= real_rec.p_by_alpha["2"]  # adjusted over the family
+        assert set(real_rec.p_adjusted_by_alpha) == {"1", "2"} and "adjusted p" in real_rec.reason
+        assert all(r.p_adjusted is not None and r.p_adjusted >= 0.05 for r in records[:16])
 
 
 def test_alphas_must_amplify_unless_suppression_is_allowed():

@@ -126,7 +126,9 @@ def feature_cards(model, tokenizer, sae, layer: int, pool: Sequence[Record], tok
 def _stats(info: dict) -> str:
     return (f"freq_prior {info['freq_prior']:.3f} · freq_general {info['freq_general']:.3f} · "
             f"causal effect {_fmt(info.get('causal_effect'))} {_ci(info)}(alpha {info.get('best_alpha')}) · "
-            f"mean activation when active {info['mean_when_active']:.2f}")
+            + (f"adjusted p {info['p_adjusted']:.3g} (over features x alphas) · " if info.get("p_adjusted") is not None
+               else "")
+            + f"mean activation when active {info['mean_when_active']:.2f}")
 
 
 def _fmt(value) -> str:

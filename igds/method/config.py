@@ -19,7 +19,10 @@ class IdentifyConfig:
     alphas: tuple[float, ...] = (2.0, 4.0)  # steering strengths, in units of the feature's typical size
     allow_suppression: bool = False  # allow alphas < 0 (steering against the feature)
     min_effect: float = 0.0  # nats per answer token the best alpha must gain
-    keep_rule: str = "ci"  # ci: the effect's CI lower bound clears min_effect; mean: its mean does (the paper)
+    # holm | bh: a one-sided test of effect > min_effect per feature x alpha, adjusted over the family
+    # (Holm: family-wise error; BH: false discovery rate) at 1 - level; ci: the best alpha's CI lower
+    # bound clears min_effect; mean: its mean does (the paper; neither of the last two controls the error)
+    keep_rule: str = "holm"
     level: float = 0.95  # the effect's CI (percentile bootstrap over the held-out examples)
     n_boot: int = 2000
     heldout_examples: int = 32  # prior examples held out of recall, for the intervention metric
@@ -36,7 +39,7 @@ class IdentifyConfig:
               "a non-empty list of non-zero numbers")
         check(self.allow_suppression or all(a > 0 for a in self.alphas), "alphas", self.alphas,
               "positive numbers (amplifying the feature); set identify.allow_suppression: true to steer against it")
-        check(self.keep_rule in ("ci", "mean"), "keep_rule", self.keep_rule, "ci or mean")
+        check(self.keep_rule in ("holm", "bh", "ci", "mean"), "keep_rule", self.keep_rule, "holm, bh, ci or mean")
         check(0.0 < self.level < 1.0, "level", self.level, "a number in (0, 1)")
         for key in ("top_n", "heldout_examples", "batch_size", "max_len", "card_examples", "n_boot"):
             check(getattr(self, key) > 0, key, getattr(self, key), "a positive integer")

@@ -8,9 +8,15 @@
    activation when active times ||d_f||, in residual-stream units), and measure the mean
    log-likelihood of the reference answers of held-out prior examples. Each alpha's effect
    is the mean of the paired per-example differences (steered - unsteered) with a percentile
-   bootstrap CI over the held-out examples. The best alpha is the one with the largest mean;
-   the feature is kept when its lower bound clears `min_effect` (keep_rule ci, the default)
-   or, as in the paper, its mean does (keep_rule mean).
+   bootstrap CI over the held-out examples. With keep_rule holm (the default) or bh, each
+   (feature, alpha) of the grid fixed in params is also tested, one-sided, for an effect above
+   `min_effect` (a sign-flip permutation test on the paired differences), and the p-values are
+   adjusted over the whole family of features x alphas: Holm's step-down (the family-wise error
+   rate) or Benjamini-Hochberg (the false discovery rate) at 1 - `level`; a feature is kept when
+   one of its alphas' adjusted p is below it, and its best alpha is the significant one with
+   the largest mean. keep_rule ci keeps a feature when its best alpha's (largest mean) CI lower
+   bound clears `min_effect`, and mean, as in the paper, when its mean does: neither controls
+   the error across the family (picking the best of alphas, then checking it, is optimistic).
 """
 
 from __future__ import annotations
@@ -21,17 +27,21 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-from scipy.stats import bootstrap
+from scipy.stats import bootstrap, false_discovery_control, permutation_test
 from tqdm.auto import tqdm
 
 from igds.core.loglik import steered_logliks
 from igds.core.pooling import FeatureActivations, pooled_feature_activations
+from igds.core.stats import holm
 from igds.core.tokens import Tokenized, tokenize_records
 
 log = logging.getLogger(__name__)
 
 CONTRAST = ("diff", "ratio")
-KEEP_RULES = ("ci", "mean")  # a feature is kept when its effect's CI lower bound / its mean clears min_effect
+# a feature is kept when: one of its alphas' p, adjusted over features x alphas (Holm; Benjamini-Hochberg), is
+# below 1 - level; its best alpha's CI lower bound clears min_effect; its best alpha's mean does (the paper)
+KEEP_RULES = ("holm", "bh", "ci", "mean")
+ADJUSTED = ("holm", "bh")
 
 
 @dataclass
@@ -50,6 +60,9 @@ class FeatureRecord:
     causal_effect_lo: float | None = None  # its CI over the held-out examples
     causal_effect_hi: float | None = None
     best_alpha: float | None = None
+    p_by_alpha: dict[str, float] = field(default_factory=dict)  # alpha -> one-sided p of effect > min_effect
+    p_adjusted_by_alpha: dict[str, float] = field(default_factory=dict)  # adjusted over features x alphas (holm, bh)
+    p_adjusted: float | None = None  # the best alpha's adjusted p (holm, bh)
     kept: bool = False
     reason: str = ""
     rank: int | None = None  # 1 = strongest chosen feature
@@ -97,9 +110,10 @@ def steering_vector(sae, feature: int, scale: float, alpha: float) -> torch.Tens
 
 def interventional_filter(model, sae, records: list[FeatureRecord], tok: Tokenized, *, layer: int,
                           alphas: Sequence[float], min_effect: float, batch_size: int, pad_id: int,
-                          keep_rule: str = "ci", level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> float:
-    """Fill effect_by_alpha (with CIs), causal_effect (with its CI), best_alpha, kept and
-    reason in place.
+                          keep_rule: str = "holm", level: float = 0.95, n_boot: int = 2000, seed: int = 0,
+                          n_perm: int = 10000) -> float:
+    """Fill effect_by_alpha (with CIs and, under holm or bh, p-values adjusted over features x
+    alphas), causal_effect (with its CI), best_alpha, kept and reason in place.
 
     Returns the unsteered baseline metric. Effects are paired differences in answer
     log-likelihood (nats per token) against the unsteered model on the same examples.
@@ -119,17 +133,47 @@ def interventional_filter(model, sae, records: list[FeatureRecord], tok: Tokeniz
                            vectorized=True, random_state=rng).confidence_interval
             rec.effect_by_alpha[f"{alpha:g}"] = float(effect.mean())
             rec.effect_ci_by_alpha[f"{alpha:g}"] = [float(ci.low), float(ci.high)]
-        best = max(rec.effect_by_alpha, key=rec.effect_by_alpha.get)
-        rec.best_alpha = float(best)
-        rec.causal_effect = rec.effect_by_alpha[best]
-        rec.causal_effect_lo, rec.causal_effect_hi = rec.effect_ci_by_alpha[best]
-        statistic = rec.causal_effect_lo if keep_rule == "ci" else rec.causal_effect
-        rec.kept = statistic > min_effect
-        what = f"{level:.0%} CI lower bound" if keep_rule == "ci" else "mean"
-        rec.reason = (f"best alpha {best}: effect {rec.causal_effect:+.4f} [{rec.causal_effect_lo:+.4f}, "
-                      f"{rec.causal_effect_hi:+.4f}] nats/token on {len(tok)} held-out examples; {what} "
-                      f"{statistic:+.4f} {'>' if rec.kept else '<='} min_effect {min_effect}")
+            if keep_rule in ADJUSTED:
+                rec.p_by_alpha[f"{alpha:g}"] = float(permutation_test(
+                    (effect - min_effect,), np.mean, permutation_type="samples", alternative="greater",
+                    n_resamples=n_perm, vectorized=True, random_state=rng).pvalue)
+    if keep_rule in ADJUSTED:
+        _adjust(records, keep_rule)
+    for rec in records:
+        _decide(rec, keep_rule, level, min_effect, len(tok))
     return baseline
+
+
+def _adjust(records: list[FeatureRecord], rule: str) -> None:
+    """Each record's p_adjusted_by_alpha: its p-values adjusted over every feature x alpha."""
+    keys = [(rec, alpha) for rec in records for alpha in rec.p_by_alpha]
+    p = np.array([rec.p_by_alpha[alpha] for rec, alpha in keys])
+    adjusted = holm(p) if rule == "holm" else false_discovery_control(p, method="bh")
+    for (rec, alpha), q in zip(keys, adjusted):
+        rec.p_adjusted_by_alpha[alpha] = float(q)
+
+
+def _decide(rec: FeatureRecord, rule: str, level: float, min_effect: float, n: int) -> None:
+    """best_alpha, causal_effect (its CI), kept and reason of one record under `rule`."""
+    alpha_level = 1.0 - level
+    significant = [a for a, q in rec.p_adjusted_by_alpha.items() if q < alpha_level]
+    best = max(significant or rec.effect_by_alpha, key=rec.effect_by_alpha.get)
+    rec.best_alpha = float(best)
+    rec.causal_effect = rec.effect_by_alpha[best]
+    rec.causal_effect_lo, rec.causal_effect_hi = rec.effect_ci_by_alpha[best]
+    effect = (f"best alpha {best}: effect {rec.causal_effect:+.4f} [{rec.causal_effect_lo:+.4f}, "
+              f"{rec.causal_effect_hi:+.4f}] nats/token on {n} held-out examples")
+    if rule in ADJUSTED:
+        rec.p_adjusted = rec.p_adjusted_by_alpha[best]
+        rec.kept = bool(significant)
+        name = "Holm" if rule == "holm" else "BH"
+        rec.reason = (f"{effect}; {name}-adjusted p {rec.p_adjusted:.3g} (over features x alphas) "
+                      f"{'<' if rec.kept else '>='} {alpha_level:g} for an effect above min_effect {min_effect}")
+        return
+    statistic = rec.causal_effect_lo if rule == "ci" else rec.causal_effect
+    rec.kept = statistic > min_effect
+    what = f"{level:.0%} CI lower bound" if rule == "ci" else "mean"
+    rec.reason = f"{effect}; {what} {statistic:+.4f} {'>' if rec.kept else '<='} min_effect {min_effect}"
 
 
 def rank_features(records: list[FeatureRecord], k: int, interventional: bool) -> list[int]:

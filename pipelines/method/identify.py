@@ -47,6 +47,7 @@ def identify_metrics(result: Identification, interventional: bool) -> dict:
         "top_causal_effect": top.causal_effect if top is not None else None,
         "top_causal_effect_lo": top.causal_effect_lo if top is not None else None,
         "top_causal_effect_hi": top.causal_effect_hi if top is not None else None,
+        "top_p_adjusted": top.p_adjusted if top is not None else None,
         "n_prior_heldout": result.n_prior_heldout,
         "baseline_loglik": result.baseline_loglik,
         "stability_jaccard_top_n": result.stability["jaccard_top_n"] if result.stability else None,
