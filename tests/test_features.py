@@ -188,6 +188,20 @@ def test_holm_controls_the_error_over_features_x_alphas_where_the_best_alpha_ci_
         assert all(r.p_adjusted is not None and r.p_adjusted >= 0.05 for r in records[:16])
 
 
+def test_a_draw_whose_rule_keeps_nothing_falls_back_to_the_declared_mean_rule(monkeypatch):
+    """Three held-out examples cannot clear Holm (smallest one-sided p 1/8): nothing is kept;
+    none_kept: mean then keeps the features whose best mean effect is positive, and says so."""
+    from igds.method.config import IdentifyConfig
+    from igds.method.features import fall_back, rank_features
+
+    effects = np.array([[0.3, 0.2, 0.25], [-0.1, -0.2, -0.1]])
+    records = _planted_effects(monkeypatch, effects)("holm")
+    assert not any(r.kept for r in records) and rank_features(records, 2, True) == []
+    ranking = fall_back(records, IdentifyConfig(keep_rule="holm", none_kept="mean"), 3)
+    assert ranking == [0] and records[0].kept and not records[1].kept
+    assert records[0].reason.startswith("fallback (keep_rule holm kept none)") and records[0].p_adjusted is None
+
+
 def test_alphas_must_amplify_unless_suppression_is_allowed():
     from igds.core.config import ConfigError
 
@@ -196,3 +210,5 @@ def test_alphas_must_amplify_unless_suppression_is_allowed():
     assert IdentifyConfig(alphas=(-2.0, 2.0), allow_suppression=True).alphas == (-2.0, 2.0)
     with pytest.raises(ConfigError, match="keep_rule"):
         IdentifyConfig(keep_rule="best")
+    with pytest.raises(ConfigError, match="none_kept"):
+        IdentifyConfig(none_kept="random")

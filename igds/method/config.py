@@ -23,6 +23,9 @@ class IdentifyConfig:
     # (Holm: family-wise error; BH: false discovery rate) at 1 - level; ci: the best alpha's CI lower
     # bound clears min_effect; mean: its mean does (the paper; neither of the last two controls the error)
     keep_rule: str = "holm"
+    # when keep_rule keeps no feature (a draw can): mean, the paper's rule decides, and features.json and
+    # the identify metrics say so (fallback); stop, IGDS has no feature to score with and its score stage stops
+    none_kept: str = "mean"
     level: float = 0.95  # the effect's CI (percentile bootstrap over the held-out examples)
     n_boot: int = 2000
     heldout_examples: int = 32  # prior examples held out of recall, for the intervention metric
@@ -40,6 +43,7 @@ class IdentifyConfig:
         check(self.allow_suppression or all(a > 0 for a in self.alphas), "alphas", self.alphas,
               "positive numbers (amplifying the feature); set identify.allow_suppression: true to steer against it")
         check(self.keep_rule in ("holm", "bh", "ci", "mean"), "keep_rule", self.keep_rule, "holm, bh, ci or mean")
+        check(self.none_kept in ("mean", "stop"), "none_kept", self.none_kept, "mean or stop")
         check(0.0 < self.level < 1.0, "level", self.level, "a number in (0, 1)")
         for key in ("top_n", "heldout_examples", "batch_size", "max_len", "card_examples", "n_boot"):
             check(getattr(self, key) > 0, key, getattr(self, key), "a positive integer")

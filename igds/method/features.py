@@ -206,9 +206,24 @@ class Identification:
     n_prior_heldout: int
     n_general: int
     stability: dict | None  # recall on two disjoint prior halves: their top features and Jaccard
+    # the rule that chose the ranking when keep_rule kept no feature (identify.none_kept: mean), else None
+    fallback: str | None = None
 
     def records_by_id(self) -> dict[int, FeatureRecord]:
         return {r.feature: r for r in self.records}
+
+
+def fall_back(records: list[FeatureRecord], cfg, n_heldout: int) -> list[int]:
+    """identify.none_kept: mean, declared before the run: when keep_rule kept no feature, the
+    paper's rule (the best alpha's mean effect above min_effect) decides; each record's reason
+    says so. The new ranking."""
+    log.warning("identify: keep_rule %s kept none of %d features; identify.none_kept: mean falls back to the "
+                "paper's rule (the best alpha's mean effect above min_effect)", cfg.keep_rule, len(records))
+    for rec in records:
+        rec.p_adjusted = None
+        _decide(rec, "mean", cfg.level, cfg.min_effect, n_heldout)
+        rec.reason = f"fallback (keep_rule {cfg.keep_rule} kept none): {rec.reason}"
+    return rank_features(records, len(records), interventional=True)
 
 
 def identify(model, tokenizer, sae, prior: list, general: list, cfg, layer: int, seed: int = 0) -> Identification:
@@ -248,6 +263,9 @@ def identify(model, tokenizer, sae, prior: list, general: list, cfg, layer: int,
                                          min_effect=cfg.min_effect, batch_size=cfg.batch_size, pad_id=pad,
                                          keep_rule=cfg.keep_rule, level=cfg.level, n_boot=cfg.n_boot, seed=seed)
     ranking = rank_features(records, len(records), cfg.interventional)
+    fallback = None
+    if cfg.interventional and records and not ranking and cfg.none_kept == "mean":
+        ranking, fallback = fall_back(records, cfg, len(heldout)), "mean"
     stability = None
     if cfg.stability:
         fired = acts_prior.fired.float().numpy()
@@ -262,4 +280,5 @@ def identify(model, tokenizer, sae, prior: list, general: list, cfg, layer: int,
                      "n_eligible_per_half": [len(e) for e in eligible],
                      "jaccard_eligible": jaccard(eligible[0].tolist(), eligible[1].tolist()),
                      "n_examples_per_half": [len(fired[0::2]), len(fired[1::2])]}
-    return Identification(records, ranking, baseline, len(recall_set), len(heldout), len(general), stability)
+    return Identification(records, ranking, baseline, len(recall_set), len(heldout), len(general), stability,
+                          fallback)

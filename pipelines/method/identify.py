@@ -34,6 +34,7 @@ def features_document(result: Identification, layer: int, sae_sha256: str, inter
         "interventional": interventional,
         "features": [r.to_dict() for r in result.records],
         "stability": result.stability,
+        "fallback": result.fallback,
     }
 
 
@@ -48,6 +49,7 @@ def identify_metrics(result: Identification, interventional: bool) -> dict:
         "top_causal_effect_lo": top.causal_effect_lo if top is not None else None,
         "top_causal_effect_hi": top.causal_effect_hi if top is not None else None,
         "top_p_adjusted": top.p_adjusted if top is not None else None,
+        "fallback": result.fallback,  # the rule that chose the features when keep_rule kept none (none_kept)
         "n_prior_heldout": result.n_prior_heldout,
         "baseline_loglik": result.baseline_loglik,
         "stability_jaccard_top_n": result.stability["jaccard_top_n"] if result.stability else None,
