@@ -68,3 +68,36 @@ def test_a_kind_that_cannot_apply_is_refused_with_the_fix():
                       np.random.default_rng(0))
     with pytest.raises(ValueError, match="expected a non-empty list"):
         degrade_share([cot()], 0.5, ["typo"], np.random.default_rng(0))
+
+
+def _form(answers) -> dict:
+    """The form statistics of final answers: mean length, share negative, share 0, mean digits."""
+    values = [float(a.replace(",", "")) for a in answers]
+    return {"length": np.mean([len(a) for a in answers]), "negative": np.mean([v < 0 for v in values]),
+            "zero": np.mean([v == 0 for v in values]), "digits": np.mean([len(str(int(abs(v)))) for v in values])}
+
+
+def test_wrong_answers_have_no_form_of_their_own():
+    """Issue 34: the old draw made wrong answers longer than right ones and never 0, and a max
+    over digit tokens favoured them. Damaged and intact examples now match in length, sign,
+    digits and share of 0 (within sampling tolerance); the old draw (matched=False) fails."""
+    rng = np.random.default_rng(0)
+    answers = [str(int(v)) for v in np.round(rng.lognormal(2.5, 1.5, 600) * rng.choice([-1, 1], 600, p=[0.2, 0.8]))]
+    answers[::12] = ["0"] * len(answers[::12])  # ~8% zeros, as number_sequence has
+    records = [answer_only(i, a) for i, a in enumerate(answers)]
+    out = degrade_share(records, 0.3, ["wrong_answer"], np.random.default_rng(1))
+    damaged = [r.output for r in out if degradation(r)]
+    intact = [r.output for r in out if not degradation(r)]
+    assert len(damaged) == 180 and all(not is_correct(r.output, o.output) for r, o in zip(out, records) if degradation(r))
+    mine, theirs = _form(damaged), _form(intact)
+    assert abs(mine["length"] - theirs["length"]) < 0.25 and abs(mine["digits"] - theirs["digits"]) < 0.25
+    assert abs(mine["negative"] - theirs["negative"]) < 0.07 and abs(mine["zero"] - theirs["zero"]) < 0.04
+    originals = _form([o.output for r, o in zip(out, records) if degradation(r)])  # the same records, right
+    assert mine["zero"] == originals["zero"] and mine["negative"] == originals["negative"]
+    assert abs(mine["digits"] - originals["digits"]) < 0.03
+
+    import igds.core.data.degrade as module  # the old draw: any near miss, of any sign and length
+
+    old = _form([module._format_like(module._wrong_number(module.normalise_number(o.output), rng), o.output)
+                 for r, o in zip(out, records) if degradation(r)])
+    assert old["zero"] < originals["zero"] - 0.04 and old["negative"] > originals["negative"] + 0.02, old

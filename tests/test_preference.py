@@ -164,7 +164,7 @@ def test_near_misses_keep_their_sign_and_length():
     rng = np.random.default_rng(0)
     for value in (Decimal(1), Decimal(3), Decimal(-2), Decimal(47), Decimal(-350), Decimal("0.5")):
         draws = [near_miss(value, rng) for _ in range(200)]
-        assert all(d != value and (d > 0) == (value > 0) for d in draws), value
+        assert all(d != value and d != 0 and (d > 0) == (value > 0) for d in draws), value
         assert sum(len(str(int(abs(d)))) == len(str(int(abs(value)))) for d in draws) >= 190, value
     assert any(near_miss(Decimal(1), rng, matched=False) <= 0 for _ in range(200))
     assert any(near_miss(Decimal(5), rng, matched=False) >= 10 for _ in range(200))

@@ -26,7 +26,6 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -34,7 +33,7 @@ import numpy as np
 from igds.core.answers import final_answer_span, normalise_number
 from igds.audit.config import AuditDataConfig, PlantConfig
 from igds.core.config import SourceConfig
-from igds.core.data.degrade import _FINAL_LINE, _format_like, _wrong_number
+from igds.core.data.degrade import _FINAL_LINE, _format_like, near_miss
 from igds.core.data.schema import ALL_REJECT_KINDS, DataError, Invalid, Reject
 from igds.core.data.sources import SplitData, read_source
 
@@ -172,27 +171,6 @@ def _answer_only(solution: str) -> bool:
     lines = solution.split("\n")
     end = next((k for k, line in enumerate(lines) if _FINAL_LINE.match(line)), len(lines))
     return end == len(lines) or not any(_STEP_RESULT.search(lines[k]) for k in range(end))
-
-
-def _digits(value: Decimal) -> int:
-    return len(str(int(abs(value))))
-
-
-def near_miss(value: Decimal, rng: np.random.Generator, matched: bool = True) -> Decimal:
-    """A plausible wrong number (igds.core.data.degrade._wrong_number: off by a few units of its
-    last digit place, or by 10-50%). `matched`: of the same sign (a draw that would reach or
-    cross zero goes the same step the other way) and, within `_CORRUPT_TRIES` draws, of as many
-    digits: otherwise a '-' or an extra digit would mark the rejected side."""
-    wrong = _wrong_number(value, rng)
-    for _ in range(_CORRUPT_TRIES if matched else 0):
-        if value != 0 and (wrong > 0) != (value > 0):
-            wrong = 2 * value - wrong
-        if value == 0 or _digits(wrong) == _digits(value):
-            break
-        wrong = _wrong_number(value, rng)
-    if matched and value != 0 and (wrong > 0) != (value > 0):
-        wrong = 2 * value - wrong
-    return wrong
 
 
 def corrupt(solution: str, rng: np.random.Generator, matched: bool = True) -> tuple[str, str]:

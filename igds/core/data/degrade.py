@@ -2,7 +2,10 @@
 selector is tested on picking good examples of the task, not on telling tasks apart.
 
 Kinds of damage, each applied to the solution text only (the problem stays):
-- `wrong_answer`: the final number changed (after '####', else the last number);
+- `wrong_answer`: the final number changed (after '####', else the last number) to a near miss
+  with no form of its own: of the right answer's sign and number of digits (`near_miss`), and
+  as many wrong answers 0 as right ones among the records it damages (`degrade_share`), so a
+  longer answer, a '-' or the absence of 0 does not mark the damaged examples;
 - `dropped_step`: one reasoning line removed (a solution of >= 2 reasoning lines);
 - `shuffled_steps`: the reasoning lines in another order (>= 2 lines);
 - `truncated`: the solution cut after its first half of reasoning lines, no final answer.
@@ -63,6 +66,35 @@ def _wrong_number(value: Decimal, rng: np.random.Generator) -> Decimal:
     return value + step if rng.random() < 0.5 or value - step == value else value - step
 
 
+MATCH_TRIES = 8  # near_miss's draws for a wrong number of the right one's length
+
+
+def _digits(value: Decimal) -> int:
+    return len(str(int(abs(value))))
+
+
+def near_miss(value: Decimal, rng: np.random.Generator, matched: bool = True) -> Decimal:
+    """A plausible wrong number (`_wrong_number`: off by a few units of its last digit place, or
+    by 10-50%). `matched`: of the same sign (a draw that would reach or cross zero goes the same
+    step the other way) and, within `MATCH_TRIES` draws, of as many digits: otherwise a '-' or
+    an extra digit would mark the wrong answer."""
+    def crossed(w: Decimal) -> bool:  # reached 0 or crossed it (0 is no negative number's near miss either)
+        return value != 0 and (w == 0 or (w > 0) != (value > 0))
+
+    wrong = _wrong_number(value, rng)
+    for _ in range(MATCH_TRIES if matched else 0):
+        if crossed(wrong):
+            wrong = 2 * value - wrong
+        if value == 0 or _digits(wrong) == _digits(value):
+            break
+        wrong = _wrong_number(value, rng)
+    if matched and crossed(wrong):
+        wrong = 2 * value - wrong
+    if matched and value == 0:
+        wrong = abs(wrong)  # 0 is no negative number: its near miss is not either
+    return wrong
+
+
 def _format_like(value: Decimal, original: str) -> str:
     """`value` written as `original` is: its currency sign and thousands commas kept."""
     whole = value == value.to_integral_value()
@@ -71,11 +103,12 @@ def _format_like(value: Decimal, original: str) -> str:
     return f"{'-' if value < 0 else ''}{symbol}{digits}"
 
 
-def _replace_final_number(output: str, rng: np.random.Generator) -> str:
-    """`output` with the number `extract_answer` reads replaced by a wrong one."""
+def _replace_final_number(output: str, rng: np.random.Generator, wrong: Decimal | None = None) -> str:
+    """`output` with the number `extract_answer` reads replaced by `wrong` (default: a near miss)."""
     start, end = final_answer_span(output)  # applicable(): there is one
     raw = output[start:end]
-    return output[:start] + _format_like(_wrong_number(normalise_number(raw), rng), raw) + output[end:]
+    value = near_miss(normalise_number(raw), rng) if wrong is None else wrong
+    return output[:start] + _format_like(value, raw) + output[end:]
 
 
 def degrade(record: Record, kind: str, rng: np.random.Generator) -> Record:
@@ -121,4 +154,23 @@ def degrade_share(records: Sequence[Record], share: float, kinds: Sequence[str],
                              + ("its solutions are not written in steps: use [wrong_answer]"
                                 if kind in STEP_KINDS else "its solution has no number"))
         out[index] = degrade(records[index], kind, rng)
+    _match_zeros(records, out, [i for i, k in zip(chosen, turn) if k == "wrong_answer"], rng)
     return out
+
+
+def _match_zeros(records: Sequence[Record], out: list[Record], wrong: Sequence[int], rng: np.random.Generator) -> None:
+    """Among the records `wrong` names (damaged by wrong_answer), make as many wrong answers 0 as
+    right answers are 0, picking those whose positive right answer is smallest (ties in random
+    order): a near miss is never 0, so otherwise a 0 would mark an intact example. The right
+    zeros' near misses are positive, so the shares of negative, zero and positive answers are
+    the intact records' exactly."""
+    value = {}
+    for i in wrong:
+        start, end = final_answer_span(records[i].output)
+        value[int(i)] = normalise_number(records[i].output[start:end])
+    zeros = sum(v == 0 for v in value.values())
+    order = sorted((v, float(rng.random()), i) for i, v in value.items() if v > 0)
+    for _, _, i in order[:zeros]:
+        record = records[i]
+        out[i] = make_record(record.instruction, record.input,
+                             _replace_final_number(record.output, rng, Decimal(0)), record.task, out[i].source)
