@@ -16,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from igds.params import load_params
 from pipelines.graph import write_graph
 from tests import reads
 from tests.conftest import ROOT, project_copy
@@ -100,7 +101,8 @@ def test_igds_stages_end_to_end(tmp_path):
     within_ids = [r["id"] for r in pools["within"]]
     assert list(pd.read_parquet(work / "scores/within/igds.parquet")["id"]) == within_ids
 
-    methods = ["igds", "random", "loss", "ifd", "zip", "kcenter", "less"]
+    methods = list(load_params(work / "params.yaml").select.methods)  # configs/ci scores and selects the default's
+    assert {"igds", "random", "loss", "ifd", "zip", "kcenter", "less", "rds", "lexical"} <= set(methods)
     for name in pools:
         for method in methods + ["full"]:
             m = json.loads((work / f"results/metrics/{name}/score-{method}.json").read_text())
