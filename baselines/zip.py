@@ -11,7 +11,10 @@ compressed bytes: higher = more redundant) lowest. Each round has three stages:
    the ratio of this round's picks lowest; add them to the selected set.
 
 An example's text is `record.prompt + "\n\n" + record.output` (Record.prompt already joins
-instruction and input with "\n\n"); a set's bytes are its examples' UTF-8 texts, each
+instruction and input with "\n\n"). The reference compresses each whole record as JSON; here
+that would include the record's `id` and its `source`, which names the damage of a degraded
+example (" degraded:<kind>") and the task it came from: a label no selector may read. So only
+the text a model is trained on is compressed; a set's bytes are its examples' UTF-8 texts, each
 followed by "\n\n", concatenated in selection order. zlib only sees 32 KB back, so an
 example can only look redundant against the last ~32 KB of the selected set (as in the
 reference implementation, which also uses plain zlib).

@@ -72,6 +72,43 @@ def test_ifd_is_lower_when_the_instruction_predicts_the_response(trained_tiny):
     assert result.info["n_dropped_ifd_ge_1"] == int(np.isnan(scores).sum())
 
 
+def _reference_ifd(model, tokenizer, record) -> float:
+    """Cherry_LLM's chat-model IFD, step by step (data_analysis_vic.py's
+    get_perplexity_and_embedding_part_text and data_by_IFD_vic.py's get_loss_part_text), with this
+    tokenizer's template in place of Vicuna's: per-token losses of the whole text, those from the
+    first token of the output's last occurrence on, averaged; conditioned / alone."""
+    import torch
+
+    from baselines.ifd import assistant_header
+
+    def mean_loss(text: str, target: str) -> float:
+        ids = tokenizer.encode(text, return_tensors="pt")
+        start = len(tokenizer.encode(text[:text.rfind(target)]))
+        with torch.no_grad():
+            logits = model(ids).logits[0]
+        losses = torch.nn.functional.cross_entropy(logits[:-1], ids[0, 1:], reduction="none")
+        return float(losses[start - 1:].mean())
+
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": record.prompt}], add_generation_prompt=True,
+                                           tokenize=False)
+    return mean_loss(prompt + record.output, record.output) / mean_loss(assistant_header(tokenizer) + record.output,
+                                                                        record.output)
+
+
+def test_ifd_scores_are_the_references_chat_model_scores(trained_tiny):
+    """IFD as its authors' chat-model path computes it (the assistant header before the response
+    alone; the output's own tokens in both means), transcribed from their code: the same values."""
+    model, tokenizer = trained_tiny
+    rng = np.random.default_rng(7)
+    pool = [copy_record(random_word(rng)) for _ in range(4)] + [copy_record(random_word(rng), random_word(rng))
+                                                                 for _ in range(4)] + [fluent_record(i) for i in range(3)]
+    result = selector_for("ifd").score(pool, ctx_for(model, tokenizer))
+    reference = np.array([_reference_ifd(model, tokenizer, r) for r in pool])
+    kept = reference < 1
+    np.testing.assert_allclose(result.scores[kept], reference[kept], rtol=1e-4)
+    assert np.isnan(result.scores[~kept]).all() and kept.sum() >= 4
+
+
 def test_random_has_its_own_seed_defaulting_to_the_global_one():
     pool = [make_record(f"q{i}", "", f"a{i}", "t", "test") for i in range(50)]
     draw = lambda raw, seed: selector_for("random", raw).score(pool, ScoringContext(seed=seed, target=[])).scores  # noqa: E731
