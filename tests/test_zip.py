@@ -102,3 +102,38 @@ def test_params_are_validated():
         from_dict(ZipParams, {"k1": 10, "k2": 20}, "methods.zip")
     with pytest.raises(ConfigError, match="methods.zip.level"):
         from_dict(ZipParams, {"level": 0}, "methods.zip")
+
+
+def _reference_zip(texts: list[bytes], budget: int, k1: int, k2: int, k3: int) -> list[int]:
+    """USTC-StarTeam/ZIP's ZIP_select and selec_data_from_corpus, step by step (numpy in place
+    of torch.topk; the ratio of a list of examples is that of their bytes concatenated, the text
+    this project compresses, where the reference takes str() of a list of JSON records)."""
+    def ratio(parts: list[bytes]) -> float:
+        data = b"".join(parts)
+        return len(data) / len(zlib.compress(data, 9))
+
+    state = np.array([ratio([t]) for t in texts])  # global_information_redundancy_state
+    final: list[int] = []
+    while len(final) < budget:
+        # stage 1 & 2: selec_data_from_corpus(final, ..., k2, k2, k1): one pass (selection_num = budget = k2)
+        cur = np.argsort(state, kind="stable")[:k1]
+        group = np.array([ratio([texts[i] for i in final] + [texts[j]]) for j in cur])
+        state[cur] = group
+        second = cur[np.argsort(group, kind="stable")[:k2]]
+        state[second] = 1_000_000
+        # stage 3: selec_data_from_corpus([], second, k3, 1, 'all'): one at a time, this round's picks only
+        picked: list[int] = []
+        while len(picked) < k3:
+            group = np.array([ratio([texts[second[p]] for p in picked] + [texts[j]]) for j in second])
+            group[picked] = 1_000_000
+            picked.append(int(np.argmin(group)))
+        final += [int(second[p]) for p in picked]
+    return final
+
+
+def test_the_greedy_order_is_the_reference_implementations(pool):
+    """Where the reference does what it intends (k2 = k3: every stage-2 candidate is picked; a
+    budget that never asks stage 1 for more than the unselected), the same order, pick by pick."""
+    texts = [example_bytes(r) for r in pool[:40]]
+    order, _ = zip_order(texts, k1=12, k2=4, k3=4)
+    assert list(order[:28]) == _reference_zip(texts, budget=28, k1=12, k2=4, k3=4)
