@@ -58,7 +58,8 @@ TRAIN_SEED, EVAL_SEED = 1501, 1502  # reasoning-gym seeds of the two sets (disti
 
 
 def parse_spec(spec: str) -> tuple[str, dict]:
-    """'chain_sum' or 'chain_sum:max_digits=2,max_terms=3' -> (task, reasoning-gym options)."""
+    """'chain_sum' or 'chain_sum:max_digits=2,max_terms=3' -> (task, reasoning-gym options); the
+    option `solution=steps` is the source's (worked solutions: igds.core.data.steps), not the dataset's."""
     task, _, rest = spec.partition(":")
     options = {}
     for item in filter(None, (x.strip() for x in rest.split(","))):
@@ -73,7 +74,9 @@ def task_records(spec: str, n: int, seed: int, max_chars: int, held: dict[str, s
     """n validated records of one reasoning-gym task (a spec: task[:options]), none of whose
     ids are in `held`."""
     task, options = parse_spec(spec)
-    split = read_source(task, SourceConfig(kind="reasoning_gym", tasks=(task,), n=n, seed=seed, options=options),
+    solution = str(options.pop("solution", "answer"))
+    split = read_source(task, SourceConfig(kind="reasoning_gym", tasks=(task,), n=n, seed=seed, options=options,
+                                           solution=solution),
                         max_chars=max_chars, strict=False, held=held)
     if len(split.records) < n:
         raise RuntimeError(f"{task}: only {len(split.records)} of {n} records ({len(split.rejects)} rejected)")
@@ -210,7 +213,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     parser.add_argument("--task", dest="tasks", action="append", default=None,
                         help="a candidate: a reasoning-gym task, optionally with its dataset options, e.g. "
-                             "chain_sum:max_digits=2,max_terms=3 (repeat for several; default: %s)" % ", ".join(CANDIDATES))
+                             "chain_sum:max_digits=2,max_terms=3; solution=steps writes worked solutions "
+                             "(igds/core/data/steps.py) (repeat for several; default: %s)" % ", ".join(CANDIDATES))
     parser.add_argument("--n-train", type=int, default=None,
                         help="training examples (default: the default pool's on-task count)")
     parser.add_argument("--n-eval", type=int, default=100)

@@ -34,6 +34,7 @@ def main(stage: str, run: Callable[[Params, argparse.Namespace], None],
     weights are loaded). `reads(params, args)` names the artifacts the stage reads:
     {"sae": dir, "features": dir}, checked against params when they exist. `autocast`: the
     stage fine-tunes, scores or evaluates, so it runs under model.autocast (mixed precision)."""
+    timing.start(stage)  # bench.floor's record of where this process's time goes ($IGDS_STAGE_TIMES)
     parser = argparse.ArgumentParser(prog=f"python -m pipelines.{stage}")
     parser.add_argument("--params", default="params.yaml", help="params file, or a profile of overrides (configs/<name>.yaml) (default: params.yaml)")
     parser.add_argument("-v", "--verbose", action="store_true")

@@ -56,9 +56,12 @@ def test_a_stage_process_appends_one_record_of_its_phases(tmp_path):
     for _ in range(2):
         subprocess.run([sys.executable, "-m", "pipelines.code", "input", "--out", str(tmp_path / "m.json")],
                        cwd=ROOT, env=env, check=True)
+    # a stage through pipelines.common.main (every model stage): records even when it stops early
+    subprocess.run([sys.executable, "-m", "pipelines.report", "--help"], cwd=ROOT, env=env, check=True,
+                   capture_output=True)
     lines = [json.loads(line) for line in times.read_text().splitlines()]
-    assert len(lines) == 2 and lines[0]["stage"] == "code" and lines[0]["argv"][0] == "input"
-    for r in lines:
+    assert [r["stage"] for r in lines] == ["code", "code", "report"] and lines[0]["argv"][0] == "input"
+    for r in lines[:2]:
         assert r["started"] <= r["main"] <= r["run_start"] <= r["run_end"] <= r["exit"]
         assert r["main"] - r["started"] < 60
 
@@ -77,3 +80,22 @@ def test_the_floor_breakdown_adds_up_to_the_wall_time():
                           "other_in_process_s": 1.0, "outside_stages_s": 12.0}
     assert sum(b["parts"].values()) == pytest.approx(30.0)
     assert b["kinds"]["finetune"]["work_beyond_floor_s"] == 3.0 and b["kinds"]["sae"]["floor_s"] == 2.0
+
+
+def test_the_gpu_script_runs_every_part_in_both_precisions_on_a_tiny_model(tmp_path):
+    """bench.gpu's smoke test (its real run needs a GPU): every part, fp32 and bf16, positive rates."""
+    out = tmp_path / "gpu.json"
+    subprocess.run([sys.executable, "-m", "bench.gpu", "--tiny", "--device", "cpu", "--examples", "8", "--repeats", "1",
+                    "--gen-tokens", "4", "--out", str(out)], cwd=ROOT, check=True, capture_output=True)
+    result = json.loads(out.read_text())
+    assert set(result["rates"]) == {"finetune", "loglik", "scoring", "generate"}
+    assert all(r["fp32"] > 0 and r["bf16"] > 0 for r in result["rates"].values())
+    assert "| scoring |" in (tmp_path / "gpu.md").read_text()
+
+
+def test_synthetic_examples_are_chat_shaped():
+    from bench.gpu import synthetic
+
+    tok = synthetic(20, 60, 40, 1000)
+    assert len(tok) == 20 and all(45 <= s <= 75 for s in tok.response_start)
+    assert all(c[1] == (s, len(ids)) for c, s, ids in zip(tok.content, tok.response_start, tok.input_ids))

@@ -182,9 +182,21 @@ class SourceConfig:
     # reasoning_gym: the datasets' own config for every task of the source (e.g. {max_digits: 2,
     # max_terms: 3} for chain_sum: the difficulty); size and seed are set by the split
     options: dict = field(default_factory=dict)
+    # reasoning_gym: answer (the dataset's answer, or its own worked solution where it has one) | steps
+    # (a worked solution written from the entry's metadata: igds.core.data.steps, for the tasks it knows)
+    solution: str = "answer"
 
     def __post_init__(self) -> None:
         check(self.kind in SOURCE_KINDS, "kind", self.kind, f"one of {SOURCE_KINDS}")
+        check(self.solution in ("answer", "steps"), "solution", self.solution, "answer or steps")
+        check(self.solution == "answer" or self.kind == "reasoning_gym", "solution", self.solution,
+              "answer: worked steps are written for reasoning_gym sources only")
+        if self.solution == "steps":
+            from igds.core.data.steps import WRITERS  # noqa: PLC0415
+
+            missing = [t for t in self.tasks if t not in WRITERS]
+            check(not missing, "solution", self.solution, f"answer, or tasks with a steps writer ({', '.join(sorted(WRITERS))}"
+                  f"; not {', '.join(missing)})")
         check(self.format in RECORD_FORMATS + PAIR_FORMATS[1:], "format", self.format,
               f"one of {RECORD_FORMATS} (SFT records) or {PAIR_FORMATS} (audit.data: preference pairs)")
         check(self.n is None or self.n > 0, "n", self.n, "a positive integer or null (all)")
@@ -198,7 +210,8 @@ class SourceConfig:
 
     def describe(self) -> str:
         if self.kind == "reasoning_gym":
-            return f"reasoning_gym:{'+'.join(self.tasks)}[seed={self.seed}{options_text(self.options)}]"
+            steps = ", solution=steps" if self.solution == "steps" else ""
+            return f"reasoning_gym:{'+'.join(self.tasks)}[seed={self.seed}{options_text(self.options)}{steps}]"
         return f"{self.kind}:{self.path}"
 
 

@@ -74,11 +74,12 @@ def _streams(cfg: SourceConfig, n: int | None) -> list[_Stream]:
     assert n is not None, "a reasoning_gym source needs a count"
     n_tasks = len(cfg.tasks)
     shares = [n // n_tasks + (1 if i < n % n_tasks else 0) for i in range(n_tasks)]
-    return [_Stream(_generated_items(task, share, cfg.seed, cfg.options), share)
+    return [_Stream(_generated_items(task, share, cfg.seed, cfg.options, cfg.solution), share)
             for task, share in zip(cfg.tasks, shares) if share]
 
 
-def _generated_items(task: str, n: int, seed: int, options: Mapping[str, Any] | None = None) -> Iterator[_Item]:
+def _generated_items(task: str, n: int, seed: int, options: Mapping[str, Any] | None = None,
+                     solution: str = "answer") -> Iterator[_Item]:
     """Items 1, 2, ... of one reasoning-gym task, at most _DRAWS_PER_RECORD x n of them.
 
     A dataset of n items first; a bigger one only when the reader asks for more (records
@@ -88,7 +89,7 @@ def _generated_items(task: str, n: int, seed: int, options: Mapping[str, Any] | 
     import reasoning_gym  # noqa: PLC0415  (slow import, only when used)
 
     options = dict(options or {})
-    location = f"reasoning_gym:{task}[seed={seed}{options_text(options)}]"
+    location = f"reasoning_gym:{task}[seed={seed}{options_text(options)}{', solution=steps' if solution == 'steps' else ''}]"
     start, size = 0, n
     while start < size:
         try:
@@ -98,15 +99,21 @@ def _generated_items(task: str, n: int, seed: int, options: Mapping[str, Any] | 
         except (TypeError, AssertionError) as e:
             raise DataError(f"reasoning-gym's {task} refuses options {options} ({e}); see its config class") from None
         for j in range(start, size):
-            yield _Item(location, j + 1, _from_reasoning_gym(dataset[j]), task)
+            yield _Item(location, j + 1, _from_reasoning_gym(dataset[j], task if solution == "steps" else None), task)
         start, size = size, min(2 * size, _DRAWS_PER_RECORD * n)
 
 
-def _from_reasoning_gym(entry: dict) -> dict:
-    """GSM-Symbolic carries GSM8K-style step-by-step solutions ending in '#### answer'."""
+def _from_reasoning_gym(entry: dict, steps_for: str | None = None) -> dict:
+    """GSM-Symbolic carries GSM8K-style step-by-step solutions ending in '#### answer'; with
+    `steps_for` (a task: the source's `solution: steps`), the solution is written in steps from
+    the entry's metadata (igds.core.data.steps)."""
     answer = str(entry["answer"])
     cot = (entry.get("metadata") or {}).get("answer_cot")
-    if cot:
+    if steps_for is not None:
+        from igds.core.data.steps import worked_solution  # noqa: PLC0415
+
+        output = worked_solution(steps_for, entry)
+    elif cot:
         output = cot if "####" in cot else f"{cot.rstrip()}\n#### {answer}"
     else:
         output = answer
