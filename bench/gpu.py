@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import datetime
 import logging
 import subprocess
@@ -97,28 +96,13 @@ def timed(run, device: str, repeats: int) -> float:
 
 
 def finetune_rate(model, tok: Tokenized, params, device: str, repeats: int) -> float:
-    """tokens/s of the suite's fine-tuning steps over `tok` (one epoch, LoRA)."""
-    import igds.core.finetune as ft  # noqa: PLC0415
-    from igds.core.head_loss import ResponseLoss  # noqa: PLC0415
+    """tokens/s of the suite's fine-tuning steps over `tok` (one epoch, LoRA): bench.prefix's."""
+    from bench.prefix import tokenized_training_steps  # noqa: PLC0415
 
-    cfg = params.finetune
-    trained_model, trained = ft.trainable(copy.deepcopy(model), cfg, seed=0)
-    trained_model.train()
-    optimizer = torch.optim.AdamW(trained, lr=cfg.lr)
-    engine = ResponseLoss(trained_model, cfg.loss_chunk)
-    steps = ft.batch_schedule([len(x) for x in tok.input_ids], cfg.batch_size, 1, np.random.default_rng(0))
-    batches = [ft.step_batch(tok, idx, model.config.pad_token_id, device) for idx in steps]
-
-    def run():
-        for b in batches:
-            loss = engine(b["input_ids"], b["attention_mask"], b["labels"], max(ft.response_items(b), 1), 0)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trained, cfg.max_grad_norm)
-            optimizer.step()
-            torch.clear_autocast_cache()
-
-    return sum(int(b["attention_mask"].sum()) for b in batches) / timed(run, device, repeats)
+    run, _, tokens = tokenized_training_steps(model, model.config.pad_token_id, params.finetune, tok, device,
+                                              lambda: sync(device))
+    run(False)  # warm-up
+    return tokens / min(run(False) for _ in range(repeats))
 
 
 def loglik_rate(model, tok: Tokenized, batch_size: int, device: str, repeats: int) -> float:

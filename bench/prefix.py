@@ -40,19 +40,25 @@ def training_steps(loaded, cfg, records):
     response-position loss, backward, clipping, AdamW) on a copy of the model: (a function that
     runs them once, with or without the shared prefix, and returns its wall seconds; the batches
     with their shared prefix lengths; their tokens)."""
+    tok = tokenize_records(loaded.tokenizer, records, cfg.max_len)
+    return tokenized_training_steps(loaded.model, loaded.tokenizer.pad_token_id, cfg, tok)
+
+
+def tokenized_training_steps(model, pad_id: int, cfg, tok, device="cpu", sync=lambda: None):
+    """training_steps on token ids already made (bench.gpu's synthetic ones), on `device`;
+    `sync` waits for the device before the clock is read."""
     import igds.core.finetune as ft  # noqa: PLC0415
     from igds.core.head_loss import ResponseLoss  # noqa: PLC0415
 
-    tok = tokenize_records(loaded.tokenizer, records, cfg.max_len)
     steps = ft.batch_schedule([len(x) for x in tok.input_ids], cfg.batch_size, 1, np.random.default_rng(0))
-    model, trained = ft.trainable(copy.deepcopy(loaded.model), cfg, seed=0)
+    model, trained = ft.trainable(copy.deepcopy(model), cfg, seed=0)
     model.train()
     optimizer = torch.optim.AdamW(trained, lr=cfg.lr)
     engine = ResponseLoss(model, cfg.loss_chunk)
-    batches = [(ft.step_batch(tok, idx, loaded.tokenizer.pad_token_id, "cpu"), ft.shared_prefix(tok, idx))
-               for idx in steps]
+    batches = [(ft.step_batch(tok, idx, pad_id, device), ft.shared_prefix(tok, idx)) for idx in steps]
 
     def run(share: bool) -> float:
+        sync()
         t0 = time.perf_counter()
         for b, prefix in batches:
             loss = engine(b["input_ids"], b["attention_mask"], b["labels"], max(ft.response_items(b), 1),
@@ -62,6 +68,7 @@ def training_steps(loaded, cfg, records):
             torch.nn.utils.clip_grad_norm_(trained, cfg.max_grad_norm)
             optimizer.step()
             torch.clear_autocast_cache()  # as finetune: under autocast the next step casts the updated weights
+        sync()
         return time.perf_counter() - t0
 
     return run, batches, sum(int(b["attention_mask"].sum()) for b, _ in batches)

@@ -99,7 +99,7 @@ def runs(tmp_path_factory):
     """Two independent copies of the project, each after `dvc repro` of the selections (run once)."""
     base = tmp_path_factory.mktemp("store")
     raw = read_params(CI_PARAMS)
-    assert raw["select"]["methods"] == ["igds", "random", "loss", "ifd", "zip", "kcenter", "less"], \
+    assert raw["select"]["methods"] == ["igds", "random", "loss", "ifd", "zip", "kcenter", "less", "rds", "lexical"], \
         "configs/ci.yaml's select.methods changed: update this test"
     assert raw["data"]["pools"] == ["mixed", "within"], "configs/ci.yaml's data.pools changed: update this test"
     assert raw["finetune"]["methods"] == TRAINED, "configs/ci's finetune.methods changed: update this test"

@@ -172,6 +172,6 @@ def test_a_stage_stops_with_one_line_and_exit_2_before_any_work(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert lines == ["subset: error: params.yaml: select.methods[1] = 'lesss' is not allowed; expected one of "
-                     "ifd, igds, kcenter, less, loss, random, zip (it is not under methods: (a variant is "
+                     "ifd, igds, kcenter, less, lexical, loss, random, rds, zip (it is not under methods: (a variant is "
                      "declared there: `igds_k3: {method: igds, k: 3}`); did you mean 'less'?)"], proc.stderr
     assert not (tmp_path / "subsets").exists()
