@@ -38,14 +38,12 @@ def response_alone(tokenizer, records: list[Record], max_len: int):
     """Each response after the assistant header alone (no system prompt, no user turn), with a
     BOS token where the tokenizer adds one (else, without a template, a single start token);
     the response's own text is its content span, the tokens IFD's losses average over."""
-    from igds.core.tokens import Tokenized, _span_tokens, chat_parts  # noqa: PLC0415
+    from igds.core.tokens import Tokenized, _span_tokens, chat_parts, with_bos  # noqa: PLC0415
 
     header = assistant_header(tokenizer)
-    prefix = tokenizer(header, add_special_tokens=False).input_ids if header else []
-    bos = tokenizer.bos_token_id
-    if bos is not None and getattr(tokenizer, "add_bos_token", False) and prefix[:1] != [bos]:
-        prefix = [bos, *prefix]
+    prefix, _ = with_bos(tokenizer, tokenizer(header, add_special_tokens=False).input_ids if header else [])
     if not prefix:
+        bos = tokenizer.bos_token_id
         prefix = [bos if bos is not None else tokenizer.eos_token_id]
     ids, starts, content = [], [], []
     for record in records:

@@ -65,6 +65,15 @@ def _span_tokens(tokenizer, text: str, part: str, ids: list[int]) -> tuple[int, 
     return (min(start, len(ids)), min(len(tokenizer(text[:hi], add_special_tokens=False).input_ids), len(ids)))
 
 
+def with_bos(tokenizer, ids: list[int]) -> tuple[list[int], int]:
+    """`ids` with a BOS token first when the tokenizer asks for one and they do not already begin
+    with it (Gemma's chat template writes it: never two); and how many tokens were added (0 or 1)."""
+    bos = tokenizer.bos_token_id
+    if bos is not None and getattr(tokenizer, "add_bos_token", False) and ids[:1] != [bos]:
+        return [bos, *ids], 1
+    return ids, 0
+
+
 def tokenize_records(tokenizer, records: Sequence[Record], max_len: int) -> Tokenized:
     """Tokenise prompt and response separately (so the boundary is exact), truncate to max_len.
 
@@ -72,14 +81,11 @@ def tokenize_records(tokenizer, records: Sequence[Record], max_len: int) -> Toke
     not already begin with it (Gemma's template writes it: never two). `content` marks the
     record's own text, so a scope can leave the template's tokens out."""
     ids, starts, content = [], [], []
-    bos = tokenizer.bos_token_id
     for record in records:
         prompt, response = chat_parts(tokenizer, record)
         p = tokenizer(prompt, add_special_tokens=False).input_ids
         r = tokenizer(response, add_special_tokens=False).input_ids
-        offset = 0
-        if bos is not None and getattr(tokenizer, "add_bos_token", False) and p[:1] != [bos]:
-            p, offset = [bos, *p], 1
+        p, offset = with_bos(tokenizer, p)
         full = (p + r)[:max_len]
         a, b = _span_tokens(tokenizer, prompt, record.prompt, p[offset:])
         c, d = _span_tokens(tokenizer, response, record.output, r)
