@@ -99,10 +99,8 @@ def finetune_rate(model, tok: Tokenized, params, device: str, repeats: int) -> f
     """tokens/s of the suite's fine-tuning steps over `tok` (one epoch, LoRA): bench.prefix's."""
     from bench.prefix import tokenized_training_steps  # noqa: PLC0415
 
-    run, _, tokens = tokenized_training_steps(model, model.config.pad_token_id, params.finetune, tok, device,
-                                              lambda: sync(device))
-    run(False)  # warm-up
-    return tokens / min(run(False) for _ in range(repeats))
+    run, _, tokens = tokenized_training_steps(model, model.config.pad_token_id, params.finetune, tok, device)
+    return tokens / timed(lambda: run(False), device, repeats)
 
 
 def loglik_rate(model, tok: Tokenized, batch_size: int, device: str, repeats: int) -> float:

