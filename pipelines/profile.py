@@ -87,6 +87,17 @@ def set_graph(base: dict, whole: dict) -> list[str]:
     return flags
 
 
+def exp_flags(params_path: Path, whole: dict, profile: Params | None = None) -> list[str]:
+    """The `dvc exp run -S` overrides that run params `whole` in the workspace of `params_path`:
+    its params, and its stage graph (graph.yaml) when the workspace has one."""
+    profile = profile if profile is not None else from_dict(Params, whole, "")
+    flags = set_params(read_params(params_path), whole)
+    graph_path = params_path.parent / GRAPH_FILE
+    if graph_path.is_file():  # the project's stage graph iterates over it: the profile's own
+        flags += set_graph(yaml.safe_load(graph_path.read_text(encoding="utf-8")), document(profile))
+    return flags
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipelines.profile", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -113,10 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         if not (args.set_params or args.exp is not None):
             sys.stdout.write(dump_params(whole))
             return
-        flags = set_params(read_params(args.params), whole)
-        graph_path = args.params.parent / GRAPH_FILE
-        if graph_path.is_file():  # the project's stage graph iterates over it: the profile's own
-            flags += set_graph(yaml.safe_load(graph_path.read_text(encoding="utf-8")), document(profile))
+        flags = exp_flags(args.params, whole, profile)
     except ConfigError as e:
         print(f"profile: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -340,3 +340,156 @@ def proxy_agreement(proxy, full, rng: np.random.Generator, n_boot: int = 2000, l
         ceiling = np.nanmean(np.stack(halves), axis=0)
     (lo, hi), (c_lo, c_hi) = _finite_percentiles(rho[1:], level), _finite_percentiles(ceiling[1:], level)
     return ProxyAgreement(float(rho[0]), lo, hi, float(ceiling[0]), c_lo, c_hi, n, n_seeds)
+
+
+# ---- redraws (issue 34): draws x training seeds x eval examples --------------------------------
+#
+# A study redraws the whole procedure (the prior, the pool, the SAE's seed, so identification and
+# selection) D times on one fixed eval split; each draw trains S seeds per arm. An arm's values are
+# then [D, S, N]; the arms of one draw are paired (same pool), and every draw shares the examples.
+
+LEVELS = ("draws", "seeds", "examples")
+
+
+@dataclass(frozen=True)
+class VarianceSplit:
+    """Bootstrap standard deviation of a statistic with one level resampled at a time (the rest
+    held at what was observed), and with all three: how its uncertainty splits among the
+    draws of the procedure, the training seeds within a draw and the eval examples."""
+    draws: float
+    seeds: float
+    examples: float
+    total: float
+
+
+def _as_nested(values: np.ndarray, name: str) -> np.ndarray:
+    """[n_draws, n_seeds, n_examples] float array; a 2-D array is one draw."""
+    m = np.asarray(values, dtype=float)
+    if m.ndim == 2:
+        m = m[None]
+    if m.ndim != 3 or 0 in m.shape:
+        raise ValueError(f"{name} must be a non-empty [n_draws, n_seeds, n_examples] array, got shape {m.shape}")
+    if not np.isfinite(m).all():
+        raise ValueError(f"{name} has non-finite values")
+    return m
+
+
+def _nested_paired(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ma, mb = _as_nested(a, "a"), _as_nested(b, "b")
+    if ma.shape[0] != mb.shape[0] or ma.shape[2] != mb.shape[2]:
+        raise ValueError(f"a is {ma.shape} and b {mb.shape} (draws, seeds, examples): the arms must share "
+                         "the draws and the eval examples to be paired")
+    return ma, mb
+
+
+def _nested_mean(m: np.ndarray, draw_idx: np.ndarray, seed_w: np.ndarray, example_w: np.ndarray) -> np.ndarray:
+    """[B] grand means of m [D, S, N] over the draws draw_idx [B, D] (indices, with
+    replacement), the seed counts seed_w [B, D, S] of each drawn draw (a draw drawn twice gets
+    two seed resamples) and the example counts example_w [B, N]; no [B, D, S, N] array is built."""
+    n_draws, n_seeds, n_examples = m.shape
+    cell = (m.reshape(n_draws * n_seeds, n_examples) @ example_w.T).T.reshape(-1, n_draws, n_seeds) / n_examples
+    drawn = np.take_along_axis(cell, draw_idx[:, :, None], axis=1)  # [B, D, S]: the drawn draws' cells
+    return (drawn * seed_w).sum(axis=(1, 2)) / (n_draws * n_seeds)
+
+
+def _level_counts(rng: np.random.Generator, size: int, n: int, on: bool) -> np.ndarray:
+    return _counts(rng, size, n) if on else np.ones((size, n))
+
+
+def nested_bootstrap(a: np.ndarray, b: np.ndarray | None, rng: np.random.Generator, n_boot: int = 2000,
+                     resample: tuple[str, ...] = LEVELS) -> np.ndarray:
+    """[n_boot] bootstrap draws of mean(a) (or mean(a) - mean(b)) over a [D, S, N] (b [D, S', N]).
+
+    A hierarchical bootstrap: the draws are resampled with replacement (the same draws for both
+    arms: they are paired), then within each drawn draw its seeds (each arm its own), and the eval
+    examples once for everything (every draw and arm is measured on the same examples). `resample`
+    names the levels that are resampled; the others stay as observed (variance_split). Resampling
+    every level is conservative: a draw's mean already carries some of its seeds' and examples'
+    noise, which the lower levels then add again."""
+    unknown = set(resample) - set(LEVELS)
+    if unknown:
+        raise ValueError(f"resample {sorted(unknown)}: the levels are {LEVELS}")
+    arms = [_as_nested(a, "a")] if b is None else list(_nested_paired(a, b))
+    n_draws, _, n_examples = arms[0].shape
+    out = []
+    for size in _chunks(n_boot, n_examples * n_draws * max(arm.shape[1] for arm in arms)):
+        draw_idx = (rng.integers(0, n_draws, size=(size, n_draws)) if "draws" in resample
+                    else np.broadcast_to(np.arange(n_draws), (size, n_draws)))
+        example_w = _level_counts(rng, size, n_examples, "examples" in resample)
+        means = []
+        for arm in arms:
+            n_seeds = arm.shape[1]
+            seed_w = (_level_counts(rng, size * n_draws, n_seeds, "seeds" in resample)
+                      .reshape(size, n_draws, n_seeds))
+            means.append(_nested_mean(arm, draw_idx, seed_w, example_w))
+        out.append(means[0] if b is None else means[0] - means[1])
+    return np.concatenate(out)
+
+
+def nested_ci(a: np.ndarray, rng: np.random.Generator, n_boot: int = 2000, level: float = 0.95) -> BootstrapCI:
+    """Percentile CI of an arm's grand mean over draws x seeds x examples (nested_bootstrap);
+    n_seeds counts the draws' runs (draws x seeds)."""
+    m = _as_nested(a, "a")
+    lo, hi = _percentiles(nested_bootstrap(m, None, rng, n_boot), level)
+    return BootstrapCI(float(m.mean()), lo, hi, m.shape[0] * m.shape[1], m.shape[2])
+
+
+def nested_paired_ci(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, n_boot: int = 2000,
+                     level: float = 0.95) -> PairedCI:
+    """Percentile CI of mean(a) - mean(b), draws paired, seeds per arm, examples shared."""
+    ma, mb = _nested_paired(a, b)
+    lo, hi = _percentiles(nested_bootstrap(ma, mb, rng, n_boot), level)
+    return PairedCI(float(ma.mean() - mb.mean()), lo, hi)
+
+
+def variance_split(a: np.ndarray, b: np.ndarray | None, rng: np.random.Generator, n_boot: int = 2000) -> VarianceSplit:
+    """The bootstrap SD of mean(a) (- mean(b)) resampling only the draws, only the seeds, only
+    the examples, and all three (nested_bootstrap). A level with one member contributes 0."""
+    sd = {level: float(np.std(nested_bootstrap(a, b, rng, n_boot, (level,)), ddof=1)) for level in LEVELS}
+    return VarianceSplit(sd["draws"], sd["seeds"], sd["examples"],
+                         float(np.std(nested_bootstrap(a, b, rng, n_boot), ddof=1)))
+
+
+def draws_permutation_test(a: np.ndarray, b: np.ndarray, rng: np.random.Generator,
+                           n_perm: int = 10000) -> PermutationTest:
+    """Two-sided paired test of mean(a) = mean(b) whose null respects the draws.
+
+    d[j, i] = (a's mean over its seeds - b's) on draw j and example i. The statistic is the
+    mean of d. Under the null the arms are exchangeable on each example (a sign flip of
+    mean_j d[j, i], as paired_permutation_test), and a draw's offset shared by all its examples
+    (its pool, its identification, its selection, its seeds) cannot be flipped, so each null
+    draw adds a draw term: the per-draw means of d resampled with replacement and centred, scaled
+    to the ANOVA estimate of the draw variance component (draws x examples; the seeds' variance
+    within a draw is part of it). With one draw, or draws that spread no more than example noise
+    explains, the test is paired_permutation_test's sign flip. The draw component is estimated
+    from D - 1 degrees of freedom: with 5 draws the null's width is itself uncertain, so the
+    study also reports draw_t_test (the draws alone as the unit)."""
+    if isinstance(n_perm, bool) or not isinstance(n_perm, (int, np.integer)) or n_perm < 1:
+        raise ValueError(f"n_perm = {n_perm!r} must be a positive integer")
+    ma, mb = _nested_paired(a, b)
+    d = ma.mean(axis=1) - mb.mean(axis=1)
+    n_examples = d.shape[1]
+    if n_examples < 2:
+        raise ValueError("a permutation test needs at least 2 paired examples")
+    flips = stats.permutation_test(
+        (d.mean(axis=0), np.zeros(n_examples)), _mean_diff, permutation_type="samples", vectorized=True,
+        n_resamples=int(n_perm), batch=max(1, _CHUNK_CELLS // n_examples), alternative="two-sided",
+        **{_RNG_KW: rng})
+    observed = float(flips.statistic)
+    scale = _seed_scale(d)
+    if scale == 0.0:
+        return PermutationTest(observed, float(flips.pvalue), int(len(flips.null_distribution)),
+                               2 ** n_examples <= n_perm)
+    null = np.resize(flips.null_distribution, int(n_perm)) + _seed_term(d, scale, rng, int(n_perm))
+    return PermutationTest(observed, _two_sided_p(null, observed, exact=False), int(n_perm), False)
+
+
+def draw_t_test(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
+    """(the per-draw differences of the grand means, the two-sided p of a one-sample t-test of
+    them against 0 with D - 1 degrees of freedom: the procedure as the only unit; NaN with fewer
+    than 2 draws or no spread)."""
+    ma, mb = _nested_paired(a, b)
+    per_draw = ma.mean(axis=(1, 2)) - mb.mean(axis=(1, 2))
+    if len(per_draw) < 2 or np.ptp(per_draw) == 0.0:
+        return per_draw, float("nan")
+    return per_draw, float(stats.ttest_1samp(per_draw, 0.0).pvalue)
