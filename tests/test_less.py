@@ -202,3 +202,82 @@ def test_params_are_validated_by_key():
     with pytest.raises(ConfigError, match="unknown key methods.less.rank"):
         from_dict(LessParams, {"rank": 8}, "methods.less")
     assert from_dict(LessParams, {"target_modules": ["q_proj"]}, "methods.less").target_modules == ("q_proj",)
+
+
+def _reference_less(model, params, pool_tok, pool_index, val_tok, val_index, checkpoints, proj_dim):
+    """LESS's scores as its reference code computes them (princeton-nlp/LESS,
+    less/data_selection/collect_grad_reps.py and matching.py), written again from it: the model's
+    own loss with labels -100 outside the response; the pool's gradients Adam-preconditioned as in
+    obtain_gradients_with_adam, the validation's plain (gradient_type sgd); cast to float16 and
+    projected by a dense Rademacher matrix (trak's BasicProjector, ProjectionType.rademacher);
+    normalised; per checkpoint the train x validation inner products, weighted by the checkpoints'
+    learning rates renormalised to sum 1; the mean over the validation examples (one subtask, so
+    the max over subtasks is that mean)."""
+    d = sum(q.numel() for q in params)
+    generator = torch.Generator().manual_seed(0)
+    rademacher = torch.randint(0, 2, (d, proj_dim), generator=generator).float() * 2 - 1
+
+    def grads(tok, index, adam):
+        out = []
+        for i in index:
+            ids = torch.tensor([tok.input_ids[i]])
+            labels = ids.clone()
+            labels[0, :tok.response_start[i]] = -100
+            for q in params:
+                q.grad = None
+            model(input_ids=ids, labels=labels).loss.backward()
+            g = torch.cat([q.grad.view(-1) for q in params])
+            if adam is not None:
+                avg = 0.9 * adam.exp_avg + 0.1 * g
+                avg_sq = 0.999 * adam.exp_avg_sq + 0.001 * g ** 2
+                g = avg / torch.sqrt(avg_sq + 1e-08)
+            out.append(g)
+        projected = torch.stack(out).to(torch.float16).float() @ rademacher
+        return torch.nn.functional.normalize(projected, dim=1)
+
+    lrs = [c.lr for c in checkpoints]
+    weights = [lr / sum(lrs) for lr in lrs]
+    influence = 0
+    for ckpt, weight in zip(checkpoints, weights):
+        with torch.no_grad():
+            for q, saved in zip(params, ckpt.lora):
+                q.copy_(saved)
+        influence = influence + weight * (grads(pool_tok, pool_index, ckpt) @ grads(val_tok, val_index, None).T)
+    return influence.mean(-1).numpy()
+
+
+def test_scores_agree_with_a_re_implementation_of_the_reference_code(monkeypatch):
+    """Issue 34: the same warm-up checkpoints, validation examples and pool scored by LESS's own
+    recipe (_reference_less) rank the pool as the selector does (Spearman >= 0.95). The one
+    deliberate difference: the projection (here a subsampled randomised Hadamard transform, there
+    a dense Rademacher matrix; both Johnson-Lindenstrauss maps of the same inner products)."""
+    from scipy import stats as scipy_stats
+
+    import baselines.less.gradients as less
+
+    seen = {}
+    real, real_warm_up = less.gradient_features, less.warm_up
+
+    def spy(model, params, tok, index, project, adam, desc):
+        seen[desc.split()[1]] = (model, params, tok, list(index))
+        return real(model, params, tok, index, project, adam, desc)
+
+    def keep(*args, **kwargs):
+        out = real_warm_up(*args, **kwargs)
+        seen["checkpoints"] = out[0]
+        return out
+
+    monkeypatch.setattr(less, "gradient_features", spy)
+    monkeypatch.setattr(less, "warm_up", keep)
+    model, tok = build_tiny_model(), build_char_tokenizer()
+    pool = [task(i) for i in range(3, 9)] + [unrelated(i) for i in range(6)] + [
+        make_record(f"Add {i} and {i + 1}.", "", f"{i} plus {i + 1} is {2 * i + 1}", "near", "t") for i in range(6)]
+    target = [task(i) for i in range(20, 26)]
+    ours = LessSelector(FAST).score(pool, _context(model, tok, target)).scores
+    peft_model, params, pool_tok, pool_index = seen["pool"]
+    _, _, val_tok, val_index = seen["val"]
+    reference = _reference_less(peft_model, params, pool_tok, pool_index, val_tok, val_index, seen["checkpoints"],
+                                proj_dim=FAST.proj_dim)
+    assert len(pool_index) == len(pool)
+    rho = scipy_stats.spearmanr(ours[pool_index], reference).statistic
+    assert rho >= 0.95, f"Spearman {rho:.3f} with the reference's scoring"
