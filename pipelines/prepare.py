@@ -1,4 +1,4 @@
-"""prepare stage: data/{prior,pool,eval,general}.jsonl (+ probe.jsonl, val.jsonl: empty unless configured), data/rejects.jsonl, data/report.json."""
+"""prepare stage: data/{prior,pool,eval,general}.jsonl (+ probe.jsonl, val.jsonl, sae.jsonl: empty unless configured), data/rejects.jsonl, data/report.json."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from igds.core.artifacts import atomic_dir, write_json, write_jsonl
 from igds.core.config import ConfigError
 from igds.params import Params
 from igds.core.data import build_splits
+from igds.core.data.splits import OPTIONAL_SPLITS
 from pipelines.common import main
 
 log = logging.getLogger("prepare")
@@ -22,7 +23,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
     with atomic_dir(args.out) as tmp:
         for name in prepared.splits:
             write_jsonl(tmp / f"{name}.jsonl", (r.to_dict() for r in prepared.splits[name]))
-        for optional in ("probe", "val"):  # always present, so the stages reading them can depend on them
+        for optional in OPTIONAL_SPLITS:  # always present, so the stages reading them can depend on them
             if optional not in prepared.splits:
                 write_jsonl(tmp / f"{optional}.jsonl", [])
         write_jsonl(tmp / "rejects.jsonl", (r.to_dict() for r in prepared.rejects))

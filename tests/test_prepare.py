@@ -27,7 +27,8 @@ def test_prepare_writes_the_splits_and_a_reconciled_report(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [
         "eval.jsonl", "general.jsonl", "pools", "pools/mixed.jsonl", "pools/within.jsonl", "prior.jsonl", "probe.jsonl",
-        "rejects.jsonl", "report.json", "val.jsonl"]
+        "rejects.jsonl", "report.json", "sae.jsonl", "val.jsonl"]
+    assert (out / "sae.jsonl").read_text() == ""  # configs/ci has no data.splits.sae: the SAE reads general and the pools
     report = json.loads((out / "report.json").read_text())
     n_rejects = len((out / "rejects.jsonl").read_text().splitlines())
     assert report["read"] == report["accepted"] + report["rejected"] and report["rejected"] == n_rejects
@@ -91,3 +92,23 @@ def test_dvc_repro_prepare_follows_a_changed_pool_count(tmp_path):
     assert lock["stages"]["prepare"]["params"]["params.yaml"]["data"]["splits"]["pool"]["n"] == 50
     assert json.loads((work / "data" / "report.json").read_text())["splits"]["pools/mixed"]["accepted"] == 50
     assert repro_with_pool(60) == first  # back to 60: the run cache restores the first pool, as it should
+
+
+def test_the_saes_own_text_is_prepared_disjoint_from_every_other_split(tmp_path):
+    """data.splits.sae: its count met, its tasks as asked, read last, so no example evaluated,
+    trained on or used to pick features is in the SAE's text."""
+    raw = read_params(CI_PARAMS)
+    tasks = ["number_sequence", "word_sorting", "caesar_cipher"]  # the target task too: eval's examples stay out
+    raw["data"]["splits"]["sae"] = {"kind": "reasoning_gym", "tasks": tasks, "n": 90, "seed": 555000}
+    params = tmp_path / "params.yaml"
+    params.write_text(dump_params(raw))
+    out = tmp_path / "data"
+    proc = run([sys.executable, "-m", "pipelines.prepare", "--params", str(params), "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in (out / "sae.jsonl").read_text().splitlines()]
+    assert len(rows) == 90 and {r["task"] for r in rows} == set(tasks)
+    others = {json.loads(line)["id"] for name in ("prior", "eval", "general", "probe", "val", "pools/mixed", "pools/within")
+              for line in (out / f"{name}.jsonl").read_text().splitlines()}
+    assert not others & {r["id"] for r in rows}
+    report = json.loads((out / "report.json").read_text())
+    assert report["splits"]["sae"]["accepted"] == 90

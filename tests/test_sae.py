@@ -346,3 +346,44 @@ def test_a_requested_token_count_is_met_or_refused(tiny_model):
     with pytest.raises(ConfigError, match=rf"sae.heldout_tokens = {n_heldout + 1} .* gives {n_heldout};"):
         cache_activations(tiny_model, tokenizer, train, heldout, SaeConfig(layer=1, train_tokens=None,
                                                                            heldout_tokens=n_heldout + 1), seed=0)
+
+
+def test_the_sae_trains_on_its_own_plain_text_and_is_measured_on_the_pools_chat_text(tiny_model, monkeypatch):
+    """data.splits.sae: the SAE's activations come from plain text (no template token among them),
+    its held-out metrics too, and the pools' chat-format text is measured as on_pools_*; a token
+    request the text cannot meet names data.splits.sae.n."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    import pipelines.sae as stage
+    from igds.core.config import ConfigError
+    from igds.params import load_params
+    from tests.conftest import ROOT, build_char_tokenizer, task
+
+    tokenizer = build_char_tokenizer()
+    tokenizer.chat_template = "<|im_start|>system\nSYSTEM PROMPT<|im_end|>\n" + tokenizer.chat_template
+    seen = []
+    real = stage.collect_token_activations
+
+    def spy(model, tok, *args, **kwargs):
+        seen.append((kwargs.get("desc"), [tokenizer.decode(ids) for ids in tok.input_ids]))
+        return real(model, tok, *args, **kwargs)
+
+    monkeypatch.setattr(stage, "collect_token_activations", spy)
+    import igds.core.pooling as pooling
+    monkeypatch.setattr(pooling, "collect_token_activations", spy)
+    params = load_params(ROOT / "configs/ci.yaml")
+    params = dataclasses.replace(params, sae=dataclasses.replace(
+        params.sae, layer=1, width=2, k=4, steps=5, batch_tokens=64, train_tokens=None, heldout_tokens=None,
+        ce_examples=2, batch_size=4))
+    own, pools = [task(i) for i in range(20)], [task(i) for i in range(100, 104)]
+    loaded = SimpleNamespace(model=tiny_model, tokenizer=tokenizer)
+    _, metrics = stage.make_sae(params, loaded, own, None, plain=True, pools=pools)
+    texts = {desc: t for desc, t in seen}
+    assert not any("SYSTEM PROMPT" in t for t in texts["caching train"] + texts["caching held-out"])
+    assert all("SYSTEM PROMPT" in t for t in texts["caching pools"])
+    assert {"explained_variance", "dead_share", "ce_loss_recovered", "on_pools_explained_variance",
+            "on_pools_dead_share", "on_pools_ce_loss_recovered"} <= set(metrics)
+    asked = dataclasses.replace(params, sae=dataclasses.replace(params.sae, train_tokens=10**6))
+    with pytest.raises(ConfigError, match=r"data/sae.jsonl.*data.splits.sae.n"):
+        stage.make_sae(asked, loaded, own, None, plain=True, pools=pools)

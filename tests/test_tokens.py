@@ -52,3 +52,21 @@ def test_content_spans_are_clipped_by_truncation():
     assert all(hi <= 20 for lo, hi in t.content[0])
     mask = collate(t, [0], 0, "content").scope_mask[0]
     assert mask.sum() > 0 and len(mask) == 20
+
+
+@pytest.mark.parametrize("bos", [True, False])
+def test_plain_text_has_no_template_token(bos):
+    """The SAE's own text (data.splits.sae): the prompt, a newline and the response, with the
+    tokenizer's BOS when it asks for one and nothing of the chat template."""
+    from igds.core.tokens import tokenize_plain
+
+    tok = _tokenizer(bos_in_template=False)
+    tok.add_bos_token = bos
+    t = tokenize_plain(tok, [RECORD], 512)
+    ids = t.input_ids[0]
+    text = tok.decode(ids[1:] if bos else ids)
+    assert text == RECORD.prompt + "\n" + RECORD.output
+    assert (ids[0] == tok.bos_token_id) == bos and ids.count(tok.bos_token_id) == int(bos)
+    assert SYSTEM not in tok.decode(ids) and "<|im_start|>" not in tok.decode(ids)
+    assert tok.decode(ids[t.response_start[0]:]) == RECORD.output
+    assert collate(t, [0], 0, "content").scope_mask[0].sum() == len(ids) - 1  # position 0 never in scope

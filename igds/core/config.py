@@ -253,6 +253,9 @@ class SplitsConfig:
     general: SourceConfig
     probe: SourceConfig | None = None  # held-out non-target tasks: the forgetting check of evaluate
     val: SourceConfig | None = None  # the target task for recipe search's objective: disjoint from eval, never it
+    # the SAE's own text, tokenized plain (question, newline, answer: no chat template); null: the SAE
+    # trains on general and every pool in the chat template
+    sae: SourceConfig | None = None
 
 
 @dataclass(frozen=True)

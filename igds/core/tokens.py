@@ -96,6 +96,23 @@ def tokenize_records(tokenizer, records: Sequence[Record], max_len: int) -> Toke
     return Tokenized(ids, starts, content)
 
 
+def tokenize_plain(tokenizer, records: Sequence[Record], max_len: int) -> Tokenized:
+    """Records as plain text, no chat template: the prompt, a newline, the response (the SAE's own
+    text, data.splits.sae: an SAE trained on the template's tokens spends its latents on them).
+    A BOS token as tokenize_records adds it; the response starts after the newline; the
+    content is the whole text."""
+    ids, starts, content = [], [], []
+    for record in records:
+        p = tokenizer(f"{record.prompt}\n", add_special_tokens=False).input_ids
+        r = tokenizer(record.output, add_special_tokens=False).input_ids
+        p, offset = with_bos(tokenizer, p)
+        full = (p + r)[:max_len]
+        ids.append(full)
+        starts.append(min(len(p), len(full)))
+        content.append(((offset, len(full)),) if len(full) > offset else ())
+    return Tokenized(ids, starts, content)
+
+
 @dataclass(frozen=True)
 class Batch:
     index: np.ndarray  # positions of these examples in the Tokenized input

@@ -1,4 +1,4 @@
-"""The splits (prior, pool, eval, general, and the optional probe and val), the mixed pool, and their
+"""The splits (prior, pool, eval, general, and the optional probe, val and sae), the mixed pool, and their
 disjointness.
 
 No example is in two splits: ids are content hashes, and the splits are read in priority
@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 SPLITS = ("prior", "pool", "eval", "general")  # always present
 # probe: held-out non-target tasks for evaluation; val: the target task for recipe search's
 # objective (igds.recipes.search), never eval; each when configured
-OPTIONAL_SPLITS = ("probe", "val")
-PRIORITY = ("eval", "val", "probe", "prior", "pool", "general")  # an id in several splits stays in the first
+# sae: the SAE's own text (plain, no chat template), when configured
+OPTIONAL_SPLITS = ("probe", "val", "sae")
+PRIORITY = ("eval", "val", "probe", "prior", "pool", "general", "sae")  # an id in several splits stays in the first
 
 
 def split_names(cfg: DataConfig) -> tuple[str, ...]:
