@@ -50,3 +50,42 @@ def test_generated_records_carry_steps_that_give_the_answer(task):
         assert stepped.output.count("\n") >= 2 and applicable(stepped, "dropped_step")
         assert "solution=steps" in stepped.source
     assert sum(len(r.output) for r in records) / len(records) >= 40  # reasoning, not a bare number
+
+
+def test_products_and_decimal_sums_write_their_running_results():
+    assert worked_solution("products", {"answer": "336", "metadata": {"expression": "6 * 8 * 7", "source_index": 0}}) \
+        == "6 * 8 = 48\n48 * 7 = 336\n#### 336"
+    entry = {"answer": "9.9460", "metadata": {"expression": "1.4 + 8.546 - 0.0000", "source_index": 0}}
+    assert worked_solution("decimal_chain_sum", entry) == "1.4 + 8.546 = 9.946\n9.946 - 0.0000 = 9.9460\n#### 9.9460"
+
+
+def test_the_mixed_pools_distractors_have_the_targets_form():
+    """configs/steps-mixed.yaml: the distractors' responses are as long (mean within 10%), have as
+    many lines and the same answer marker as the on-task ones, so only content tells them apart."""
+    import numpy as np
+
+    from igds.core.data import read_source
+    from igds.params import load_params
+    from tests.conftest import ROOT
+
+    data = load_params(ROOT / "configs" / "steps-mixed.yaml").data
+    on = read_source("pool", data.splits.pool, max_chars=data.max_chars, strict=False, n=200, held={}).records
+    off = read_source("pool", data.mix.distractors, max_chars=data.max_chars, strict=False, n=200, held={}).records
+    assert {r.task for r in off} == {"products"} and {r.task for r in on} == {"chain_sum"}
+    length = [np.mean([len(r.output) for r in rs]) for rs in (on, off)]
+    assert abs(length[0] - length[1]) / length[0] < 0.10, length
+    lines = [sorted({r.output.count("\n") for r in rs}) for rs in (on, off)]
+    assert lines[0] == lines[1]
+    assert all("\n#### " in r.output for r in on + off)
+
+
+def test_form_auroc_finds_a_planted_form_and_not_a_matched_one():
+    from igds.core.data import make_record
+    from igds.core.data.splits import form_auroc
+
+    on = [make_record(f"q{i}", "", f"{i} + 1 = {i + 1}\n#### {i + 1}", "t", "s") for i in range(20)]
+    long = [make_record(f"p{i}", "", f"{i} * 2 = {2 * i}\nso it is\n#### {2 * i} indeed", "o", "s") for i in range(20)]
+    matched = [make_record(f"p{i}", "", f"{i} * 1 = {i}\n#### {i}", "o", "s") for i in range(20)]
+    assert form_auroc(on + long, "t") == {"response_chars": 1.0, "response_lines": 1.0}
+    assert form_auroc(on + matched, "t")["response_lines"] == 0.5
+    assert form_auroc(on, "t") == {}

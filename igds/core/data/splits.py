@@ -229,10 +229,31 @@ def _report(cfg: DataConfig, names, data: dict[str, SplitData]) -> dict:
             for name in names
         },
     }
+    for name in names:
+        form = form_auroc(data[name].records, cfg.target_task)
+        if form:
+            report["splits"][name]["form_auroc"] = form
     for key in ("read", "accepted", "rejected"):
         report[key] = sum(s[key] for s in report["splits"].values())
     assert report["read"] == report["accepted"] + report["rejected"]
     return report
+
+
+def form_auroc(records: list[Record], target_task: str) -> dict[str, float]:
+    """How well the response's form alone finds the on-task examples: the on-task AUROC of the
+    best rule on the response's length in characters, and on its line count (max(A, 1 - A): either
+    direction); 0.5 is no information. {} unless both on- and off-task examples are present."""
+    from igds.core.selection_metrics import auroc  # noqa: PLC0415 (it imports igds.core.data)
+
+    labels = np.array([r.task == target_task for r in records])
+    if labels.all() or not labels.any():
+        return {}
+    out = {}
+    for key, values in (("response_chars", [len(r.output) for r in records]),
+                        ("response_lines", [r.output.count("\n") + 1 for r in records])):
+        a = auroc(np.array(values, dtype=float), labels)
+        out[key] = round(max(a, 1.0 - a), 6)
+    return out
 
 
 def _describe(cfg: DataConfig, name: str) -> str:
