@@ -150,17 +150,25 @@ def _seed_scale(m: np.ndarray) -> float:
     already in the sign-flip null; counting it again would make the test conservative.
     A bootstrap mean of S seeds has variance (S - 1) / S * var(m_s) / S, hence the scale.
     """
-    n_seeds, n_examples = m.shape
-    if n_seeds < 2 or n_examples < 2:
-        return 0.0
-    seed_means = m.mean(axis=1)
-    var_seed = float(np.var(seed_means, ddof=1))
+    n_seeds = m.shape[0]
+    sigma_u2, var_seed = _row_component(m)
     if var_seed <= 0.0:
         return 0.0
-    residual = m - m.mean(axis=0) - seed_means[:, None] + m.mean()
-    mse = float((residual ** 2).sum()) / ((n_seeds - 1) * (n_examples - 1))
-    sigma_u2 = max(0.0, var_seed - mse / n_examples)
     return math.sqrt(sigma_u2 * n_seeds / ((n_seeds - 1) * var_seed))
+
+
+def _row_component(m: np.ndarray) -> tuple[float, float]:
+    """(the ANOVA estimate of the row variance component of m [R, N] (rows x examples, no
+    replication): var(row means) - residual mean square / N, truncated at 0; var(row means)).
+    Both 0 with fewer than 2 rows or examples."""
+    n_rows, n_examples = m.shape
+    if n_rows < 2 or n_examples < 2:
+        return 0.0, 0.0
+    row_means = m.mean(axis=1)
+    var_rows = float(np.var(row_means, ddof=1))
+    residual = m - m.mean(axis=0) - row_means[:, None] + m.mean()
+    mse = float((residual ** 2).sum()) / ((n_rows - 1) * (n_examples - 1))
+    return max(0.0, var_rows - mse / n_examples), var_rows
 
 
 def _seed_term(m: np.ndarray, scale: float, rng: np.random.Generator, n_draws: int) -> np.ndarray:
@@ -476,7 +484,7 @@ def draws_permutation_test(a: np.ndarray, b: np.ndarray, rng: np.random.Generato
         **{_RNG_KW: rng})
     observed = float(flips.statistic)
     n_draws = d.shape[0]
-    sigma_d2 = _draw_component(d)
+    sigma_d2 = _row_component(d)[0]  # the draw variance component (ANOVA, draws x examples)
     if sigma_d2 == 0.0:
         return PermutationTest(observed, float(flips.pvalue), int(len(flips.null_distribution)),
                                2 ** n_examples <= n_perm)
@@ -485,18 +493,6 @@ def draws_permutation_test(a: np.ndarray, b: np.ndarray, rng: np.random.Generato
     term = math.sqrt(sigma_d2 / n_draws) * rng.standard_t(n_draws - 1, size=int(n_perm))
     null = np.resize(flips.null_distribution, int(n_perm)) + term
     return PermutationTest(observed, _two_sided_p(null, observed, exact=False), int(n_perm), False)
-
-
-def _draw_component(d: np.ndarray) -> float:
-    """The ANOVA estimate of the draw variance component of d [D, N] (draws x examples, no
-    replication): var(draw means) - residual mean square / N, truncated at 0 (as _seed_scale)."""
-    n_draws, n_examples = d.shape
-    if n_draws < 2 or n_examples < 2:
-        return 0.0
-    draw_means = d.mean(axis=1)
-    residual = d - d.mean(axis=0) - draw_means[:, None] + d.mean()
-    mse = float((residual ** 2).sum()) / ((n_draws - 1) * (n_examples - 1))
-    return max(0.0, float(np.var(draw_means, ddof=1)) - mse / n_examples)
 
 
 def draw_t_test(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
