@@ -44,7 +44,6 @@ from igds.params import dump_params, load_params, read_params
 
 log = logging.getLogger("bench.poolsize")
 
-METHODS = ("igds", "random", "loss", "ifd", "zip", "kcenter", "rds", "lexical", "less")
 DAMAGE = {"share": 0.3, "kinds": ["wrong_answer", "dropped_step", "truncated"], "seed": 0}  # shuffled_steps cannot move two equal lines
 
 
@@ -149,7 +148,8 @@ def main(argv: list[str] | None = None) -> None:
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--profile", type=Path, default=ROOT / "configs" / "steps-mixed.yaml")
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help="default: every method of the profile's methods: but full (its variants are rows)")
     parser.add_argument("--options", type=yaml.safe_load, default={"min_terms": 4, "max_terms": 4},
                         help="options set on the pool and its distractors at every size (YAML)")
     parser.add_argument("--less-max", type=int, default=1000)
@@ -165,6 +165,9 @@ def main(argv: list[str] | None = None) -> None:
         log.info("the profile's pipeline up to identify (prepare, sae, identify) in %s", project)
         _run(["dvc", "repro", "identify"], project, "dvc repro identify")
     whole = read_params(args.profile)
+    if args.methods is None:
+        profile = load_params(args.profile)
+        args.methods = [m for m in profile.methods if not profile.methods.selector_class(m).keeps_all]
     sizes = [score_size(project, args.work / f"size-{n}", n, whole, args.options, args.methods, args.less_max)
              for n in args.sizes]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
