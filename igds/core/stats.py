@@ -434,20 +434,33 @@ def nested_bootstrap(a: np.ndarray, b: np.ndarray | None, rng: np.random.Generat
     return np.concatenate(out)
 
 
+def _nested_interval(estimate: float, boot: np.ndarray, n_draws: int, level: float) -> tuple[float, float]:
+    """With one draw the percentile interval of the bootstrap; with D >= 2 draws the estimate
+    +- t_{D-1} x the bootstrap SD. A percentile interval over 5 resampled clusters under-covers (88%
+    of 200 simulated null studies at 95%, draws dominating), as with few clusters in any cluster
+    bootstrap; t critical values on D - 1 degrees of freedom (Cameron, Gelbach & Miller 2008) gave
+    98% there, conservative as resampling every level is."""
+    if n_draws < 2:
+        return _percentiles(boot, level)
+    half = float(stats.t.ppf(1 - (1 - level) / 2, n_draws - 1) * np.std(boot, ddof=1))
+    return estimate - half, estimate + half
+
+
 def nested_ci(a: np.ndarray, rng: np.random.Generator, n_boot: int = 2000, level: float = 0.95) -> BootstrapCI:
-    """Percentile CI of an arm's grand mean over draws x seeds x examples (nested_bootstrap);
+    """CI of an arm's grand mean over draws x seeds x examples (nested_bootstrap, _nested_interval);
     n_seeds counts the draws' runs (draws x seeds)."""
     m = _as_nested(a, "a")
-    lo, hi = _percentiles(nested_bootstrap(m, None, rng, n_boot), level)
+    lo, hi = _nested_interval(float(m.mean()), nested_bootstrap(m, None, rng, n_boot), m.shape[0], level)
     return BootstrapCI(float(m.mean()), lo, hi, m.shape[0] * m.shape[1], m.shape[2])
 
 
 def nested_paired_ci(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, n_boot: int = 2000,
                      level: float = 0.95) -> PairedCI:
-    """Percentile CI of mean(a) - mean(b), draws paired, seeds per arm, examples shared."""
+    """CI of mean(a) - mean(b), draws paired, seeds per arm, examples shared (_nested_interval)."""
     ma, mb = _nested_paired(a, b)
-    lo, hi = _percentiles(nested_bootstrap(ma, mb, rng, n_boot), level)
-    return PairedCI(float(ma.mean() - mb.mean()), lo, hi)
+    diff = float(ma.mean() - mb.mean())
+    lo, hi = _nested_interval(diff, nested_bootstrap(ma, mb, rng, n_boot), ma.shape[0], level)
+    return PairedCI(diff, lo, hi)
 
 
 def variance_split(a: np.ndarray, b: np.ndarray | None, rng: np.random.Generator, n_boot: int = 2000) -> VarianceSplit:
