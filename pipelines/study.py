@@ -157,7 +157,7 @@ def _per_example(metrics: dict, metric: str, ids: list[str] | None, where: str) 
     return order, np.array([float(values[i]) for i in order])
 
 
-def collect(profile: Path, draws: int, out: Path, baseline: str | None = None) -> dict:
+def collect(profile: Path, draws: int, baseline: str | None = None) -> dict:
     """Every draw's per-example results and identification, from its experiment: {'params',
     'draws': [{name, commit, identify}], 'values': {pool: {run stem: [D, S, N]}}, 'base': [D, 1, N],
     'ids'}. A ConfigError names the draws not yet run."""
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"study: queued; run `dvc queue start -j N`, then `python -m pipelines.study {args.profile} "
                       f"--draws {args.draws} --collect`", file=sys.stderr)
                 return
-        data = collect(args.profile, args.draws, out, args.baseline)
+        data = collect(args.profile, args.draws, args.baseline)
         summary = summarise(data, np.random.default_rng(data["params"].seed))
     except (ConfigError, DataError) as e:
         print(f"study: error: {e}", file=sys.stderr)

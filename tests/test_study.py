@@ -173,7 +173,7 @@ def _fake_study(tmp_path: Path, draws: int, effect: float, ids_of=None) -> tuple
 def test_the_study_reads_each_draw_from_its_experiment_and_finds_the_planted_difference(tmp_path, monkeypatch):
     repo, baseline = _fake_study(tmp_path, draws=3, effect=0.3)
     monkeypatch.chdir(repo)
-    data = study.collect(Path("study.yaml"), 3, Path("out"), baseline)
+    data = study.collect(Path("study.yaml"), 3, baseline)
     assert data["values"]["within"]["igds-0.5"].shape == (3, 1, 400)
     assert [d["name"] for d in data["draws"]] == ["study-d0", "study-d1", "study-d2"]
     summary = study.summarise(data, np.random.default_rng(0))
@@ -189,14 +189,14 @@ def test_a_draw_not_run_and_draws_on_other_eval_problems_are_refused(tmp_path, m
     repo, baseline = _fake_study(tmp_path, draws=2, effect=0.0)
     monkeypatch.chdir(repo)
     with pytest.raises(ConfigError, match="study-d2"):
-        study.collect(Path("study.yaml"), 3, Path("out"), baseline)
+        study.collect(Path("study.yaml"), 3, baseline)
     other = tmp_path / "other"
     other.mkdir()
     repo, baseline = _fake_study(other, draws=2, effect=0.0,
                                  ids_of=lambda d, n: [f"q{i + d:04d}" for i in range(n)])
     monkeypatch.chdir(repo)
     with pytest.raises(DataError, match="share data.splits.eval"):
-        study.collect(Path("study.yaml"), 2, Path("out"), baseline)
+        study.collect(Path("study.yaml"), 2, baseline)
 
 
 def test_every_pair_of_draws_draws_different_seeds():
