@@ -55,16 +55,23 @@ class Correlation:
     n: int
 
 
-def _as_matrix(values: np.ndarray, name: str) -> np.ndarray:
-    """[n_seeds, n_examples] float array; a 1-D array is one seed."""
+def _as_levels(values: np.ndarray, name: str, levels: tuple[str, ...]) -> np.ndarray:
+    """A non-empty, finite float array with one axis per level (e.g. seeds, examples); an array
+    with one axis fewer is one member of the outermost level."""
     m = np.asarray(values, dtype=float)
-    if m.ndim == 1:
-        m = m[None, :]
-    if m.ndim != 2 or m.shape[0] == 0 or m.shape[1] == 0:
-        raise ValueError(f"{name} must be a non-empty [n_seeds, n_examples] array, got shape {m.shape}")
+    if m.ndim == len(levels) - 1:
+        m = m[None]
+    if m.ndim != len(levels) or 0 in m.shape:
+        shape = ", ".join(f"n_{level}" for level in levels)
+        raise ValueError(f"{name} must be a non-empty [{shape}] array, got shape {m.shape}")
     if not np.isfinite(m).all():
         raise ValueError(f"{name} has non-finite values")
     return m
+
+
+def _as_matrix(values: np.ndarray, name: str) -> np.ndarray:
+    """[n_seeds, n_examples] float array; a 1-D array is one seed."""
+    return _as_levels(values, name, ("seeds", "examples"))
 
 
 def _counts(rng: np.random.Generator, n_draws: int, n: int) -> np.ndarray:
@@ -372,14 +379,7 @@ class VarianceSplit:
 
 def _as_nested(values: np.ndarray, name: str) -> np.ndarray:
     """[n_draws, n_seeds, n_examples] float array; a 2-D array is one draw."""
-    m = np.asarray(values, dtype=float)
-    if m.ndim == 2:
-        m = m[None]
-    if m.ndim != 3 or 0 in m.shape:
-        raise ValueError(f"{name} must be a non-empty [n_draws, n_seeds, n_examples] array, got shape {m.shape}")
-    if not np.isfinite(m).all():
-        raise ValueError(f"{name} has non-finite values")
-    return m
+    return _as_levels(values, name, LEVELS)
 
 
 def _nested_paired(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
