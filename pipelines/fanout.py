@@ -58,7 +58,7 @@ def plan(root: Path, targets: list[str] | None) -> tuple[list[str], dict[str, li
             for t in targets:
                 keep |= {by_name[t], *nx.descendants(graph, by_name[t])}
             graph = graph.subgraph(keep)
-        changed = set(repo.status(targets=[s.addressing for s in graph.nodes], with_deps=False))
+        changed = set(repo.status(targets=targets or None, with_deps=True))  # one pass over the graph
     names = {stage: stage.addressing for stage in graph.nodes}
     run = {s for s in graph.nodes if names[s] in changed}
     for stage in list(run):
