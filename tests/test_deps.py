@@ -1,5 +1,5 @@
 """The code a stage runs is in its stage graph: every stage depends on one code manifest
-(manifests/<kind>.json, stage code@<kind>), and a manifest holds its kind's whole first-party
+(manifests/<kind>.json, written by the one code stage), and a manifest holds its kind's whole first-party
 import closure, computed from the source (pipelines/code.py), so a code change can never leave
 an output that `dvc status` calls up to date, and no source path is listed by hand."""
 
@@ -57,22 +57,30 @@ def test_the_check_for_listed_paths_finds_a_planted_one():
     assert LISTED_PATH.findall("    deps:\n      - igds/core/sae.py\n      - data/pool.jsonl\n") == ["igds/core/sae.py"]
 
 
-def test_each_stage_depends_on_one_code_manifest_and_the_code_stages_on_the_sources(stages):
-    """Only the code@ stages depend on source folders (the whole of them, so any edit re-runs the
+def test_each_stage_depends_on_one_code_manifest_and_the_code_stage_on_the_sources(stages):
+    """Only the code stage depends on source folders (the whole of them, so any edit re-runs the
     cheap manifests); every other stage on exactly one manifest: dvc.lock stays small."""
     for name, (_, deps) in stages.items():
         code = [d for d in deps if d.split("/")[0] in SOURCES]
-        if name.startswith("code@"):
+        if name == "code":
             assert sorted(code) == sorted(SOURCES), name
         else:
             assert code == [], (name, code)
             assert len({d for d in deps if is_code_manifest(d)}) == 1, name
 
 
-def test_the_code_stages_are_the_kinds_the_stages_use():
+def test_the_code_stage_writes_the_kinds_the_stages_use(tmp_path):
+    from pipelines.code import declared_outs, write_all
+
     text = (ROOT / "dvc.yaml").read_text(encoding="utf-8")
-    foreach = yaml.safe_load(text)["stages"]["code"]["foreach"]
-    assert foreach == list(kinds(text)), "dvc.yaml's code: foreach must list the kinds of manifests/<kind>.json the stages use"
+    assert declared_outs(text) == [f"manifests/{k}.json" for k in kinds(text)], \
+        "dvc.yaml's code stage must declare manifests/<kind>.json of every kind the stages use"
+    assert write_all(ROOT / "dvc.yaml", tmp_path) == list(kinds(text))
+    assert json.loads((tmp_path / "score.json").read_text()) == manifest("score", ROOT / "dvc.yaml")
+    short = tmp_path / "dvc.yaml"  # a kind its outs forget: refused, named
+    short.write_text(text.replace("      - manifests/score.json\n", ""))
+    with pytest.raises(ValueError, match=r"missing \['manifests/score.json'\]"):
+        write_all(short, tmp_path / "again")
 
 
 def test_every_stage_command_closure_is_in_its_manifest(stages):
@@ -80,7 +88,7 @@ def test_every_stage_command_closure_is_in_its_manifest(stages):
     files = {kind: set(kind_files(kind, text)) for kind in kinds(text)}
     missing = {}
     for name, (cmd, deps) in stages.items():
-        if name.startswith("code@"):
+        if name == "code":
             continue
         (dep,) = {d for d in deps if is_code_manifest(d)}
         needed = closure(ROOT, command_modules(cmd))

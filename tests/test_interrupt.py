@@ -56,7 +56,7 @@ def test_killed_stages_leave_nothing_accepted_and_resume_from_their_checkpoint(t
     assert "chunk_batches: 1" in params
     (work / "params.yaml").write_text(params)
     dvc(work, "repro", "prepare")
-    dvc(work, "repro", "--glob", "code@*")  # the code manifests the --single-item runs below depend on
+    dvc(work, "repro", "code")  # the code manifests the --single-item runs below depend on
     dvc(work, "repro", "--glob", "input@*")  # and the models' input manifests (manifests/inputs/model)
 
     # SAE training: killed after its first checkpoint (step 50 of 150)

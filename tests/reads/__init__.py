@@ -15,7 +15,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 # read by every stage, by design: the params (dvc.yaml names the keys), the generated stage
-# graph (pipelines.graph checks it is fresh) and dvc.yaml (the code@ stages compute the kinds from it)
+# graph (pipelines.graph checks it is fresh) and dvc.yaml (the code stage computes the kinds from it)
 ALWAYS = {"params.yaml", "graph.yaml", "dvc.yaml"}
 
 
