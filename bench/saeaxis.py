@@ -28,6 +28,7 @@ import argparse
 import copy
 import datetime
 import logging
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,7 @@ import numpy as np
 from bench.common import ROOT, machine, subprocess_env, write_report
 from igds.core.artifacts import atomic_file, read_json, write_json
 from igds.core.config import ConfigError, from_dict
+from igds.core.stats import correlation
 from igds.params import Params, dump_params, read_params
 
 log = logging.getLogger("bench.saeaxis")
@@ -143,12 +145,11 @@ class Measure:
 
 
 def spearman(x: list[float], y: list[float]) -> dict:
-    from scipy.stats import spearmanr
-
-    if len(x) < 3:
-        return {"rho": None, "p": None, "n": len(x)}
-    r = spearmanr(x, y)
-    return {"rho": float(r.statistic), "p": float(r.pvalue), "n": len(x)}
+    """Spearman's rho and its p (igds.core.stats.correlation); None where it has none (fewer than 3
+    points, or a constant variable)."""
+    c = correlation(x, y)
+    none = lambda v: None if math.isnan(v) else v  # noqa: E731
+    return {"rho": none(c.spearman_rho), "p": none(c.spearman_p), "n": c.n}
 
 
 def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float | None, float | None]:

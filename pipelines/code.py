@@ -152,11 +152,12 @@ def kind_files(kind: str, dvc_text: str, root: Path = ROOT, modules: list[str] |
     return sorted(closure(root, ["pipelines.code", *modules]))
 
 
-def manifest(kind: str, dvc_yaml: Path) -> dict:
-    """{"kind", "modules", "files": {path: sha256}} of the code a kind of stage runs."""
+def manifest(kind: str, dvc_yaml: Path, modules: list[str] | None = None) -> dict:
+    """{"kind", "modules", "files": {path: sha256}} of the code a kind of stage runs (`modules`:
+    the kind's, when already known)."""
     root = dvc_yaml.resolve().parent
     text = dvc_yaml.read_text(encoding="utf-8")
-    modules = kind_modules(kind, text, root)
+    modules = kind_modules(kind, text, root) if modules is None else modules
     files = kind_files(kind, text, root, modules)
     return {"kind": kind, "modules": modules,
             "files": {str(p): hashlib.sha256((root / p).read_bytes()).hexdigest() for p in files}}
@@ -172,15 +173,15 @@ def write_all(dvc_yaml: Path, out: Path) -> list[str]:
     """Every kind's manifest into out/<kind>.json: the kinds the stages use, which must be the
     outputs the code stage declares (a ValueError naming the difference)."""
     text = dvc_yaml.read_text(encoding="utf-8")
-    used = list(kinds(text, dvc_yaml.resolve().parent))
+    used = kinds(text, dvc_yaml.resolve().parent)  # parsed once, not once per kind
     want = [f"manifests/{kind}.json" for kind in used]
     declared = declared_outs(text)
     if sorted(declared) != sorted(want):
         raise ValueError(f"{dvc_yaml}: the code stage's outs must be the manifests the stages depend on; missing "
                          f"{sorted(set(want) - set(declared)) or 'none'}, not used {sorted(set(declared) - set(want)) or 'none'}")
-    for kind in used:
-        write_json(out / f"{kind}.json", manifest(kind, dvc_yaml))
-    return used
+    for kind, modules in used.items():
+        write_json(out / f"{kind}.json", manifest(kind, dvc_yaml, modules))
+    return list(used)
 
 
 def main(argv: list[str] | None = None) -> None:
